@@ -1,0 +1,1 @@
+"""rfad.export."""
