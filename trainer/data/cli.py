@@ -1,0 +1,89 @@
+"""``rfad-data``: write the synthetic dataset, import RF1M, check a manifest's samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from rfad.trainer.data.manifest import CLASS_NAMES, SPLITS, ManifestError, check_rows, read_manifest
+from rfad.trainer.data.rf1m import RF1MFormatError, import_rf1m
+from rfad.trainer.data.synth import write_synthetic_dataset
+
+# What a user can fix (a bad file, a wrong path, a bad value) is reported as a one-line message
+# with exit code 1; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ManifestError, RF1MFormatError, FileNotFoundError, ValueError)
+
+
+@click.group()
+def main() -> None:
+    """Datasets for rfad-train: manifests, the synthetic set, the RF1M importer."""
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Number of samples (balanced over the 5 classes).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=64), help="Ad image side in pixels.")
+@click.option("--val-fraction", default=0.15, show_default=True, type=float)
+@click.option("--test-fraction", default=0.15, show_default=True, type=float)
+def synth(out_dir: Path, n: int, seed: int, size: int, val_fraction: float, test_fraction: float) -> None:
+    """Write a synthetic dataset whose labels are learnable from the images."""
+    try:
+        manifest = write_synthetic_dataset(
+            out_dir, n, seed=seed, size=size, val_fraction=val_fraction,
+            test_fraction=test_fraction, progress=True,
+        )
+        rows = read_manifest(manifest)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {len(rows)} samples to {manifest}")
+    _echo_counts("label", [row.label for row in rows], order=CLASS_NAMES)
+    _echo_counts("split", [row.split for row in rows], order=SPLITS)
+
+
+@main.command("import-rf1m")
+@click.option("--labels", "labels_txt", required=True, type=click.Path(path_type=Path), help="RF1M label.txt.")
+@click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path), help="Folder of generated images (searched recursively).")
+@click.option("--products", "products_dir", required=True, type=click.Path(path_type=Path), help="Folder of RGBA product PNG/WebP files.")
+@click.option("--out", "out_manifest", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Manifest to write (.jsonl or .parquet).")
+@click.option("--keep-unsuitable", is_flag=True, help="Keep rows labelled Unsuitable (dropped by default).")
+@click.option("--captions", type=click.Path(path_type=Path), default=None, help="name -> caption file (.jsonl or .tsv).")
+@click.option("--json-report", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the report as JSON.")
+def import_rf1m_command(
+    labels_txt: Path, images_dir: Path, products_dir: Path, out_manifest: Path,
+    keep_unsuitable: bool, captions: Path | None, json_report: Path | None,
+) -> None:
+    """Import RF1M (label.txt + images + products) into a manifest, reporting what was skipped."""
+    try:
+        report = import_rf1m(
+            labels_txt, images_dir, products_dir, out_manifest,
+            keep_unsuitable=keep_unsuitable, captions=captions, progress=True,
+        )
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(report.format())
+    if json_report is not None:
+        json_report.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strict-labels", is_flag=True, help="An unknown label is a manifest error, not a skipped row.")
+def check(manifest: Path, strict_labels: bool) -> None:
+    """Decode every sample of MANIFEST and report the rows a trainer would skip, by reason."""
+    try:
+        rows = read_manifest(manifest, strict_labels=strict_labels)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    _, report = check_rows(rows, manifest.parent, progress=True)
+    click.echo(report.format(title=str(manifest)))
+
+
+def _echo_counts(title: str, values: list, order: tuple[str, ...]) -> None:
+    counts = {name: values.count(name) for name in order if name in values}
+    width = max([len(title)] + [len(name) for name in counts])
+    click.echo(f"  {title:<{width}}  {'rows':>8}")
+    for name, count in counts.items():
+        click.echo(f"  {name:<{width}}  {count:>8}")
