@@ -15,6 +15,7 @@ Layout written by :func:`build_tiny_zoo`::
       roberta/              RoBERTa + byte-level BPE tokenizer (RFNet's text backbone)
       resnet/               ResNet (RFNet's image backbone)
       dpt/                  DPT depth model + image processor config
+      samples/              sample product cut-outs (RGBA PNG) drawn in code
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 from rfad.models.model_set import ModelSet
+from rfad.tiny.products import write_sample_products
 from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
 
 # SD-1.5's scheduler config as shipped with the real weights (PNDM; the loop builds DDIM from it).
@@ -200,6 +202,7 @@ def build_tiny_zoo(out: str | os.PathLike, seed: int = 0, spec: TinyZooSpec = Ti
     tiny_dpt(seed).save_pretrained(root / "dpt", safe_serialization=True)
     DPTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(root / "dpt")
 
+    write_sample_products(root / "samples")
     model_set = ModelSet(
         sd=root / "sd15", controlnet=root / "controlnet", roberta=root / "roberta", resnet=root / "resnet",
         depth=root / "dpt",

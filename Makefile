@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the test suite).
+# Each sets up its own virtual environment on a fresh machine (CPU torch pinned by
+# constraints/cpu.txt; GPU users install their own torch build before `pip install -e`).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= out
+
+.PHONY: setup test demo clean
+
+$(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.rfad-installed
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/rfad tiny --out $(OUT)/zoo
+	$(BIN)/rfad generate --models $(OUT)/zoo --product $(OUT)/zoo/samples/bottle.png \
+		--prompt "a bottle on a marble table" --steps 4 --seed 7 --out $(OUT)/bottle.png
+
+clean:
+	rm -rf $(VENV) $(OUT)

@@ -1,0 +1,156 @@
+"""``rfad``: the umbrella command (``rfad tiny``, ``rfad generate``).
+
+A thin front door: each command parses its flags, calls the library, and turns the library's
+errors (bad image, missing model folder, out-of-range setting) into one-line messages with
+exit code 1 instead of tracebacks. Nothing imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from rfad import __version__
+
+
+def _fail_cleanly(func):
+    """Known user errors become ``click.ClickException`` (message, exit 1)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from rfad.canvas import CanvasError
+        from rfad.contract import InvalidRequest
+        from rfad.models.folders import ModelFolderError
+
+        from rfad.logs import quiet_third_party
+
+        quiet_third_party()
+        try:
+            return func(*args, **kwargs)
+        except (CanvasError, InvalidRequest, ModelFolderError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="rfad")
+def main() -> None:
+    """rfad: reliable e-commerce advertising image generation (SD-1.5 + ControlNet + RFNet)."""
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the zoo to (created).")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same weights.")
+@_fail_cleanly
+def tiny(out: Path, seed: int) -> None:
+    """Build the tiny random-weight model zoo (for tests and the demo; NOT for real images)."""
+    from rfad.tiny.zoo import build_tiny_zoo
+
+    start = time.perf_counter()
+    model_set = build_tiny_zoo(out, seed=seed)
+    click.echo(f"tiny zoo (seed {seed}, random weights) written to {out} in {time.perf_counter() - start:.1f} s")
+    for role in ("sd", "controlnet", "depth", "saliency", "rfnet", "roberta", "resnet"):
+        path = getattr(model_set, role)
+        if path is not None:
+            click.echo(f"  {role:<11} {path}")
+
+
+def _output_paths(out: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
+
+
+@main.command()
+@click.option("--models", required=True, type=click.Path(exists=True, path_type=Path),
+              help="Model set folder (rfad-models.json), diffusers SD-1.5 folder, or single-file .safetensors.")
+@click.option("--controlnet", type=click.Path(exists=True, path_type=Path), help="ControlNet folder (overrides the set's).")
+@click.option("--sd-config", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Diffusers config folder for a single-file checkpoint.")
+@click.option("--lora", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="LoRA .safetensors to fuse.")
+@click.option("--lora-scale", type=float, default=None, help="LoRA scale (default 0.8, the official one).")
+@click.option("--product", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Product cut-out (PNG/WebP with alpha).")
+@click.option("--prompt", required=True, help="Background prompt.")
+@click.option("--negative-prompt", default="", help="Negative prompt.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output PNG; with --num-images N > 1, OUT-0.png .. OUT-(N-1).png. A JSON sidecar OUT.json is written.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--steps", default=40, show_default=True, type=int, help="DDIM steps.")
+@click.option("--guidance", default=7.5, show_default=True, type=float, help="Classifier-free guidance scale.")
+@click.option("--controlnet-scale", default=1.0, show_default=True, type=float)
+@click.option("--num-images", default=1, show_default=True, type=int)
+@click.option("--candidates", default=1, show_default=True, type=int, help="Candidates per attempt (one batch).")
+@click.option("--size", default=512, show_default=True, type=int, help="Canvas side in pixels (multiple of 8).")
+@click.option("--product-scale", default=0.75, show_default=True, type=float,
+              help="Largest product side as a fraction of the canvas.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@_fail_cleanly
+def generate(models, controlnet, sd_config, lora, lora_scale, product, prompt, negative_prompt, out, seed, steps,
+             guidance, controlnet_scale, num_images, candidates, size, product_scale, device) -> None:
+    """Generate ad images for a product cut-out with the in-process torch runner."""
+    from tqdm import tqdm
+
+    from rfad.canvas import CanvasSpec, prepare_canvas
+    from rfad.contract import check_text
+    from rfad.models.diffusion import load_diffusion_models
+    from rfad.models.model_set import ModelSet
+    from rfad.pipeline.generate import generate as run_generation
+    from rfad.pipeline.settings import GenerationSettings
+    from rfad.pipeline.torch_runner import TorchRunner
+
+    check_text("prompt", prompt, allow_empty=False)
+    check_text("negative_prompt", negative_prompt)
+    settings = GenerationSettings(steps=steps, guidance_scale=guidance, controlnet_scale=controlnet_scale, seed=seed,
+                                  num_images=num_images, candidates=candidates)
+    try:
+        spec = CanvasSpec(width=size, height=size, product_scale=product_scale)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    canvas = prepare_canvas(product, spec)
+    model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, sd_config=sd_config, lora=lora,
+                                                        lora_scale=lora_scale)
+    t0 = time.perf_counter()
+    runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device)
+    load_s = time.perf_counter() - t0
+
+    with tqdm(total=1, unit="step", desc="denoising", file=sys.stderr) as bar:
+        def on_step(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        result = run_generation(runner, canvas, prompt, settings, negative_prompt=negative_prompt, on_step=on_step)
+
+    from PIL import Image
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = _output_paths(out, len(result.images))
+    for path, candidate in zip(paths, result.images):
+        Image.fromarray(candidate.image).save(path)
+    sidecar = {
+        "rfad_version": __version__,
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "product": str(product),
+        "models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items() if v is not None},
+        "settings": settings.to_dict(),
+        "canvas": {"width": size, "height": size, "product_scale": product_scale, "box": list(canvas.box)},
+        "outputs": [str(p) for p in paths],
+        **result.to_dict(),
+    }
+    sidecar["timings_s"]["load_models"] = round(load_s, 4)
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    click.echo(f"wrote {', '.join(str(p) for p in paths)} and {out.with_suffix('.json')} "
+               f"({result.timings['total']:.2f} s generation)")
+
+
+if __name__ == "__main__":
+    main()

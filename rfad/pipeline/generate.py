@@ -1,0 +1,132 @@
+"""Recurrent Generation: attempts of K candidates until enough are judged Available.
+
+The loop of DESIGN.md section 1, step 3, written once for every runner. Without a judge every
+candidate is kept (plain generation). With a judge, candidates with p(Available) >= threshold
+are kept; the loop stops as soon as ``num_images`` are kept or after ``max_attempts``; if too
+few passed, the best remaining candidates are returned flagged not available (not an error).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from rfad.canvas import AdCanvas, paste_back
+from rfad.pipeline.denoise import denoise, to_uint8
+from rfad.pipeline.request import PreparedRequest, prepare_request
+from rfad.pipeline.runner import ComponentRunner
+from rfad.pipeline.settings import GenerationSettings
+
+
+class Judge(Protocol):
+    """Judges finished ad images. ``prepare`` runs once per request (caption embedding, product image);
+    ``__call__`` returns class probabilities float [N, 5] for uint8 images [N, H, W, 3], column 0 = Available."""
+
+    def prepare(self, canvas: AdCanvas, caption: str) -> object: ...
+
+    def __call__(self, images: np.ndarray, state: object) -> np.ndarray: ...
+
+
+@dataclass(eq=False)  # identity semantics: candidates hold arrays
+class Candidate:
+    """One generated image: ``image`` uint8 [H, W, 3] with the product pasted back."""
+
+    seed: int
+    attempt: int
+    image: np.ndarray
+    probabilities: np.ndarray | None = None  # float [5], None without a judge
+    available: bool | None = None  # None without a judge
+
+    @property
+    def p_available(self) -> float:
+        return float(self.probabilities[0]) if self.probabilities is not None else float("nan")
+
+
+@dataclass
+class GenerationResult:
+    """``images``: the ``num_images`` returned candidates (available first); ``candidates``: all generated."""
+
+    images: list[Candidate]
+    candidates: list[Candidate]
+    attempts: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (no pixels)."""
+
+        def describe(c: Candidate) -> dict:
+            return {
+                "seed": c.seed, "attempt": c.attempt, "available": c.available,
+                "probabilities": None if c.probabilities is None else [round(float(p), 6) for p in c.probabilities],
+            }
+
+        return {
+            "attempts": self.attempts,
+            "images": [describe(c) for c in self.images],
+            "candidates": [describe(c) for c in self.candidates],
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def generate(runner: ComponentRunner, canvas: AdCanvas, prompt: str, settings: GenerationSettings, *,
+             negative_prompt: str = "", caption: str = "", judge: Judge | None = None,
+             latents: torch.Tensor | None = None, on_step: Callable[[int, int], None] | None = None,
+             should_stop: Callable[[], bool] | None = None,
+             prepared: PreparedRequest | None = None) -> GenerationResult:
+    """Run the regenerate-until-available loop for one request.
+
+    ``latents`` (float [K, 4, h, w]) replaces the first attempt's initial noise (parity tests).
+    ``on_step(done, total)`` reports denoising progress over all attempts; ``should_stop`` is
+    checked between steps (raises :class:`rfad.pipeline.denoise.GenerationCancelled`).
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if prepared is None:
+        prepared = prepare_request(runner, canvas, prompt, negative_prompt)
+    judge_state = judge.prepare(canvas, caption) if judge is not None else None
+    timings["prepare"] = time.perf_counter() - start
+
+    per_attempt = settings.candidates
+    max_attempts = settings.max_attempts if judge is not None else -(-settings.num_images // per_attempt)
+    candidates: list[Candidate] = []
+    kept: list[Candidate] = []
+    attempt = 0
+    timings["denoise"] = timings["judge"] = 0.0
+    while attempt < max_attempts and len(kept) < settings.num_images:
+        first = attempt * per_attempt
+        seeds = [settings.seed + first + j for j in range(per_attempt)]
+        step_offset = attempt * settings.steps
+
+        def report(done: int, total: int, _offset=step_offset) -> None:
+            if on_step is not None:
+                on_step(_offset + done, max_attempts * total)
+
+        t0 = time.perf_counter()
+        decoded = denoise(runner, prepared, seeds, settings, latents if attempt == 0 else None, report, should_stop)
+        images = paste_back(to_uint8(decoded), canvas)
+        timings["denoise"] += time.perf_counter() - t0
+        attempt += 1
+        probabilities = None
+        if judge is not None:
+            t0 = time.perf_counter()
+            probabilities = np.asarray(judge(images, judge_state), dtype=np.float64)
+            timings["judge"] += time.perf_counter() - t0
+        for j, seed in enumerate(seeds):
+            candidate = Candidate(seed=seed, attempt=attempt, image=images[j])
+            if probabilities is not None:
+                candidate.probabilities = probabilities[j]
+                candidate.available = bool(probabilities[j][0] >= settings.threshold)
+            candidates.append(candidate)
+            if (candidate.available or judge is None) and len(kept) < settings.num_images:
+                kept.append(candidate)
+
+    if len(kept) < settings.num_images:
+        kept_ids = {id(c) for c in kept}
+        rest = sorted((c for c in candidates if id(c) not in kept_ids), key=lambda c: -c.p_available)
+        kept += rest[: settings.num_images - len(kept)]
+    timings["total"] = time.perf_counter() - start
+    return GenerationResult(images=kept, candidates=candidates, attempts=attempt, timings=timings)

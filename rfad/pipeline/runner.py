@@ -1,0 +1,81 @@
+"""The runner interface: how the generation loop calls the models.
+
+The loop (``rfad.pipeline.denoise`` / ``rfad.pipeline.generate``) is written once; a runner
+supplies one method per component, named like the component specs and their tensors. The
+torch runner calls PyTorch modules in process; the onnxruntime runner calls exported graphs;
+the Triton runner makes BLS requests. All exchange CPU/GPU ``torch.Tensor`` values so that the
+loop can use diffusers' scheduler unchanged.
+
+``predict_noise`` is the one call per denoising step. Its default composes the ``controlnet``
+and ``unet`` components; a runner that serves a merged ``controlnet_unet`` graph overrides it
+and the residuals never leave the graph.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """What the loop must know about the models behind a runner.
+
+    tokenizer: the CLIP tokenizer (``model_max_length`` tokens, 77 for SD-1.5).
+    scheduler_config: the base model's scheduler config (the loop builds DDIM from it).
+    unet_in_channels: 4 (latent blending) or 9 (inpainting UNet: latents + mask + masked-image latents).
+    latent_channels: 4 for SD-1.5.
+    vae_scale_factor: 8 for SD-1.5.
+    """
+
+    tokenizer: object
+    scheduler_config: dict
+    unet_in_channels: int
+    latent_channels: int = 4
+    vae_scale_factor: int = 8
+
+
+class ComponentRunner(abc.ABC):
+    """Base class of runners. Subclasses implement the component methods; tensors on ``self.device``."""
+
+    info: RunnerInfo
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    @abc.abstractmethod
+    def text_encoder(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids int64 [B, 77] -> text embeddings float [B, 77, D]."""
+
+    @abc.abstractmethod
+    def controlnet(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                   controlnet_cond: torch.Tensor, conditioning_scale: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """sample [B, 4, h, w], timestep [B], encoder_hidden_states [B, 77, D], controlnet_cond [B, 3, H, W] in [0, 1]
+        -> (down residuals, 12 tensors for SD-1.5; mid residual), already multiplied by ``conditioning_scale``."""
+
+    @abc.abstractmethod
+    def unet(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+             down_residuals: list[torch.Tensor], mid_residual: torch.Tensor) -> torch.Tensor:
+        """sample [B, 4 or 9, h, w], timestep [B], encoder_hidden_states [B, 77, D], residuals -> noise [B, 4, h, w]."""
+
+    @abc.abstractmethod
+    def vae_encoder(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images float [B, 3, H, W] in [-1, 1] -> (mean, std) of the latent distribution, each [B, 4, H/8, W/8],
+        already multiplied by the VAE scaling factor (a latent sample is ``mean + std * noise``)."""
+
+    @abc.abstractmethod
+    def vae_decoder(self, latents: torch.Tensor) -> torch.Tensor:
+        """scaled latents float [B, 4, h, w] -> images float [B, 3, 8h, 8w] in about [-1, 1]."""
+
+    def predict_noise(self, sample: torch.Tensor, unet_extra: torch.Tensor | None, timestep: torch.Tensor,
+                      encoder_hidden_states: torch.Tensor, controlnet_cond: torch.Tensor,
+                      conditioning_scale: float) -> torch.Tensor:
+        """One ControlNet + UNet evaluation.
+
+        sample [B, 4, h, w] is what the ControlNet sees; ``unet_extra`` [B, 5, h, w] (mask and
+        masked-image latents) is concatenated to it for a 9-channel inpainting UNet, else None.
+        """
+        down, mid = self.controlnet(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale)
+        unet_sample = sample if unet_extra is None else torch.cat([sample, unet_extra], dim=1)
+        return self.unet(unet_sample, timestep, encoder_hidden_states, down, mid)

@@ -1,0 +1,43 @@
+"""Settings of one generation request, validated against the contract's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rfad.contract import DEFAULT_LIMITS, Limits, check_number
+
+_INTEGER_FIELDS = ("steps", "seed", "num_images", "candidates", "max_attempts")
+_FLOAT_FIELDS = ("guidance_scale", "controlnet_scale", "eta", "threshold")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to generate: DDIM ``steps`` with classifier-free ``guidance_scale`` (CFG off at <= 1),
+    ``candidates`` images per attempt, up to ``max_attempts`` attempts until ``num_images`` are
+    judged Available (p(Available) >= ``threshold``). Candidate ``i`` (counting across attempts)
+    uses seed ``seed + i``. Raises :class:`rfad.contract.InvalidRequest` naming the field.
+    """
+
+    steps: int = 40
+    guidance_scale: float = 7.5
+    controlnet_scale: float = 1.0
+    eta: float = 0.0
+    seed: int = 0
+    num_images: int = 1
+    candidates: int = 1
+    max_attempts: int = 5
+    threshold: float = 0.5
+    limits: Limits = field(default=DEFAULT_LIMITS, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in _INTEGER_FIELDS:
+            object.__setattr__(self, name, check_number(name, getattr(self, name), self.limits, integer=True))
+        for name in _FLOAT_FIELDS:
+            object.__setattr__(self, name, check_number(name, getattr(self, name), self.limits))
+
+    @property
+    def do_cfg(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in _INTEGER_FIELDS + _FLOAT_FIELDS}

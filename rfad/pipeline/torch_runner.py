@@ -1,0 +1,50 @@
+"""The torch runner: the PyTorch modules, in process (``rfad generate``, trainers' evaluation)."""
+
+from __future__ import annotations
+
+import torch
+
+from rfad.models.diffusion import DiffusionModels
+from rfad.pipeline.runner import ComponentRunner, RunnerInfo
+
+
+class TorchRunner(ComponentRunner):
+    """Runs :class:`DiffusionModels` in process on ``device``."""
+
+    def __init__(self, models: DiffusionModels, device: str | torch.device = "cpu"):
+        self.models = models
+        self.device = torch.device(device)
+        self.dtype = models.unet.dtype
+        vae_config = models.vae.config
+        self.scaling_factor = float(vae_config.scaling_factor)
+        self.info = RunnerInfo(
+            tokenizer=models.tokenizer,
+            scheduler_config=dict(models.scheduler_config),
+            unet_in_channels=int(models.unet.config.in_channels),
+            latent_channels=int(vae_config.latent_channels),
+            vae_scale_factor=2 ** (len(vae_config.block_out_channels) - 1),
+        )
+
+    def text_encoder(self, input_ids):
+        return self.models.text_encoder(input_ids.to(self.device))[0]
+
+    def controlnet(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
+        down, mid = self.models.controlnet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=controlnet_cond,
+            conditioning_scale=float(conditioning_scale), return_dict=False,
+        )
+        return list(down), mid
+
+    def unet(self, sample, timestep, encoder_hidden_states, down_residuals, mid_residual):
+        return self.models.unet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states,
+            down_block_additional_residuals=down_residuals, mid_block_additional_residual=mid_residual,
+            return_dict=False,
+        )[0]
+
+    def vae_encoder(self, images):
+        dist = self.models.vae.encode(images.to(self.device, self.dtype)).latent_dist
+        return dist.mean * self.scaling_factor, dist.std * self.scaling_factor
+
+    def vae_decoder(self, latents):
+        return self.models.vae.decode(latents / self.scaling_factor, return_dict=False)[0]
