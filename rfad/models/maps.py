@@ -25,7 +25,7 @@ def _normalise_per_image(maps: torch.Tensor) -> torch.Tensor:
     """[B, 1, H, W] -> min-max scaled to [0, 1] per image (a flat map becomes 0)."""
     low = maps.amin(dim=(1, 2, 3), keepdim=True)
     high = maps.amax(dim=(1, 2, 3), keepdim=True)
-    return (maps - low) / (high - low).clamp_min(1e-6)
+    return (maps - low) / (high - low).clamp_min(1e-12)
 
 
 class DepthEstimator(nn.Module):

@@ -154,6 +154,9 @@ def tiny_dpt(seed: int = 0):
         hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37, image_size=64,
         patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
         head_in_index=-1, is_hybrid=False,
+        # DPT's default init (std 0.02) through this many small layers gives depth values of
+        # ~1e-9: a flat map. A wider init gives maps that vary with the image, like real depth.
+        initializer_range=0.1,
     )
     return DPTForDepthEstimation(config).eval()
 
