@@ -61,3 +61,50 @@ def check_text(name: str, value, limits: Limits = DEFAULT_LIMITS, allow_empty: b
     if len(value) > limits.prompt_chars:
         raise InvalidRequest(f"{name}: {len(value)} characters exceeds the limit of {limits.prompt_chars}")
     return value
+
+
+# --- The rfad_pipeline model's tensors (Triton) ---------------------------------------------
+# Shapes are without a batch dimension: rfad_pipeline has max_batch_size 0 and one request is
+# one product. Optional inputs take the GenerationSettings default when absent.
+
+PIPELINE_MODEL = "rfad_pipeline"
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # encoded product image; larger requests are refused unread
+
+
+@dataclass(frozen=True)
+class TensorField:
+    """One input or output tensor of the served pipeline, as Triton and tritonclient name it."""
+
+    name: str
+    datatype: str  # Triton datatype: BYTES, INT32, INT64, FP32, BOOL
+    shape: tuple[int, ...]  # -1 = variable
+    optional: bool = False
+    doc: str = ""
+
+
+PIPELINE_INPUTS = (
+    TensorField("product_image", "BYTES", (1,), doc="encoded PNG/WebP with alpha (the product cut-out)"),
+    TensorField("prompt", "BYTES", (1,), doc="background prompt, UTF-8, 1..2000 characters"),
+    TensorField("negative_prompt", "BYTES", (1,), optional=True, doc="negative prompt (default empty)"),
+    TensorField("caption", "BYTES", (1,), optional=True, doc="product title for RFNet (default empty)"),
+    TensorField("seed", "INT64", (1,), optional=True, doc="seed of the first candidate (default 0)"),
+    TensorField("steps", "INT32", (1,), optional=True, doc="DDIM steps (default 40)"),
+    TensorField("guidance_scale", "FP32", (1,), optional=True, doc="classifier-free guidance (default 7.5)"),
+    TensorField("controlnet_scale", "FP32", (1,), optional=True, doc="ControlNet scale (default 1.0)"),
+    TensorField("candidates", "INT32", (1,), optional=True, doc="candidates per attempt, one batch (default 1)"),
+    TensorField("max_attempts", "INT32", (1,), optional=True, doc="attempts before giving up (default 5)"),
+    TensorField("num_images", "INT32", (1,), optional=True, doc="Available images wanted (default 1)"),
+    TensorField("threshold", "FP32", (1,), optional=True, doc="p(Available) needed to pass (default 0.5)"),
+)
+
+PIPELINE_OUTPUTS = (
+    TensorField("images", "BYTES", (-1,), doc="PNG bytes, num_images of them, Available ones first"),
+    TensorField("available", "BOOL", (-1,), doc="judged Available, per image"),
+    TensorField("probabilities", "FP32", (-1, len(CLASS_NAMES)), doc="class probabilities per image (CLASS_NAMES order)"),
+    TensorField("seeds", "INT64", (-1,), doc="seed of each returned image"),
+    TensorField("attempts", "INT32", (1,), doc="attempts used"),
+)
+
+# Which GenerationSettings field each numeric input sets.
+SETTINGS_INPUTS = ("seed", "steps", "guidance_scale", "controlnet_scale", "candidates", "max_attempts",
+                   "num_images", "threshold")
