@@ -1,0 +1,83 @@
+"""Served-request parsing and response building: every bad field is named (no server needed)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rfad.contract import MAX_IMAGE_BYTES, PIPELINE_INPUTS, PIPELINE_OUTPUTS, InvalidRequest, Limits
+from rfad.pipeline.generate import Candidate, GenerationResult
+from rfad.serving.pipeline_io import build_pipeline_response, parse_pipeline_request
+
+
+def _request(**overrides):
+    inputs = {
+        "product_image": np.array([b"\x89PNG fake bytes"], dtype=np.object_),
+        "prompt": np.array(["a mug on a desk".encode()], dtype=np.object_),
+        "steps": np.array([20], dtype=np.int32),
+        "guidance_scale": np.array([6.0], dtype=np.float32),
+        "seed": np.array([2**40], dtype=np.int64),
+    }
+    inputs.update(overrides)
+    return {k: v for k, v in inputs.items() if v is not None}
+
+
+def test_valid_request_with_defaults_for_absent_optionals():
+    request = parse_pipeline_request(_request())
+    assert request.prompt == "a mug on a desk" and request.negative_prompt == "" and request.caption == ""
+    assert request.settings == {"seed": 2**40, "steps": 20, "guidance_scale": 6.0}
+    assert isinstance(request.settings["steps"], int)
+
+
+@pytest.mark.parametrize("overrides, field, words", [
+    ({"product_image": None}, "product_image", "missing"),
+    ({"prompt": None}, "prompt", "missing"),
+    ({"prompt": np.array([b"   "], dtype=np.object_)}, "prompt", "empty"),
+    ({"prompt": np.array([b"\xff\xfe"], dtype=np.object_)}, "prompt", "UTF-8"),
+    ({"prompt": np.array([b"x" * 3000], dtype=np.object_)}, "prompt", "2000"),
+    ({"prompt": np.array([b"a", b"b"], dtype=np.object_)}, "prompt", "exactly one"),
+    ({"product_image": np.array([b""], dtype=np.object_)}, "product_image", "empty"),
+    ({"product_image": np.array([b"x" * (MAX_IMAGE_BYTES + 1)], dtype=np.object_)}, "product_image", "limit"),
+    ({"steps": np.array([0], dtype=np.int32)}, "steps", "[1, 150]"),
+    ({"steps": np.array([500], dtype=np.int32)}, "steps", "[1, 150]"),
+    ({"max_attempts": np.array([21], dtype=np.int32)}, "max_attempts", "[1, 20]"),
+    ({"guidance_scale": np.array([np.nan], dtype=np.float32)}, "guidance_scale", "finite"),
+    ({"seed": np.array([-5], dtype=np.int64)}, "seed", "range"),
+    ({"threshold": np.array([1.5], dtype=np.float32)}, "threshold", "range"),
+    ({"bogus": np.array([1])}, "bogus", "unknown"),
+])
+def test_bad_fields_are_named(overrides, field, words):
+    with pytest.raises(InvalidRequest) as info:
+        parse_pipeline_request(_request(**overrides))
+    assert field in str(info.value) and words in str(info.value)
+
+
+def test_server_limits_are_configurable():
+    with pytest.raises(InvalidRequest, match=r"max_attempts.*\[1, 3\]"):
+        parse_pipeline_request(_request(max_attempts=np.array([4], dtype=np.int32)), Limits(max_attempts=(1, 3)))
+
+
+def test_response_tensors_follow_the_contract():
+    image = np.zeros((16, 16, 3), np.uint8)
+    judged = Candidate(seed=3, attempt=2, image=image, probabilities=np.array([0.7, 0.1, 0.1, 0.05, 0.05]),
+                       available=True)
+    unjudged = Candidate(seed=4, attempt=2, image=image + 9)
+    outputs = build_pipeline_response(GenerationResult(images=[judged, unjudged], candidates=[judged, unjudged],
+                                                       attempts=2))
+    assert set(outputs) == {field.name for field in PIPELINE_OUTPUTS}
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(outputs["images"][1]))), image + 9)
+    assert outputs["available"].tolist() == [True, False] and outputs["seeds"].tolist() == [3, 4]
+    assert outputs["probabilities"].dtype == np.float32 and np.isnan(outputs["probabilities"][1]).all()
+    assert outputs["attempts"].tolist() == [2]
+
+
+def test_contract_names_are_unique_and_cover_settings():
+    names = [field.name for field in PIPELINE_INPUTS]
+    assert len(names) == len(set(names))
+    from rfad.pipeline.settings import GenerationSettings
+
+    settings = GenerationSettings(**parse_pipeline_request(_request()).settings)
+    assert settings.steps == 20 and settings.seed == 2**40
