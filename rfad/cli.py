@@ -76,10 +76,15 @@ def _output_paths(out: Path, count: int) -> list[Path]:
               help="Diffusers config folder for a single-file checkpoint.")
 @click.option("--lora", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="LoRA .safetensors to fuse.")
 @click.option("--lora-scale", type=float, default=None, help="LoRA scale (default 0.8, the official one).")
+@click.option("--rfnet", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="RFNet folder: judge every candidate and regenerate until Available.")
+@click.option("--depth", type=click.Path(exists=True, file_okay=False, path_type=Path), help="DPT folder (judge).")
+@click.option("--saliency", type=click.Path(exists=True, path_type=Path), help="U2-Net folder or .pth (judge).")
 @click.option("--product", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Product cut-out (PNG/WebP with alpha).")
 @click.option("--prompt", required=True, help="Background prompt.")
 @click.option("--negative-prompt", default="", help="Negative prompt.")
+@click.option("--caption", default="", help="Product title, read by RFNet.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output PNG; with --num-images N > 1, OUT-0.png .. OUT-(N-1).png. A JSON sidecar OUT.json is written.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -88,38 +93,56 @@ def _output_paths(out: Path, count: int) -> list[Path]:
 @click.option("--controlnet-scale", default=1.0, show_default=True, type=float)
 @click.option("--num-images", default=1, show_default=True, type=int)
 @click.option("--candidates", default=1, show_default=True, type=int, help="Candidates per attempt (one batch).")
+@click.option("--max-attempts", default=5, show_default=True, type=int,
+              help="Attempts before returning the best candidates flagged not available (with a judge).")
+@click.option("--threshold", default=0.5, show_default=True, type=float, help="p(Available) needed to pass.")
 @click.option("--size", default=512, show_default=True, type=int, help="Canvas side in pixels (multiple of 8).")
 @click.option("--product-scale", default=0.75, show_default=True, type=float,
               help="Largest product side as a fraction of the canvas.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 @_fail_cleanly
-def generate(models, controlnet, sd_config, lora, lora_scale, product, prompt, negative_prompt, out, seed, steps,
-             guidance, controlnet_scale, num_images, candidates, size, product_scale, device) -> None:
-    """Generate ad images for a product cut-out with the in-process torch runner."""
+def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, saliency, product, prompt, negative_prompt,
+             caption, out, seed, steps, guidance, controlnet_scale, num_images, candidates, max_attempts, threshold, size,
+             product_scale, device) -> None:
+    """Generate ad images for a product cut-out with the in-process torch runner.
+
+    With an RFNet (in the model set or --rfnet), every candidate is judged and the loop
+    regenerates until --num-images are Available or --max-attempts are used (Recurrent
+    Generation); without one, images are generated once and not judged.
+    """
     from tqdm import tqdm
 
     from rfad.canvas import CanvasSpec, prepare_canvas
     from rfad.contract import check_text
     from rfad.models.diffusion import load_diffusion_models
+    from rfad.models.judge import load_judge_models
     from rfad.models.model_set import ModelSet
     from rfad.pipeline.generate import generate as run_generation
+    from rfad.pipeline.judge import RunnerJudge
     from rfad.pipeline.settings import GenerationSettings
     from rfad.pipeline.torch_runner import TorchRunner
 
     check_text("prompt", prompt, allow_empty=False)
     check_text("negative_prompt", negative_prompt)
+    check_text("caption", caption)
     settings = GenerationSettings(steps=steps, guidance_scale=guidance, controlnet_scale=controlnet_scale, seed=seed,
-                                  num_images=num_images, candidates=candidates)
+                                  num_images=num_images, candidates=candidates, max_attempts=max_attempts,
+                                  threshold=threshold)
     try:
         spec = CanvasSpec(width=size, height=size, product_scale=product_scale)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     canvas = prepare_canvas(product, spec)
     model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, sd_config=sd_config, lora=lora,
-                                                        lora_scale=lora_scale)
+                                                        lora_scale=lora_scale, rfnet=rfnet, depth=depth,
+                                                        saliency=saliency)
     t0 = time.perf_counter()
-    runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device)
+    judge_models = load_judge_models(model_set, device) if model_set.rfnet is not None else None
+    runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device, judge=judge_models)
+    judge = RunnerJudge(runner) if judge_models is not None else None
     load_s = time.perf_counter() - t0
+    if judge is None:
+        click.echo("no RFNet in the model set or --rfnet: images are generated once and not judged", err=True)
 
     with tqdm(total=1, unit="step", desc="denoising", file=sys.stderr) as bar:
         def on_step(done: int, total: int) -> None:
@@ -127,7 +150,8 @@ def generate(models, controlnet, sd_config, lora, lora_scale, product, prompt, n
             bar.n = done
             bar.refresh()
 
-        result = run_generation(runner, canvas, prompt, settings, negative_prompt=negative_prompt, on_step=on_step)
+        result = run_generation(runner, canvas, prompt, settings, negative_prompt=negative_prompt, caption=caption,
+                                judge=judge, on_step=on_step)
 
     from PIL import Image
 
@@ -139,6 +163,8 @@ def generate(models, controlnet, sd_config, lora, lora_scale, product, prompt, n
         "rfad_version": __version__,
         "prompt": prompt,
         "negative_prompt": negative_prompt,
+        "caption": caption,
+        "judged": judge is not None,
         "product": str(product),
         "models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items() if v is not None},
         "settings": settings.to_dict(),
@@ -148,8 +174,12 @@ def generate(models, controlnet, sd_config, lora, lora_scale, product, prompt, n
     }
     sidecar["timings_s"]["load_models"] = round(load_s, 4)
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    verdict = ""
+    if judge is not None:
+        passed = sum(bool(c.available) for c in result.images)
+        verdict = f"; {passed}/{len(result.images)} Available after {result.attempts} attempt(s)"
     click.echo(f"wrote {', '.join(str(p) for p in paths)} and {out.with_suffix('.json')} "
-               f"({result.timings['total']:.2f} s generation)")
+               f"({result.timings['total']:.2f} s generation{verdict})")
 
 
 if __name__ == "__main__":

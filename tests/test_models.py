@@ -96,8 +96,8 @@ def test_missing_and_incomplete_folders_list_what_is_missing(tiny_zoo, tmp_path)
     (tmp_path / "cn" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ModelFolderError, match="config.json.*pickles are not loaded"):
         load_controlnet(tmp_path / "cn")
-    with pytest.raises(ModelFolderError, match="--rfnet"):
-        ModelSet.resolve(tiny_zoo).require("rfnet")
+    with pytest.raises(ModelFolderError, match="--sd-config"):
+        ModelSet.resolve(tiny_zoo).require("sd_config")
 
 
 def test_model_set_resolution(tiny_zoo, tmp_path):

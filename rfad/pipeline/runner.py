@@ -28,6 +28,7 @@ class RunnerInfo:
     unet_in_channels: 4 (latent blending) or 9 (inpainting UNet: latents + mask + masked-image latents).
     latent_channels: 4 for SD-1.5.
     vae_scale_factor: 8 for SD-1.5.
+    caption_tokenizer: RFNet's RoBERTa tokenizer, or None for a runner without judge models.
     """
 
     tokenizer: object
@@ -35,6 +36,7 @@ class RunnerInfo:
     unet_in_channels: int
     latent_channels: int = 4
     vae_scale_factor: int = 8
+    caption_tokenizer: object | None = None
 
 
 class ComponentRunner(abc.ABC):
@@ -79,3 +81,26 @@ class ComponentRunner(abc.ABC):
         down, mid = self.controlnet(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale)
         unet_sample = sample if unet_extra is None else torch.cat([sample, unet_extra], dim=1)
         return self.unet(unet_sample, timestep, encoder_hidden_states, down, mid)
+
+    # Judge components. Not abstract: a runner may serve generation without a judge, and then
+    # says so when the loop asks for one.
+    def depth(self, images: torch.Tensor) -> torch.Tensor:
+        """images float [B, 3, H, W] in [0, 1] -> depth map float [B, 1, H, W] in [0, 1]."""
+        raise self._no_judge("depth")
+
+    def saliency(self, images: torch.Tensor) -> torch.Tensor:
+        """images float [B, 3, H, W] in [0, 1] -> saliency map float [B, 1, H, W] in [0, 1]."""
+        raise self._no_judge("saliency")
+
+    def rfnet_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """caption input_ids, attention_mask int64 [B, L] -> caption embeddings float [B, L, d]."""
+        raise self._no_judge("rfnet_text")
+
+    def rfnet(self, product_image: torch.Tensor, generated_image: torch.Tensor, depth_map: torch.Tensor,
+              saliency_map: torch.Tensor, caption_embeddings: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] and maps [B, 1, H, W] in [0, 1], caption [B, L, d] + mask [B, L]
+        -> class probabilities float [B, 5] (CLASS_NAMES order)."""
+        raise self._no_judge("rfnet")
+
+    def _no_judge(self, component: str) -> RuntimeError:
+        return RuntimeError(f"{type(self).__name__} has no {component} model: give an RFNet, depth and saliency model")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 
 from rfad.models.diffusion import DiffusionModels
+from rfad.models.judge import JudgeModels
 from rfad.pipeline.runner import ComponentRunner, RunnerInfo
 
 
 class TorchRunner(ComponentRunner):
-    """Runs :class:`DiffusionModels` in process on ``device``."""
+    """Runs :class:`DiffusionModels` (and optionally :class:`JudgeModels`) in process on ``device``."""
 
-    def __init__(self, models: DiffusionModels, device: str | torch.device = "cpu"):
+    def __init__(self, models: DiffusionModels, device: str | torch.device = "cpu", judge: JudgeModels | None = None):
         self.models = models
+        self.judge_models = judge
         self.device = torch.device(device)
         self.dtype = models.unet.dtype
         vae_config = models.vae.config
@@ -23,6 +25,7 @@ class TorchRunner(ComponentRunner):
             unet_in_channels=int(models.unet.config.in_channels),
             latent_channels=int(vae_config.latent_channels),
             vae_scale_factor=2 ** (len(vae_config.block_out_channels) - 1),
+            caption_tokenizer=judge.caption_tokenizer if judge is not None else None,
         )
 
     def text_encoder(self, input_ids):
@@ -48,3 +51,22 @@ class TorchRunner(ComponentRunner):
 
     def vae_decoder(self, latents):
         return self.models.vae.decode(latents / self.scaling_factor, return_dict=False)[0]
+
+    def _judge(self, component: str) -> JudgeModels:
+        if self.judge_models is None:
+            raise self._no_judge(component)
+        return self.judge_models
+
+    def depth(self, images):
+        return self._judge("depth").depth(images)
+
+    def saliency(self, images):
+        return self._judge("saliency").saliency(images)
+
+    def rfnet_text(self, input_ids, attention_mask):
+        return self._judge("rfnet_text").rfnet.encode_caption(input_ids, attention_mask)
+
+    def rfnet(self, product_image, generated_image, depth_map, saliency_map, caption_embeddings, caption_mask):
+        logits = self._judge("rfnet").rfnet.judge(product_image, generated_image, depth_map, saliency_map,
+                                                  caption_embeddings, caption_mask)
+        return logits.softmax(dim=-1)

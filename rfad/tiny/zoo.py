@@ -15,6 +15,8 @@ Layout written by :func:`build_tiny_zoo`::
       roberta/              RoBERTa + byte-level BPE tokenizer (RFNet's text backbone)
       resnet/               ResNet (RFNet's image backbone)
       dpt/                  DPT depth model + image processor config
+      u2net/                U2-Net saliency model (tiny widths, official parameter names)
+      rfnet/                RFNet judge, UNTRAINED (backbones from resnet/ and roberta/) + caption tokenizer
       samples/              sample product cut-outs (RGBA PNG) drawn in code
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 import torch
 
 from rfad.models.model_set import ModelSet
+from rfad.models.u2net import build_tiny_u2net
 from rfad.tiny.products import write_sample_products
 from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
 
@@ -48,7 +51,7 @@ SD15_SCHEDULER_CONFIG = {
 CROSS_ATTENTION_DIM = 32
 # Seeds per model, offset from the zoo seed, so that adding a model never changes the others.
 _SEED_OFFSETS = {"clip": 1, "unet": 2, "unet_inpaint": 3, "vae": 4, "controlnet": 5, "roberta": 6,
-                 "resnet": 7, "dpt": 8, "u2net": 9}
+                 "resnet": 7, "dpt": 8, "u2net": 9, "rfnet": 10}
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,18 @@ def tiny_dpt(seed: int = 0):
     return DPTForDepthEstimation(config).eval()
 
 
+def tiny_rfnet(resnet_dir: Path, roberta_dir: Path, seed: int = 0):
+    """An untrained tiny RFNet whose encoders start from the zoo's ResNet and RoBERTa folders.
+
+    Its verdicts are random-weight verdicts (near-uniform probabilities); ``rfad-train rfnet``
+    trains a real one.
+    """
+    from rfad.models.rfnet import RFNet, tiny_rfnet_config
+
+    _seeded(seed, "rfnet")
+    return RFNet.from_backbones(tiny_rfnet_config(), resnet_dir, roberta_dir).eval()
+
+
 def _save_sd_folder(folder: Path, tokenizer, text_encoder, unet, vae) -> None:
     """Write the diffusers layout of an SD-1.5 checkpoint (what ``save_pretrained`` of a pipeline gives)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -204,11 +219,14 @@ def build_tiny_zoo(out: str | os.PathLike, seed: int = 0, spec: TinyZooSpec = Ti
     tiny_resnet(seed).save_pretrained(root / "resnet", safe_serialization=True)
     tiny_dpt(seed).save_pretrained(root / "dpt", safe_serialization=True)
     DPTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(root / "dpt")
+    build_tiny_u2net(seed * 100 + _SEED_OFFSETS["u2net"]).save_pretrained(root / "u2net")
+    tiny_rfnet(root / "resnet", root / "roberta", seed).save_pretrained(root / "rfnet")
+    roberta_tokenizer.save_pretrained(root / "rfnet")  # the judge's folder carries its caption tokenizer
 
     write_sample_products(root / "samples")
     model_set = ModelSet(
         sd=root / "sd15", controlnet=root / "controlnet", roberta=root / "roberta", resnet=root / "resnet",
-        depth=root / "dpt",
+        depth=root / "dpt", saliency=root / "u2net", rfnet=root / "rfnet",
     )
     model_set.write(root, description=f"rfad tiny zoo (random weights, seed {seed}); not for real images")
     return ModelSet.resolve(root)

@@ -1,0 +1,66 @@
+"""RFNet as the loop's judge, over any runner's ``depth``, ``saliency``, ``rfnet_text`` and ``rfnet``.
+
+Per request, ``prepare`` encodes the caption once (``rfnet_text`` -> e_c) and keeps the product
+image; per attempt, the candidates are judged as one batch: depth and saliency maps of every
+generated image, then RFNet over (I_o, I_g, I_d, I_s, e_c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rfad.canvas import AdCanvas
+from rfad.pipeline.request import image_to_tensor
+from rfad.pipeline.runner import ComponentRunner
+
+
+@dataclass
+class JudgeState:
+    """Per-request judge constants: product image [1, 3, H, W] in [0, 1], caption embeddings [1, L, d] and mask [1, L]."""
+
+    product_image: torch.Tensor
+    caption_embeddings: torch.Tensor
+    caption_mask: torch.Tensor
+
+
+def tokenize_caption(tokenizer, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """caption -> (input_ids int64 [1, L], attention_mask int64 [1, L]), truncated to the tokenizer's length."""
+    batch = tokenizer([caption], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                      return_tensors="pt")
+    return batch.input_ids, batch.attention_mask
+
+
+class RunnerJudge:
+    """The ``Judge`` of :func:`rfad.pipeline.generate.generate`, backed by a runner's judge components."""
+
+    def __init__(self, runner: ComponentRunner):
+        if runner.info.caption_tokenizer is None:
+            raise ValueError("this runner has no judge models (RFNet, depth, saliency): pass --rfnet/--depth/--saliency")
+        self.runner = runner
+
+    def prepare(self, canvas: AdCanvas, caption: str) -> JudgeState:
+        runner = self.runner
+        ids, mask = tokenize_caption(runner.info.caption_tokenizer, caption)
+        ids, mask = ids.to(runner.device), mask.to(runner.device)
+        return JudgeState(
+            product_image=image_to_tensor(canvas.init_image, runner.device, runner.dtype, signed=False),
+            caption_embeddings=runner.rfnet_text(ids, mask),
+            caption_mask=mask,
+        )
+
+    def __call__(self, images: np.ndarray, state: JudgeState) -> np.ndarray:
+        """uint8 [N, H, W, 3] -> class probabilities float [N, 5]."""
+        runner = self.runner
+        n = images.shape[0]
+        generated = torch.cat([image_to_tensor(image, runner.device, runner.dtype, signed=False) for image in images])
+        with torch.no_grad():
+            depth = runner.depth(generated)
+            saliency = runner.saliency(generated)
+            probabilities = runner.rfnet(
+                state.product_image.expand(n, -1, -1, -1), generated, depth, saliency,
+                state.caption_embeddings.expand(n, -1, -1), state.caption_mask.expand(n, -1),
+            )
+        return probabilities.float().cpu().numpy()
