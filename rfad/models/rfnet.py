@@ -174,10 +174,20 @@ class RFNet(nn.Module):
 
     def encode_image(self, images: torch.Tensor, modality: int) -> torch.Tensor:
         """images [B, 1|3, H, W] in [0, 1] -> tokens [B, G*G, d] (G = image_size / 32) with the modality embedding."""
-        backbone = self.image_backbones[0 if self.config.shared_backbone else modality]
-        feature_map = backbone(pixel_values=self._prepare(images)).last_hidden_state  # [B, C, G, G]
-        tokens = self.image_projection(feature_map).flatten(2).transpose(1, 2)
-        return tokens + self.modality_embedding[modality]
+        return self.encode_images([images], [modality])[0]
+
+    def encode_images(self, images: list[torch.Tensor], modalities: list[int]) -> list[torch.Tensor]:
+        """Several modalities at once. A shared backbone runs them as ONE batch: its BatchNorm then
+        normalises with statistics over all modalities in training, the same mixture its running
+        statistics hold at evaluation (separate calls would train on per-modality statistics)."""
+        prepared = [self._prepare(x) for x in images]
+        if self.config.shared_backbone:
+            maps = self.image_backbones[0](pixel_values=torch.cat(prepared)).last_hidden_state
+            maps = maps.split([x.shape[0] for x in prepared])
+        else:
+            maps = [self.image_backbones[m](pixel_values=x).last_hidden_state for x, m in zip(prepared, modalities)]
+        return [self.image_projection(feature_map).flatten(2).transpose(1, 2) + self.modality_embedding[m]
+                for feature_map, m in zip(maps, modalities)]
 
     def encode_caption(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask int64 [B, L] -> caption embeddings e_c float [B, L, d] (the ``rfnet_text`` graph)."""
@@ -194,10 +204,8 @@ class RFNet(nn.Module):
         float [B, 1, H, W] in [0, 1]; caption_embeddings [B, L, d]; caption_mask int [B, L]
         (1 = token) -> logits float [B, num_classes].
         """
-        e_o = self.encode_image(product_image, 0)
-        e_g = self.encode_image(generated_image, 1)
-        e_d = self.encode_image(depth_map, 2)
-        e_s = self.encode_image(saliency_map, 3)
+        e_o, e_g, e_d, e_s = self.encode_images([product_image, generated_image, depth_map, saliency_map],
+                                                [0, 1, 2, 3])
         padding = caption_mask == 0
         # A caption of padding only would make every attention weight -inf (NaN); the first
         # position (RoBERTa's <s>) is always attendable instead.

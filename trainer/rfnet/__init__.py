@@ -1,0 +1,1 @@
+"""rfad-train rfnet and eval-rfnet: training and evaluating the RFNet judge."""

@@ -1,0 +1,104 @@
+"""RFNet training samples from a manifest: (I_o, I_g, I_d, I_s, caption tokens, label).
+
+I_o is the product as the serving loop shows it to RFNet: the cut-out placed on the ad canvas
+(``prepare_canvas(...).init_image``), so training and serving inputs match. I_d and I_s come
+from the manifest's cached maps (``rfad-data prepare``) or, when a row has none, from the map
+models given to the dataset, computed once per row and kept in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rfad.canvas import CanvasSpec, prepare_canvas
+from rfad.contract import CLASS_NAMES
+from rfad.trainer.data.manifest import ManifestRow, resolve_path
+
+
+@dataclass
+class MapModels:
+    """Depth and saliency models for rows without cached maps ([0,1] images -> [0,1] maps)."""
+
+    depth: torch.nn.Module
+    saliency: torch.nn.Module
+
+    @torch.no_grad()
+    def __call__(self, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """generated float [3, S, S] in [0, 1] -> (depth [1, S, S], saliency [1, S, S])."""
+        batch = generated.unsqueeze(0)
+        return self.depth(batch)[0], self.saliency(batch)[0]
+
+
+def _to_tensor(image: Image.Image, size: int, mode: str) -> torch.Tensor:
+    image = image.convert(mode).resize((size, size), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[None]
+    else:
+        array = array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+class RFNetDataset(torch.utils.data.Dataset):
+    """Rows already checked by ``check_rows`` (bad rows never get here).
+
+    Items: dict of product_image, generated_image [3, S, S], depth_map, saliency_map [1, S, S]
+    (float in [0, 1]), input_ids, attention_mask [L] (int64) and label (int64; -1 if unlabeled).
+    """
+
+    def __init__(self, rows: list[ManifestRow], root: str | Path, tokenizer, image_size: int,
+                 max_caption_tokens: int, maps: MapModels | None = None):
+        self.rows = rows
+        self.root = Path(root)
+        self.tokenizer = tokenizer
+        self.size = image_size
+        self.max_tokens = max_caption_tokens
+        self.maps = maps
+        self._map_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        missing = [row.id for row in rows if (row.depth is None or row.saliency is None)]
+        if missing and maps is None:
+            raise ValueError(f"{len(missing)} rows have no cached depth/saliency maps (e.g. {missing[0]!r}): run "
+                             "`rfad-data prepare` first, or pass --depth and --saliency models")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _product(self, row: ManifestRow) -> torch.Tensor:
+        # The canvas is at least 64 px; the product fills 0.75 of it, enlarged if small, as
+        # RFNet sees products at serving time whatever their original resolution.
+        side = max(64, (self.size + 7) // 8 * 8)
+        canvas = prepare_canvas(resolve_path(self.root, row.product),
+                                CanvasSpec(width=side, height=side, upscale=True, min_side=1))
+        return _to_tensor(Image.fromarray(canvas.init_image), self.size, "RGB")
+
+    def _maps(self, row: ManifestRow, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if row.depth is not None and row.saliency is not None:
+            return (_to_tensor(Image.open(resolve_path(self.root, row.depth)), self.size, "L"),
+                    _to_tensor(Image.open(resolve_path(self.root, row.saliency)), self.size, "L"))
+        if row.id not in self._map_cache:
+            self._map_cache[row.id] = self.maps(generated)
+        return self._map_cache[row.id]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows[index]
+        generated = _to_tensor(Image.open(resolve_path(self.root, row.generated)), self.size, "RGB")
+        depth, saliency = self._maps(row, generated)
+        tokens = self.tokenizer(row.caption, padding="max_length", max_length=self.max_tokens, truncation=True,
+                                return_tensors="pt")
+        return {
+            "product_image": self._product(row),
+            "generated_image": generated,
+            "depth_map": depth,
+            "saliency_map": saliency,
+            "input_ids": tokens.input_ids[0],
+            "attention_mask": tokens.attention_mask[0],
+            "label": torch.tensor(CLASS_NAMES.index(row.label) if row.label is not None else -1),
+        }
+
+
+MODEL_INPUTS = ("product_image", "generated_image", "depth_map", "saliency_map", "input_ids", "attention_mask")
