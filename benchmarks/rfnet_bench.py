@@ -1,0 +1,82 @@
+"""RFNet judge cost on CPU: inference latency per image and training throughput.
+
+Full shape = ResNet-50 + RoBERTa-base at 384 px (random weights; speed does not depend on
+them); tiny = the test zoo's shape. Inference runs the ``rfnet`` graph (images + caption
+embeddings); the caption graph ``rfnet_text`` runs once per request and is timed separately.
+
+    python benchmarks/rfnet_bench.py [--quick]
+
+Writes benchmarks/results/rfnet.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import markdown_table, time_runs, write_results  # noqa: E402
+
+from rfad.models.rfnet import RFNet, RFNetConfig, tiny_rfnet_config  # noqa: E402
+
+
+def inputs(config: RFNetConfig, batch: int, tokens: int = 32):
+    size = config.image_size
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(batch, 3, size, size, generator=g) for _ in range(2)]
+    maps = [torch.rand(batch, 1, size, size, generator=g) for _ in range(2)]
+    ids = torch.randint(5, 300, (batch, tokens), generator=g)
+    return images, maps, ids, torch.ones(batch, tokens, dtype=torch.long)
+
+
+def bench(shape: str, config: RFNetConfig, batches: list[int], repeats: int, train_batch: int) -> list[dict]:
+    torch.manual_seed(0)
+    model = RFNet(config).eval()
+    rows = []
+    for batch in batches:
+        images, maps, ids, mask = inputs(config, batch)
+        with torch.no_grad():
+            caption = model.encode_caption(ids[:1], mask[:1])
+            judge = time_runs(lambda: model.judge(*images, *maps, caption.expand(batch, -1, -1), mask), repeats)
+            text = time_runs(lambda: model.encode_caption(ids[:1], mask[:1]), repeats)
+        rows.append({"shape": shape, "mode": "inference", "batch": batch, "median_s": judge["median_s"],
+                     "per_image_s": judge["median_s"] / batch, "min_s": judge["min_s"], "max_s": judge["max_s"],
+                     "caption_s": text["median_s"], "repeats": repeats})
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images, maps, ids, mask = inputs(config, train_batch)
+    labels = torch.arange(train_batch) % config.num_classes
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(*images, *maps, ids, mask), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    timing = time_runs(step, max(1, repeats // 2))
+    rows.append({"shape": shape, "mode": "training step", "batch": train_batch, "median_s": timing["median_s"],
+                 "samples_per_s": train_batch / timing["median_s"], "min_s": timing["min_s"],
+                 "max_s": timing["max_s"], "repeats": timing["repeats"]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, batch 1 only at full shape")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 5
+    rows = bench("tiny (64 px)", tiny_rfnet_config(), [1, 8], repeats * 2, train_batch=8)
+    rows += bench("full (ResNet-50 + RoBERTa-base, 384 px)", RFNetConfig(), [1] if args.quick else [1, 8], repeats,
+                  train_batch=2)
+    path = write_results("rfnet", rows, {"repeats": repeats, "caption_tokens": 32, "device": "cpu"})
+    print(markdown_table(rows, [("shape", "shape"), ("mode", "mode"), ("batch", "batch"), ("median_s", "median s"),
+                                ("per_image_s", "s / image"), ("samples_per_s", "samples / s"),
+                                ("caption_s", "caption s")]))
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
