@@ -102,6 +102,34 @@ def tiny_rfnet_config() -> RFNetConfig:
                        roberta=roberta.to_dict(), max_caption_tokens=64)
 
 
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention with a key padding mask.
+
+    Written out over ``scaled_dot_product_attention`` rather than ``nn.MultiheadAttention``:
+    the latter's key-padding path exports to ONNX with the batch size baked into a reshape.
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.query = nn.Linear(width, width)
+        self.key_value = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """query [B, N, d], context [B, L, d], padding bool [B, L] (True = ignore) -> [B, N, d]."""
+        b, n, d = query.shape
+        q = self.query(query).reshape(b, n, self.heads, -1).transpose(1, 2)
+        k, v = self.key_value(context).reshape(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        # An additive bias rather than a boolean mask: the ONNX exporter's boolean-mask path
+        # does not reproduce PyTorch's result. A large negative (not -inf) keeps rows finite.
+        bias = padding[:, None, None, :].to(q.dtype) * torch.finfo(q.dtype).min
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.out(out.transpose(1, 2).reshape(b, n, d))
+
+
 class FeatureFilter(nn.Module):
     """One Feature Filter Module layer: e_f = Conv(Conv(CrossAttn(e_o, e_c)) * Conv(e_o)) + e_o."""
 
@@ -110,7 +138,7 @@ class FeatureFilter(nn.Module):
         self.grid = grid
         self.norm_query = nn.LayerNorm(width)
         self.norm_text = nn.LayerNorm(width)
-        self.cross_attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_attention = CrossAttention(width, heads, dropout)
         self.conv_attended = nn.Conv2d(width, width, 3, padding=1)
         self.conv_product = nn.Conv2d(width, width, 3, padding=1)
         self.conv_out = nn.Conv2d(width, width, 3, padding=1)
@@ -121,8 +149,7 @@ class FeatureFilter(nn.Module):
 
     def forward(self, product: torch.Tensor, caption: torch.Tensor, caption_padding: torch.Tensor) -> torch.Tensor:
         """product [B, G*G, d], caption [B, L, d], caption_padding bool [B, L] (True = padding) -> [B, G*G, d]."""
-        attended, _ = self.cross_attention(self.norm_query(product), self.norm_text(caption), self.norm_text(caption),
-                                           key_padding_mask=caption_padding, need_weights=False)
+        attended = self.cross_attention(self.norm_query(product), self.norm_text(caption), caption_padding)
         gated = self.conv_attended(self._map(attended)) * self.conv_product(self._map(product))
         return self.conv_out(gated).flatten(2).transpose(1, 2) + product
 
@@ -168,8 +195,9 @@ class RFNet(nn.Module):
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         size = self.config.image_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        # Always resized (identity at the model's size): a shape test would be frozen into an
+        # exported graph and skip the resize for other input sizes.
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         return (images - self.mean) / self.std
 
     def encode_image(self, images: torch.Tensor, modality: int) -> torch.Tensor:
@@ -183,7 +211,9 @@ class RFNet(nn.Module):
         prepared = [self._prepare(x) for x in images]
         if self.config.shared_backbone:
             maps = self.image_backbones[0](pixel_values=torch.cat(prepared)).last_hidden_state
-            maps = maps.split([x.shape[0] for x in prepared])
+            # Every modality has the same batch; a reshape (not split with traced sizes) keeps
+            # the batch dynamic in exported graphs.
+            maps = maps.reshape(len(prepared), -1, *maps.shape[1:]).unbind(0)
         else:
             maps = [self.image_backbones[m](pixel_values=x).last_hidden_state for x, m in zip(prepared, modalities)]
         return [self.image_projection(feature_map).flatten(2).transpose(1, 2) + self.modality_embedding[m]

@@ -1,0 +1,86 @@
+"""``config.pbtxt`` for Triton models, rendered from declarations (contract, component specs).
+
+One renderer for every model in the repository; a model's tensors come from the declaration
+that also drives export and the BLS calls, so renaming a tensor is a change in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Triton's config names for the contract's datatypes (BYTES is TYPE_STRING in model configs).
+CONFIG_TYPES = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
+                "FP16": "TYPE_FP16", "FP32": "TYPE_FP32"}
+NUMPY_TO_TRITON = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "bool": "BOOL",
+                   "object": "BYTES", "bytes": "BYTES"}
+
+
+@dataclass(frozen=True)
+class ConfigTensor:
+    name: str
+    datatype: str  # Triton datatype (FP32, INT64, BYTES, ...)
+    dims: tuple[int, ...]  # without the batch dimension when max_batch_size > 0; -1 = variable
+    optional: bool = False
+    reshape: tuple[int, ...] | None = None  # the shape the model sees, when it differs from dims
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    inputs: tuple[ConfigTensor, ...]
+    outputs: tuple[ConfigTensor, ...]
+    backend: str = "python"  # python | onnxruntime | tensorrt
+    max_batch_size: int = 0
+    dynamic_batching: bool = False
+    max_queue_delay_us: int = 2000
+    instance_kind: str = "KIND_CPU"
+    instance_count: int = 1
+    parameters: dict = field(default_factory=dict)
+
+
+def _tensor(tensor: ConfigTensor) -> str:
+    lines = [f'    name: "{tensor.name}"', f"    data_type: {CONFIG_TYPES[tensor.datatype]}",
+             f"    dims: [ {', '.join(str(d) for d in tensor.dims)} ]"]
+    if tensor.optional:
+        lines.append("    optional: true")
+    if tensor.reshape is not None:
+        lines.append(f"    reshape: {{ shape: [ {', '.join(str(d) for d in tensor.reshape)} ] }}")
+    return "  {\n" + "\n".join(lines) + "\n  }"
+
+
+def render_config(config: ModelConfig) -> str:
+    """The config.pbtxt text of ``config``."""
+    lines = [f'name: "{config.name}"']
+    if config.backend == "python":
+        lines.append('backend: "python"')
+    elif config.backend == "onnxruntime":
+        lines.append('platform: "onnxruntime_onnx"')
+    elif config.backend == "tensorrt":
+        lines.append('platform: "tensorrt_plan"')
+    else:
+        raise ValueError(f"backend: {config.backend!r} is not one of python, onnxruntime, tensorrt")
+    lines.append(f"max_batch_size: {config.max_batch_size}")
+    lines.append("input [\n" + ",\n".join(_tensor(t) for t in config.inputs) + "\n]")
+    lines.append("output [\n" + ",\n".join(_tensor(t) for t in config.outputs) + "\n]")
+    if config.dynamic_batching:
+        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}")
+    lines.append(f"instance_group [\n  {{\n    kind: {config.instance_kind}\n    count: {config.instance_count}\n  }}\n]")
+    for key, value in sorted(config.parameters.items()):
+        lines.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}')
+    return "\n".join(lines) + "\n"
+
+
+def pipeline_config(max_attempts_cap: int = 20, canvas_size: int = 512, instance_count: int = 1,
+                    execution_env: str | None = None) -> ModelConfig:
+    """The rfad_pipeline BLS model's config, from the request contract."""
+    from rfad.contract import PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
+
+    parameters = {"max_attempts_cap": str(max_attempts_cap), "canvas_size": str(canvas_size)}
+    if execution_env:
+        parameters["EXECUTION_ENV_PATH"] = execution_env
+    return ModelConfig(
+        name=PIPELINE_MODEL,
+        inputs=tuple(ConfigTensor(f.name, f.datatype, f.shape, f.optional) for f in PIPELINE_INPUTS),
+        outputs=tuple(ConfigTensor(f.name, f.datatype, f.shape) for f in PIPELINE_OUTPUTS),
+        backend="python", max_batch_size=0, instance_count=instance_count, parameters=parameters,
+    )

@@ -1,0 +1,121 @@
+"""``rfad-export triton-repo``: a Triton model repository from an export folder and the templates.
+
+One model per component (config from its spec; backend ``python`` = the onnx_component template
+running onnxruntime, ``onnxruntime`` = Triton's onnxruntime backend, ``tensorrt`` =
+``tensorrt_plan`` engines) plus ``rfad_pipeline`` (the BLS model) with its assets: runner facts
+and tokenizers. Versions live in numbered folders; ``README.md`` says what is inside and how it
+was built.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rfad.components.specs import ComponentSpec, ModelFacts
+from rfad.export.triton_config import ConfigTensor, ModelConfig, NUMPY_TO_TRITON, pipeline_config, render_config
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
+BACKENDS = ("python", "onnxruntime", "tensorrt")
+
+
+def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kind: str) -> ModelConfig:
+    """A component's Triton config from its spec: batch axis to max_batch_size, other symbols to -1."""
+    def tensors(items):
+        result = []
+        for t in items:
+            dims = tuple(-1 if isinstance(d, str) else d for d in t.shape[1:])
+            # A per-sample scalar ([B]) must still declare one dim; the model sees [B].
+            result.append(ConfigTensor(t.name, NUMPY_TO_TRITON[t.dtype], dims or (1,), reshape=None if dims else ()))
+        return tuple(result)
+
+    return ModelConfig(name=spec.name, inputs=tensors(spec.inputs), outputs=tensors(spec.outputs), backend=backend,
+                       max_batch_size=max_batch_size, dynamic_batching=True, instance_kind=kind)
+
+
+def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "python", engines: str | Path | None = None,
+                      unet_mode: str = "merged", max_batch_size: int = 8, max_attempts_cap: int = 20,
+                      canvas_size: int = 512, kind: str | None = None) -> Path:
+    """Write the repository to ``out`` (replaced if it exists); returns its path."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    if unet_mode not in ("merged", "separate"):
+        raise ValueError(f"--unet: {unet_mode!r} is not merged or separate")
+    onnx_dir, out = Path(onnx_dir), Path(out)
+    manifest_file = onnx_dir / "manifest.json"
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"--onnx {onnx_dir}: no manifest.json (write it with `rfad-export onnx`)")
+    manifest = json.loads(manifest_file.read_text())
+    if backend == "tensorrt" and engines is None:
+        raise ValueError("--backend tensorrt needs --engines DIR (from `rfad-export trt`)")
+    kind = kind or ("KIND_GPU" if backend == "tensorrt" else "KIND_CPU")
+    facts = ModelFacts.from_dict(manifest["facts"])
+    skip = {"controlnet", "unet"} if unet_mode == "merged" else {"controlnet_unet"}
+    components = [name for name in manifest["components"] if name not in skip]
+    required = {"text_encoder", "vae_encoder", "vae_decoder"} | ({"controlnet_unet"} if unet_mode == "merged"
+                                                                  else {"controlnet", "unet"})
+    missing = sorted(required - set(components))
+    if missing:
+        raise ValueError(f"--onnx {onnx_dir}: components {missing} are missing for --unet {unet_mode}")
+    if out.exists():
+        shutil.rmtree(out)
+    for name in components:
+        spec = _spec_from_dict(manifest["components"][name]["spec"])
+        version = out / name / "1"
+        version.mkdir(parents=True)
+        (out / name / "config.pbtxt").write_text(render_config(component_config(spec, backend, max_batch_size, kind)))
+        if backend == "tensorrt":
+            plan = Path(engines) / f"{name}.plan"
+            if not plan.is_file():
+                raise FileNotFoundError(f"--engines {engines}: {plan.name} is missing")
+            shutil.copy2(plan, version / "model.plan")
+            continue
+        for file in (onnx_dir / name).iterdir():  # model.onnx (+ external data)
+            shutil.copy2(file, version / file.name)
+        if backend == "python":
+            shutil.copy2(TEMPLATES / "onnx_component" / "1" / "model.py", version / "model.py")
+    pipeline = out / "rfad_pipeline" / "1"
+    assets = pipeline / "assets"
+    assets.mkdir(parents=True)
+    shutil.copy2(TEMPLATES / "rfad_pipeline" / "1" / "model.py", pipeline / "model.py")
+    for tokenizer in ("tokenizer", "caption_tokenizer"):
+        if (onnx_dir / tokenizer).is_dir():
+            shutil.copytree(onnx_dir / tokenizer, assets / tokenizer)
+    runner = {"components": components, "controlnet_residuals": len(facts.down_residuals),
+              "unet_in_channels": facts.unet_in_channels, "latent_channels": facts.latent_channels,
+              "vae_scale_factor": manifest["vae_scale_factor"], "scheduler_config": manifest["scheduler_config"]}
+    (assets / "runner.json").write_text(json.dumps(runner, indent=2) + "\n")
+    (out / "rfad_pipeline" / "config.pbtxt").write_text(
+        render_config(pipeline_config(max_attempts_cap=max_attempts_cap, canvas_size=canvas_size)))
+    _write_readme(out, onnx_dir, backend, unet_mode, components, manifest)
+    return out
+
+
+def _spec_from_dict(values: dict) -> ComponentSpec:
+    from rfad.components.specs import TensorSpec
+
+    def tensors(items):
+        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)
+
+    return ComponentSpec(values["name"], tensors(values["inputs"]), tensors(values["outputs"]),
+                         values.get("description", ""), values.get("spatial", True))
+
+
+def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, components: list[str], manifest: dict):
+    from rfad import __version__
+
+    lines = [
+        "# rfad Triton model repository", "",
+        f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by rfad {__version__} (`rfad-export triton-repo`) "
+        f"from `{onnx_dir}`; Python {sys.version.split()[0]}.", "",
+        f"- backend of the component models: `{backend}`; ControlNet + UNet: `{unet_mode}`",
+        f"- ONNX opset {manifest.get('opset')}, fp16 weights: {manifest.get('fp16')}", "",
+        "| model | what it does |", "|---|---|",
+        "| `rfad_pipeline` | python BLS: the regenerate-until-available loop (request contract in its config) |",
+    ]
+    lines += [f"| `{name}` | {manifest['components'][name]['spec'].get('description', '')} |" for name in components]
+    lines += ["", "Serve it locally with `rfad-serve --repo " + str(out) + "`."]
+    (out / "README.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,1 @@
+"""Component declarations shared by export, serving and the runners."""

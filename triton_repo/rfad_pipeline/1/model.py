@@ -1,0 +1,71 @@
+"""rfad_pipeline: the regenerate-until-available loop as a Triton python (BLS) model.
+
+Thin on purpose: parse the request into a validated one (rfad.serving.pipeline_io), run the
+ONE loop of rfad.pipeline with the Triton runner (BLS calls to the component models), build
+the response. Errors travel in the response: a bad request is INVALID_ARGUMENT naming the
+field; a failing component is INTERNAL naming the component; a cancelled request stops between
+denoising steps. The model itself never raises out of execute(), so the server keeps serving.
+"""
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from rfad.canvas import CanvasError, CanvasSpec, prepare_canvas
+from rfad.contract import PIPELINE_INPUTS, InvalidRequest, Limits
+from rfad.pipeline.denoise import GenerationCancelled
+from rfad.pipeline.generate import generate
+from rfad.pipeline.judge import RunnerJudge
+from rfad.pipeline.settings import GenerationSettings
+from rfad.serving.pipeline_io import build_pipeline_response, parse_pipeline_request
+from rfad.serving.triton_runner import ComponentError, TritonRunner
+
+
+def _error(message: str, code) -> "pb_utils.InferenceResponse":
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.limits = Limits(max_attempts=(1, int(parameters.get("max_attempts_cap", "20"))))
+        size = int(parameters.get("canvas_size", "512"))
+        self.canvas_spec = CanvasSpec(width=size, height=size)
+        assets = Path(args["model_repository"]) / args["model_version"] / "assets"
+        self.runner = TritonRunner(assets, pb_utils)
+        self.judge = RunnerJudge(self.runner) if self.runner.info.caption_tokenizer is not None else None
+
+    def _inputs(self, request) -> dict:
+        inputs = {}
+        for field in PIPELINE_INPUTS:
+            tensor = pb_utils.get_input_tensor_by_name(request, field.name)
+            inputs[field.name] = None if tensor is None else tensor.as_numpy()
+        return inputs
+
+    def _handle(self, request):
+        try:
+            parsed = parse_pipeline_request(self._inputs(request), self.limits)
+            settings = GenerationSettings(**parsed.settings, limits=self.limits)
+            canvas = prepare_canvas(parsed.product_image, self.canvas_spec)
+        except (InvalidRequest, CanvasError) as exc:
+            return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
+        try:
+            result = generate(self.runner, canvas, parsed.prompt, settings, negative_prompt=parsed.negative_prompt,
+                              caption=parsed.caption, judge=self.judge, should_stop=request.is_cancelled)
+        except GenerationCancelled as exc:
+            return _error(str(exc), pb_utils.TritonError.CANCELLED)
+        except ComponentError as exc:
+            return _error(str(exc), pb_utils.TritonError.INTERNAL)
+        outputs = build_pipeline_response(result)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._handle(request))
+            except Exception as exc:  # a bug must fail one request, never the server
+                responses.append(_error(f"rfad_pipeline: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL))
+        return responses
