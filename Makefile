@@ -21,9 +21,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/rfad tiny --out $(OUT)/zoo
-	$(BIN)/rfad generate --models $(OUT)/zoo --product $(OUT)/zoo/samples/bottle.png \
-		--prompt "a bottle on a marble table" --steps 4 --seed 7 --out $(OUT)/bottle.png
+	$(BIN)/rfad demo --out $(OUT)
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -112,7 +112,7 @@ def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, compo
         f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by rfad {__version__} (`rfad-export triton-repo`) "
         f"from `{onnx_dir}`; Python {sys.version.split()[0]}.", "",
         f"- backend of the component models: `{backend}`; ControlNet + UNet: `{unet_mode}`",
-        f"- ONNX opset {manifest.get('opset')}, fp16 weights: {manifest.get('fp16')}", "",
+        f"- ONNX opset {manifest.get('opset')}", "",
         "| model | what it does |", "|---|---|",
         "| `rfad_pipeline` | python BLS: the regenerate-until-available loop (request contract in its config) |",
     ]

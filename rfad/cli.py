@@ -182,5 +182,26 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
                f"({result.timings['total']:.2f} s generation{verdict})")
 
 
+@main.command()
+@click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the zoo, ONNX graphs, repository, images and report go.")
+@click.option("--models", type=click.Path(exists=True, path_type=Path),
+              help="A model set with real weights (default: build the tiny random-weight zoo).")
+@click.option("--size", default=256, show_default=True, type=int, help="Canvas side in pixels.")
+@click.option("--steps", default=8, show_default=True, type=int)
+@click.option("--max-attempts", default=3, show_default=True, type=int)
+@click.option("--threshold", default=0.5, show_default=True, type=float)
+@_fail_cleanly
+def demo(out, models, size, steps, max_attempts, threshold) -> None:
+    """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report."""
+    from rfad.demo import run_demo
+    from rfad.serving.launcher import ServerStartError
+
+    try:
+        run_demo(out, models, size=size, steps=steps, max_attempts=max_attempts, threshold=threshold, echo=click.echo)
+    except ServerStartError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 if __name__ == "__main__":
     main()

@@ -22,3 +22,14 @@ def product_png(tmp_path):
     path = tmp_path / "product.png"
     draw_product("bottle").save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_zoo, tmp_path_factory):
+    """Every component of the tiny zoo exported to ONNX (with the parity check), once per session."""
+    from rfad.export.onnx_export import export_onnx
+    from rfad.models.model_set import ModelSet
+
+    out = tmp_path_factory.mktemp("onnx")
+    export_onnx(ModelSet.resolve(tiny_zoo), out, echo=lambda *_: None)
+    return out

@@ -1,0 +1,64 @@
+"""``rfad-export trt``: TensorRT engines from the ONNX graphs, through polygraphy's Python API.
+
+GPU only. Profiles come from the component specs (batch and image-size ranges); precision
+fp32 or fp16; a timing cache makes rebuilds fast. Without TensorRT or a CUDA GPU the command
+stops at once with a one-line reason (exit code 2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from rfad.components.specs import ComponentSpec
+
+
+class TensorRTUnavailable(RuntimeError):
+    """No TensorRT Python package or no CUDA GPU on this machine."""
+
+
+def check_tensorrt() -> None:
+    if importlib.util.find_spec("tensorrt") is None:
+        raise TensorRTUnavailable('TensorRT is not installed (pip install "rfad[trt]" on a machine with a CUDA GPU)')
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("no CUDA GPU is visible: TensorRT engines are built on the GPU they will run on")
+
+
+def engine_profiles(spec: ComponentSpec, batch: tuple[int, int, int], image: tuple[int, int, int],
+                    tokens: int) -> list[tuple[str, tuple, tuple, tuple]]:
+    """(input, min, opt, max) for every input of ``spec`` (pure: testable without TensorRT)."""
+    return [(name, *shapes) for name, shapes in spec.profile(batch, image, tokens).items()]
+
+
+def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False, batch=(1, 2, 8),
+                  image=(256, 512, 768), timing_cache: str | Path | None = None, echo=print) -> dict:
+    """One ``<component>.plan`` per graph in ``onnx_dir`` plus ``engines.json`` (shapes, precision, versions)."""
+    check_tensorrt()
+    import tensorrt
+    import torch
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
+
+    from rfad.export.triton_repo import _spec_from_dict
+
+    onnx_dir, engines = Path(onnx_dir), Path(engines)
+    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    engines.mkdir(parents=True, exist_ok=True)
+    record = {"tensorrt": tensorrt.__version__, "gpu": torch.cuda.get_device_name(0), "fp16": fp16, "engines": {}}
+    for name, entry in manifest["components"].items():
+        spec = _spec_from_dict(entry["spec"])
+        tokens = manifest["facts"]["caption_tokens"] if name.startswith("rfnet") else manifest["facts"]["text_tokens"]
+        profile = Profile()
+        shapes = engine_profiles(spec, batch, image, tokens)
+        for input_name, low, opt, high in shapes:
+            profile.add(input_name, min=low, opt=opt, max=high)
+        config = CreateConfig(fp16=fp16, profiles=[profile], load_timing_cache=str(timing_cache) if timing_cache else None)
+        build = EngineFromNetwork(NetworkFromOnnxPath(str(onnx_dir / entry["file"])), config=config,
+                                  save_timing_cache=str(timing_cache) if timing_cache else None)
+        SaveEngine(build, str(engines / f"{name}.plan"))()
+        record["engines"][name] = {"file": f"{name}.plan", "profile": {n: [lo, op, hi] for n, lo, op, hi in shapes}}
+        echo(f"{name}: engine written")
+    (engines / "engines.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,0 +1,108 @@
+"""ONNX export of every component (tiny zoo): parity at two shapes, runners agree, clear failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rfad.canvas import CanvasSpec, prepare_canvas
+from rfad.components.specs import ModelFacts, component_specs
+from rfad.export.cli import main as export_cli
+from rfad.export.onnx_export import export_onnx
+from rfad.export.trt import engine_profiles
+from rfad.models.diffusion import load_diffusion_models
+from rfad.models.judge import load_judge_models
+from rfad.models.model_set import ModelSet
+from rfad.pipeline.generate import generate
+from rfad.pipeline.judge import RunnerJudge
+from rfad.pipeline.onnx_runner import OnnxRunner
+from rfad.pipeline.settings import GenerationSettings
+from rfad.pipeline.torch_runner import TorchRunner
+from rfad.tiny.products import draw_product
+
+ALL = {"text_encoder", "controlnet", "unet", "controlnet_unet", "vae_encoder", "vae_decoder", "depth", "saliency",
+       "rfnet_text", "rfnet"}
+
+
+def test_every_component_exports_with_dynamic_axes_and_parity(tiny_onnx):
+    manifest = json.loads((tiny_onnx / "manifest.json").read_text())
+    assert set(manifest["components"]) == ALL
+    parity = json.loads((tiny_onnx / "parity.json").read_text())["rows"]
+    assert {row["component"] for row in parity} == ALL and all(row["ok"] for row in parity)
+    shapes = {(row["component"], tuple(row["shape"])) for row in parity}
+    # Two shapes per output: another batch, then a non-square image.
+    assert ("vae_decoder", (3, 3, 64, 64)) in shapes and ("vae_decoder", (1, 3, 64, 80)) in shapes
+    graph = onnx.load(str(tiny_onnx / "unet" / "model.onnx"))
+    sample = graph.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in sample] == ["B", 9 - 5, "h", "w"]
+
+
+def test_onnx_runner_reproduces_the_torch_runner(tiny_zoo, tiny_onnx):
+    model_set = ModelSet.resolve(tiny_zoo)
+    torch_runner = TorchRunner(load_diffusion_models(model_set), judge=load_judge_models(model_set))
+    canvas = prepare_canvas(draw_product("box", 60, 70), CanvasSpec(width=128, height=96))  # non-square
+    settings = GenerationSettings(steps=3, seed=4, candidates=2, max_attempts=1, threshold=0.0)
+    latents = torch.randn((2, 4, 12, 16), generator=torch.Generator().manual_seed(0))
+    reference = generate(torch_runner, canvas, "a box", settings, caption="green box", judge=RunnerJudge(torch_runner),
+                         latents=latents)
+    for merged in (False, True):
+        runner = OnnxRunner(tiny_onnx, merged=merged)
+        result = generate(runner, canvas, "a box", settings, caption="green box", judge=RunnerJudge(runner),
+                          latents=latents)
+        for ours, theirs in zip(result.candidates, reference.candidates):
+            assert np.abs(ours.image.astype(int) - theirs.image.astype(int)).max() <= 2
+            assert np.allclose(ours.probabilities, theirs.probabilities, atol=1e-4)
+
+
+def test_external_data_when_over_the_threshold(tiny_zoo, tmp_path):
+    export_onnx(ModelSet.resolve(tiny_zoo), tmp_path, components=["text_encoder"], external_data_threshold=1000,
+                echo=lambda *_: None)
+    assert (tmp_path / "text_encoder" / "model.onnx.data").is_file()
+    assert json.loads((tmp_path / "manifest.json").read_text())["components"]["text_encoder"]["external_data"]
+    assert all(row["ok"] for row in json.loads((tmp_path / "parity.json").read_text())["rows"])
+
+
+def test_missing_or_corrupt_inputs_are_clear_errors(tiny_onnx, tmp_path):
+    result = CliRunner().invoke(export_cli, ["onnx", "--models", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "neither a model set" in result.output
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text((tiny_onnx / "manifest.json").read_text())
+    with pytest.raises(FileNotFoundError, match="text_encoder/model.onnx is missing"):
+        OnnxRunner(broken)
+    (broken / "text_encoder").mkdir()
+    (broken / "text_encoder" / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        OnnxRunner(broken)
+
+
+def test_trt_without_gpu_exits_2_with_one_line(tiny_onnx, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the engine build test below covers this machine")
+    result = CliRunner().invoke(export_cli, ["trt", "--onnx", str(tiny_onnx), "--engines", str(tmp_path / "e")])
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1 and ("TensorRT" in result.output or "GPU" in result.output)
+
+
+def test_tensorrt_profiles_cover_512_and_768():
+    facts = ModelFacts(text_dim=768, down_residuals=((320, 1),) * 3 + ((320, 2),), mid_residual=(1280, 8))
+    profiles = dict((name, (lo, opt, hi)) for name, lo, opt, hi in
+                    engine_profiles(component_specs(facts)["controlnet_unet"], (1, 2, 8), (256, 512, 768), 77))
+    lo, opt, hi = profiles["sample"]
+    assert lo == (1, 4, 32, 32) and opt == (2, 4, 64, 64) and hi == (8, 4, 96, 96)
+    assert profiles["controlnet_cond"][2] == (8, 3, 768, 768)
+    for low, mid, high in profiles.values():
+        assert all(a <= b <= c for a, b, c in zip(low, mid, high))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT engines need a CUDA GPU")
+def test_engines_build_on_gpu(tiny_onnx, tmp_path):
+    from rfad.export.trt import build_engines
+
+    record = build_engines(tiny_onnx, tmp_path, fp16=True, batch=(1, 2, 4), image=(64, 128, 256))
+    assert set(record["engines"]) == ALL and all((tmp_path / f"{n}.plan").is_file() for n in ALL)

@@ -1,0 +1,159 @@
+"""The served pipeline on a real Triton server (nvidia-pytriton's tritonserver), tiny models.
+
+The server is started once for the module from a repository written by `rfad-export triton-repo`;
+requests go over real gRPC through `rfad.client`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from rfad.canvas import CanvasSpec, prepare_canvas
+from rfad.client import InvalidRequestError, RfadClient, UnavailableError
+from rfad.client.cli import main as client_cli
+from rfad.export.triton_repo import write_triton_repo
+from rfad.models.diffusion import load_diffusion_models
+from rfad.models.judge import load_judge_models
+from rfad.models.model_set import ModelSet
+from rfad.pipeline.generate import generate
+from rfad.pipeline.judge import RunnerJudge
+from rfad.pipeline.settings import GenerationSettings
+from rfad.pipeline.torch_runner import TorchRunner
+from rfad.serving.launcher import TritonServer, free_port
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_onnx, tmp_path_factory):
+    return write_triton_repo(tiny_onnx, tmp_path_factory.mktemp("repo") / "repo", canvas_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return RfadClient(server.grpc_url, retries=0)
+
+
+@pytest.fixture(scope="module")
+def product(tiny_zoo):
+    return (tiny_zoo / "samples" / "bottle.png").read_bytes()
+
+
+def test_served_image_equals_the_torch_runner(client, product, tiny_zoo):
+    result = client.generate(product, "a bottle on a marble table", caption="red bottle", seed=3, steps=3,
+                             max_attempts=1, threshold=0.0)
+    assert result.attempts == 1 and result.seeds == [3] and result.available == [True]
+    served = np.asarray(Image.open(io.BytesIO(result.images[0])).convert("RGB"))
+    model_set = ModelSet.resolve(tiny_zoo)
+    runner = TorchRunner(load_diffusion_models(model_set), judge=load_judge_models(model_set))
+    canvas = prepare_canvas(product, CanvasSpec(width=SIZE, height=SIZE))
+    local = generate(runner, canvas, "a bottle on a marble table", GenerationSettings(
+        steps=3, seed=3, max_attempts=1, threshold=0.0), caption="red bottle", judge=RunnerJudge(runner))
+    assert served.shape == (SIZE, SIZE, 3)
+    assert np.abs(served.astype(int) - local.images[0].image.astype(int)).max() <= 2
+    assert np.allclose(result.probabilities[0], local.images[0].probabilities, atol=1e-4)
+
+
+def test_loop_stops_at_first_available_and_respects_max_attempts(client, product):
+    never = client.generate(product, "ad", steps=2, max_attempts=3, threshold=1.0)
+    assert never.attempts == 3 and never.available == [False] and len(never.probabilities[0]) == 5
+    first = client.generate(product, "ad", steps=2, max_attempts=3, threshold=0.0)
+    assert first.attempts == 1 and first.available == [True]
+    many = client.generate(product, "ad", steps=2, num_images=2, candidates=2, threshold=0.0)
+    assert many.attempts == 1 and many.seeds == [0, 1] and len(many.images) == 2
+
+
+def _raw_infer(server, **arrays):
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for name, (datatype, array) in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return grpcclient.InferenceServerClient(server.grpc_url).infer("rfad_pipeline", inputs)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"prompt": ("BYTES", np.array([b""], dtype=object))}, "prompt"),
+    ({"product_image": ("BYTES", np.array([b"not an image"], dtype=object))}, "product image"),
+    ({"steps": ("INT32", np.array([0], dtype=np.int32))}, "steps"),
+    ({"max_attempts": ("INT32", np.array([99], dtype=np.int32))}, "max_attempts"),
+    ({"guidance_scale": ("FP32", np.array([math.nan], dtype=np.float32))}, "guidance_scale"),
+])
+def test_bad_requests_are_invalid_argument_and_the_server_keeps_serving(server, client, product, change, field):
+    from tritonclient.utils import InferenceServerException
+
+    arrays = {"product_image": ("BYTES", np.array([product], dtype=object)),
+              "prompt": ("BYTES", np.array([b"ad"], dtype=object)), **change}
+    with pytest.raises(InferenceServerException) as info:
+        _raw_infer(server, **arrays)
+    assert "INVALID_ARGUMENT" in str(info.value.status()) and field in info.value.message()
+    assert client.is_ready()
+
+
+def test_image_without_alpha_and_missing_prompt(server, client, product):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(buffer, format="PNG")
+    with pytest.raises(InvalidRequestError, match="alpha"):
+        client.generate(buffer.getvalue(), "ad", steps=2)
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="prompt"):
+        _raw_infer(server, product_image=("BYTES", np.array([product], dtype=object)))
+    assert client.generate(product, "ad", steps=1, max_attempts=1).attempts == 1  # still serving
+
+
+def test_client_validates_locally_and_reports_unavailable(product):
+    with pytest.raises(InvalidRequestError, match="steps"):
+        RfadClient("127.0.0.1:1").generate(product, "ad", steps=1000)
+    start = time.monotonic()
+    with pytest.raises(UnavailableError):
+        RfadClient(f"127.0.0.1:{free_port()}", retries=2, backoff_s=0.1).generate(product, "ad", steps=1)
+    assert time.monotonic() - start >= 0.3  # 0.1 + 0.2 of backoff before giving up
+
+
+def test_client_cli_generate(server, tiny_zoo, tmp_path):
+    result = CliRunner().invoke(client_cli, [
+        "generate", "--url", server.grpc_url, "--product", str(tiny_zoo / "samples" / "mug.png"), "--prompt", "ad",
+        "--caption", "blue mug", "--steps", "2", "--max-attempts", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert summary["attempts"] == 1 and len(summary["probabilities"][0]) == 5
+    assert Image.open(tmp_path / "o" / "image-0.png").size == (SIZE, SIZE)
+
+
+def test_rfad_serve_prints_endpoints_and_stops_on_sigterm(repo):
+    port = free_port()
+    command = [sys.executable, "-c", "from rfad.serving.cli import main; main()", "--repo", str(repo),
+               "--grpc-port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port())]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"gRPC 127.0.0.1:{port}" in line, line
+        assert "rfad_pipeline" in process.stdout.readline()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not RfadClient(f"127.0.0.1:{port}").is_ready()
