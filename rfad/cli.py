@@ -100,10 +100,14 @@ def _output_paths(out: Path, count: int) -> list[Path]:
 @click.option("--product-scale", default=0.75, show_default=True, type=float,
               help="Largest product side as a fraction of the canvas.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@click.option("--runner", default="torch", show_default=True, type=click.Choice(["torch", "onnx"]),
+              help="torch: the PyTorch models; onnx: the exported graphs in --onnx (same loop).")
+@click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="rfad-export onnx output folder, for --runner onnx.")
 @_fail_cleanly
 def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, saliency, product, prompt, negative_prompt,
              caption, out, seed, steps, guidance, controlnet_scale, num_images, candidates, max_attempts, threshold, size,
-             product_scale, device) -> None:
+             product_scale, device, runner, onnx_dir) -> None:
     """Generate ad images for a product cut-out with the in-process torch runner.
 
     With an RFNet (in the model set or --rfnet), every candidate is judged and the loop
@@ -137,9 +141,18 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
                                                         lora_scale=lora_scale, rfnet=rfnet, depth=depth,
                                                         saliency=saliency)
     t0 = time.perf_counter()
-    judge_models = load_judge_models(model_set, device) if model_set.rfnet is not None else None
-    runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device, judge=judge_models)
-    judge = RunnerJudge(runner) if judge_models is not None else None
+    runner_name = runner
+    if runner_name == "onnx":
+        from rfad.pipeline.onnx_runner import OnnxRunner
+
+        if onnx_dir is None:
+            raise click.ClickException("--runner onnx needs --onnx DIR (an rfad-export onnx folder)")
+        runner = OnnxRunner(onnx_dir, merged=(onnx_dir / "controlnet_unet").is_dir())
+        judge = RunnerJudge(runner) if runner.info.caption_tokenizer is not None and "rfnet" in runner.sessions else None
+    else:
+        judge_models = load_judge_models(model_set, device) if model_set.rfnet is not None else None
+        runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device, judge=judge_models)
+        judge = RunnerJudge(runner) if judge_models is not None else None
     load_s = time.perf_counter() - t0
     if judge is None:
         click.echo("no RFNet in the model set or --rfnet: images are generated once and not judged", err=True)
@@ -165,6 +178,7 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
         "negative_prompt": negative_prompt,
         "caption": caption,
         "judged": judge is not None,
+        "runner": runner_name,
         "product": str(product),
         "models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items() if v is not None},
         "settings": settings.to_dict(),

@@ -106,3 +106,19 @@ def test_engines_build_on_gpu(tiny_onnx, tmp_path):
 
     record = build_engines(tiny_onnx, tmp_path, fp16=True, batch=(1, 2, 4), image=(64, 128, 256))
     assert set(record["engines"]) == ALL and all((tmp_path / f"{n}.plan").is_file() for n in ALL)
+
+
+def test_generate_cli_with_the_onnx_runner_matches_torch(tiny_zoo, tiny_onnx, product_png, tmp_path):
+    from PIL import Image
+
+    from rfad.cli import main as rfad_cli
+
+    common = ["generate", "--models", str(tiny_zoo), "--product", str(product_png), "--prompt", "a bottle",
+              "--steps", "2", "--size", "128", "--seed", "9", "--max-attempts", "1"]
+    cli = CliRunner()
+    assert cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "t.png")]).exit_code == 0
+    result = cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "o.png"), "--runner", "onnx", "--onnx", str(tiny_onnx)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o.json").read_text())["runner"] == "onnx"
+    a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("t.png", "o.png"))
+    assert np.abs(a - b).max() <= 2

@@ -157,3 +157,29 @@ def test_rfad_serve_prints_endpoints_and_stops_on_sigterm(repo):
         if process.poll() is None:
             process.kill()
     assert not RfadClient(f"127.0.0.1:{port}").is_ready()
+
+
+def test_eight_concurrent_clients_all_succeed(server, product):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        return RfadClient(server.grpc_url, retries=0).generate(product, "ad", seed=i, steps=1, max_attempts=1)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert [r.seeds for r in results] == [[i] for i in range(8)]
+
+
+def test_deadline_cancels_the_work_on_the_server(client, product):
+    from rfad.client import DeadlineExceededError
+
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        client.generate(product, "ad", steps=150, max_attempts=1, deadline_s=1.0)
+    assert time.monotonic() - start < 5
+    # rfad_pipeline has one instance: had the 150-step request kept running, this one would
+    # queue behind its remaining ~148 steps; cancelled between steps, it runs at once (about
+    # 1 s here, against 0.05 s or more per step for the abandoned one).
+    start = time.monotonic()
+    assert client.generate(product, "ad", steps=1, max_attempts=1).attempts == 1
+    assert time.monotonic() - start < 5
