@@ -75,5 +75,12 @@ def eval_rfnet(model_dir, data, split, depth, saliency, json_out) -> None:
         click.echo(f"metrics written to {json_out}")
 
 
+# RFFT's commands live beside its trainer (rfad.trainer.rfft); the group only registers them.
+from rfad.trainer.rfft.commands import eval_rfft, rfft  # noqa: E402
+
+main.add_command(rfft)
+main.add_command(eval_rfft)
+
+
 if __name__ == "__main__":
     main()

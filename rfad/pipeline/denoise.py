@@ -5,10 +5,16 @@ the random draws per candidate happen in the same order from a generator seeded 
 candidate's seed (init-image latent sample for a 4-channel UNet, initial noise, masked-image
 latent sample for a 9-channel UNet), so the same weights and seed give the same image.
 Candidates of one attempt run as one batch of 2K (negative prompt first, then the prompt).
+
+The loop is written once and split where RFFT needs to enter it: :func:`start_denoising` (the
+initial state), :func:`denoise_steps` (DDIM steps without gradient, optionally stopping at step
+t*), :func:`guided_noise` (one ControlNet + UNet evaluation, differentiable when called outside
+``no_grad``) and :func:`scheduler_step`. :func:`denoise` composes them for generation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -58,6 +64,161 @@ def initial_draws(runner: ComponentRunner, prepared: PreparedRequest, seeds: Seq
     return cat(noises), cat(image_latents), cat(masked_latents)
 
 
+@dataclass
+class DenoisingBatch:
+    """Candidates denoised together, and everything their steps read (all on the runner's device).
+
+    Built once per attempt by :func:`start_denoising`; several requests' batches can be merged
+    (:func:`merge_batches`, RFFT denoises one candidate per training row). K = candidates,
+    ``copies`` = 2 under classifier-free guidance (negative prompt first, then the prompt), else 1.
+
+    scheduler: the DDIM scheduler with its timesteps set; ``timesteps`` int64 [T] in order.
+    seeds: K seeds (DDIM eta > 0 draws each candidate's variance noise from its own seed).
+    latents: float [K, 4, h, w], x_T = initial noise * ``init_noise_sigma``.
+    noise: float [K, 4, h, w], the initial noise (re-noises the init latents for blending).
+    image_latents: float [K, 4, h, w] init-image latents (4-channel UNet: latent blending), else None.
+    blend_mask: float [K, 1, h, w], 1 where the background is generated (4-channel UNet), else None.
+    embeddings: float [copies*K, 77, D], the negative prompt's K rows first under CFG.
+    control: float [copies*K, 3, H, W] in [0, 1], the control images.
+    unet_extra: float [copies*K, 5, h, w], mask + masked-image latents (9-channel UNet), else None.
+    """
+
+    scheduler: object
+    timesteps: torch.Tensor
+    seeds: list[int]
+    copies: int
+    latents: torch.Tensor
+    noise: torch.Tensor
+    image_latents: torch.Tensor | None
+    blend_mask: torch.Tensor | None
+    embeddings: torch.Tensor
+    control: torch.Tensor
+    unet_extra: torch.Tensor | None
+
+
+def start_denoising(runner: ComponentRunner, prepared: PreparedRequest, seeds: Sequence[int],
+                    settings: GenerationSettings, latents: torch.Tensor | None = None) -> DenoisingBatch:
+    """The initial state of ``len(seeds)`` candidates of one request (random draws in diffusers' order)."""
+    k = len(seeds)
+    scheduler = make_scheduler(runner.info.scheduler_config)
+    scheduler.set_timesteps(settings.steps, device=runner.device)
+    noise, image_latents, masked_latents = initial_draws(runner, prepared, seeds, latents)
+
+    copies = 2 if settings.do_cfg else 1
+    embeddings = prepared.text_embeddings if settings.do_cfg else prepared.text_embeddings[1:]
+    unet_extra = None
+    if masked_latents is not None:
+        mask = prepared.mask_latent.expand(k, -1, -1, -1)
+        unet_extra = torch.cat([mask, masked_latents], dim=1).repeat(copies, 1, 1, 1)
+    return DenoisingBatch(
+        scheduler=scheduler,
+        timesteps=scheduler.timesteps,
+        seeds=[int(s) for s in seeds],
+        copies=copies,
+        latents=noise * scheduler.init_noise_sigma,
+        noise=noise,
+        image_latents=image_latents,
+        blend_mask=prepared.mask_latent.expand(k, -1, -1, -1) if image_latents is not None else None,
+        embeddings=embeddings.repeat_interleave(k, dim=0),  # [uncond x K, cond x K]
+        control=prepared.control.expand(copies * k, -1, -1, -1),
+        unet_extra=unet_extra,
+    )
+
+
+def merge_batches(batches: Sequence[DenoisingBatch]) -> DenoisingBatch:
+    """One batch of the candidates of several requests denoised with the same settings.
+
+    The per-copy tensors keep the CFG layout (every request's negative-prompt rows, then every
+    request's prompt rows), so :func:`guided_noise` splits them as it does for one request.
+    """
+    first = batches[0]
+    for other in batches[1:]:
+        if other.copies != first.copies or not torch.equal(other.timesteps, first.timesteps):
+            raise ValueError("merge_batches: batches differ in guidance or timesteps; merge only equal settings")
+
+    def per_candidate(name: str) -> torch.Tensor | None:
+        values = [getattr(b, name) for b in batches]
+        return None if values[0] is None else torch.cat(values)
+
+    def per_copy(name: str) -> torch.Tensor | None:
+        if getattr(first, name) is None:
+            return None
+        parts = [getattr(b, name).chunk(first.copies) for b in batches]
+        return torch.cat([part[c] for c in range(first.copies) for part in parts])
+
+    return DenoisingBatch(
+        scheduler=first.scheduler, timesteps=first.timesteps, seeds=[s for b in batches for s in b.seeds],
+        copies=first.copies, latents=per_candidate("latents"), noise=per_candidate("noise"),
+        image_latents=per_candidate("image_latents"), blend_mask=per_candidate("blend_mask"),
+        embeddings=per_copy("embeddings"), control=per_copy("control"), unet_extra=per_copy("unet_extra"),
+    )
+
+
+def guided_noise(runner: ComponentRunner, batch: DenoisingBatch, latents: torch.Tensor, t: torch.Tensor,
+                 controlnet_scale: float) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One ControlNet + UNet evaluation of every candidate: latents float [K, 4, h, w] at timestep ``t``
+    -> (eps_uncond [K, 4, h, w] or None without CFG, eps_cond [K, 4, h, w]).
+
+    Not wrapped in ``no_grad``: generation calls it inside :func:`denoise_steps` (no gradient),
+    RFFT calls it directly to differentiate one step through the ControlNet.
+    """
+    k = latents.shape[0]
+    model_input = batch.scheduler.scale_model_input(torch.cat([latents] * batch.copies), t)
+    noise_pred = runner.predict_noise(model_input, batch.unet_extra, t.expand(batch.copies * k), batch.embeddings,
+                                      batch.control, controlnet_scale)
+    if batch.copies == 1:
+        return None, noise_pred
+    uncond, cond = noise_pred.chunk(2)
+    return uncond, cond
+
+
+def combine_guidance(uncond: torch.Tensor | None, cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: eps~ = eps(0) + w (eps(c) - eps(0)); ``cond`` alone without CFG."""
+    return cond if uncond is None else uncond + guidance_scale * (cond - uncond)
+
+
+def scheduler_step(batch: DenoisingBatch, i: int, noise_pred: torch.Tensor, latents: torch.Tensor,
+                   eta: float = 0.0) -> torch.Tensor:
+    """DDIM step ``i`` (latents at ``timesteps[i]`` -> the next step's), with latent blending for a 4-channel UNet."""
+    timesteps, scheduler = batch.timesteps, batch.scheduler
+    variance_noise = _variance_noise(latents, batch.seeds, i) if eta > 0 else None
+    latents = scheduler.step(noise_pred, timesteps[i], latents, eta=eta, variance_noise=variance_noise).prev_sample
+    if batch.blend_mask is not None:
+        # 4-channel UNet: keep the product region on the init image's trajectory, noised
+        # to the next step's level, as diffusers' ControlNet inpaint pipeline does.
+        proper = batch.image_latents
+        if i < len(timesteps) - 1:
+            proper = scheduler.add_noise(batch.image_latents, batch.noise, timesteps[i + 1 : i + 2])
+        latents = (1 - batch.blend_mask) * proper + batch.blend_mask * latents
+    return latents
+
+
+@torch.no_grad()
+def denoise_steps(runner: ComponentRunner, batch: DenoisingBatch, settings: GenerationSettings,
+                  stop_at: int | None = None, on_step: Callable[[int, int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Run DDIM steps ``0 .. stop_at - 1`` (all T by default) without gradient from ``batch.latents``.
+
+    Returns the latents float [K, 4, h, w] at ``batch.timesteps[stop_at]`` (x_t, the input of step
+    ``stop_at``), or the final latents when every step ran. ``on_step(i, T)`` is called after each
+    step; ``should_stop()`` is checked before each step and raises :class:`GenerationCancelled`.
+    """
+    total = len(batch.timesteps)
+    end = total if stop_at is None else stop_at
+    if not 0 <= end <= total:
+        raise ValueError(f"stop_at: {stop_at} is outside 0..{total}")
+    latents = batch.latents
+    for i in range(end):
+        if should_stop is not None and should_stop():
+            raise GenerationCancelled(f"cancelled before step {i + 1} of {total}")
+        uncond, cond = guided_noise(runner, batch, latents, batch.timesteps[i], settings.controlnet_scale)
+        latents = scheduler_step(batch, i, combine_guidance(uncond, cond, settings.guidance_scale), latents,
+                                 settings.eta)
+        if on_step is not None:
+            on_step(i + 1, total)
+    return latents
+
+
 def denoise(runner: ComponentRunner, prepared: PreparedRequest, seeds: Sequence[int], settings: GenerationSettings,
             latents: torch.Tensor | None = None, on_step: Callable[[int, int], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
@@ -66,46 +227,10 @@ def denoise(runner: ComponentRunner, prepared: PreparedRequest, seeds: Sequence[
     ``on_step(i, steps)`` is called after each step (progress bars); ``should_stop()`` is checked
     before each step and raises :class:`GenerationCancelled` when true.
     """
-    k = len(seeds)
-    scheduler = make_scheduler(runner.info.scheduler_config)
-    scheduler.set_timesteps(settings.steps, device=runner.device)
-    timesteps = scheduler.timesteps
-    noise, image_latents, masked_latents = initial_draws(runner, prepared, seeds, latents)
-    latents = noise * scheduler.init_noise_sigma
-
-    copies = 2 if settings.do_cfg else 1
-    embeddings = prepared.text_embeddings if settings.do_cfg else prepared.text_embeddings[1:]
-    embeddings = embeddings.repeat_interleave(k, dim=0)  # [uncond x K, cond x K]
-    control = prepared.control.expand(copies * k, -1, -1, -1)
-    unet_extra = None
-    if masked_latents is not None:
-        mask = prepared.mask_latent.expand(k, -1, -1, -1)
-        unet_extra = torch.cat([mask, masked_latents], dim=1).repeat(copies, 1, 1, 1)
-    blend_mask = prepared.mask_latent if image_latents is not None else None
-
+    batch = start_denoising(runner, prepared, seeds, settings, latents)
+    final = denoise_steps(runner, batch, settings, on_step=on_step, should_stop=should_stop)
     with torch.no_grad():
-        for i, t in enumerate(timesteps):
-            if should_stop is not None and should_stop():
-                raise GenerationCancelled(f"cancelled before step {i + 1} of {len(timesteps)}")
-            model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
-            noise_pred = runner.predict_noise(
-                model_input, unet_extra, t.expand(copies * k), embeddings, control, settings.controlnet_scale
-            )
-            if settings.do_cfg:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + settings.guidance_scale * (cond - uncond)
-            variance_noise = _variance_noise(latents, seeds, i) if settings.eta > 0 else None
-            latents = scheduler.step(noise_pred, t, latents, eta=settings.eta, variance_noise=variance_noise).prev_sample
-            if blend_mask is not None:
-                # 4-channel UNet: keep the product region on the init image's trajectory, noised
-                # to the next step's level, as diffusers' ControlNet inpaint pipeline does.
-                proper = image_latents
-                if i < len(timesteps) - 1:
-                    proper = scheduler.add_noise(image_latents, noise, timesteps[i + 1 : i + 2])
-                latents = (1 - blend_mask) * proper + blend_mask * latents
-            if on_step is not None:
-                on_step(i + 1, len(timesteps))
-        return runner.vae_decoder(latents)
+        return runner.vae_decoder(final)
 
 
 def _variance_noise(latents: torch.Tensor, seeds: Sequence[int], step: int) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""RFFT: Reliable Feedback Fine-Tuning of the ControlNet with RFNet's feedback (DESIGN.md section 6)."""
