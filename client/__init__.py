@@ -1,14 +1,20 @@
-"""rfad.client: the gRPC client of the rfad_pipeline model (imports neither torch nor diffusers)."""
+"""rfad.client: the gRPC client of the served rfad_pipeline model, for ad systems.
+
+Imports neither torch nor diffusers: it needs numpy, tritonclient[grpc], click and tqdm
+(Pillow only to pass PIL images). The request contract comes from :mod:`rfad.contract`.
+"""
 
 from rfad.client.client import (
+    AsyncRfadClient,
     DeadlineExceededError,
     InvalidRequestError,
+    Result,
     RfadClient,
     RfadClientError,
-    Result,
     ServerError,
     UnavailableError,
+    build_request,
 )
 
-__all__ = ["RfadClient", "Result", "RfadClientError", "InvalidRequestError", "ServerError", "UnavailableError",
-           "DeadlineExceededError"]
+__all__ = ["RfadClient", "AsyncRfadClient", "Result", "build_request", "RfadClientError", "InvalidRequestError",
+           "ServerError", "UnavailableError", "DeadlineExceededError"]

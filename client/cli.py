@@ -1,55 +1,258 @@
-"""``rfad-client``: generate ad images from a running rfad server, or check its health."""
+"""``rfad-client``: generate ad images on a running rfad server, in batches, or check its health.
+
+Every failure is one line on stderr and exit code 1. The numeric options come from the request
+contract (``rfad.contract.SETTINGS_INPUTS``), so a new setting appears here without an edit.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import click
 
-from rfad.client.client import RfadClient, RfadClientError
+from rfad.client.client import DEFAULT_URL, AsyncRfadClient, RfadClient, RfadClientError
+from rfad.contract import PIPELINE_INPUTS, SETTINGS_INPUTS
+
+_SETTING_SPECS = {spec.name: spec for spec in PIPELINE_INPUTS if spec.name in SETTINGS_INPUTS}
+# Fields a batch job line may have besides the settings.
+_JOB_TEXT_FIELDS = ("prompt", "caption", "negative_prompt")
+_JOB_FIELDS = {"id", "product", "deadline_s", *_JOB_TEXT_FIELDS, *SETTINGS_INPUTS}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(error: Exception) -> click.ClickException:
+    status = getattr(error, "status", "")
+    return click.ClickException(_one_line(f"{status}: {error}" if status else str(error)))
+
+
+def settings_options(command):
+    """Add one ``--<setting>`` option per contract setting (int for INT inputs, float for FP32)."""
+    for name in reversed(SETTINGS_INPUTS):
+        spec = _SETTING_SPECS[name]
+        command = click.option(f"--{name.replace('_', '-')}", name, type=int if spec.datatype.startswith("INT")
+                               else float, default=None, help=f"{spec.doc}.")(command)
+    return command
+
+
+def connection_options(command):
+    """``--url``, ``--retries`` and ``--backoff``, shared by every subcommand."""
+    command = click.option("--backoff", "backoff_s", default=0.5, show_default=True, type=float,
+                           help="First wait before retrying an unavailable server (doubles each retry).")(command)
+    command = click.option("--retries", default=3, show_default=True, type=click.IntRange(0),
+                           help="Retries while the server is UNAVAILABLE (never for rejected requests).")(command)
+    return click.option("--url", default=DEFAULT_URL, show_default=True, help="Triton gRPC endpoint host:port.")(command)
 
 
 @click.group()
 def main() -> None:
-    """Talk to an rfad Triton server over gRPC."""
+    """Talk to an rfad Triton server (the rfad_pipeline model) over gRPC."""
 
 
 @main.command()
-@click.option("--url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC host:port.")
-@click.option("--product", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--prompt", required=True)
-@click.option("--caption", default="")
+@connection_options
+@click.option("--product", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Product cut-out: PNG/WebP with alpha.")
+@click.option("--prompt", required=True, help="Background prompt.")
+@click.option("--caption", default="", help="Product title, for the RFNet judge.")
 @click.option("--negative-prompt", default="")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--seed", type=int)
-@click.option("--steps", type=int)
-@click.option("--guidance", "guidance_scale", type=float)
-@click.option("--controlnet-scale", type=float)
-@click.option("--candidates", type=int)
-@click.option("--max-attempts", type=int)
-@click.option("--num-images", type=int)
-@click.option("--threshold", type=float)
-@click.option("--deadline", "deadline_s", type=float, help="Seconds before the request is abandoned.")
-def generate(url, product, prompt, caption, negative_prompt, out, deadline_s, **settings) -> None:
-    """Generate images for PRODUCT; writes OUT/image-N.png and OUT/result.json."""
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for image-N.png and result.json.")
+@settings_options
+@click.option("--deadline", "deadline_s", type=float, default=600.0, show_default=True,
+              help="Seconds before the request (retries included) is abandoned.")
+def generate(url, retries, backoff_s, product, prompt, caption, negative_prompt, out, deadline_s, **settings) -> None:
+    """Generate ad images for one product; writes OUT/image-N.png and OUT/result.json."""
     try:
-        result = RfadClient(url).generate(product, prompt, caption=caption, negative_prompt=negative_prompt,
-                                          deadline_s=deadline_s, **settings)
+        with RfadClient(url, retries=retries, backoff_s=backoff_s) as client:
+            result = client.generate(product, prompt, caption=caption, negative_prompt=negative_prompt,
+                                     deadline_s=deadline_s, **settings)
     except RfadClientError as exc:
-        raise click.ClickException(f"{exc.status or 'error'}: {exc}") from None
-    paths = result.save(out)
-    summary = {"images": [str(p) for p in paths], "available": result.available, "seeds": result.seeds,
-               "attempts": result.attempts, "probabilities": result.verdicts(), "latency_s": round(result.latency_s, 3)}
-    (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
-    click.echo(f"{len(paths)} image(s) in {out}; available {result.available}; attempts {result.attempts}; "
-               f"{result.latency_s:.2f} s")
+        raise _fail(exc) from None
+    request = {"product": str(product), "prompt": prompt, "caption": caption, "negative_prompt": negative_prompt,
+               **{k: v for k, v in settings.items() if v is not None}}
+    try:
+        paths = result.save(out)
+        (out / "result.json").write_text(json.dumps({"images": [p.name for p in paths], **result.summary(),
+                                                     "request": request}, indent=2) + "\n")
+    except OSError as exc:
+        raise _fail(exc) from None
+    best = "" if result.best_index is None else f"; best {paths[result.best_index].name}"
+    click.echo(f"{len(paths)} image(s) in {out}: {sum(result.available)} available{best}; "
+               f"{result.attempts} attempt(s); {result.latency_s:.2f} s")
+
+
+def read_jobs(path: Path) -> list[dict]:
+    """The jobs of a JSONL file, one JSON object per non-empty line, checked before anything is sent.
+
+    Each job needs ``product`` (a path, relative paths taken from the jobs file's folder) and
+    ``prompt``; it may have ``id`` (default: its line number), ``caption``, ``negative_prompt``,
+    ``deadline_s`` and any contract setting. Raises :class:`click.ClickException` naming the line.
+    """
+    jobs, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            job = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise click.ClickException(f"{where}: not JSON ({exc.msg})") from None
+        if not isinstance(job, dict):
+            raise click.ClickException(f"{where}: expected a JSON object, got {type(job).__name__}")
+        unknown = sorted(set(job) - _JOB_FIELDS)
+        if unknown:
+            raise click.ClickException(f"{where}: unknown field(s) {', '.join(unknown)} "
+                                       f"(allowed: {', '.join(sorted(_JOB_FIELDS))})")
+        for required in ("product", "prompt"):
+            if required not in job:
+                raise click.ClickException(f"{where}: missing {required!r}")
+        job_id = str(job.get("id", f"{number:05d}"))
+        if not job_id or "/" in job_id or job_id in (".", ".."):
+            raise click.ClickException(f"{where}: id {job_id!r} cannot name a folder")
+        if job_id in seen:
+            raise click.ClickException(f"{where}: duplicate id {job_id!r}")
+        seen.add(job_id)
+        product = Path(job["product"])
+        jobs.append({**job, "id": job_id, "product": product if product.is_absolute() else path.parent / product})
+    if not jobs:
+        raise click.ClickException(f"{path}: no jobs")
+    return jobs
+
+
+async def _run_batch(jobs: list[dict], client: AsyncRfadClient, out: Path, concurrency: int, deadline_s: float,
+                     progress: bool) -> list[dict]:
+    """Run ``jobs`` with ``concurrency`` requests in flight; append one record per job to OUT/results.jsonl."""
+    from tqdm import tqdm
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+    records = []
+    results_file = open(out / "results.jsonl", "w", encoding="utf-8")
+    bar = tqdm(total=len(jobs), unit="job", desc="rfad batch", disable=not progress, file=sys.stderr)
+
+    async def worker() -> None:
+        while True:
+            try:
+                job = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            record = {"id": job["id"], "status": "done", "error": None}
+            try:
+                result = await client.generate(
+                    job["product"], job["prompt"], **{k: job[k] for k in ("caption", "negative_prompt") if k in job},
+                    deadline_s=job.get("deadline_s", deadline_s), **{k: job[k] for k in SETTINGS_INPUTS if k in job})
+            except RfadClientError as exc:
+                record.update(status="failed", error={"type": type(exc).__name__, "status": exc.status,
+                                                      "local": exc.local, "message": str(exc)})
+            else:
+                paths = result.save(out / job["id"])
+                record.update(images=[str(p.relative_to(out)) for p in paths], **result.summary())
+            records.append(record)
+            # Written as each job finishes, so an interrupted batch keeps what it has done.
+            results_file.write(json.dumps(record) + "\n")
+            results_file.flush()
+            bar.update(1)
+            bar.set_postfix(failed=sum(r["status"] == "failed" for r in records), refresh=False)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(jobs)))))
+    finally:
+        bar.close()
+        results_file.close()
+    return records
+
+
+async def _checked_batch(jobs: list[dict], client: AsyncRfadClient, out: Path, concurrency: int,
+                         deadline_s: float, progress: bool) -> list[dict]:
+    """:func:`_run_batch` after a health check: an unreachable server is one error, not N failed jobs."""
+    try:
+        state = await client.health()
+        if not state["model_ready"]:
+            raise click.ClickException(_one_line(f"{client.url} is not ready: {state['error']}"))
+        return await _run_batch(jobs, client, out, concurrency, deadline_s, progress)
+    finally:
+        await client.close()
+
+
+def batch_summary(records: list[dict], seconds: float) -> dict:
+    """Counts of a finished batch: done, failed by status, attempts histogram, images and available images."""
+    done = [r for r in records if r["status"] == "done"]
+    failed = Counter((r["error"]["status"] or r["error"]["type"]) for r in records if r["status"] == "failed")
+    attempts = Counter(r["attempts"] for r in done)
+    return {"jobs": len(records), "done": len(done), "failed": sum(failed.values()),
+            "failed_by_reason": dict(failed.most_common()),
+            "attempts_histogram": {str(k): attempts[k] for k in sorted(attempts)},
+            "images": sum(len(r["images"]) for r in done), "available": sum(sum(r["available"]) for r in done),
+            "seconds": round(seconds, 3)}
+
+
+_BATCH_HELP = f"""Run every job of a JSONL file, CONCURRENCY at a time; exit code 1 if any job failed
+(OUT/results.jsonl says why, one record per job).
+
+\b
+Job fields: product and prompt (required), id, caption, negative_prompt, deadline_s,
+{", ".join(SETTINGS_INPUTS)}.
+Relative product paths are taken from the jobs file's folder."""
+
+
+@main.command(help=_BATCH_HELP)
+@connection_options
+@click.option("--input", "jobs_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSONL, one job per line: {\"product\": \"p.png\", \"prompt\": \"...\", \"seed\": 3, ...}.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for OUT/<id>/image-N.png, OUT/results.jsonl and OUT/summary.json.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256),
+              help="Requests in flight at once.")
+@click.option("--deadline", "deadline_s", type=float, default=600.0, show_default=True,
+              help="Per-job deadline in seconds (a job's own deadline_s wins).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
+def batch(url, retries, backoff_s, jobs_file, out, concurrency, deadline_s, progress) -> None:
+    jobs = read_jobs(jobs_file)
+    client = AsyncRfadClient(url, retries=retries, backoff_s=backoff_s)
+    started = time.monotonic()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        records = asyncio.run(_checked_batch(jobs, client, out, concurrency, deadline_s, progress))
+    except OSError as exc:  # the output folder cannot be written: one line, not a traceback per worker
+        raise _fail(exc) from None
+    summary = batch_summary(records, time.monotonic() - started)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    reasons = ", ".join(f"{k}: {v}" for k, v in summary["failed_by_reason"].items())
+    click.echo(f"{summary['jobs']} job(s) in {summary['seconds']:.1f} s: {summary['done']} done, "
+               f"{summary['failed']} failed" + (f" ({reasons})" if reasons else ""))
+    histogram = ", ".join(f"{k}: {v}" for k, v in summary["attempts_histogram"].items())
+    click.echo(f"attempts (attempts: jobs): {histogram or 'none'}; images {summary['images']}, "
+               f"available {summary['available']}; results in {out / 'results.jsonl'}")
+    if summary["failed"]:
+        sys.exit(1)
 
 
 @main.command()
-@click.option("--url", default="127.0.0.1:8001", show_default=True)
-def health(url) -> None:
-    """Exit 0 if the server is ready, 1 if not."""
-    if not RfadClient(url).is_ready():
-        raise click.ClickException(f"{url} is not ready")
-    click.echo(f"{url} ready")
+@click.option("--url", default=DEFAULT_URL, show_default=True, help="Triton gRPC endpoint host:port.")
+@click.option("--wait", "wait_s", default=0.0, show_default=True, type=float,
+              help="Wait up to this many seconds for the server to become ready.")
+def health(url, wait_s) -> None:
+    """Exit 0 if the server is ready and serves rfad_pipeline, else print why and exit 1."""
+    with RfadClient(url, retries=0) as client:
+        if wait_s > 0:
+            try:
+                client.wait_until_ready(wait_s)
+            except RfadClientError as exc:
+                raise _fail(exc) from None
+        state = client.health()
+    if not state["model_ready"]:
+        raise click.ClickException(_one_line(f"{url} is not ready: {state['error']}"))
+    click.echo(f"{url} ready: Triton {state['server_version']}, model {state['model']} ready")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,166 +1,480 @@
 """Start and stop the Triton Inference Server that the ``nvidia-pytriton`` wheel ships.
 
-The wheel carries a complete ``tritonserver`` (2.51, python backend only) and a python-backend
-stub per Python version. The stub finds its Python environment through ``python3`` on PATH
-(PYTHONPATH is ignored), so the server is started with this interpreter's ``bin`` folder first
-on PATH; the backend folder handed to the server holds the python backend with the stub that
-matches the running Python. A model that fails to load makes the server exit: that surfaces
-here as :class:`ServerStartError` with the end of the server log.
+The wheel carries a complete ``tritonserver`` binary (2.51, python backend only), the python
+backend (``backends/python``) and one ``triton_python_backend_stub`` per Python version
+(``python_backend_stubs/3.X``). :class:`TritonServer` runs that binary directly, without
+pytriton's own Python layer:
+
+- ``--backend-directory`` points at a per-server folder whose ``python/`` holds links to the
+  backend library, ``triton_python_backend_utils.py`` and the stub of the RUNNING Python; a
+  stub of another version would start a different interpreter that lacks our packages.
+- The stub finds its Python environment by running ``python3`` from PATH (PYTHONPATH is
+  ignored), so this interpreter's ``bin`` folder goes first on the server's PATH.
+- The backend library and the stub are linked with an RPATH relative to their own location in
+  the wheel; reached through links they no longer find the wheel's bundled libraries, so that
+  folder goes on LD_LIBRARY_PATH (pytriton does the same). This interpreter's ``libpython``
+  folder goes first, so the stub loads the same ``libpython3.X.so`` build as this interpreter
+  rather than the distribution's copy of that version.
+
+A model that fails to load makes the server exit (``--exit-on-error``); :meth:`TritonServer.start`
+turns that into :class:`ServerStartError` naming the model and quoting the server log.
+Nothing here is imported by the models themselves; only the standard library is needed to
+import this module (tritonclient is imported when a server is started).
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-INSTALL_HINT = 'install the serving extra: pip install "rfad[serve]" && pip install --no-deps nvidia-pytriton'
+INSTALL_HINT = 'install the serving extra: pip install "rfad[serve]"'
+
+# Triton's log line for a model that did not load, and its error lines ("E1124 03:09:07.05 ..."
+# and the final "error: creating server: ...").
+_FAILED_MODEL = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
+_QUOTE = '"'
 
 
 class ServerStartError(RuntimeError):
-    """The server binary is missing, or the server exited or did not become ready in time."""
+    """The server could not be started, exited while starting, or was not ready in time.
+
+    ``failed_models`` names the models the server log reports as failed to load (possibly
+    empty); ``log_tail`` is the end of the server log.
+    """
+
+    def __init__(self, message: str, failed_models: tuple[str, ...] = (), log_tail: str = ""):
+        super().__init__(message)
+        self.failed_models = failed_models
+        self.log_tail = log_tail
 
 
-def pytriton_root() -> Path:
-    """The ``pytriton/tritonserver`` folder of the installed wheel (found without importing pytriton)."""
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerStartError(f"Triton server not found: the nvidia-pytriton wheel is not installed ({INSTALL_HINT})")
-    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
-    if not (root / "bin" / "tritonserver").is_file():
-        raise ServerStartError(f"Triton server binary missing at {root / 'bin' / 'tritonserver'} ({INSTALL_HINT})")
-    return root
+class TritonNotInstalledError(ServerStartError):
+    """The Triton binary, the python backend or the stub for this Python version is missing."""
 
 
-def backend_directory(root: Path, into: Path) -> Path:
-    """``into/python/`` with the python backend and the stub of this Python version (links)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerStartError(f"no python backend stub for Python {version} in {stub.parent.parent} "
-                               f"(this Triton build has stubs for 3.8-3.13)")
-    python = into / "python"
-    python.mkdir(parents=True, exist_ok=True)
-    for source in (root / "backends" / "python" / "libtriton_python.so",
-                   root / "backends" / "python" / "triton_python_backend_utils.py", stub):
-        if not source.is_file():
-            raise ServerStartError(f"python backend file missing: {source} ({INSTALL_HINT})")
-        link = python / source.name
-        if not link.exists():
+class ServerStartCancelled(ServerStartError):
+    """:meth:`TritonServer.start` was cancelled (its ``cancel`` event was set) before the server was ready."""
+
+
+# --- Finding the server in the installed wheel ---------------------------------------------------
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """The files of the wheel's Triton server that a launch needs.
+
+    ``libs`` is the folder of bundled shared libraries (``nvidia_pytriton.libs`` beside the
+    package in a wheel install, ``tritonserver/external_libs`` in an editable install).
+    """
+
+    binary: Path
+    backend_library: Path
+    backend_utils: Path
+    stub: Path
+    libs: Path | None
+    python_version: str
+
+    @classmethod
+    def locate(cls, python_version: str | None = None) -> "TritonInstall":
+        """Find the wheel's server for ``python_version`` (default: the running Python, "3.X").
+
+        Raises :class:`TritonNotInstalledError` naming the missing path and how to install it.
+        The package is found without being imported (importing pytriton loads its whole stack).
+        """
+        version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise TritonNotInstalledError(f"Triton Inference Server not found: the nvidia-pytriton wheel is not "
+                                          f"installed in {sys.prefix} ({INSTALL_HINT})")
+        package = Path(list(spec.submodule_search_locations)[0])
+        root = package / "tritonserver"
+        stubs = root / "python_backend_stubs"
+        install = cls(binary=root / "bin" / "tritonserver",
+                      backend_library=root / "backends" / "python" / "libtriton_python.so",
+                      backend_utils=root / "backends" / "python" / "triton_python_backend_utils.py",
+                      stub=stubs / version / "triton_python_backend_stub",
+                      libs=next((p for p in (package.parent / "nvidia_pytriton.libs", root / "external_libs")
+                                 if p.is_dir()), None),
+                      python_version=version)
+        for what, path in (("server binary", install.binary), ("python backend", install.backend_library),
+                           ("python backend utilities", install.backend_utils)):
+            if not path.is_file():
+                raise TritonNotInstalledError(f"Triton {what} missing: {path} (the nvidia-pytriton install is "
+                                              f"incomplete; reinstall it: {INSTALL_HINT})")
+        if not install.stub.is_file():
+            have = sorted(p.name for p in stubs.iterdir() if (p / "triton_python_backend_stub").is_file()) \
+                if stubs.is_dir() else []
+            raise TritonNotInstalledError(
+                f"no python backend stub for Python {version}: {install.stub} does not exist (this nvidia-pytriton "
+                f"has stubs for {', '.join(have) or 'no version'}; run the server from a Python of one of those "
+                f"versions with {INSTALL_HINT})")
+        return install
+
+    def backend_directory(self, into: Path) -> Path:
+        """Create ``into/python/`` with links to the backend library, its utilities and the stub; return ``into``."""
+        python = Path(into) / "python"
+        python.mkdir(parents=True, exist_ok=True)
+        for source in (self.backend_library, self.backend_utils, self.stub):
+            link = python / source.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
             link.symlink_to(source)
-    return into
+        return Path(into)
+
+    def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The server's environment: ``base`` (default ``os.environ``) with PATH and LD_LIBRARY_PATH set (module docstring)."""
+        env = dict(os.environ if base is None else base)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent)] + ([env["PATH"]] if env.get("PATH") else []))
+        library_path = []
+        libdir = sysconfig.get_config_var("LIBDIR")
+        if sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir:
+            library_path.append(libdir)
+        if self.libs is not None:
+            # Every bundled library has a hash in its file name, so putting this folder early
+            # cannot shadow a same-named library of the user's own (e.g. a CUDA runtime).
+            library_path.append(str(self.libs))
+        if env.get("LD_LIBRARY_PATH"):
+            library_path.append(env["LD_LIBRARY_PATH"])
+        if library_path:
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(library_path)
+        return env
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when its parent dies, so a killed
-    rfad-serve (or test) never leaves an orphaned server holding the ports."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+# --- Ports -------------------------------------------------------------------------------------
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports that are free on ``host`` right now.
+
+    All sockets stay bound until every port is chosen, so the ports differ from each other;
+    another process may still take one before the server binds it (the server then fails to
+    start with an address-in-use error in its log).
+    """
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(host: str = "127.0.0.1") -> int:
+    """One TCP port that is free on ``host`` right now (see :func:`free_ports`)."""
+    return free_ports(1, host)[0]
 
 
-@dataclass
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` of ``host`` now (i.e. no process holds it).
+
+    SO_REUSEADDR, as servers (Triton included) set it: connections a stopped server closed
+    linger in TIME_WAIT for a minute, which does not stop a new server from binding the port.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# --- The server process ------------------------------------------------------------------------
+
+def _parent_death_signal():
+    """A pre-exec hook that asks Linux to SIGTERM the server when the thread that started it dies.
+
+    Without it a test run or ``rfad-serve`` killed with SIGKILL would leave an orphaned server
+    holding its ports. The libc function is resolved here, in the parent, so the child only
+    makes one foreign call between fork and exec. Returns None where prctl is unavailable.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    term = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, term)
+
+    return hook
+
+
+# Servers started by this process and not yet stopped. At interpreter exit they are stopped:
+# the parent-death signal is not set for servers started from a worker thread (see start()),
+# and a daemon thread's server would otherwise outlive the program. Strong references: a
+# running server that its owner forgot must still be stopped.
+_RUNNING: "set[TritonServer]" = set()
+
+
+@atexit.register
+def _stop_servers_at_exit() -> None:
+    for server in list(_RUNNING):
+        server.stop()
+
+
 class TritonServer:
-    """A local Triton server over ``repo``; ports 0 pick free ones. Use as a context manager."""
+    """A local Triton server over the model repository ``repo``; use it as a context manager.
 
-    repo: Path
-    host: str = "127.0.0.1"
-    grpc_port: int = 8001
-    http_port: int = 8000
-    metrics_port: int = 8002
-    log_file: Path | None = None
-    startup_timeout_s: float = 120.0
-    process: subprocess.Popen | None = field(default=None, init=False)
+    ``host`` is the address the gRPC, HTTP and metrics endpoints bind (loopback by default).
+    A port of 0 picks a free one. The server's stdout and stderr go to ``log_file`` (default: a
+    file in a temporary folder that :meth:`stop` removes). ``startup_timeout_s`` bounds :meth:`start`;
+    ``exit_timeout_s`` is how long Triton may wait for in-flight requests on SIGTERM before
+    :meth:`stop` kills it.
+    """
 
-    def __post_init__(self) -> None:
-        self.repo = Path(self.repo)
-        self.grpc_port = self.grpc_port or free_port()
-        self.http_port = self.http_port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+    def __init__(self, repo: str | os.PathLike, host: str = "127.0.0.1", grpc_port: int = 8001,
+                 http_port: int = 8000, metrics_port: int = 8002, log_file: str | os.PathLike | None = None,
+                 startup_timeout_s: float = 120.0, exit_timeout_s: float = 10.0, extra_args: tuple[str, ...] = ()):
+        self.repo = Path(repo)
+        self.host = host
+        wanted = [grpc_port, http_port, metrics_port]
+        chosen = iter(free_ports(sum(1 for p in wanted if not p), self._connect_host))
+        self.grpc_port, self.http_port, self.metrics_port = [p or next(chosen) for p in wanted]
+        self.log_file = Path(log_file) if log_file is not None else None
+        self.startup_timeout_s = startup_timeout_s
+        self.exit_timeout_s = exit_timeout_s
+        self.extra_args = tuple(extra_args)
+        self.process: subprocess.Popen | None = None
+        self.returncode: int | None = None
+        self.startup_s: float | None = None  # seconds from launch to ready, once started
+        self._workdir: tempfile.TemporaryDirectory | None = None
+        self._default_log = log_file is None
+        self._log = None
+
+    # Addresses -------------------------------------------------------------------------------
+    @property
+    def _connect_host(self) -> str:
+        """Where a client on this machine reaches the server: a wildcard bind is reached on loopback."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+    def _address(self, port: int) -> str:
+        host = self._connect_host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        """host:port of the gRPC endpoint, as tritonclient.grpc and :class:`rfad.client.RfadClient` take it."""
+        return self._address(self.grpc_port)
 
-    def command(self, backends: Path) -> list[str]:
-        return [str(pytriton_root() / "bin" / "tritonserver"), "--model-repository", str(self.repo.resolve()),
-                "--backend-directory", str(backends), "--model-control-mode", "none",
+    @property
+    def http_url(self) -> str:
+        """host:port of the HTTP/REST endpoint, as tritonclient.http takes it."""
+        return self._address(self.http_port)
+
+    @property
+    def metrics_url(self) -> str:
+        """URL of the Prometheus metrics page."""
+        return f"http://{self._address(self.metrics_port)}/metrics"
+
+    # Lifecycle -------------------------------------------------------------------------------
+    def command(self, backend_directory: Path, install: TritonInstall) -> list[str]:
+        """The server's argument list (never run through a shell)."""
+        return [str(install.binary),
+                "--model-repository", str(self.repo.resolve()),
+                "--backend-directory", str(backend_directory),
+                "--model-control-mode", "none",
+                "--exit-on-error", "true",
+                "--strict-readiness", "true",
+                "--exit-timeout-secs", str(max(1, int(self.exit_timeout_s))),
                 "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
                 "--http-address", self.host, "--http-port", str(self.http_port),
                 "--metrics-address", self.host, "--metrics-port", str(self.metrics_port),
-                "--allow-metrics", "true", "--log-verbose", "0", "--exit-on-error", "true"]
+                "--allow-metrics", "true", "--allow-gpu-metrics", "false",
+                "--log-verbose", "0",
+                *self.extra_args]
 
-    def start(self) -> "TritonServer":
+    def start(self, cancel: threading.Event | None = None) -> "TritonServer":
+        """Launch the server and wait until it is ready; returns ``self``.
+
+        Raises :class:`ServerStartError` when the server exits while starting (the message names
+        the models that failed to load and quotes the log) or is not ready within
+        ``startup_timeout_s``, :class:`TritonNotInstalledError` when the wheel is missing, and
+        :class:`ServerStartCancelled` when ``cancel`` is set first. The server is stopped in
+        every one of those cases.
+        """
+        if self.process is not None:
+            raise RuntimeError("this TritonServer was already started; create a new one")
         if not self.repo.is_dir():
-            raise ServerStartError(f"--repo {self.repo} is not a folder (write one with `rfad-export triton-repo`)")
-        self._tmp = tempfile.TemporaryDirectory(prefix="rfad-triton-")
-        backends = backend_directory(pytriton_root(), Path(self._tmp.name) / "backends")
-        self.log_file = self.log_file or Path(self._tmp.name) / "server.log"
-        env = dict(os.environ)
-        # The python-backend stub runs `python3` from PATH: make it this environment's.
-        env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        # The stub links libpython3.X.so dynamically; without this it may pick up another
-        # build of the same minor version (e.g. the distribution's) whose C API lacks symbols
-        # that this interpreter's extension modules need.
-        libdir = sysconfig.get_config_var("LIBDIR")
-        if libdir:
-            env["LD_LIBRARY_PATH"] = libdir + os.pathsep + env.get("LD_LIBRARY_PATH", "")
+            raise ServerStartError(f"model repository {self.repo} is not a folder "
+                                   f"(write one with `rfad-export triton-repo`)")
+        install = TritonInstall.locate()
+        self._workdir = tempfile.TemporaryDirectory(prefix="rfad-triton-")
+        workdir = Path(self._workdir.name)
+        backends = install.backend_directory(workdir / "backends")
+        self._default_log = self.log_file is None
+        if self._default_log:
+            self.log_file = workdir / "tritonserver.log"
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_file, "wb")
-        self.process = subprocess.Popen(self.command(backends), stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True, preexec_fn=_die_with_parent)
-        self._wait_ready()
+        # The death signal is tied to the starting THREAD, not the process: set it only from the
+        # main thread, or a server started from a worker thread would die with that thread.
+        hook = _parent_death_signal() if threading.current_thread() is threading.main_thread() else None
+        started = time.monotonic()
+        # start_new_session: the server and its python stubs form one process group, which
+        # stop() can kill as a whole; and Ctrl-C in a terminal reaches only rfad-serve, which
+        # then stops the server in order instead of both receiving SIGINT.
+        self.process = subprocess.Popen(self.command(backends, install), stdin=subprocess.DEVNULL, stdout=self._log,
+                                        stderr=subprocess.STDOUT, env=install.environment(), cwd=workdir,
+                                        start_new_session=True, preexec_fn=hook)
+        _RUNNING.add(self)
+        try:
+            self._wait_until_ready(cancel)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
         return self
 
-    def _wait_ready(self) -> None:
+    def _wait_until_ready(self, cancel: threading.Event | None) -> None:
+        try:
+            import tritonclient.grpc as grpcclient
+        except ImportError:
+            raise TritonNotInstalledError(f"tritonclient is not installed ({INSTALL_HINT})") from None
+
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            deadline = time.monotonic() + self.startup_timeout_s
+            while True:
+                if self.has_exited():
+                    code = self._reap()
+                    raise self._exit_error(code)
+                if cancel is not None and cancel.is_set():
+                    raise ServerStartCancelled("start-up cancelled before the server was ready")
+                try:
+                    if client.is_server_ready(client_timeout=1.0):
+                        return
+                except Exception:  # noqa: BLE001 - not listening yet: any transport error means "try again"
+                    pass
+                if time.monotonic() > deadline:
+                    tail = self.log_tail()
+                    raise ServerStartError(f"Triton was not ready after {self.startup_timeout_s:.0f} s"
+                                           f"{self._log_hint()}; the end of its log:\n{tail}", (), tail)
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def _log_hint(self) -> str:
+        return "" if self._default_log else f" (log: {self.log_file})"
+
+    def _exit_error(self, code: int) -> ServerStartError:
+        """The error for a server that exited while starting, read from its log.
+
+        Triton logs one ``failed to load '<model>' version <n>: <reason>`` line per failed
+        model, then prints its option tables and ``error: creating server: ...``; the message
+        quotes the failure lines (and every other error line), not the tables.
+        """
+        text = self.log_text()
+        failures = _FAILED_MODEL.findall(text)
+        failed = tuple(dict.fromkeys(name for name, _ in failures))
+        errors = [line for line in text.splitlines() if _ERROR_LINE.match(line)]
+        tail = "\n".join(errors) if errors else self.log_tail()
+        if failures:
+            # Triton quotes each log message; the closing quote is not part of the reason.
+            reasons = "; ".join(f"{name}: {reason.rstrip(_QUOTE)}" for name, reason in dict(failures).items())
+            head = f"model{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed to load ({reasons})"
+        else:
+            head = "no model reported a load failure"
+        return ServerStartError(f"Triton exited with code {code} while starting: {head}{self._log_hint()}. "
+                                f"Server errors:\n{tail}", failed, tail)
+
+    def has_exited(self) -> bool:
+        """Whether the server process has exited (without reaping it, so its process group stays addressable)."""
+        if self.process is None:
+            return False
+        if self.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # already reaped by someone else
+            return True
+        return info is not None
+
+    def _reap(self) -> int:
+        """SIGKILL the server's process group, then collect the server's exit code.
+
+        Once the server has exited this removes leftover python stubs; after a SIGTERM that
+        timed out it kills the server too. Either way the server is not reaped yet (see
+        :meth:`has_exited`), so its process-group id cannot have been reused by a stranger.
+        """
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.returncode = self.process.wait()
+        return self.returncode
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM the server, wait up to ``timeout_s`` (default ``exit_timeout_s`` + 5 s), then SIGKILL.
+
+        Idempotent. Returns the server's exit code (None if it was never started). Removes the
+        temporary folder, and with it the default log file.
+        """
+        if self.process is not None and self.returncode is None:
+            if not self.has_exited():
+                self.process.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + (self.exit_timeout_s + 5.0 if timeout_s is None else timeout_s)
+                while not self.has_exited() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            self._reap()  # SIGKILLs the group: the server if it is still running, stray stubs otherwise
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        _RUNNING.discard(self)
+        return self.returncode
+
+    # Introspection ---------------------------------------------------------------------------
+    def log_text(self) -> str:
+        """The server log so far ('' before start or once a temporary log was removed)."""
+        if self._log is not None:
+            self._log.flush()
+        if self.log_file is None or not self.log_file.is_file():
+            return ""
+        return self.log_file.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the server log."""
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def models(self) -> list[dict]:
+        """The repository index of the running server: ``[{"name", "version", "state", "reason"}]`` sorted by name."""
         import tritonclient.grpc as grpcclient
 
         client = grpcclient.InferenceServerClient(self.grpc_url)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerStartError(f"Triton exited (code {self.process.returncode}) while starting:\n{self.log_tail()}")
-            try:
-                if client.is_server_ready(client_timeout=1.0):
-                    return
-            except Exception:  # not listening yet
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise ServerStartError(f"Triton was not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 25) -> str:
-        if self.log_file is None or not Path(self.log_file).is_file():
-            return ""
-        return "\n".join(Path(self.log_file).read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
+        try:
+            index = client.get_model_repository_index(as_json=True, client_timeout=10.0)
+        finally:
+            client.close()
+        return sorted(({"name": m["name"], "version": m.get("version", ""), "state": m.get("state", ""),
+                        "reason": m.get("reason", "")} for m in index.get("models", [])), key=lambda m: m["name"])
 
     def __enter__(self) -> "TritonServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def __repr__(self) -> str:
+        state = "not started" if self.process is None else ("stopped" if self.returncode is not None else "running")
+        return f"TritonServer({str(self.repo)!r}, grpc={self.grpc_url}, http={self.http_url}, {state})"
