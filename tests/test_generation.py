@@ -89,7 +89,9 @@ def test_generate_is_deterministic_and_keeps_product_pixels(tiny_zoo, canvas):
     assert [c.seed for c in first.images] == [7, 8]
     assert np.array_equal(first.images[0].image, again.images[0].image)
     assert not np.array_equal(first.images[0].image, first.images[1].image)
-    assert np.array_equal(first.images[1].image, other.images[0].image)  # candidate i uses seed + i
+    # Candidate i uses seed + i: the same image as a single run of that seed, up to the float
+    # rounding of a batched convolution (as in test_batched_candidates_equal_single_runs).
+    assert np.abs(first.images[1].image.astype(int) - other.images[0].image.astype(int)).max() <= 1
     opaque = canvas.product_alpha == 255
     for candidate in first.images:
         assert candidate.image.shape == (SIZE, SIZE, 3) and candidate.image.dtype == np.uint8
