@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from rfad.trainer.checkpoints import CheckpointError
 from rfad.trainer.data.manifest import ManifestError
 
-USER_ERRORS = (ManifestError, CheckpointError, FileNotFoundError, ValueError)
+# What a user can fix (a bad path, a bad value, a broken manifest) is a one-line message with
+# exit code 1; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ManifestError, FileNotFoundError, ValueError)
 
 
 @click.group()
@@ -25,26 +26,35 @@ def main() -> None:
 @main.command()
 @click.option("--data", required=True, help="Dataset folder (with manifest.jsonl/.parquet) or a manifest file.")
 @click.option("--out", required=True, help="Output RFNet folder (checkpoints and logs go inside).")
-@click.option("--tiny", is_flag=True, help="Tiny random-weight backbones and map models (tests, demos); lr 1e-3, 64 px.")
+@click.option("--tiny", is_flag=True, help="Tiny random-weight backbones, map models and offline tokenizer (tests, demos); lr 1e-3, 64 px.")
 @click.option("--resnet", help="Pretrained ResNet-50 folder (transformers).")
 @click.option("--roberta", help="Pretrained RoBERTa folder (transformers, with tokenizer).")
 @click.option("--depth", help="DPT folder, for rows without cached maps.")
 @click.option("--saliency", help="U2-Net folder or .pth, for rows without cached maps.")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", type=float, help="Learning rate [default: 1e-4; 1e-3 with --tiny].")
-@click.option("--lr-step-epoch", type=int, help="Epoch from which lr is x0.1 [default: epochs // 2].")
+@click.option("--lr-step-epoch", type=click.IntRange(min=0), help="0-based epoch from which lr is x0.1 [default: (epochs + 1) // 2, the paper's 5 of 10].")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--image-size", type=int, help="RFNet input side [default: 384; 64 with --tiny].")
+@click.option("--image-size", type=click.IntRange(min=32), help="RFNet input side, a multiple of 32 [default: 384; 64 with --tiny].")
 @click.option("--mixed-precision", default="no", show_default=True, type=click.Choice(["no", "fp16", "bf16"]))
 @click.option("--class-weights", default="none", show_default=True, type=click.Choice(["none", "balanced"]))
+@click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--checkpoint-steps", default=0, show_default=True, type=int, help="Also checkpoint every N steps.")
-@click.option("--max-steps", default=0, show_default=True, type=int,
+@click.option("--checkpoint-steps", default=0, show_default=True, type=click.IntRange(min=0), help="Also checkpoint every N optimiser steps (0: every epoch only).")
+@click.option("--keep-checkpoints", default=2, show_default=True, type=click.IntRange(min=1), help="Keep the newest K checkpoints.")
+@click.option("--max-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="Stop after N optimiser steps with a checkpoint (continue later with --resume).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 def rfnet(**options) -> None:
-    """Train RFNet (AdamW, lr stepped x0.1 halfway, cross-entropy over the 5 classes)."""
+    """Train RFNet (AdamW, cross-entropy over the 5 classes, lr x0.1 from the middle epoch).
+
+    Writes --out as an RFNet folder (the LAST epoch's weights, caption tokenizer, train_log.json),
+    with checkpoints/ and TensorBoard logs/ inside. Several processes (CPU: gloo):
+    `torchrun --nproc_per_node N -m rfad.trainer.cli rfnet ...` or
+    `accelerate launch --multi_gpu --num_processes N -m rfad.trainer.cli rfnet ...`
+    (without GPUs, accelerate launches a single process unless --multi_gpu is given).
+    """
     from rfad.trainer.rfnet.train import RFNetTrainConfig, train_rfnet
 
     known = {f.name for f in fields(RFNetTrainConfig)}
@@ -57,21 +67,27 @@ def rfnet(**options) -> None:
 @main.command("eval-rfnet")
 @click.option("--model", "model_dir", required=True, help="RFNet folder (rfad-train rfnet output).")
 @click.option("--data", required=True, help="Dataset folder or manifest.")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--depth", help="DPT folder, for rows without cached maps.")
 @click.option("--saliency", help="U2-Net folder or .pth, for rows without cached maps.")
+@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="p(Available) at which a sample is judged Available (the serving loop's default).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
-def eval_rfnet(model_dir, data, split, depth, saliency, json_out) -> None:
+def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, json_out) -> None:
     """Precision/recall/F1/AP (Available vs not), accuracy vs the majority baseline, per class, confusion."""
     from rfad.trainer.rfnet.evaluate import evaluate_rfnet, format_metrics
 
     try:
-        metrics = evaluate_rfnet(model_dir, data, split, depth, saliency, echo=click.echo)
+        metrics = evaluate_rfnet(model_dir, data, split, depth, saliency, batch_size=batch_size,
+                                 threshold=threshold, echo=click.echo)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_metrics(metrics))
     if json_out is not None:
-        json_out.write_text(json.dumps(metrics, indent=2) + "\n")
+        partial = json_out.with_name(json_out.name + ".partial")
+        partial.write_text(json.dumps(metrics, indent=2) + "\n")
+        partial.replace(json_out)
         click.echo(f"metrics written to {json_out}")
 
 

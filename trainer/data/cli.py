@@ -1,4 +1,4 @@
-"""``rfad-data``: write the synthetic dataset, import RF1M, check a manifest's samples."""
+"""``rfad-data``: write the synthetic dataset, import RF1M, check a manifest's samples, cache depth/saliency maps."""
 
 from __future__ import annotations
 
@@ -80,6 +80,32 @@ def check(manifest: Path, strict_labels: bool) -> None:
     _, report = check_rows(rows, manifest.parent, progress=True)
     click.echo(report.format(title=str(manifest)))
 
+
+@main.command()
+@click.option("--manifest", "manifest", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Input manifest (.jsonl or .parquet).")
+@click.option("--depth", required=True, type=click.Path(path_type=Path), help="DPT folder (transformers DPTForDepthEstimation).")
+@click.option("--saliency", required=True, type=click.Path(path_type=Path), help="U2-Net folder, or official u2net.pth / .safetensors file.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder: depth/, saliency/, manifest.jsonl.")
+@click.option("--shard", default=None, help="Only rows whose index % n == i, as i/n; writes manifest.shard-i-of-n.jsonl.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Spawn N processes (shards 0/N..N-1/N) and merge their manifests.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:K (--workers spreads over all GPUs).")
+def prepare(manifest: Path, depth: Path, saliency: Path, out_dir: Path, shard: str | None, workers: int,
+            batch_size: int, device: str) -> None:
+    """Compute depth and saliency maps of every generated image once (resumable, shardable)."""
+    from rfad.logs import quiet_third_party
+    from rfad.trainer.data.prepare import parse_shard, prepare_maps
+
+    quiet_third_party()
+    try:
+        written, report = prepare_maps(
+            manifest, depth, saliency, out_dir, shard=parse_shard(shard) if shard else None,
+            workers=workers, batch_size=batch_size, device=device, progress=True,
+        )
+    except USER_ERRORS as error:  # a missing model folder is a FileNotFoundError
+        raise click.ClickException(str(error)) from None
+    click.echo(report.format())
+    click.echo(f"manifest written to {written}")
 
 def _echo_counts(title: str, values: list, order: tuple[str, ...]) -> None:
     counts = {name: values.count(name) for name in order if name in values}

@@ -18,18 +18,28 @@ from rfad.trainer.rfnet.dataset import RFNetDataset
 from rfad.trainer.rfnet.train import load_split_rows, predict
 
 
-def average_precision(scores: list[float], positives: list[bool]) -> float:
-    """AP = sum over positives of precision at that positive's rank / number of positives (ties: stable order)."""
-    ranked = sorted(zip(scores, positives), key=lambda pair: -pair[0])
-    total = sum(positives)
+def average_precision(scores: list[float], positives: list[bool]) -> float | None:
+    """Exact AP: sum over distinct score thresholds (high to low) of (R_k - R_{k-1}) * P_k.
+
+    The definition scikit-learn's ``average_precision_score`` uses; without ties it is the
+    mean, over the positives, of the precision at each positive's rank. Samples with equal
+    scores enter together, so the result does not depend on their order. None without positives.
+    """
+    total = sum(bool(p) for p in positives)
     if total == 0:
-        return float("nan")
-    hits, precision_sum = 0, 0.0
-    for rank, (_, positive) in enumerate(ranked, start=1):
-        if positive:
-            hits += 1
-            precision_sum += hits / rank
-    return precision_sum / total
+        return None
+    ranked = sorted(zip(scores, positives), key=lambda pair: -pair[0])
+    ap, hits, seen, previous_recall, i = 0.0, 0, 0, 0.0, 0
+    while i < len(ranked):
+        threshold = ranked[i][0]
+        while i < len(ranked) and ranked[i][0] == threshold:
+            hits += bool(ranked[i][1])
+            seen += 1
+            i += 1
+        recall = hits / total
+        ap += (recall - previous_recall) * (hits / seen)
+        previous_recall = recall
+    return ap
 
 
 def binary_metrics(predicted: list[bool], actual: list[bool]) -> dict[str, float]:
@@ -58,8 +68,8 @@ def compute_metrics(probabilities: torch.Tensor, labels: torch.Tensor, train_lab
         per_class[name] = {**scores, "support": int((labels == c).sum())}
     return {
         "n": int(labels.numel()),
-        "accuracy": float((predicted == labels).float().mean()),
-        "majority_baseline": float((labels == majority).float().mean()),
+        "accuracy": int((predicted == labels).sum()) / max(1, labels.numel()),
+        "majority_baseline": int((labels == majority).sum()) / max(1, labels.numel()),
         "majority_class": CLASS_NAMES[majority],
         "available": {**binary_metrics([p >= threshold for p in p_available], actual_available),
                       "ap": average_precision(p_available, actual_available), "threshold": threshold},
@@ -74,7 +84,7 @@ def format_metrics(metrics: dict) -> str:
         f"samples {metrics['n']}   accuracy {metrics['accuracy']:.3f}   majority baseline "
         f"{metrics['majority_baseline']:.3f} ({metrics['majority_class']})",
         f"Available vs not (p >= {a['threshold']}): precision {a['precision']:.3f}  recall {a['recall']:.3f}  "
-        f"F1 {a['f1']:.3f}  AP {a['ap']:.3f}",
+        f"F1 {a['f1']:.3f}  AP " + (f"{a['ap']:.3f}" if a["ap"] is not None else "n/a (no Available samples)"),
         "",
         f"{'class':<22}{'precision':>10}{'recall':>8}{'F1':>8}{'support':>9}",
     ]
@@ -86,30 +96,35 @@ def format_metrics(metrics: dict) -> str:
 
 
 def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | None = None,
-                   saliency: str | None = None, batch_size: int = 32, echo=print) -> dict:
-    """Metrics of the RFNet folder ``model_dir`` on ``split`` of ``data``.
+                   saliency: str | None = None, batch_size: int = 32, threshold: float = 0.5, echo=print) -> dict:
+    """Metrics of the RFNet folder ``model_dir`` on ``split`` of ``data`` (see :func:`compute_metrics`).
 
-    Maps missing from the manifest are computed by ``--depth/--saliency`` models; for a model
-    trained with ``--tiny`` (train_log.json says so) the same seeded tiny map models are used.
+    Maps missing from the manifest are computed by the ``depth``/``saliency`` models; for a model
+    trained with ``--tiny`` (its train_log.json says so) the same seeded tiny map models are used.
     """
     from transformers import AutoTokenizer
 
+    from rfad.models.folders import check_tokenizer_folder
     from rfad.models.rfnet import RFNet
-    from rfad.trainer.rfnet.train import RFNetTrainConfig, build_map_models
+    from rfad.trainer.rfnet.train import TRAIN_LOG, RFNetTrainConfig, build_map_models
 
     model = RFNet.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    log_file = Path(model_dir) / "train_log.json"
+    tokenizer = AutoTokenizer.from_pretrained(check_tokenizer_folder(model_dir, "RFNet caption tokenizer"),
+                                              local_files_only=True)
+    log_file = Path(model_dir) / TRAIN_LOG
     trained = json.loads(log_file.read_text())["config"] if log_file.is_file() else {}
     maps = build_map_models(RFNetTrainConfig(data=data, out=model_dir, tiny=bool(trained.get("tiny")),
                                              seed=int(trained.get("seed", 0)), depth=depth, saliency=saliency))
     rows, root = load_split_rows(data, split, echo)
     if not rows:
         raise ValueError(f"--data {data}: no usable labelled rows with split {split!r}")
+    if maps is None and any(row.depth is None or row.saliency is None for row in rows):
+        raise ValueError(f"--data {data}: some {split} rows have no cached depth/saliency maps; run `rfad-data "
+                         "prepare` first, or pass --depth DPT_DIR and --saliency U2NET")
     train_rows, _ = load_split_rows(data, "train", lambda *_: None)
     dataset = RFNetDataset(rows, root, tokenizer, model.config.image_size, model.config.max_caption_tokens, maps)
-    probabilities, labels = predict(model, torch.utils.data.DataLoader(dataset, batch_size=batch_size), "cpu")
-    metrics = compute_metrics(probabilities, labels, [CLASS_NAMES.index(r.label) for r in train_rows])
+    probabilities, labels = predict(model, dataset, batch_size, "cpu")
+    metrics = compute_metrics(probabilities, labels, [CLASS_NAMES.index(r.label) for r in train_rows], threshold)
     metrics["split"] = split
     metrics["model"] = str(model_dir)
     return metrics
