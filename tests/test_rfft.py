@@ -254,6 +254,14 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(tiny_zoo, rfnet_
     assert all(torch.equal(rewritten[k], reference[k]) for k in reference)
     changed = cli.invoke(rfft, flags + ["--resume", "--steps", "3", "--lr", "1e-3"], catch_exceptions=False)
     assert changed.exit_code == 1 and "lr" in changed.output
+    # A damaged checkpoint file is found before anything is loaded, named, with the way out.
+    weights = out / "checkpoints" / "step-00000002" / "model.safetensors"
+    data_bytes = bytearray(weights.read_bytes())
+    data_bytes[-1] ^= 0xFF
+    weights.write_bytes(bytes(data_bytes))
+    corrupt = cli.invoke(rfft, flags + ["--resume", "--steps", "3"], catch_exceptions=False)
+    assert corrupt.exit_code == 1 and "model.safetensors is corrupt" in corrupt.output
+    assert "step-00000001 is still there" in corrupt.output
 
 
 def test_two_processes_train_and_write_a_loadable_controlnet(tiny_zoo, rfnet_dir, data, tmp_path):

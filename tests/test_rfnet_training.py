@@ -235,6 +235,18 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tiny_set, tmp_path)
     result = CliRunner().invoke(train_cli, base + ["--batch-size", "4", "--out", str(split), "--resume"])
     assert result.exit_code == 1 and "same numbers" in result.output
 
+    # Every checkpoint file's SHA-256 is in state.json: a truncated file is named, not loaded.
+    latest = split / "checkpoints" / "step-00000012"
+    assert set(json.loads((latest / "state.json").read_text())["files"]) >= {"model.safetensors", "optimizer.bin",
+                                                                            "random_states_0.pkl"}
+    optimizer = latest / "optimizer.bin"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    result = CliRunner().invoke(train_cli, common + ["--epochs", "3", "--out", str(split), "--resume"])
+    assert result.exit_code == 1 and "optimizer.bin is corrupt" in result.output
+    (latest / "random_states_0.pkl").unlink()
+    result = CliRunner().invoke(train_cli, common + ["--epochs", "3", "--out", str(split), "--resume"])
+    assert result.exit_code == 1 and "random_states_0.pkl is missing" in result.output
+
 
 @pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
 def test_two_process_cpu_run_writes_a_loadable_model(tiny_set, tmp_path, launcher):

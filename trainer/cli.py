@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
+from rfad.trainer.checkpoints import CheckpointError
 from rfad.trainer.data.manifest import ManifestError
 
-# What a user can fix (a bad path, a bad value, a broken manifest) is a one-line message with
-# exit code 1; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ManifestError, FileNotFoundError, ValueError)
+# What a user can fix (a bad path, a bad value, a broken manifest, a corrupt checkpoint) is a
+# one-line message with exit code 1; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ManifestError, FileNotFoundError, ValueError, CheckpointError)
 
 
 @click.group()

@@ -87,6 +87,19 @@ def resolve_path(root: str | os.PathLike, path: str) -> Path:
     return Path(root) / path  # an absolute ``path`` wins over ``root``
 
 
+def manifest_path(data: str | os.PathLike) -> Path:
+    """``--data``: a manifest file, or a folder holding ``manifest.jsonl`` / ``manifest.parquet``."""
+    path = Path(data)
+    if path.is_dir():
+        for name in ("manifest.jsonl", "manifest.parquet"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"--data {path}: no manifest.jsonl or manifest.parquet in that folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path} does not exist")
+    return path
+
+
 def manifest_format(path: str | os.PathLike) -> str:
     """``"jsonl"`` or ``"parquet"`` from the suffix of ``path``; any other suffix is a ValueError."""
     suffix = Path(path).suffix.lower()

@@ -9,12 +9,13 @@ import click
 
 from rfad.canvas import CanvasError
 from rfad.contract import InvalidRequest
+from rfad.trainer.checkpoints import CheckpointError
 from rfad.trainer.data.manifest import ManifestError
 
 # What a user can fix (a bad path or value, a broken manifest, a model folder that is not one)
 # is a one-line message with exit code 1; anything else is a bug and keeps its traceback.
 # ModelFolderError is a FileNotFoundError.
-USER_ERRORS = (ManifestError, FileNotFoundError, ValueError, CanvasError, InvalidRequest)
+USER_ERRORS = (ManifestError, FileNotFoundError, ValueError, CanvasError, InvalidRequest, CheckpointError)
 
 
 def _quiet() -> None:

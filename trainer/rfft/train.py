@@ -30,8 +30,9 @@ seeds) comes from a generator seeded by (seed, step, micro-step, process), and t
 micro-step are a function of (seed, micro-step index, process) only, so nothing depends on
 what ran before in the process. A checkpoint is ``accelerator.save_state`` (the ControlNet in
 safetensors; AdamW state, accumulation counter and every process's global RNG states, which
-accelerate reads back with ``torch.load(weights_only=True)``) plus ``state.json``; it is
-written to a temporary folder and renamed into place.
+accelerate reads back with ``torch.load(weights_only=True)``) plus ``state.json``, written
+and verified by :mod:`rfad.trainer.checkpoints` (temporary folder renamed into place; SHA-256
+of every file checked before a resume).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -64,10 +64,17 @@ from rfad.pipeline.judge import tokenize_caption
 from rfad.pipeline.request import image_to_tensor, prepare_request
 from rfad.pipeline.settings import GenerationSettings
 from rfad.pipeline.torch_runner import TorchRunner
-from rfad.trainer.data.manifest import ManifestRow, check_rows, read_manifest, resolve_path
+from rfad.trainer.checkpoints import (
+    CHECKPOINTS,
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+    several_cpu_processes,
+    write_folder_atomically,
+)
+from rfad.trainer.data.manifest import ManifestRow, check_rows, manifest_path, read_manifest, resolve_path
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.json"
 CONFIG_FILE = "rfft_config.json"
 REGULARISERS = ("cc", "kl", "none")
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -155,19 +162,6 @@ class RFFTConfig:
 
 
 # --- rows -----------------------------------------------------------------------------------
-
-
-def manifest_path(data: str | os.PathLike) -> Path:
-    """``--data``: a manifest file, or a folder holding ``manifest.jsonl`` / ``manifest.parquet``."""
-    path = Path(data)
-    if path.is_dir():
-        for name in ("manifest.jsonl", "manifest.parquet"):
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(f"--data {path}: no manifest.jsonl or manifest.parquet in that folder")
-    if not path.is_file():
-        raise FileNotFoundError(f"--data {path} does not exist")
-    return path
 
 
 def load_rows(data: str | os.PathLike, split: str, spec: CanvasSpec, echo=print) -> tuple[list[ManifestRow], Path]:
@@ -385,56 +379,15 @@ def feedback_losses(student: TorchRunner, teacher: TorchRunner | None, micro: Mi
 # --- checkpoints and the output folder ------------------------------------------------------
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint under ``out/checkpoints`` (temporary folders are ignored)."""
-    found = sorted(p for p in (out / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
-    return found[-1] if found else None
-
-
-def save_checkpoint(accelerator, out: Path, step: int, state: dict, keep: int) -> Path:
-    """Called by EVERY process: ``accelerator.save_state`` into a temporary folder (each process
-    writes its RNG file, the main process the rest), then the main process adds ``state.json``,
-    renames the folder into place and deletes all but the newest ``keep`` checkpoints."""
-    root = out / CHECKPOINTS
-    final = root / f"step-{step:08d}"
-    partial = root / f".partial-{final.name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while saving
-        partial.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
 def save_controlnet(controlnet, out: Path, run_record: dict) -> None:
     """The diffusers ControlNet folder (config.json, diffusion_pytorch_model.safetensors) plus
-    ``rfft_config.json``, staged beside ``out``'s files and moved in file by file (os.replace),
-    so no file is ever half-written."""
-    staging = out / ".partial-controlnet"
-    shutil.rmtree(staging, ignore_errors=True)
-    controlnet.save_pretrained(staging, safe_serialization=True)
-    (staging / CONFIG_FILE).write_text(json.dumps(run_record, indent=2) + "\n")
-    for file in sorted(staging.iterdir()):
-        os.replace(file, out / file.name)
-    staging.rmdir()
+    ``rfft_config.json``, staged inside ``out`` and moved in file by file, so no file is ever
+    half-written."""
+    def write(staging: Path) -> None:
+        controlnet.save_pretrained(staging, safe_serialization=True)
+        (staging / CONFIG_FILE).write_text(json.dumps(run_record, indent=2) + "\n")
 
-
-def _several_cpu_processes() -> bool:
-    """True when launched as several processes (torchrun, ``accelerate launch``) on a machine without
-    an accelerator: accelerate forms a gloo group for CPU ranks only when told the run is on CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    accelerator_api = getattr(torch, "accelerator", None)
-    return not (accelerator_api.is_available() if accelerator_api is not None else torch.cuda.is_available())
+    write_folder_atomically(out, write)
 
 
 def _rows_fingerprint(rows: list[ManifestRow]) -> str:
@@ -454,7 +407,7 @@ def train_rfft(config: RFFTConfig, echo=print, models: RFFTModels | None = None)
 
     config = config.validated()
     out = Path(config.out)
-    accelerator = Accelerator(cpu=_several_cpu_processes(), mixed_precision=config.mixed_precision,
+    accelerator = Accelerator(cpu=several_cpu_processes(), mixed_precision=config.mixed_precision,
                               gradient_accumulation_steps=config.grad_accum, log_with="tensorboard",
                               project_dir=str(out / "logs"))
     main = accelerator.is_main_process
@@ -499,12 +452,12 @@ def train_rfft(config: RFFTConfig, echo=print, models: RFFTModels | None = None)
         models.teacher.forward = MethodType(convert_outputs_to_fp32(models.teacher.forward.__func__), models.teacher)
     step, last_metrics = 0, {}
     if config.resume:
-        state = json.loads((latest / STATE_FILE).read_text())
-        changed = sorted(k for k, v in trajectory.items() if state["trajectory"].get(k) != v)
+        state = read_checkpoint_state(latest)
+        changed = sorted(k for k, v in trajectory.items() if state.get("trajectory", {}).get(k) != v)
         if changed:
             raise ValueError(f"--resume: {latest} was written with other settings ({', '.join(changed)}); resume "
                              "with the same flags, data, starting ControlNet and number of processes")
-        accelerator.load_state(str(latest))  # ControlNet, AdamW, accumulation counter, global RNG states
+        load_checkpoint(accelerator, latest)  # verified; ControlNet, AdamW, accumulation counter, global RNG states
         step, last_metrics = state["step"], state["metrics"]
         if step > config.steps:
             raise ValueError(f"--steps {config.steps}: the checkpoint is already at step {step}")

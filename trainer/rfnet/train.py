@@ -9,9 +9,10 @@ Resume is exact (bit-for-bit on CPU): the data order of an epoch is a function o
 epoch, process) only, the DataLoaders draw from their own seeded generators (never from the
 global RNG that dropout uses), and a checkpoint is ``accelerator.save_state`` (weights in
 safetensors; optimizer, GradScaler, accumulation counter and every process's RNG states read
-back with ``weights_only=True``) plus ``state.json`` (epoch, step, step in epoch, history).
-Checkpoints are written to a temporary folder and renamed into place, so a run killed at any
-moment leaves the previous checkpoint or the new one, never a half-written one.
+back with ``weights_only=True``) plus ``state.json`` (epoch, step, step in epoch, history),
+written and verified by :mod:`rfad.trainer.checkpoints`: a temporary folder renamed into
+place, so a run killed at any moment leaves the previous checkpoint or the new one, and the
+SHA-256 of every file checked before a resume, so a corrupt one is a clear error.
 
 The final model is the LAST epoch's (the paper trains a fixed schedule: 10 epochs, lr x0.1
 at epoch 5); ``train_log.json`` records every epoch's validation accuracy and names the best.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,11 +30,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rfad.contract import CLASS_NAMES
-from rfad.trainer.data.manifest import check_rows, read_manifest
+from rfad.trainer.checkpoints import (
+    CHECKPOINTS,
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+    several_cpu_processes,
+    write_folder_atomically,
+)
+from rfad.trainer.data.manifest import check_rows, manifest_path, read_manifest
 from rfad.trainer.rfnet.dataset import MODEL_INPUTS, MapModels, RFNetDataset
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.json"
 TRAIN_LOG = "train_log.json"
 
 # --tiny defaults (tests and the demo). Measured on `rfad-data synth --n 600` (test split, majority
@@ -85,19 +92,6 @@ class RFNetTrainConfig:
 
 
 # --- data -------------------------------------------------------------------------------------
-
-
-def manifest_path(data: str | os.PathLike) -> Path:
-    """``--data``: a manifest file, or a folder holding ``manifest.jsonl`` / ``manifest.parquet``."""
-    path = Path(data)
-    if path.is_dir():
-        for name in ("manifest.jsonl", "manifest.parquet"):
-            if (path / name).is_file():
-                return path / name
-        raise FileNotFoundError(f"--data {path}: no manifest.jsonl or manifest.parquet in that folder")
-    if not path.is_file():
-        raise FileNotFoundError(f"--data {path} does not exist")
-    return path
 
 
 def load_split_rows(data: str | os.PathLike, split: str, echo=print):
@@ -198,62 +192,21 @@ def predict(model, dataset, batch_size: int, device) -> tuple[torch.Tensor, torc
     return torch.cat(probabilities), torch.cat(labels)
 
 
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint under ``out/checkpoints`` (temporary folders are ignored)."""
-    found = sorted(p for p in (out / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
-    return found[-1] if found else None
-
-
-def save_checkpoint(accelerator, out: Path, step: int, state: dict, keep: int) -> None:
-    """Called by EVERY process: ``accelerator.save_state`` into a temporary folder (each process
-    writes its own RNG file, the main process the rest), then the main process adds
-    ``state.json``, renames the folder into place and deletes all but the newest ``keep``."""
-    root = out / CHECKPOINTS
-    final = root / f"step-{step:08d}"
-    partial = root / f".partial-{final.name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while saving
-        partial.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (partial / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-        if final.exists():  # the same step saved again (a resumed run re-saving its epoch end)
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+# --- the output folder ----------------------------------------------------------------------
 
 
 def save_final_model(model, tokenizer, out: Path, log: dict) -> None:
-    """The RFNet folder (config.json, model.safetensors, tokenizer files, train_log.json) written
-    beside ``out`` first and moved in file by file, so no file is ever half-written."""
-    staging = out / ".partial-model"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / TRAIN_LOG).write_text(json.dumps(log, indent=2) + "\n")
-    for file in sorted(staging.iterdir()):
-        os.replace(file, out / file.name)
-    staging.rmdir()
+    """The RFNet folder (config.json, model.safetensors, tokenizer files, train_log.json), staged
+    inside ``out`` and moved in file by file, so no file is ever half-written."""
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / TRAIN_LOG).write_text(json.dumps(log, indent=2) + "\n")
+
+    write_folder_atomically(out, write)
 
 
 # --- the trainer ------------------------------------------------------------------------------
-
-
-def _several_cpu_processes() -> bool:
-    """True when launched as several processes (torchrun, ``accelerate launch --multi_gpu``) on a
-    machine without an accelerator. accelerate forms a gloo process group for CPU ranks only when
-    told the run is on CPU; otherwise every rank would silently train alone on all the data."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    accelerator_api = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ...
-    return not (accelerator_api.is_available() if accelerator_api is not None else torch.cuda.is_available())
 
 
 def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
@@ -263,7 +216,7 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
 
     config = config.resolved()
     out = Path(config.out)
-    accelerator = Accelerator(cpu=_several_cpu_processes(), mixed_precision=config.mixed_precision,
+    accelerator = Accelerator(cpu=several_cpu_processes(), mixed_precision=config.mixed_precision,
                               gradient_accumulation_steps=config.grad_accum, log_with="tensorboard",
                               project_dir=str(out / "logs"))
     main = accelerator.is_main_process
@@ -301,11 +254,11 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
     model, optimizer = accelerator.prepare(model, optimizer)
     epoch, step, step_in_epoch, history, train_loss = 0, 0, 0, [], float("nan")
     if config.resume:
-        state = json.loads((latest / STATE_FILE).read_text())
-        if state["processes"] != world or state["samples_per_step"] != samples_per_step:
-            raise ValueError(f"--resume: {latest} was written by {state['processes']} processes with "
-                             f"{state['samples_per_step']} samples per step; resume with the same numbers")
-        accelerator.load_state(str(latest))  # weights, optimizer, RNG states, accumulation counter
+        state = read_checkpoint_state(latest)
+        if state.get("processes") != world or state.get("samples_per_step") != samples_per_step:
+            raise ValueError(f"--resume: {latest} was written by {state.get('processes')} processes with "
+                             f"{state.get('samples_per_step')} samples per step; resume with the same numbers")
+        load_checkpoint(accelerator, latest)  # verified; weights, optimizer, RNG states, accumulation counter
         epoch, step, step_in_epoch, history = state["epoch"], state["step"], state["step_in_epoch"], state["history"]
         train_loss = state["train_loss"]
         say(f"resuming from {latest} (epoch {epoch + 1}, step {step})")
