@@ -2,7 +2,9 @@
 
 Full shape = ResNet-50 + RoBERTa-base at 384 px (random weights; speed does not depend on
 them); tiny = the test zoo's shape. Inference runs the ``rfnet`` graph (images + caption
-embeddings); the caption graph ``rfnet_text`` runs once per request and is timed separately.
+embeddings) twice: eager PyTorch, and the same module exported by ``rfad-export``'s own
+``export_component`` and run in ONNX Runtime (CPU provider). The caption graph ``rfnet_text``
+runs once per request and is timed separately (eager).
 
     python benchmarks/rfnet_bench.py [--quick]
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -32,19 +35,42 @@ def inputs(config: RFNetConfig, batch: int, tokens: int = 32):
     return images, maps, ids, torch.ones(batch, tokens, dtype=torch.long)
 
 
-def bench(shape: str, config: RFNetConfig, batches: list[int], repeats: int, train_batch: int) -> list[dict]:
+def onnx_session(model: RFNet, workdir: Path, tokens: int):
+    """The ``rfnet`` graph of ``model`` exported as ``rfad-export onnx`` exports it, in an ORT session."""
+    import onnxruntime
+
+    from rfad.components.specs import ModelFacts, component_specs
+    from rfad.export.onnx_export import export_component
+    from rfad.models.rfnet import RFNetJudge
+
+    facts = ModelFacts(text_dim=32, rfnet_width=model.config.width, caption_tokens=tokens)
+    spec = component_specs(facts)["rfnet"]
+    path = workdir / "rfnet" / "model.onnx"
+    export_component(RFNetJudge(model).eval(), spec, path, facts, opset=17, external_data_threshold=2**31, vocab=300)
+    onnxruntime.set_default_logger_severity(3)
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]), spec
+
+
+def bench(shape: str, config: RFNetConfig, batches: list[int], repeats: int, train_batch: int,
+          tokens: int = 32) -> list[dict]:
     torch.manual_seed(0)
     model = RFNet(config).eval()
     rows = []
-    for batch in batches:
-        images, maps, ids, mask = inputs(config, batch)
-        with torch.no_grad():
-            caption = model.encode_caption(ids[:1], mask[:1])
-            judge = time_runs(lambda: model.judge(*images, *maps, caption.expand(batch, -1, -1), mask), repeats)
-            text = time_runs(lambda: model.encode_caption(ids[:1], mask[:1]), repeats)
-        rows.append({"shape": shape, "mode": "inference", "batch": batch, "median_s": judge["median_s"],
-                     "per_image_s": judge["median_s"] / batch, "min_s": judge["min_s"], "max_s": judge["max_s"],
-                     "caption_s": text["median_s"], "repeats": repeats})
+    with tempfile.TemporaryDirectory() as workdir:
+        session, spec = onnx_session(model, Path(workdir), tokens)
+        for batch in batches:
+            images, maps, ids, mask = inputs(config, batch, tokens)
+            with torch.no_grad():
+                caption = model.encode_caption(ids[:1], mask[:1]).expand(batch, -1, -1)
+                eager = time_runs(lambda: model.judge(*images, *maps, caption, mask), repeats)
+                text = time_runs(lambda: model.encode_caption(ids[:1], mask[:1]), repeats)
+            feed = dict(zip(spec.input_names, (t.contiguous().numpy() for t in (*images, *maps, caption, mask))))
+            ort = time_runs(lambda: session.run(None, feed), repeats)
+            for backend, timing in (("torch eager", eager), ("onnxruntime", ort)):
+                rows.append({"shape": shape, "mode": "inference", "backend": backend, "batch": batch,
+                             "median_s": timing["median_s"], "per_image_s": timing["median_s"] / batch,
+                             "min_s": timing["min_s"], "max_s": timing["max_s"], "caption_s": text["median_s"],
+                             "repeats": repeats})
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images, maps, ids, mask = inputs(config, train_batch)
@@ -57,7 +83,7 @@ def bench(shape: str, config: RFNetConfig, batches: list[int], repeats: int, tra
         optimizer.step()
 
     timing = time_runs(step, max(1, repeats // 2))
-    rows.append({"shape": shape, "mode": "training step", "batch": train_batch, "median_s": timing["median_s"],
+    rows.append({"shape": shape, "mode": "training step", "backend": "torch eager", "batch": train_batch, "median_s": timing["median_s"],
                  "samples_per_s": train_batch / timing["median_s"], "min_s": timing["min_s"],
                  "max_s": timing["max_s"], "repeats": timing["repeats"]})
     return rows
@@ -72,7 +98,7 @@ def main() -> None:
     rows += bench("full (ResNet-50 + RoBERTa-base, 384 px)", RFNetConfig(), [1] if args.quick else [1, 8], repeats,
                   train_batch=2)
     path = write_results("rfnet", rows, {"repeats": repeats, "caption_tokens": 32, "device": "cpu"})
-    print(markdown_table(rows, [("shape", "shape"), ("mode", "mode"), ("batch", "batch"), ("median_s", "median s"),
+    print(markdown_table(rows, [("shape", "shape"), ("mode", "mode"), ("backend", "backend"), ("batch", "batch"), ("median_s", "median s"),
                                 ("per_image_s", "s / image"), ("samples_per_s", "samples / s"),
                                 ("caption_s", "caption s")]))
     print(f"\nwritten to {path}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
+
+from rfad.contract import MAX_COMPONENT_BATCH
 
 
 @click.group()
@@ -24,8 +27,9 @@ def main() -> None:
 @click.option("--saliency", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--components", help="Comma-separated subset (default: every component the models provide).")
-@click.option("--opset", default=17, show_default=True, type=int)
-def onnx(models, controlnet, rfnet, depth, saliency, out, components, opset) -> None:
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 21))
+@click.option("--fp16", is_flag=True, help="float16 weights and arithmetic (float32 inputs/outputs); for GPU serving.")
+def onnx(models, controlnet, rfnet, depth, saliency, out, components, opset, fp16) -> None:
     """Every component to ONNX, checked against PyTorch at two shapes (OUT/parity.json)."""
     from rfad.export.onnx_export import ExportError, export_onnx
     from rfad.models.folders import ModelFolderError
@@ -34,7 +38,8 @@ def onnx(models, controlnet, rfnet, depth, saliency, out, components, opset) -> 
     try:
         model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, rfnet=rfnet, depth=depth,
                                                             saliency=saliency)
-        export_onnx(model_set, out, components.split(",") if components else None, opset=opset, echo=click.echo)
+        export_onnx(model_set, out, components.split(",") if components else None, opset=opset, fp16=fp16,
+                    echo=click.echo)
     except (ExportError, ModelFolderError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"ONNX graphs, manifest.json and parity.json written to {out}")
@@ -45,7 +50,8 @@ def onnx(models, controlnet, rfnet, depth, saliency, out, components, opset) -> 
 @click.option("--engines", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--fp16", is_flag=True)
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--max-batch", default=8, show_default=True, type=int)
+@click.option("--max-batch", default=MAX_COMPONENT_BATCH, show_default=True, type=click.IntRange(min=MAX_COMPONENT_BATCH),
+              help="Largest batch of the engines' profiles (the pipeline sends up to this many).")
 def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
     """TensorRT engines (GPU only) with profiles from the component specs."""
     from rfad.export.trt import TensorRTUnavailable, build_engines
@@ -57,6 +63,46 @@ def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
         sys.exit(2)
 
 
+@main.command()
+@click.option("--models", required=True, type=click.Path(exists=True, path_type=Path), help="Model set or SD-1.5 folder (the PyTorch reference).")
+@click.option("--controlnet", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--rfnet", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--depth", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--saliency", type=click.Path(exists=True, path_type=Path))
+@click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also compare the TensorRT engine (GPU).")
+@click.option("--component", required=True, help="Component to compare, e.g. unet, controlnet_unet, vae_decoder, rfnet.")
+@click.option("--batch", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--height", type=click.IntRange(8, 4096), help="Image height in pixels [default: the export check's].")
+@click.option("--width", type=click.IntRange(8, 4096), help="Image width in pixels [default: --height].")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
+@click.option("--atol", type=float, help="Absolute tolerance [default: 1e-4; 2e-2 for an fp16 export].")
+@click.option("--rtol", type=float, help="Relative tolerance [default: 1e-3; 2e-2 for an fp16 export].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
+def check(models, controlnet, rfnet, depth, saliency, onnx_dir, engines, component, batch, height, width, seed, atol,
+          rtol, json_out) -> None:
+    """Compare one component: PyTorch vs its ONNX graph (and engine), polygraphy-style; exit 1 on a mismatch."""
+    from rfad.export.check import check_component, format_report
+    from rfad.export.trt import TensorRTUnavailable
+    from rfad.models.folders import ModelFolderError
+    from rfad.models.model_set import ModelSet
+
+    try:
+        model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, rfnet=rfnet, depth=depth,
+                                                            saliency=saliency)
+        report = check_component(model_set, onnx_dir, component, engines, batch, height, width, seed, atol, rtol)
+    except TensorRTUnavailable as exc:
+        click.echo(f"rfad-export check: {exc}", err=True)
+        sys.exit(2)
+    except (ModelFolderError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_report(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    if not report["passed"]:
+        sys.exit(1)
+
+
 @main.command("triton-repo")
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path), help="For --backend tensorrt.")
@@ -65,13 +111,15 @@ def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
 @click.option("--unet", "unet_mode", default="merged", show_default=True, type=click.Choice(["merged", "separate"]))
 @click.option("--canvas-size", default=512, show_default=True, type=int)
 @click.option("--max-attempts-cap", default=20, show_default=True, type=int)
-def triton_repo(onnx_dir, engines, out, backend, unet_mode, canvas_size, max_attempts_cap) -> None:
+@click.option("--max-batch", default=MAX_COMPONENT_BATCH, show_default=True, type=int,
+              help="max_batch_size of the component models (at least the pipeline's largest batch).")
+def triton_repo(onnx_dir, engines, out, backend, unet_mode, canvas_size, max_attempts_cap, max_batch) -> None:
     """A Triton model repository: component models + the rfad_pipeline BLS model."""
     from rfad.export.triton_repo import write_triton_repo
 
     try:
         write_triton_repo(onnx_dir, out, backend=backend, engines=engines, unet_mode=unet_mode,
-                          canvas_size=canvas_size, max_attempts_cap=max_attempts_cap)
+                          max_batch_size=max_batch, canvas_size=canvas_size, max_attempts_cap=max_attempts_cap)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Triton repository written to {out} (see {out / 'README.md'})")

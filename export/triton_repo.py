@@ -16,13 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rfad.components.specs import ComponentSpec, ModelFacts
+from rfad.contract import MAX_COMPONENT_BATCH
 from rfad.export.triton_config import ConfigTensor, ModelConfig, NUMPY_TO_TRITON, pipeline_config, render_config
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 
 
-def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kind: str) -> ModelConfig:
+def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kind: str,
+                     parameters: dict | None = None) -> ModelConfig:
     """A component's Triton config from its spec: batch axis to max_batch_size, other symbols to -1."""
     def tensors(items):
         result = []
@@ -33,17 +35,21 @@ def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kin
         return tuple(result)
 
     return ModelConfig(name=spec.name, inputs=tensors(spec.inputs), outputs=tensors(spec.outputs), backend=backend,
-                       max_batch_size=max_batch_size, dynamic_batching=True, instance_kind=kind)
+                       max_batch_size=max_batch_size, dynamic_batching=True, instance_kind=kind,
+                       parameters=dict(parameters or {}))
 
 
 def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "python", engines: str | Path | None = None,
-                      unet_mode: str = "merged", max_batch_size: int = 8, max_attempts_cap: int = 20,
+                      unet_mode: str = "merged", max_batch_size: int = MAX_COMPONENT_BATCH, max_attempts_cap: int = 20,
                       canvas_size: int = 512, kind: str | None = None) -> Path:
     """Write the repository to ``out`` (replaced if it exists); returns its path."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if unet_mode not in ("merged", "separate"):
         raise ValueError(f"--unet: {unet_mode!r} is not merged or separate")
+    if max_batch_size < MAX_COMPONENT_BATCH:
+        raise ValueError(f"--max-batch {max_batch_size}: the pipeline sends batches of up to {MAX_COMPONENT_BATCH} "
+                         "(8 candidates, twice under guidance); component models must accept them")
     onnx_dir, out = Path(onnx_dir), Path(out)
     manifest_file = onnx_dir / "manifest.json"
     if not manifest_file.is_file():
@@ -66,7 +72,10 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
         spec = _spec_from_dict(manifest["components"][name]["spec"])
         version = out / name / "1"
         version.mkdir(parents=True)
-        (out / name / "config.pbtxt").write_text(render_config(component_config(spec, backend, max_batch_size, kind)))
+        # The python backend opens the graph through rfad.onnx_session, which needs its precision.
+        parameters = {"precision": manifest.get("precision", "fp32")} if backend == "python" else None
+        config = component_config(spec, backend, max_batch_size, kind, parameters)
+        (out / name / "config.pbtxt").write_text(render_config(config))
         if backend == "tensorrt":
             plan = Path(engines) / f"{name}.plan"
             if not plan.is_file():
@@ -90,7 +99,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
     (assets / "runner.json").write_text(json.dumps(runner, indent=2) + "\n")
     (out / "rfad_pipeline" / "config.pbtxt").write_text(
         render_config(pipeline_config(max_attempts_cap=max_attempts_cap, canvas_size=canvas_size)))
-    _write_readme(out, onnx_dir, backend, unet_mode, components, manifest)
+    _write_readme(out, onnx_dir, backend, unet_mode, components, manifest, max_batch_size)
     return out
 
 
@@ -104,7 +113,8 @@ def _spec_from_dict(values: dict) -> ComponentSpec:
                          values.get("description", ""), values.get("spatial", True))
 
 
-def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, components: list[str], manifest: dict):
+def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, components: list[str], manifest: dict,
+                  max_batch_size: int):
     from rfad import __version__
 
     lines = [
@@ -112,7 +122,8 @@ def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, compo
         f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by rfad {__version__} (`rfad-export triton-repo`) "
         f"from `{onnx_dir}`; Python {sys.version.split()[0]}.", "",
         f"- backend of the component models: `{backend}`; ControlNet + UNet: `{unet_mode}`",
-        f"- ONNX opset {manifest.get('opset')}", "",
+        f"- ONNX opset {manifest.get('opset')}, precision {manifest.get('precision', 'fp32')}, "
+        f"component max_batch_size {max_batch_size}", "",
         "| model | what it does |", "|---|---|",
         "| `rfad_pipeline` | python BLS: the regenerate-until-available loop (request contract in its config) |",
     ]

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from rfad.components.specs import ComponentSpec
+from rfad.contract import MAX_COMPONENT_BATCH
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -33,7 +34,7 @@ def engine_profiles(spec: ComponentSpec, batch: tuple[int, int, int], image: tup
     return [(name, *shapes) for name, shapes in spec.profile(batch, image, tokens).items()]
 
 
-def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False, batch=(1, 2, 8),
+def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False, batch=(1, 2, MAX_COMPONENT_BATCH),
                   image=(256, 512, 768), timing_cache: str | Path | None = None, echo=print) -> dict:
     """One ``<component>.plan`` per graph in ``onnx_dir`` plus ``engines.json`` (shapes, precision, versions)."""
     check_tensorrt()

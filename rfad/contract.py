@@ -37,6 +37,11 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+# The largest batch the pipeline sends one component model: every candidate of an attempt,
+# twice under classifier-free guidance. Component models (Triton max_batch_size, TensorRT
+# profiles) must accept it, or a request with the most candidates would fail.
+MAX_COMPONENT_BATCH = 2 * DEFAULT_LIMITS.candidates[1]
+
 
 def check_number(name: str, value, limits: Limits = DEFAULT_LIMITS, integer: bool = False):
     """Return ``value`` if it is a finite number within ``limits.<name>``, else raise :class:`InvalidRequest`."""

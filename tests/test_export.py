@@ -67,9 +67,19 @@ def test_external_data_when_over_the_threshold(tiny_zoo, tmp_path):
     assert all(row["ok"] for row in json.loads((tmp_path / "parity.json").read_text())["rows"])
 
 
-def test_missing_or_corrupt_inputs_are_clear_errors(tiny_onnx, tmp_path):
+def test_missing_or_corrupt_inputs_are_clear_errors(tiny_zoo, tiny_onnx, tmp_path):
+    import shutil
+
     result = CliRunner().invoke(export_cli, ["onnx", "--models", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "neither a model set" in result.output
+    # A truncated weights file: one line naming the component and the folder, no traceback.
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, zoo)
+    weights = zoo / "sd15" / "vae" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:4000])
+    result = CliRunner().invoke(export_cli, ["onnx", "--models", str(zoo), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "base model VAE" in result.output and str(weights.parent) in result.output
+    assert "Traceback" not in result.output
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text((tiny_onnx / "manifest.json").read_text())
@@ -92,10 +102,10 @@ def test_trt_without_gpu_exits_2_with_one_line(tiny_onnx, tmp_path):
 def test_tensorrt_profiles_cover_512_and_768():
     facts = ModelFacts(text_dim=768, down_residuals=((320, 1),) * 3 + ((320, 2),), mid_residual=(1280, 8))
     profiles = dict((name, (lo, opt, hi)) for name, lo, opt, hi in
-                    engine_profiles(component_specs(facts)["controlnet_unet"], (1, 2, 8), (256, 512, 768), 77))
+                    engine_profiles(component_specs(facts)["controlnet_unet"], (1, 2, 16), (256, 512, 768), 77))
     lo, opt, hi = profiles["sample"]
-    assert lo == (1, 4, 32, 32) and opt == (2, 4, 64, 64) and hi == (8, 4, 96, 96)
-    assert profiles["controlnet_cond"][2] == (8, 3, 768, 768)
+    assert lo == (1, 4, 32, 32) and opt == (2, 4, 64, 64) and hi == (16, 4, 96, 96)
+    assert profiles["controlnet_cond"][2] == (16, 3, 768, 768)
     for low, mid, high in profiles.values():
         assert all(a <= b <= c for a, b, c in zip(low, mid, high))
 
@@ -122,3 +132,79 @@ def test_generate_cli_with_the_onnx_runner_matches_torch(tiny_zoo, tiny_onnx, pr
     assert json.loads((tmp_path / "o.json").read_text())["runner"] == "onnx"
     a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("t.png", "o.png"))
     assert np.abs(a - b).max() <= 2
+
+
+def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tiny_onnx, tmp_path):
+    from onnx import TensorProto
+
+    components = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "rfnet"]
+    manifest = export_onnx(ModelSet.resolve(tiny_zoo), tmp_path, components=components, fp16=True,
+                           echo=lambda *_: None)
+    assert manifest["precision"] == "fp16"
+    parity = json.loads((tmp_path / "parity.json").read_text())
+    assert parity["precision"] == "fp16" and all(row["ok"] for row in parity["rows"])
+    for name in components:
+        graph = onnx.load(str(tmp_path / name / "model.onnx"))
+        weights = [t for t in graph.graph.initializer if len(t.dims) and np.prod(t.dims) >= 16]
+        assert weights and all(t.data_type == TensorProto.FLOAT16 for t in weights if len(t.dims) > 1), name
+        # Same interface as the fp32 graphs: the specs, runners and Triton configs do not change.
+        for value in list(graph.graph.input) + list(graph.graph.output):
+            assert value.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.INT64), (name, value.name)
+        fp32_bytes = (tiny_onnx / name / "model.onnx").stat().st_size
+        assert (tmp_path / name / "model.onnx").stat().st_size < 0.7 * fp32_bytes, name
+
+    # The whole loop over the fp16 graphs stays within 2/255 of PyTorch in fp32.
+    model_set = ModelSet.resolve(tiny_zoo)
+    torch_runner = TorchRunner(load_diffusion_models(model_set))
+    canvas = prepare_canvas(draw_product("box", 60, 70), CanvasSpec(width=128, height=96))
+    settings = GenerationSettings(steps=3, seed=4, candidates=2)
+    reference = generate(torch_runner, canvas, "a box", settings)
+    ours = generate(OnnxRunner(tmp_path, merged=True), canvas, "a box", settings)
+    for a, b in zip(ours.candidates, reference.candidates):
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+
+
+def test_check_compares_one_component_and_catches_a_changed_graph(tiny_zoo, tiny_onnx, tmp_path):
+    import shutil
+
+    from onnx import numpy_helper
+
+    cli = CliRunner()
+    common = ["check", "--models", str(tiny_zoo), "--component", "unet", "--height", "64", "--width", "96",
+              "--batch", "3"]
+    result = cli.invoke(export_cli, common + ["--onnx", str(tiny_onnx), "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and "onnxruntime-fp32" in result.output
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["passed"] and report["rows"][0]["shape"] == [3, 4, 8, 12]
+    assert 0 < report["rows"][0]["max_abs_diff"] < 1e-4
+
+    # One UNet weight nudged in the graph: the comparison fails, with exit code 1.
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_onnx, changed)
+    graph = onnx.load(str(changed / "unet" / "model.onnx"))
+    weight = next(t for t in graph.graph.initializer if len(t.dims) == 4 and t.dims[0] >= 32)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + 0.05, weight.name))
+    onnx.save(graph, str(changed / "unet" / "model.onnx"))
+    result = cli.invoke(export_cli, common + ["--onnx", str(changed)])
+    assert result.exit_code == 1 and "FAILED" in result.output
+
+    result = cli.invoke(export_cli, ["check", "--models", str(tiny_zoo), "--onnx", str(tiny_onnx), "--component", "nope"])
+    assert result.exit_code == 1 and "'nope'" in result.output and "controlnet_unet" in result.output
+    result = cli.invoke(export_cli, common[:-2] + ["--onnx", str(tiny_onnx), "--height", "60"])
+    assert result.exit_code == 1 and "multiples of" in result.output
+    if not torch.cuda.is_available():
+        result = cli.invoke(export_cli, common + ["--onnx", str(tiny_onnx), "--engines", str(tmp_path)])
+        assert result.exit_code == 2 and ("TensorRT" in result.output or "GPU" in result.output)
+
+
+def test_triton_repo_component_configs_take_the_pipelines_largest_batch(tiny_onnx, tmp_path):
+    from rfad.contract import MAX_COMPONENT_BATCH
+    from rfad.export.triton_repo import write_triton_repo
+
+    repo = write_triton_repo(tiny_onnx, tmp_path / "repo")
+    config = (repo / "controlnet_unet" / "config.pbtxt").read_text()
+    assert MAX_COMPONENT_BATCH == 16 and "max_batch_size: 16" in config
+    assert 'key: "precision"' in config and 'string_value: "fp32"' in config
+    with pytest.raises(ValueError, match="--max-batch 8"):
+        write_triton_repo(tiny_onnx, tmp_path / "small", max_batch_size=8)

@@ -80,6 +80,9 @@ def test_loop_stops_at_first_available_and_respects_max_attempts(client, product
     assert first.attempts == 1 and first.available == [True]
     many = client.generate(product, "ad", steps=2, num_images=2, candidates=2, threshold=0.0)
     assert many.attempts == 1 and many.seeds == [0, 1] and len(many.images) == 2
+    # The most candidates the contract allows: one batch of 16 (CFG) through every component.
+    most = client.generate(product, "ad", steps=1, candidates=8, num_images=8, max_attempts=1, threshold=0.0)
+    assert most.attempts == 1 and most.seeds == list(range(8)) and len(most.images) == 8
 
 
 def _raw_infer(server, **arrays):

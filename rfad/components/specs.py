@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from rfad.contract import MAX_COMPONENT_BATCH
+
 LATENT_FACTOR = 8  # SD-1.5's VAE downscale
 
 
@@ -58,7 +60,7 @@ class ComponentSpec:
     def input_shapes(self, batch: int, height: int, width: int, tokens: int = 77) -> dict[str, tuple[int, ...]]:
         return {t.name: self.shape_of(t, batch, height, width, tokens) for t in self.inputs}
 
-    def profile(self, batch: tuple[int, int, int] = (1, 2, 8), image: tuple[int, int, int] = (256, 512, 768),
+    def profile(self, batch: tuple[int, int, int] = (1, 2, MAX_COMPONENT_BATCH), image: tuple[int, int, int] = (256, 512, 768),
                 tokens: int = 77) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """TensorRT optimisation profile: input name -> (min, opt, max) shapes over batch and square image sizes."""
         sizes = image if self.spatial else (image[1],) * 3

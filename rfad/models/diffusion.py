@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from rfad.models.folders import ModelFolderError, check_model_folder, check_tokenizer_folder
+from rfad.models.folders import ModelFolderError, check_model_folder, check_tokenizer_folder, loading
 from rfad.models.model_set import ModelSet
 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder")
@@ -86,7 +86,8 @@ def load_controlnet(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
     from diffusers import ControlNetModel
 
     folder = check_model_folder(path, "ControlNet")
-    return ControlNetModel.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True, local_files_only=True)
+    with loading("ControlNet", folder):
+        return ControlNetModel.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True, local_files_only=True)
 
 
 def _load_from_folder(folder: Path, dtype: torch.dtype):
@@ -94,11 +95,16 @@ def _load_from_folder(folder: Path, dtype: torch.dtype):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     common = {"local_files_only": True, "use_safetensors": True}
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype, **common)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype, **common)
-    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype, **common)
-    scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    with loading("base model tokenizer", folder / "tokenizer"):
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    with loading("base model text encoder", folder / "text_encoder"):
+        text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=dtype, **common)
+    with loading("base model UNet", folder / "unet"):
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype, **common)
+    with loading("base model VAE", folder / "vae"):
+        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype, **common)
+    with loading("base model scheduler", folder / "scheduler" / "scheduler_config.json"):
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     return tokenizer, text_encoder, unet, vae, scheduler_config
 
 
@@ -112,11 +118,12 @@ def _load_single_file(checkpoint: Path, config: Path | None, dtype: torch.dtype)
             "folder of the same architecture (its configs and tokenizer are used; nothing is downloaded)"
         )
     config = check_sd_folder(config)
-    pipe = StableDiffusionPipeline.from_single_file(
-        str(checkpoint), config=str(config), local_files_only=True, torch_dtype=dtype,
-        safety_checker=None, requires_safety_checker=False,
-    )
-    scheduler_config = json.loads((config / "scheduler" / "scheduler_config.json").read_text())
+    with loading("base model (single file)", checkpoint):
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(checkpoint), config=str(config), local_files_only=True, torch_dtype=dtype,
+            safety_checker=None, requires_safety_checker=False,
+        )
+        scheduler_config = json.loads((config / "scheduler" / "scheduler_config.json").read_text())
     return pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, scheduler_config
 
 
@@ -140,7 +147,8 @@ def fuse_lora(models: DiffusionModels, lora: str | os.PathLike, scale: float = 0
         scheduler=_ddim(models.scheduler_config), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="rfad_lora")
+    with loading("LoRA", path):
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="rfad_lora")
     pipe.fuse_lora(lora_scale=scale, adapter_names=["rfad_lora"])
     pipe.unload_lora_weights()
     return models

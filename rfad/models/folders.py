@@ -8,6 +8,7 @@ checks the folder first and names exactly what is missing.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 # Hub lookups are never wanted: rfad only loads local folders.
@@ -65,3 +66,17 @@ def check_tokenizer_folder(path: str | os.PathLike, kind: str) -> Path:
     if any(all((folder / f).is_file() for f in pair) for pair in pairs):
         return folder
     raise ModelFolderError(f"{kind}: {folder} is incomplete; missing: tokenizer.json (or vocab.json + merges.txt)")
+
+
+@contextmanager
+def loading(kind: str, path: str | os.PathLike):
+    """Turn any failure of the library loader inside the block into a :class:`ModelFolderError`
+    naming ``kind`` and ``path``: a truncated safetensors file, a config.json that is not JSON or
+    does not match the weights. The library's exception stays attached as the cause."""
+    try:
+        yield
+    except ModelFolderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - loaders raise OSError, ValueError, RuntimeError, SafetensorError...
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelFolderError(f"{kind}: {path} could not be loaded ({type(exc).__name__}: {detail[:300]})") from exc

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rfad.models.folders import check_model_folder, check_tokenizer_folder
+from rfad.models.folders import check_model_folder, check_tokenizer_folder, loading
 from rfad.models.maps import DepthEstimator, SaliencyEstimator
 from rfad.models.model_set import ModelSet
 
@@ -43,9 +43,12 @@ def load_judge_models(model_set: ModelSet, device: str | torch.device = "cpu") -
 
     folder = check_model_folder(model_set.require("rfnet"), "RFNet")
     check_tokenizer_folder(folder, "RFNet caption tokenizer (saved in the RFNet folder)")
+    with loading("RFNet", folder):
+        rfnet = RFNet.from_pretrained(folder)
+        caption_tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     models = JudgeModels(
-        rfnet=RFNet.from_pretrained(folder),
-        caption_tokenizer=AutoTokenizer.from_pretrained(folder, local_files_only=True),
+        rfnet=rfnet,
+        caption_tokenizer=caption_tokenizer,
         depth=DepthEstimator.from_pretrained(model_set.require("depth")),
         saliency=SaliencyEstimator.from_pretrained(model_set.require("saliency")),
     )

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rfad.models.folders import ModelFolderError, check_model_folder
+from rfad.models.folders import ModelFolderError, check_model_folder, loading
 
 
 def _normalise_per_image(maps: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,8 @@ class DepthEstimator(nn.Module):
         from transformers import DPTForDepthEstimation
 
         folder = check_model_folder(path, "depth model (DPT)")
-        dpt = DPTForDepthEstimation.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        with loading("depth model (DPT)", folder):
+            dpt = DPTForDepthEstimation.from_pretrained(folder, local_files_only=True, use_safetensors=True)
         size, mean, std = 384, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
         processor = folder / "preprocessor_config.json"
         if processor.is_file():
@@ -82,7 +83,8 @@ class SaliencyEstimator(nn.Module):
 
         if not Path(path).exists():
             raise ModelFolderError(f"saliency model (U2-Net): {path} does not exist")
-        return cls(U2Net.from_pretrained(path)).eval()
+        with loading("saliency model (U2-Net)", path):
+            return cls(U2Net.from_pretrained(path)).eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images float [B, 3, H, W] in [0, 1] -> saliency map float [B, 1, H, W] in [0, 1]."""

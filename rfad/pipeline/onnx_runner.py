@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from rfad.components.specs import ModelFacts
+from rfad.onnx_session import open_session
 from rfad.pipeline.runner import ComponentRunner, RunnerInfo
 
 
@@ -37,14 +38,14 @@ class OnnxRunner(ComponentRunner):
         self.facts = ModelFacts.from_dict(manifest["facts"])
         self.specs = {name: entry["spec"] for name, entry in manifest["components"].items()}
         onnxruntime.set_default_logger_severity(3)
+        self.precision = manifest.get("precision", "fp32")
         self.sessions = {}
         for name, entry in manifest["components"].items():
             graph = folder / entry["file"]
             if not graph.is_file():
                 raise FileNotFoundError(f"ONNX folder {folder}: {entry['file']} is missing")
             try:
-                self.sessions[name] = onnxruntime.InferenceSession(
-                    str(graph), providers=providers or ["CPUExecutionProvider"])
+                self.sessions[name] = open_session(graph, self.precision, providers)
             except Exception as exc:  # onnxruntime raises its own types for corrupt files
                 raise ValueError(f"ONNX folder {folder}: {entry['file']} cannot be loaded: {exc}") from exc
         if merged and "controlnet_unet" not in self.sessions:

@@ -16,16 +16,16 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        import onnxruntime
+        from rfad.onnx_session import open_session
 
         config = json.loads(args["model_config"])
         self.name = config["name"]
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.batched = config.get("max_batch_size", 0) > 0
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         graph = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        options = onnxruntime.SessionOptions()
-        self.session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(graph, parameters.get("precision", "fp32"))
 
     def execute(self, requests):
         try:
