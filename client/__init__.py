@@ -1,4 +1,4 @@
-"""rfad.client: the gRPC client of the served rfad_pipeline model, for ad systems.
+"""rfad.client: the gRPC client of the served rfad_pipeline and rfad_judge models, for ad systems.
 
 Imports neither torch nor diffusers: it needs numpy, tritonclient[grpc], click and tqdm
 (Pillow only to pass PIL images). The request contract comes from :mod:`rfad.contract`.
@@ -15,6 +15,7 @@ from rfad.client.client import (
     UnavailableError,
     build_request,
 )
+from rfad.client.judge import JudgeResult, build_judge_request
 
-__all__ = ["RfadClient", "AsyncRfadClient", "Result", "build_request", "RfadClientError", "InvalidRequestError",
-           "ServerError", "UnavailableError", "DeadlineExceededError"]
+__all__ = ["RfadClient", "AsyncRfadClient", "Result", "JudgeResult", "build_request", "build_judge_request",
+           "RfadClientError", "InvalidRequestError", "ServerError", "UnavailableError", "DeadlineExceededError"]

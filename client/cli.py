@@ -1,4 +1,4 @@
-"""``rfad-client``: generate ad images on a running rfad server, in batches, or check its health.
+"""``rfad-client``: generate ad images on a running rfad server, in batches, judge images, or check its health.
 
 Every failure is one line on stderr and exit code 1. The numeric options come from the request
 contract (``rfad.contract.SETTINGS_INPUTS``), so a new setting appears here without an edit.
@@ -253,6 +253,10 @@ def health(url, wait_s) -> None:
         raise click.ClickException(_one_line(f"{url} is not ready: {state['error']}"))
     click.echo(f"{url} ready: Triton {state['server_version']}, model {state['model']} ready")
 
+
+from rfad.client.judge_cli import judge  # noqa: E402 - registered on the group above
+
+main.add_command(judge)
 
 if __name__ == "__main__":
     main()

@@ -21,12 +21,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from rfad.contract import (
     CLASS_NAMES,
+    JUDGE_INPUTS,
+    JUDGE_MODEL,
+    JUDGE_OUTPUTS,
     MAX_IMAGE_BYTES,
     PIPELINE_INPUTS,
     PIPELINE_MODEL,
@@ -37,6 +40,9 @@ from rfad.contract import (
     check_number,
     check_text,
 )
+
+if TYPE_CHECKING:  # rfad.client.judge imports this module
+    from rfad.client.judge import JudgeResult
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -190,17 +196,18 @@ def _from_array(spec: TensorField, array: np.ndarray):
 
 # --- Requests ------------------------------------------------------------------------------------
 
-def product_bytes(product) -> bytes:
-    """The encoded product image from a path, bytes or a PIL image (encoded as PNG), within the size limit."""
+def product_bytes(product, field: str = "product_image") -> bytes:
+    """The encoded image from a path, bytes or a PIL image (encoded as PNG), within the size limit;
+    errors name ``field``."""
     pil_image = sys.modules.get("PIL.Image")  # a PIL image can only exist if PIL was imported: never import it here
     if isinstance(product, (bytes, bytearray, memoryview)):
         data = bytes(product)
     elif isinstance(product, (str, os.PathLike)):
         path = Path(product)
         if not path.is_file():
-            raise InvalidRequestError(f"product_image: no such file: {path}", "INVALID_ARGUMENT", local=True)
+            raise InvalidRequestError(f"{field}: no such file: {path}", "INVALID_ARGUMENT", local=True)
         if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise InvalidRequestError(f"product_image: {path} has {path.stat().st_size} bytes, over the limit of "
+            raise InvalidRequestError(f"{field}: {path} has {path.stat().st_size} bytes, over the limit of "
                                       f"{MAX_IMAGE_BYTES}", "INVALID_ARGUMENT", local=True)
         data = path.read_bytes()
     elif pil_image is not None and isinstance(product, pil_image.Image):
@@ -208,12 +215,12 @@ def product_bytes(product) -> bytes:
         product.save(buffer, format="PNG")
         data = buffer.getvalue()
     else:
-        raise InvalidRequestError(f"product_image: expected a path, bytes or a PIL image, got "
+        raise InvalidRequestError(f"{field}: expected a path, bytes or a PIL image, got "
                                   f"{type(product).__name__}", "INVALID_ARGUMENT", local=True)
     if not data:
-        raise InvalidRequestError("product_image: empty", "INVALID_ARGUMENT", local=True)
+        raise InvalidRequestError(f"{field}: empty", "INVALID_ARGUMENT", local=True)
     if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidRequestError(f"product_image: {len(data)} bytes exceeds the limit of {MAX_IMAGE_BYTES}",
+        raise InvalidRequestError(f"{field}: {len(data)} bytes exceeds the limit of {MAX_IMAGE_BYTES}",
                                   "INVALID_ARGUMENT", local=True)
     return data
 
@@ -255,9 +262,10 @@ def build_request(product, prompt: str, caption: str = "", negative_prompt: str 
     return tensors
 
 
-def infer_inputs(tensors: Mapping[str, np.ndarray], grpc_module) -> list:
-    """``grpc_module.InferInput`` objects (tritonclient.grpc or .aio) for ``tensors`` from :func:`build_request`."""
-    datatypes = {spec.name: spec.datatype for spec in PIPELINE_INPUTS}
+def infer_inputs(tensors: Mapping[str, np.ndarray], grpc_module, fields: tuple[TensorField, ...] = PIPELINE_INPUTS) -> list:
+    """``grpc_module.InferInput`` objects (tritonclient.grpc or .aio) for ``tensors`` from :func:`build_request`
+    (or, with ``fields=JUDGE_INPUTS``, :func:`rfad.client.judge.build_judge_request`)."""
+    datatypes = {spec.name: spec.datatype for spec in fields}
     inputs = []
     for name, array in tensors.items():
         tensor = grpc_module.InferInput(name, list(array.shape), datatypes[name])
@@ -366,22 +374,42 @@ class RfadClient:
         """
         settings = dict(seed=seed, steps=steps, guidance_scale=guidance_scale, controlnet_scale=controlnet_scale,
                         candidates=candidates, max_attempts=max_attempts, num_images=num_images, threshold=threshold)
-        inputs = infer_inputs(build_request(product, prompt, caption, negative_prompt, **settings), self._grpc)
-        policy = _RetryPolicy(self.retries, self.backoff_s, self.timeout_s if deadline_s is None else deadline_s)
+        tensors = build_request(product, prompt, caption, negative_prompt, **settings)
+        outputs, latency = self._infer(self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)
+        return Result.from_outputs(outputs, latency)
+
+    def judge(self, images, product, caption: str = "", threshold: float | None = None,
+              deadline_s: float | None = None) -> "JudgeResult":
+        """RFNet's verdict on ad images made elsewhere (the ``rfad_judge`` model).
+
+        ``images``: up to ``JUDGE_MAX_IMAGES`` encoded images (paths, bytes or PIL images) of one
+        size, showing ``product`` (the cut-out, as for :meth:`generate`). ``threshold``: the
+        p(Available) needed (server default 0.5). Raises as :meth:`generate` does; a bad image is
+        an :class:`InvalidRequestError` naming its index.
+        """
+        from rfad.client.judge import JudgeResult, build_judge_request
+
+        tensors = build_judge_request(images, product, caption, threshold)
+        outputs, latency = self._infer(JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s)
+        return JudgeResult.from_outputs(outputs, latency)
+
+    def _infer(self, model: str, tensors: Mapping[str, np.ndarray], inputs: tuple[TensorField, ...],
+               outputs: tuple[TensorField, ...], deadline_s: float | None) -> tuple[dict[str, np.ndarray], float]:
+        """One request, retried while UNAVAILABLE; returns (output arrays by name, seconds of the last try)."""
         from tritonclient.utils import InferenceServerException
 
+        infer = infer_inputs(tensors, self._grpc, inputs)
+        policy = _RetryPolicy(self.retries, self.backoff_s, self.timeout_s if deadline_s is None else deadline_s)
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                response = self._client.infer(self.model, inputs, client_timeout=policy.remaining())
+                response = self._client.infer(model, infer, client_timeout=policy.remaining())
             except InferenceServerException as exc:
                 time.sleep(policy.delay(error_from_exception(exc), attempt, self.url))
                 attempt += 1
                 continue
-            latency = time.perf_counter() - started
-            return Result.from_outputs({spec.name: response.as_numpy(spec.name) for spec in PIPELINE_OUTPUTS},
-                                       latency)
+            return {spec.name: response.as_numpy(spec.name) for spec in outputs}, time.perf_counter() - started
 
     def health(self, timeout_s: float = 5.0) -> dict:
         """Server and model state: ``{"url", "live", "ready", "model_ready", "server_version", "error"}``.
@@ -453,25 +481,39 @@ class AsyncRfadClient:
                        max_attempts: int | None = None, num_images: int | None = None,
                        threshold: float | None = None, deadline_s: float | None = None) -> Result:
         """See :meth:`RfadClient.generate`."""
-        from tritonclient.utils import InferenceServerException
-
         settings = dict(seed=seed, steps=steps, guidance_scale=guidance_scale, controlnet_scale=controlnet_scale,
                         candidates=candidates, max_attempts=max_attempts, num_images=num_images, threshold=threshold)
-        inputs = infer_inputs(build_request(product, prompt, caption, negative_prompt, **settings), self._aio)
+        tensors = build_request(product, prompt, caption, negative_prompt, **settings)
+        outputs, latency = await self._infer(self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)
+        return Result.from_outputs(outputs, latency)
+
+    async def judge(self, images, product, caption: str = "", threshold: float | None = None,
+                    deadline_s: float | None = None) -> "JudgeResult":
+        """See :meth:`RfadClient.judge`."""
+        from rfad.client.judge import JudgeResult, build_judge_request
+
+        tensors = build_judge_request(images, product, caption, threshold)
+        outputs, latency = await self._infer(JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s)
+        return JudgeResult.from_outputs(outputs, latency)
+
+    async def _infer(self, model: str, tensors: Mapping[str, np.ndarray], inputs: tuple[TensorField, ...],
+                     outputs: tuple[TensorField, ...], deadline_s: float | None) -> tuple[dict[str, np.ndarray], float]:
+        """See :meth:`RfadClient._infer`."""
+        from tritonclient.utils import InferenceServerException
+
+        infer = infer_inputs(tensors, self._aio, inputs)
         policy = _RetryPolicy(self.retries, self.backoff_s, self.timeout_s if deadline_s is None else deadline_s)
         client = self._channel()
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                response = await client.infer(self.model, inputs, client_timeout=policy.remaining())
+                response = await client.infer(model, infer, client_timeout=policy.remaining())
             except InferenceServerException as exc:
                 await asyncio.sleep(policy.delay(error_from_exception(exc), attempt, self.url))
                 attempt += 1
                 continue
-            latency = time.perf_counter() - started
-            return Result.from_outputs({spec.name: response.as_numpy(spec.name) for spec in PIPELINE_OUTPUTS},
-                                       latency)
+            return {spec.name: response.as_numpy(spec.name) for spec in outputs}, time.perf_counter() - started
 
     async def health(self, timeout_s: float = 5.0) -> dict:
         """See :meth:`RfadClient.health`."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from rfad.contract import MAX_COMPONENT_BATCH
+from rfad.export.triton_repo import PIPELINE_JUDGE, PIPELINE_JUDGES
 
 
 @click.group()
@@ -113,13 +114,22 @@ def check(models, controlnet, rfnet, depth, saliency, onnx_dir, engines, compone
 @click.option("--max-attempts-cap", default=20, show_default=True, type=int)
 @click.option("--max-batch", default=MAX_COMPONENT_BATCH, show_default=True, type=int,
               help="max_batch_size of the component models (at least the pipeline's largest batch).")
-def triton_repo(onnx_dir, engines, out, backend, unet_mode, canvas_size, max_attempts_cap, max_batch) -> None:
-    """A Triton model repository: component models + the rfad_pipeline BLS model."""
+@click.option("--pipeline-judge", default=PIPELINE_JUDGE, show_default=True, type=click.Choice(PIPELINE_JUDGES),
+              help="How rfad_pipeline judges: BLS calls to depth/saliency/rfnet, or one call to rfad_judge.")
+@click.option("--pipeline-instances", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="rfad_pipeline instances: requests whose loops run at the same time.")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,
+              help="Triton's dynamic batcher on the component models.")
+def triton_repo(onnx_dir, engines, out, backend, unet_mode, canvas_size, max_attempts_cap, max_batch, pipeline_judge,
+                pipeline_instances, dynamic_batching) -> None:
+    """A Triton model repository: component models, rfad_pipeline (BLS) and the rfad_judge ensemble."""
     from rfad.export.triton_repo import write_triton_repo
 
     try:
         write_triton_repo(onnx_dir, out, backend=backend, engines=engines, unet_mode=unet_mode,
-                          max_batch_size=max_batch, canvas_size=canvas_size, max_attempts_cap=max_attempts_cap)
+                          max_batch_size=max_batch, canvas_size=canvas_size, max_attempts_cap=max_attempts_cap,
+                          pipeline_judge=pipeline_judge, pipeline_instances=pipeline_instances,
+                          dynamic_batching=dynamic_batching)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Triton repository written to {out} (see {out / 'README.md'})")

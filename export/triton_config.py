@@ -25,17 +25,27 @@ class ConfigTensor:
 
 
 @dataclass(frozen=True)
+class EnsembleStep:
+    """One step of an ensemble: the model, and its tensor names -> the ensemble's tensor names."""
+
+    model_name: str
+    input_map: dict[str, str]
+    output_map: dict[str, str]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     inputs: tuple[ConfigTensor, ...]
     outputs: tuple[ConfigTensor, ...]
-    backend: str = "python"  # python | onnxruntime | tensorrt
+    backend: str = "python"  # python | onnxruntime | tensorrt | ensemble
     max_batch_size: int = 0
     dynamic_batching: bool = False
     max_queue_delay_us: int = 2000
     instance_kind: str = "KIND_CPU"
     instance_count: int = 1
     parameters: dict = field(default_factory=dict)
+    steps: tuple[EnsembleStep, ...] = ()  # ensemble only
 
 
 def _tensor(tensor: ConfigTensor) -> str:
@@ -48,6 +58,14 @@ def _tensor(tensor: ConfigTensor) -> str:
     return "  {\n" + "\n".join(lines) + "\n  }"
 
 
+def _step(step: EnsembleStep) -> str:
+    lines = [f'      model_name: "{step.model_name}"', "      model_version: -1"]
+    for kind, mapping in (("input_map", step.input_map), ("output_map", step.output_map)):
+        for key, value in mapping.items():
+            lines.append(f'      {kind} {{ key: "{key}" value: "{value}" }}')
+    return "    {\n" + "\n".join(lines) + "\n    }"
+
+
 def render_config(config: ModelConfig) -> str:
     """The config.pbtxt text of ``config``."""
     lines = [f'name: "{config.name}"']
@@ -57,25 +75,31 @@ def render_config(config: ModelConfig) -> str:
         lines.append('platform: "onnxruntime_onnx"')
     elif config.backend == "tensorrt":
         lines.append('platform: "tensorrt_plan"')
+    elif config.backend == "ensemble":
+        lines.append('platform: "ensemble"')
     else:
-        raise ValueError(f"backend: {config.backend!r} is not one of python, onnxruntime, tensorrt")
+        raise ValueError(f"backend: {config.backend!r} is not one of python, onnxruntime, tensorrt, ensemble")
     lines.append(f"max_batch_size: {config.max_batch_size}")
     lines.append("input [\n" + ",\n".join(_tensor(t) for t in config.inputs) + "\n]")
     lines.append("output [\n" + ",\n".join(_tensor(t) for t in config.outputs) + "\n]")
     if config.dynamic_batching:
         lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}")
-    lines.append(f"instance_group [\n  {{\n    kind: {config.instance_kind}\n    count: {config.instance_count}\n  }}\n]")
+    if config.backend == "ensemble":  # the ensemble scheduler has no instances of its own
+        lines.append("ensemble_scheduling {\n  step [\n" + ",\n".join(_step(s) for s in config.steps) + "\n  ]\n}")
+    else:
+        lines.append(f"instance_group [\n  {{\n    kind: {config.instance_kind}\n    count: {config.instance_count}\n  }}\n]")
     for key, value in sorted(config.parameters.items()):
         lines.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}')
     return "\n".join(lines) + "\n"
 
 
 def pipeline_config(max_attempts_cap: int = 20, canvas_size: int = 512, instance_count: int = 1,
-                    execution_env: str | None = None) -> ModelConfig:
-    """The rfad_pipeline BLS model's config, from the request contract."""
+                    execution_env: str | None = None, judge: str = "components") -> ModelConfig:
+    """The rfad_pipeline BLS model's config, from the request contract. ``judge``: components,
+    ensemble (the rfad_judge model) or none (the repository has no judge models)."""
     from rfad.contract import PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
 
-    parameters = {"max_attempts_cap": str(max_attempts_cap), "canvas_size": str(canvas_size)}
+    parameters = {"max_attempts_cap": str(max_attempts_cap), "canvas_size": str(canvas_size), "judge": judge}
     if execution_env:
         parameters["EXECUTION_ENV_PATH"] = execution_env
     return ModelConfig(

@@ -15,16 +15,27 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rfad.export.triton_config import (
+    NUMPY_TO_TRITON,
+    ConfigTensor,
+    ModelConfig,
+    pipeline_config,
+    render_config,
+)
+from rfad.export.triton_judge import JUDGE_COMPONENTS, PREPARE_MODEL, judge_configs
+
 from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.contract import MAX_COMPONENT_BATCH
-from rfad.export.triton_config import ConfigTensor, ModelConfig, NUMPY_TO_TRITON, pipeline_config, render_config
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
 BACKENDS = ("python", "onnxruntime", "tensorrt")
+PIPELINE_JUDGES = ("components", "ensemble")
+# How rfad_pipeline judges by default: the faster of the two in benchmarks/judge_bench.py.
+PIPELINE_JUDGE = "components"
 
 
 def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kind: str,
-                     parameters: dict | None = None) -> ModelConfig:
+                     parameters: dict | None = None, dynamic_batching: bool = True) -> ModelConfig:
     """A component's Triton config from its spec: batch axis to max_batch_size, other symbols to -1."""
     def tensors(items):
         result = []
@@ -35,14 +46,28 @@ def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kin
         return tuple(result)
 
     return ModelConfig(name=spec.name, inputs=tensors(spec.inputs), outputs=tensors(spec.outputs), backend=backend,
-                       max_batch_size=max_batch_size, dynamic_batching=True, instance_kind=kind,
+                       max_batch_size=max_batch_size, dynamic_batching=dynamic_batching, instance_kind=kind,
                        parameters=dict(parameters or {}))
 
 
 def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "python", engines: str | Path | None = None,
                       unet_mode: str = "merged", max_batch_size: int = MAX_COMPONENT_BATCH, max_attempts_cap: int = 20,
-                      canvas_size: int = 512, kind: str | None = None) -> Path:
-    """Write the repository to ``out`` (replaced if it exists); returns its path."""
+                      canvas_size: int = 512, kind: str | None = None, pipeline_judge: str = PIPELINE_JUDGE,
+                      dynamic_batching: bool = True, pipeline_instances: int = 1) -> Path:
+    """Write the repository to ``out`` (replaced if it exists); returns its path.
+
+    With the judge components (depth, saliency, rfnet_text, rfnet) the repository also holds
+    the ``rfad_judge`` ensemble and its two python steps; ``pipeline_judge`` says how
+    ``rfad_pipeline`` judges its candidates: ``components`` (three BLS calls per attempt, the
+    caption encoded once per request) or ``ensemble`` (one BLS call to ``rfad_judge``).
+    ``dynamic_batching``: Triton's dynamic batcher on the component models (requests of
+    concurrent pipeline instances merged into one batch); ``pipeline_instances``: instances of
+    ``rfad_pipeline``, i.e. requests whose loops run at the same time.
+    """
+    if pipeline_instances < 1:
+        raise ValueError(f"--pipeline-instances {pipeline_instances}: must be at least 1")
+    if pipeline_judge not in PIPELINE_JUDGES:
+        raise ValueError(f"--pipeline-judge: {pipeline_judge!r} is not one of {', '.join(PIPELINE_JUDGES)}")
     if backend not in BACKENDS:
         raise ValueError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if unet_mode not in ("merged", "separate"):
@@ -74,7 +99,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
         version.mkdir(parents=True)
         # The python backend opens the graph through rfad.onnx_session, which needs its precision.
         parameters = {"precision": manifest.get("precision", "fp32")} if backend == "python" else None
-        config = component_config(spec, backend, max_batch_size, kind, parameters)
+        config = component_config(spec, backend, max_batch_size, kind, parameters, dynamic_batching)
         (out / name / "config.pbtxt").write_text(render_config(config))
         if backend == "tensorrt":
             plan = Path(engines) / f"{name}.plan"
@@ -86,6 +111,18 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
             shutil.copy2(file, version / file.name)
         if backend == "python":
             shutil.copy2(TEMPLATES / "onnx_component" / "1" / "model.py", version / "model.py")
+    specs = {name: _spec_from_dict(manifest["components"][name]["spec"]) for name in components}
+    judge_models = []
+    if all(name in specs for name in JUDGE_COMPONENTS):
+        for name, config in judge_configs(specs).items():
+            (out / name / "1").mkdir(parents=True)
+            (out / name / "config.pbtxt").write_text(render_config(config))
+            if config.backend == "python":
+                shutil.copy2(TEMPLATES / name / "1" / "model.py", out / name / "1" / "model.py")
+            judge_models.append(name)
+        shutil.copytree(onnx_dir / "caption_tokenizer", out / PREPARE_MODEL / "1" / "assets" / "caption_tokenizer")
+    elif pipeline_judge == "ensemble":
+        raise ValueError("--pipeline-judge ensemble needs the judge components (export with --rfnet, --depth, --saliency)")
     pipeline = out / "rfad_pipeline" / "1"
     assets = pipeline / "assets"
     assets.mkdir(parents=True)
@@ -97,9 +134,10 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
               "unet_in_channels": facts.unet_in_channels, "latent_channels": facts.latent_channels,
               "vae_scale_factor": manifest["vae_scale_factor"], "scheduler_config": manifest["scheduler_config"]}
     (assets / "runner.json").write_text(json.dumps(runner, indent=2) + "\n")
-    (out / "rfad_pipeline" / "config.pbtxt").write_text(
-        render_config(pipeline_config(max_attempts_cap=max_attempts_cap, canvas_size=canvas_size)))
-    _write_readme(out, onnx_dir, backend, unet_mode, components, manifest, max_batch_size)
+    (out / "rfad_pipeline" / "config.pbtxt").write_text(render_config(pipeline_config(
+        max_attempts_cap=max_attempts_cap, canvas_size=canvas_size, instance_count=pipeline_instances,
+        judge=pipeline_judge if judge_models else "none")))
+    _write_readme(out, onnx_dir, backend, unet_mode, components + judge_models, manifest, max_batch_size, pipeline_judge)
     return out
 
 
@@ -113,8 +151,8 @@ def _spec_from_dict(values: dict) -> ComponentSpec:
                          values.get("description", ""), values.get("spatial", True))
 
 
-def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, components: list[str], manifest: dict,
-                  max_batch_size: int):
+def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, models: list[str], manifest: dict,
+                  max_batch_size: int, pipeline_judge: str):
     from rfad import __version__
 
     lines = [
@@ -127,6 +165,11 @@ def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, compo
         "| model | what it does |", "|---|---|",
         "| `rfad_pipeline` | python BLS: the regenerate-until-available loop (request contract in its config) |",
     ]
-    lines += [f"| `{name}` | {manifest['components'][name]['spec'].get('description', '')} |" for name in components]
+    described = {name: entry["spec"].get("description", "") for name, entry in manifest["components"].items()}
+    described.update({"rfad_judge": "ensemble: RFNet's verdict on given images (judge contract in its config)",
+                      "rfad_judge_prepare": "python: decodes and checks the judge request, places the product",
+                      "rfad_judge_verdict": "python: p(Available) >= threshold"})
+    lines += [f"| `{name}` | {described.get(name, '')} |" for name in models]
+    lines += ["", f"rfad_pipeline judges its candidates through: `{pipeline_judge}`."]
     lines += ["", "Serve it locally with `rfad-serve --repo " + str(out) + "`."]
     (out / "README.md").write_text("\n".join(lines) + "\n")

@@ -111,29 +111,59 @@ def load_product_image(source, max_pixels: int = CanvasSpec.max_pixels, min_side
         return _decode_rgba(image, max_pixels, min_side)
 
 
-def _open_lazily(source, max_pixels: int) -> Image.Image:
+def load_ad_image(source, max_pixels: int = CanvasSpec.max_pixels, min_side: int = 16,
+                  label: str = "image") -> np.ndarray:
+    """Decode a finished ad image (to be judged) into uint8 [H, W, 3] RGB.
+
+    ``source`` as for :func:`load_product_image`; any mode is accepted (alpha is dropped, a
+    palette or 16-bit image is converted). The size is checked against ``max_pixels`` before
+    any pixel is decoded. Raises :class:`CanvasError` whose message starts with ``label``.
+    """
+    if isinstance(source, Image.Image):
+        image = source
+        return _decode_rgb(image, max_pixels, min_side, label)
+    with _open_lazily(source, max_pixels, label) as image:
+        return _decode_rgb(image, max_pixels, min_side, label)
+
+
+def _decode_rgb(image: Image.Image, max_pixels: int, min_side: int, label: str) -> np.ndarray:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise CanvasError(f"{label}: {width}x{height} = {width * height} px is over the limit of {max_pixels} px "
+                          "(max_pixels); refusing to decode it")
+    if width < min_side or height < min_side:
+        raise CanvasError(f"{label}: {width}x{height} px is too small; each side must be at least {min_side} px")
+    try:
+        return np.asarray(image.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CanvasError(f"{label}: too many pixels ({exc}); the limit is {max_pixels} px") from exc
+    except Exception as exc:
+        raise CanvasError(f"{label}: corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+
+
+def _open_lazily(source, max_pixels: int, label: str = "product image") -> Image.Image:
     """Image.open reads only the header: nothing is decoded until .load()."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
-            raise CanvasError("product image: empty bytes; expected the bytes of a PNG/WebP file")
+            raise CanvasError(f"{label}: empty bytes; expected the bytes of an image file (PNG, WebP, ...)")
         what, fp = f"{len(source)} bytes", io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         path = Path(os.fsdecode(source))
         if not path.is_file():
-            raise CanvasError(f"product image: no such file: '{path}'")
+            raise CanvasError(f"{label}: no such file: '{path}'")
         what, fp = f"file '{path}'", path
     else:
-        raise CanvasError(f"product image: expected a path, bytes or PIL.Image.Image, got {type(source).__name__}")
+        raise CanvasError(f"{label}: expected a path, bytes or PIL.Image.Image, got {type(source).__name__}")
     try:
         return Image.open(fp, formats=DECODED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise CanvasError(f"product image: too many pixels ({exc}); the limit is {max_pixels} px") from exc
+        raise CanvasError(f"{label}: too many pixels ({exc}); the limit is {max_pixels} px") from exc
     except UnidentifiedImageError as exc:
-        raise CanvasError(f"product image: {what} is not an image in a supported format "
+        raise CanvasError(f"{label}: {what} is not an image in a supported format "
                           f"({', '.join(DECODED_FORMATS)})") from exc
     except Exception as exc:
         # Header parsers raise more than OSError on crafted input (SyntaxError, struct.error, ...).
-        raise CanvasError(f"product image: {what} has a corrupt header ({type(exc).__name__}: {exc})") from exc
+        raise CanvasError(f"{label}: {what} has a corrupt header ({type(exc).__name__}: {exc})") from exc
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -113,3 +113,26 @@ PIPELINE_OUTPUTS = (
 # Which GenerationSettings field each numeric input sets.
 SETTINGS_INPUTS = ("seed", "steps", "guidance_scale", "controlnet_scale", "candidates", "max_attempts",
                    "num_images", "threshold")
+
+
+# --- The rfad_judge ensemble's tensors (Triton) ---------------------------------------------
+# RFNet's inspection alone, for images made elsewhere: many generated images of one product
+# per request, all the same size. max_batch_size 0: the image axis is the request's own.
+
+JUDGE_MODEL = "rfad_judge"
+JUDGE_MAX_IMAGES = MAX_COMPONENT_BATCH  # one batch through depth, saliency and RFNet
+JUDGE_THRESHOLD = 0.5  # p(Available) needed when the request sends no threshold
+
+JUDGE_INPUTS = (
+    TensorField("generated_image", "BYTES", (-1,),
+                doc=f"encoded ad images (PNG/JPEG/WebP), 1..{JUDGE_MAX_IMAGES}, all the same size"),
+    TensorField("product_image", "BYTES", (1,), doc="the product cut-out (PNG/WebP with alpha) the ads show"),
+    TensorField("caption", "BYTES", (1,), optional=True, doc="product title for RFNet (default empty)"),
+    TensorField("threshold", "FP32", (1,), optional=True,
+                doc=f"p(Available) needed to be judged Available (default {JUDGE_THRESHOLD})"),
+)
+
+JUDGE_OUTPUTS = (
+    TensorField("probabilities", "FP32", (-1, len(CLASS_NAMES)), doc="class probabilities per image (CLASS_NAMES order)"),
+    TensorField("available", "BOOL", (-1,), doc="p(Available) >= threshold, per image"),
+)

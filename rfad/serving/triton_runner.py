@@ -136,3 +136,45 @@ class TritonRunner(ComponentRunner):
             "depth_map": _numpy(depth_map), "saliency_map": _numpy(saliency_map),
             "caption_embeddings": _numpy(caption_embeddings), "caption_mask": _numpy(caption_mask, np.int64),
         }, ["probabilities"])[0]
+
+
+class EnsembleJudge:
+    """The pipeline's judge as one BLS call per attempt to the ``rfad_judge`` ensemble.
+
+    The ``Judge`` of :func:`rfad.pipeline.generate.generate`, built per request with the
+    request's encoded product image: the ensemble places the product and encodes the caption
+    itself, as :class:`rfad.pipeline.judge.RunnerJudge` does over the separate components
+    (which encodes the caption once per request instead of once per attempt).
+    """
+
+    def __init__(self, pb_utils, product_image: bytes):
+        self.pb_utils = pb_utils
+        self.product_image = product_image
+        self.calls = 0
+
+    def prepare(self, canvas, caption: str) -> str:
+        return caption
+
+    def __call__(self, images: np.ndarray, caption: str) -> np.ndarray:
+        """uint8 [N, H, W, 3] -> class probabilities float [N, 5]."""
+        from rfad.contract import JUDGE_MODEL, JUDGE_OUTPUTS
+        from rfad.serving.pipeline_io import encode_png
+
+        pb = self.pb_utils
+        tensors = [
+            pb.Tensor("generated_image", np.array([encode_png(image) for image in images], dtype=np.object_)),
+            pb.Tensor("product_image", np.array([self.product_image], dtype=np.object_)),
+            pb.Tensor("caption", np.array([caption.encode("utf-8")], dtype=np.object_)),
+        ]
+        # Both outputs: asked for probabilities alone, Triton 2.51's ensemble scheduler reports
+        # "unexpected deadlock" (the verdict step's output has no taker).
+        request = pb.InferenceRequest(model_name=JUDGE_MODEL, requested_output_names=[f.name for f in JUDGE_OUTPUTS],
+                                      inputs=tensors)
+        response = request.exec()
+        self.calls += 1
+        if response.has_error():
+            raise ComponentError(f"component {JUDGE_MODEL!r} failed: {response.error().message()}")
+        probabilities = pb.get_output_tensor_by_name(response, "probabilities").as_numpy()
+        if not np.isfinite(probabilities).all():
+            raise ComponentError(f"component {JUDGE_MODEL!r} returned non-finite values in 'probabilities'")
+        return np.array(probabilities)

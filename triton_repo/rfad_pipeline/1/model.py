@@ -19,7 +19,7 @@ from rfad.pipeline.generate import generate
 from rfad.pipeline.judge import RunnerJudge
 from rfad.pipeline.settings import GenerationSettings
 from rfad.serving.pipeline_io import build_pipeline_response, parse_pipeline_request
-from rfad.serving.triton_runner import ComponentError, TritonRunner
+from rfad.serving.triton_runner import ComponentError, EnsembleJudge, TritonRunner
 
 
 def _error(message: str, code) -> "pb_utils.InferenceResponse":
@@ -35,7 +35,12 @@ class TritonPythonModel:
         self.canvas_spec = CanvasSpec(width=size, height=size)
         assets = Path(args["model_repository"]) / args["model_version"] / "assets"
         self.runner = TritonRunner(assets, pb_utils)
-        self.judge = RunnerJudge(self.runner) if self.runner.info.caption_tokenizer is not None else None
+        # components: depth, saliency, rfnet per attempt (caption once per request);
+        # ensemble: one call to rfad_judge per attempt; none: a repository without a judge.
+        self.judge_mode = parameters.get("judge", "components")
+        if self.judge_mode == "components" and self.runner.info.caption_tokenizer is None:
+            self.judge_mode = "none"
+        self.judge = RunnerJudge(self.runner) if self.judge_mode == "components" else None
 
     def _inputs(self, request) -> dict:
         inputs = {}
@@ -51,9 +56,10 @@ class TritonPythonModel:
             canvas = prepare_canvas(parsed.product_image, self.canvas_spec)
         except (InvalidRequest, CanvasError) as exc:
             return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
+        judge = EnsembleJudge(pb_utils, parsed.product_image) if self.judge_mode == "ensemble" else self.judge
         try:
             result = generate(self.runner, canvas, parsed.prompt, settings, negative_prompt=parsed.negative_prompt,
-                              caption=parsed.caption, judge=self.judge, should_stop=request.is_cancelled)
+                              caption=parsed.caption, judge=judge, should_stop=request.is_cancelled)
         except GenerationCancelled as exc:
             return _error(str(exc), pb_utils.TritonError.CANCELLED)
         except ComponentError as exc:

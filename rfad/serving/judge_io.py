@@ -1,0 +1,152 @@
+"""The ``rfad_judge`` endpoint's request handling: checked inputs in, component tensors out, verdicts.
+
+The ensemble's two python steps call these functions and nothing else about the contract, so
+every check is testable without Triton:
+
+- :func:`parse_judge_request` checks the request tensors (count, byte limits, UTF-8, the
+  threshold's range); each problem is an :class:`rfad.contract.InvalidRequest` naming the
+  field and, for a bad image, its index in the batch;
+- :func:`judge_tensors` decodes the images and builds exactly what the pipeline's own judge
+  (:class:`rfad.pipeline.judge.RunnerJudge`) feeds the component models: generated images and
+  I_o (the product placed on a canvas of the images' size, as the pipeline places it) in
+  [0, 1], the caption's token ids and mask; one row per image;
+- :func:`verdicts` turns probabilities into Available flags.
+
+The caption is tokenised once and repeated per image, so ``rfnet_text`` encodes N copies: an
+ensemble cannot broadcast one embedding to N rows, and a step that would costs a python hop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+import numpy as np
+from PIL import Image
+
+from rfad.canvas import CanvasError, CanvasSpec, load_ad_image, prepare_canvas
+from rfad.contract import (
+    DEFAULT_LIMITS,
+    JUDGE_INPUTS,
+    JUDGE_MAX_IMAGES,
+    JUDGE_THRESHOLD,
+    MAX_IMAGE_BYTES,
+    InvalidRequest,
+    check_text,
+)
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    images: list[bytes]  # encoded generated images
+    product_image: bytes
+    caption: str
+    threshold: float
+
+
+def _bytes_item(item) -> bytes:
+    return item.encode("latin-1") if isinstance(item, str) else bytes(item)
+
+
+def _checked_image_bytes(name: str, item) -> bytes:
+    data = _bytes_item(item)
+    if not data:
+        raise InvalidRequest(f"{name}: empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidRequest(f"{name}: {len(data)} bytes exceeds the limit of {MAX_IMAGE_BYTES}")
+    return data
+
+
+def parse_judge_request(inputs: Mapping[str, np.ndarray | None]) -> JudgeRequest:
+    """``inputs``: tensor name -> numpy array (None or absent for an optional input not sent)."""
+    fields = {field.name: field for field in JUDGE_INPUTS}
+    unknown = sorted(set(inputs) - set(fields))
+    if unknown:
+        raise InvalidRequest(f"unknown input(s) {unknown}; expected {sorted(fields)}")
+    for name, field in fields.items():
+        if inputs.get(name) is None and not field.optional:
+            raise InvalidRequest(f"{name}: required input is missing")
+    generated = np.asarray(inputs["generated_image"]).reshape(-1)
+    if not 1 <= generated.size <= JUDGE_MAX_IMAGES:
+        raise InvalidRequest(f"generated_image: {generated.size} images; send 1 to {JUDGE_MAX_IMAGES} per request")
+    images = [_checked_image_bytes(f"generated_image[{i}]", item) for i, item in enumerate(generated)]
+    product = np.asarray(inputs["product_image"]).reshape(-1)
+    if product.size != 1:
+        raise InvalidRequest(f"product_image: expected exactly one image, got {product.size}")
+    caption = ""
+    if inputs.get("caption") is not None:
+        value = np.asarray(inputs["caption"]).reshape(-1)
+        if value.size != 1:
+            raise InvalidRequest(f"caption: expected exactly one text, got {value.size}")
+        try:
+            caption = value[0] if isinstance(value[0], str) else bytes(value[0]).decode("utf-8")
+        except (UnicodeDecodeError, TypeError) as exc:
+            raise InvalidRequest("caption: not valid UTF-8 text") from exc
+        check_text("caption", caption)
+    threshold = JUDGE_THRESHOLD
+    if inputs.get("threshold") is not None:
+        value = np.asarray(inputs["threshold"]).reshape(-1)
+        if value.size != 1:
+            raise InvalidRequest(f"threshold: expected exactly one value, got {value.size}")
+        threshold = float(value[0])
+        low, high = DEFAULT_LIMITS.threshold
+        if not math.isfinite(threshold) or not low <= threshold <= high:
+            raise InvalidRequest(f"threshold: {threshold!r} is outside the allowed range [{low}, {high}]")
+    return JudgeRequest(images, _checked_image_bytes("product_image", product[0]), caption, threshold)
+
+
+def _to_unit(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1] (the same arithmetic as the pipeline's image_to_tensor)."""
+    return np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0))
+
+
+def product_view(product_image, width: int, height: int, spec: CanvasSpec = CanvasSpec()) -> np.ndarray:
+    """I_o for ads of ``width`` x ``height``: the product placed as the pipeline places it on a
+    canvas of that size (uint8 [H, W, 3]). The canvas needs sides that are multiples of 8 (and
+    at least 64); other sizes are built at the nearest such size and resized."""
+    canvas_w, canvas_h = max(64, width // 8 * 8), max(64, height // 8 * 8)
+    init = prepare_canvas(product_image, replace(spec, width=canvas_w, height=canvas_h)).init_image
+    if (canvas_w, canvas_h) != (width, height):
+        init = np.asarray(Image.fromarray(init).resize((width, height), Image.Resampling.BILINEAR))
+    return init
+
+
+def judge_tensors(request: JudgeRequest, tokenizer, spec: CanvasSpec = CanvasSpec()) -> dict[str, np.ndarray]:
+    """The component inputs for ``request``'s N images, by the rfnet spec's tensor names:
+
+    generated_image, product_image float32 [N, 3, H, W] in [0, 1]; input_ids, attention_mask
+    int64 [N, L] (the caption, tokenised as :func:`rfad.pipeline.judge.tokenize_caption` does).
+    """
+    decoded = []
+    for i, data in enumerate(request.images):
+        try:
+            decoded.append(load_ad_image(data, spec.max_pixels, spec.min_side, label=f"generated_image[{i}]"))
+        except CanvasError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if decoded[-1].shape != decoded[0].shape:
+            height, width = decoded[0].shape[:2]
+            raise InvalidRequest(f"generated_image[{i}]: {decoded[-1].shape[1]}x{decoded[-1].shape[0]} px, but "
+                                 f"generated_image[0] is {width}x{height}; send images of one size per request")
+    height, width = decoded[0].shape[:2]
+    try:
+        product = product_view(request.product_image, width, height, spec)
+    except CanvasError as exc:
+        raise InvalidRequest(str(exc)) from None
+    batch = tokenizer([request.caption], padding="max_length", max_length=tokenizer.model_max_length,
+                      truncation=True, return_tensors="np")
+    n = len(decoded)
+    return {
+        "generated_image": np.stack([_to_unit(image) for image in decoded]),
+        "product_image": np.repeat(_to_unit(product)[None], n, axis=0),
+        "input_ids": np.repeat(batch["input_ids"].astype(np.int64), n, axis=0),
+        "attention_mask": np.repeat(batch["attention_mask"].astype(np.int64), n, axis=0),
+    }
+
+
+def verdicts(probabilities: np.ndarray, threshold: float = JUDGE_THRESHOLD) -> np.ndarray:
+    """float [N, 5] (column 0 = Available) -> bool [N]: p(Available) >= threshold, as the pipeline decides."""
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim != 2 or probabilities.shape[1] < 1:
+        raise ValueError(f"probabilities: expected [N, 5], got shape {list(probabilities.shape)}")
+    return probabilities[:, 0].astype(np.float64) >= threshold

@@ -1,0 +1,47 @@
+"""rfad_judge_prepare: the first step of the rfad_judge ensemble (python).
+
+Parse and check the request (rfad.serving.judge_io), decode the images, place the product as
+the pipeline does, tokenise the caption: the inputs of depth, saliency, rfnet_text and rfnet.
+A bad request is INVALID_ARGUMENT naming the field (and the image's index); the model never
+raises out of execute(), so the server keeps serving.
+"""
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from rfad.contract import JUDGE_INPUTS, InvalidRequest
+from rfad.serving.judge_io import judge_tensors, parse_judge_request
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from transformers import AutoTokenizer
+
+        config = json.loads(args["model_config"])
+        self.outputs = [o["name"] for o in config["output"]]
+        assets = Path(args["model_repository"]) / args["model_version"] / "assets"
+        self.tokenizer = AutoTokenizer.from_pretrained(assets / "caption_tokenizer", local_files_only=True)
+
+    def _handle(self, request):
+        inputs = {}
+        for field in JUDGE_INPUTS:
+            tensor = pb_utils.get_input_tensor_by_name(request, field.name)
+            inputs[field.name] = None if tensor is None else tensor.as_numpy()
+        try:
+            tensors = judge_tensors(parse_judge_request(inputs), self.tokenizer)
+        except InvalidRequest as exc:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, tensors[name]) for name in self.outputs])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._handle(request))
+            except Exception as exc:  # a bug must fail one request, never the server
+                error = pb_utils.TritonError(f"rfad_judge_prepare: {type(exc).__name__}: {exc}",
+                                             pb_utils.TritonError.INTERNAL)
+                responses.append(pb_utils.InferenceResponse(error=error))
+        return responses
