@@ -63,6 +63,18 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+    """The checkpoint a run into ``out`` starts from: the latest with ``--resume`` (which needs
+    one), none for a fresh run (which refuses a folder holding checkpoints: never overwrite a run)."""
+    latest = latest_checkpoint(out)
+    if resume and latest is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {Path(out) / CHECKPOINTS}")
+    if not resume and latest is not None:
+        raise ValueError(f"--out {out} already holds checkpoints ({latest.name}): pass --resume to continue "
+                         "that run, or choose another --out")
+    return latest
+
+
 def save_checkpoint(accelerator, out: Path, step: int, state: dict, keep: int) -> Path:
     """Called by EVERY process: ``accelerator.save_state`` into a temporary folder (each process
     writes its own RNG file, the main process the rest), then the main process hashes the files,
@@ -81,12 +93,23 @@ def save_checkpoint(accelerator, out: Path, step: int, state: dict, keep: int) -
         record = {**state, "step": step, "files": files}
         (partial / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         if final.exists():  # the same step saved again (a resumed run re-saving its last step)
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(partial, final)
         for old in checkpoint_folders(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
+        for trash in root.glob(".trash-*"):  # left by a run killed while discarding
+            shutil.rmtree(trash, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint without ever leaving it half-deleted under its own name: renamed away
+    first (atomic), then removed. A half-deleted folder that kept its state.json would look like
+    a complete checkpoint."""
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def read_checkpoint_state(folder: Path) -> dict:

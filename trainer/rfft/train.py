@@ -65,8 +65,7 @@ from rfad.pipeline.request import image_to_tensor, prepare_request
 from rfad.pipeline.settings import GenerationSettings
 from rfad.pipeline.torch_runner import TorchRunner
 from rfad.trainer.checkpoints import (
-    CHECKPOINTS,
-    latest_checkpoint,
+    checkpoint_to_resume,
     load_checkpoint,
     read_checkpoint_state,
     save_checkpoint,
@@ -416,12 +415,7 @@ def train_rfft(config: RFFTConfig, echo=print, models: RFFTModels | None = None)
     if config.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         # accelerate does not autocast to float16 on CPU: the run would silently be float32.
         raise ValueError("--mixed-precision fp16 needs a GPU; on CPU use bf16 or no")
-    latest = latest_checkpoint(out)
-    if config.resume and latest is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {out / CHECKPOINTS}")
-    if not config.resume and latest is not None:
-        raise ValueError(f"--out {out} already holds checkpoints ({latest.name}): pass --resume to continue "
-                         "that run, or choose another --out")
+    latest = checkpoint_to_resume(out, config.resume)
 
     # --- rows and models ----------------------------------------------------------------------
     spec, settings = config.canvas_spec(), config.generation_settings()

@@ -31,8 +31,7 @@ from tqdm import tqdm
 
 from rfad.contract import CLASS_NAMES
 from rfad.trainer.checkpoints import (
-    CHECKPOINTS,
-    latest_checkpoint,
+    checkpoint_to_resume,
     load_checkpoint,
     read_checkpoint_state,
     save_checkpoint,
@@ -222,12 +221,7 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
     main = accelerator.is_main_process
     say = echo if main else (lambda *_: None)
     world, rank = accelerator.num_processes, accelerator.process_index
-    latest = latest_checkpoint(out)
-    if config.resume and latest is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {out / CHECKPOINTS}")
-    if not config.resume and latest is not None:
-        raise ValueError(f"--out {out} already holds checkpoints ({latest.name}): pass --resume to continue "
-                         "that run, or choose another --out")
+    latest = checkpoint_to_resume(out, config.resume)
     set_seed(config.seed)
 
     # --- data and models ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from rfad.contract import JUDGE_INPUTS, InvalidRequest
 from rfad.serving.judge_io import judge_tensors, parse_judge_request
+from rfad.serving.responses import error_response, respond_each
 
 
 class TritonPythonModel:
@@ -32,16 +33,8 @@ class TritonPythonModel:
         try:
             tensors = judge_tensors(parse_judge_request(inputs), self.tokenizer)
         except InvalidRequest as exc:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
+            return error_response(pb_utils, str(exc), pb_utils.TritonError.INVALID_ARG)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, tensors[name]) for name in self.outputs])
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._handle(request))
-            except Exception as exc:  # a bug must fail one request, never the server
-                error = pb_utils.TritonError(f"rfad_judge_prepare: {type(exc).__name__}: {exc}",
-                                             pb_utils.TritonError.INTERNAL)
-                responses.append(pb_utils.InferenceResponse(error=error))
-        return responses
+        return respond_each(pb_utils, "rfad_judge_prepare", requests, self._handle)

@@ -5,6 +5,7 @@ ONE loop of rfad.pipeline with the Triton runner (BLS calls to the component mod
 the response. Errors travel in the response: a bad request is INVALID_ARGUMENT naming the
 field; a failing component is INTERNAL naming the component; a cancelled request stops between
 denoising steps. The model itself never raises out of execute(), so the server keeps serving.
+Custom metrics (rfad.serving.metrics) count steps, attempts, candidates and outcomes.
 """
 
 import json
@@ -18,12 +19,14 @@ from rfad.pipeline.denoise import GenerationCancelled
 from rfad.pipeline.generate import generate
 from rfad.pipeline.judge import RunnerJudge
 from rfad.pipeline.settings import GenerationSettings
+from rfad.serving.metrics import PipelineMetrics
 from rfad.serving.pipeline_io import build_pipeline_response, parse_pipeline_request
+from rfad.serving.responses import error_response, respond_each
 from rfad.serving.triton_runner import ComponentError, EnsembleJudge, TritonRunner
 
 
 def _error(message: str, code) -> "pb_utils.InferenceResponse":
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+    return error_response(pb_utils, message, code)
 
 
 class TritonPythonModel:
@@ -41,6 +44,7 @@ class TritonPythonModel:
         if self.judge_mode == "components" and self.runner.info.caption_tokenizer is None:
             self.judge_mode = "none"
         self.judge = RunnerJudge(self.runner) if self.judge_mode == "components" else None
+        self.metrics = PipelineMetrics(pb_utils, config["name"])
 
     def _inputs(self, request) -> dict:
         inputs = {}
@@ -55,23 +59,23 @@ class TritonPythonModel:
             settings = GenerationSettings(**parsed.settings, limits=self.limits)
             canvas = prepare_canvas(parsed.product_image, self.canvas_spec)
         except (InvalidRequest, CanvasError) as exc:
+            self.metrics.request("invalid")
             return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
         judge = EnsembleJudge(pb_utils, parsed.product_image) if self.judge_mode == "ensemble" else self.judge
         try:
             result = generate(self.runner, canvas, parsed.prompt, settings, negative_prompt=parsed.negative_prompt,
-                              caption=parsed.caption, judge=judge, should_stop=request.is_cancelled)
+                              caption=parsed.caption, judge=judge, should_stop=request.is_cancelled,
+                              on_step=lambda done, total: self.metrics.step())
         except GenerationCancelled as exc:
+            self.metrics.request("cancelled")
             return _error(str(exc), pb_utils.TritonError.CANCELLED)
         except ComponentError as exc:
+            self.metrics.request("failed")
             return _error(str(exc), pb_utils.TritonError.INTERNAL)
+        self.metrics.finished(result)
+        self.metrics.request("ok")
         outputs = build_pipeline_response(result)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()])
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._handle(request))
-            except Exception as exc:  # a bug must fail one request, never the server
-                responses.append(_error(f"rfad_pipeline: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL))
-        return responses
+        return respond_each(pb_utils, "rfad_pipeline", requests, self._handle, lambda: self.metrics.request("failed"))

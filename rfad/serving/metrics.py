@@ -1,0 +1,47 @@
+"""Custom Prometheus metrics of ``rfad_pipeline``, on Triton's metrics endpoint (``/metrics``).
+
+Triton's own metrics count requests and time per model; these count what the loop did inside
+them, so an operator sees the availability rate and attempts per request, and a test sees
+that a cancelled request stopped stepping:
+
+- ``rfad_denoising_steps_total``: DDIM steps executed (one per batch of candidates);
+- ``rfad_attempts_total``, ``rfad_candidates_total``, ``rfad_candidates_available_total``;
+- ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``.
+
+Built on ``pb_utils.MetricFamily`` (the python backend's metrics API); created once per model
+instance in ``initialize`` and kept for its lifetime.
+"""
+
+from __future__ import annotations
+
+OUTCOMES = ("ok", "invalid", "cancelled", "failed")
+
+
+class PipelineMetrics:
+    def __init__(self, pb_utils, model: str):
+        counter = pb_utils.MetricFamily.COUNTER
+        labels = {"model": model}
+        self._families = {
+            "steps": pb_utils.MetricFamily("rfad_denoising_steps_total", "DDIM steps executed by rfad_pipeline", counter),
+            "attempts": pb_utils.MetricFamily("rfad_attempts_total", "Attempts (batches of candidates) generated", counter),
+            "candidates": pb_utils.MetricFamily("rfad_candidates_total", "Candidates generated", counter),
+            "available": pb_utils.MetricFamily("rfad_candidates_available_total",
+                                               "Candidates judged Available", counter),
+            "requests": pb_utils.MetricFamily("rfad_requests_total", "rfad_pipeline requests by outcome", counter),
+        }
+        self._metrics = {name: family.Metric(labels=labels) for name, family in self._families.items()
+                         if name != "requests"}
+        self._requests = {outcome: self._families["requests"].Metric(labels={**labels, "outcome": outcome})
+                          for outcome in OUTCOMES}
+
+    def step(self) -> None:
+        self._metrics["steps"].increment(1)
+
+    def finished(self, result) -> None:
+        """A :class:`rfad.pipeline.generate.GenerationResult`: attempts, candidates, Available ones."""
+        self._metrics["attempts"].increment(result.attempts)
+        self._metrics["candidates"].increment(len(result.candidates))
+        self._metrics["available"].increment(sum(bool(c.available) for c in result.candidates))
+
+    def request(self, outcome: str) -> None:
+        self._requests[outcome].increment(1)
