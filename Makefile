@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench clean
 
 $(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: setup
 
 demo: setup
 	$(BIN)/rfad demo --out $(OUT)
+
+# The benchmark suite: every benchmarks/*.py, then the README's Performance section and plots.
+bench: setup
+	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[bench]"
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -11,11 +11,54 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Models built and exported by the benchmarks (random weights: speed does not depend on them),
+# reused across scripts of one suite run; delete the folder to rebuild.
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    """A model size the benchmarks run at: UNet widths, canvas side and DDIM steps."""
+
+    name: str
+    unet_channels: tuple[int, ...]
+    size: int
+    steps: int
+
+    def zoo_spec(self):
+        from rfad.tiny.zoo import TinyZooSpec
+
+        return TinyZooSpec(unet_channels=self.unet_channels)
+
+
+# tiny: the test zoo; small: UNet channels 64/128/256 at 256 px, 20 steps (the issues' "small").
+SHAPES = {
+    "tiny": BenchShape("tiny", (32, 64), 128, 8),
+    "small": BenchShape("small", (64, 128, 256), 256, 20),
+}
+
+
+def shape_models(shape: BenchShape, echo=print) -> tuple[Path, Path]:
+    """(zoo folder, ONNX folder) of ``shape``, built and exported once into :data:`CACHE`."""
+    from rfad.export.onnx_export import export_onnx
+    from rfad.models.model_set import ModelSet
+    from rfad.tiny.zoo import build_tiny_zoo
+
+    root = CACHE / shape.name
+    zoo, onnx = root / "zoo", root / "onnx"
+    if not (zoo / "rfad-models.json").is_file():
+        echo(f"[{shape.name}] building random-weight models (UNet channels {shape.unet_channels})")
+        build_tiny_zoo(zoo, seed=0, spec=shape.zoo_spec())
+    if not (onnx / "manifest.json").is_file():
+        echo(f"[{shape.name}] exporting ONNX")
+        export_onnx(ModelSet.resolve(zoo), onnx, echo=lambda line: echo("    " + line))
+    return zoo, onnx
 
 
 def machine() -> dict:
@@ -42,8 +85,8 @@ def machine() -> dict:
     return info
 
 
-def time_runs(function: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
-    """Median, min and max wall time in seconds over ``repeats`` runs after ``warmup`` runs."""
+def run_times(function: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall time in seconds of each of ``repeats`` runs of ``function``, after ``warmup`` runs."""
     for _ in range(warmup):
         function()
     times = []
@@ -51,6 +94,12 @@ def time_runs(function: Callable[[], object], repeats: int, warmup: int = 1) -> 
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
+    return times
+
+
+def time_runs(function: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
+    """Median, min and max wall time in seconds over ``repeats`` runs after ``warmup`` runs."""
+    times = run_times(function, repeats, warmup)
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
@@ -70,3 +119,23 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(k, "")) for k, _ in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, linearly interpolated (numpy's default)."""
+    import numpy
+
+    return float(numpy.percentile(values, q * 100))
+
+
+def timing_summary(times: list[float]) -> dict:
+    """Median, min, max, p90 and p99 of ``times`` (seconds)."""
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "p90_s": percentile(times, 0.9), "p99_s": percentile(times, 0.99), "repeats": len(times)}
+
+
+def served_repo(shape: BenchShape, onnx: Path, name: str, **options) -> Path:
+    """A Triton repository of ``shape``'s export (python backend) under the cache, written afresh."""
+    from rfad.export.triton_repo import write_triton_repo
+
+    return write_triton_repo(onnx, CACHE / shape.name / "repos" / name, canvas_size=shape.size, **options)

@@ -42,13 +42,14 @@ def onnx_session(model: RFNet, workdir: Path, tokens: int):
     from rfad.components.specs import ModelFacts, component_specs
     from rfad.export.onnx_export import export_component
     from rfad.models.rfnet import RFNetJudge
+    from rfad.onnx_session import open_session
 
     facts = ModelFacts(text_dim=32, rfnet_width=model.config.width, caption_tokens=tokens)
     spec = component_specs(facts)["rfnet"]
     path = workdir / "rfnet" / "model.onnx"
     export_component(RFNetJudge(model).eval(), spec, path, facts, opset=17, external_data_threshold=2**31, vocab=300)
     onnxruntime.set_default_logger_severity(3)
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]), spec
+    return open_session(path), spec
 
 
 def bench(shape: str, config: RFNetConfig, batches: list[int], repeats: int, train_batch: int,

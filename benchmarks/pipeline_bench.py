@@ -1,0 +1,180 @@
+"""One attempt, four ways, same weights and seed: diffusers eager, rfad's loop over onnxruntime
+in process (without and with the judge), and the Triton-served ``rfad_pipeline`` over gRPC
+(judging through the component models, and through the ``rfad_judge`` ensemble).
+
+    python benchmarks/pipeline_bench.py [--quick] [--shapes tiny,small]
+
+Per shape (``common.SHAPES``), one candidate, CFG, ``shape.steps`` DDIM steps, one attempt:
+- ``diffusers eager``: diffusers' ``StableDiffusionControlNetInpaintPipeline`` (PyTorch, no judge);
+- ``rfad onnxruntime``: :func:`rfad.pipeline.generate.generate` over the exported graphs
+  (merged ControlNet+UNet), without a judge, and with RFNet judging the candidate (its
+  ``judge`` timing is the judge's cost, reported against the attempt's generation);
+- ``triton`` rows: ``rfad-client`` requests (threshold 0: the first attempt is kept) to a
+  local Triton server, ``rfad_pipeline`` judging through depth/saliency/rfnet BLS calls
+  (``components``) or one call to ``rfad_judge`` (``ensemble``); both servers run at once and
+  the requests alternate between them, so the comparison of the two routes is paired.
+
+Serving overhead per BLS call = (served, components judge - in-process with judge) / the
+number of component calls one request makes (counted on the in-process runner, which the
+served loop mirrors call for call). Writes benchmarks/results/pipeline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    SHAPES,
+    markdown_table,
+    run_times,
+    served_repo,
+    shape_models,
+    timing_summary,
+    write_results,
+)
+
+PROMPT = "a bottle on a marble table, studio light"
+
+
+def diffusers_times(zoo: Path, canvas, shape, repeats: int) -> list[float]:
+    from diffusers import DDIMScheduler, StableDiffusionControlNetInpaintPipeline
+    from PIL import Image
+
+    from rfad.models.diffusion import load_diffusion_models
+    from rfad.models.model_set import ModelSet
+
+    m = load_diffusion_models(ModelSet.resolve(zoo))
+    pipe = StableDiffusionControlNetInpaintPipeline(
+        vae=m.vae, text_encoder=m.text_encoder, tokenizer=m.tokenizer, unet=m.unet, controlnet=m.controlnet,
+        scheduler=DDIMScheduler.from_config(m.scheduler_config), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    images = {k: Image.fromarray(v) for k, v in
+              (("image", canvas.init_image), ("mask_image", canvas.mask), ("control_image", canvas.control_image))}
+
+    def run():
+        with torch.no_grad():
+            pipe(prompt=PROMPT, **images, height=shape.size, width=shape.size, num_inference_steps=shape.steps,
+                 guidance_scale=7.5, eta=0.0, generator=torch.Generator("cpu").manual_seed(0), output_type="np")
+
+    return run_times(run, repeats)
+
+
+class CountingOnnxRunner:
+    """Counts the component calls of one request (the served loop makes the same ones as BLS requests)."""
+
+    def __init__(self, runner):
+        self.runner, self.calls = runner, 0
+        original = runner._run
+
+        def counted(component, *values):
+            self.calls += 1
+            return original(component, *values)
+
+        runner._run = counted
+
+
+def bench_shape(shape, repeats: int) -> list[dict]:
+    from rfad.canvas import CanvasSpec, prepare_canvas
+    from rfad.client import RfadClient
+    from rfad.pipeline.generate import generate
+    from rfad.pipeline.judge import RunnerJudge
+    from rfad.pipeline.onnx_runner import OnnxRunner
+    from rfad.pipeline.settings import GenerationSettings
+    from rfad.serving.launcher import TritonServer
+    from rfad.tiny.products import draw_product
+
+    zoo, onnx = shape_models(shape)
+    product = draw_product("bottle")
+    canvas = prepare_canvas(product, CanvasSpec(width=shape.size, height=shape.size))
+    settings = GenerationSettings(steps=shape.steps, seed=0, candidates=1, max_attempts=1, threshold=0.0)
+    rows = []
+
+    def row(backend: str, times: list[float], **extra) -> None:
+        rows.append({"shape": shape.name, "size": shape.size, "steps": shape.steps, "backend": backend,
+                     **timing_summary(times), **extra})
+
+    print(f"[{shape.name}] diffusers eager")
+    row("diffusers eager (no judge)", diffusers_times(zoo, canvas, shape, repeats))
+
+    print(f"[{shape.name}] rfad onnxruntime in process")
+    runner = OnnxRunner(onnx, merged=True)
+    judge = RunnerJudge(runner)
+    row("rfad onnxruntime (no judge)", run_times(lambda: generate(runner, canvas, PROMPT, settings), repeats))
+    judged = []
+    counter = CountingOnnxRunner(runner)
+
+    def judged_run():
+        judged.append(generate(runner, canvas, PROMPT, settings, caption="red bottle", judge=judge))
+
+    times = run_times(judged_run, repeats)
+    calls = counter.calls // (repeats + 1)  # warm-up included
+    judge_s = float(np.median([r.timings["judge"] for r in judged]))
+    denoise_s = float(np.median([r.timings["denoise"] for r in judged]))
+    row("rfad onnxruntime (+ judge)", times, component_calls=calls, judge_s=judge_s, denoise_s=denoise_s,
+        judge_share_of_attempt=judge_s / denoise_s)
+    in_process = float(np.median(times))
+
+    png = io.BytesIO()
+    product.save(png, format="PNG")
+    print(f"[{shape.name}] triton, pipeline judging through components and through rfad_judge (interleaved)")
+    request = dict(caption="red bottle", seed=0, steps=shape.steps, max_attempts=1, threshold=0.0)
+    modes = ("components", "ensemble")
+    with contextlib.ExitStack() as stack:
+        clients = {}
+        for mode in modes:
+            repo = served_repo(shape, onnx, f"judge-{mode}", pipeline_judge=mode)
+            server = stack.enter_context(TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0))
+            clients[mode] = RfadClient(server.grpc_url, retries=0)
+            clients[mode].generate(png.getvalue(), PROMPT, **request)  # warm-up
+        # Both servers up, requests alternating: drift of the machine hits both routes alike.
+        served = {mode: [] for mode in modes}
+        for _ in range(max(repeats, 4)):  # the routes' difference is small: at least 4 pairs
+            for mode in modes:
+                served[mode] += run_times(lambda m=mode: clients[m].generate(png.getvalue(), PROMPT, **request), 1,
+                                          warmup=0)
+    for mode in modes:
+        extra = {}
+        if mode == "components":
+            extra = {"component_calls": calls,
+                     "overhead_per_bls_call_s": (float(np.median(served[mode])) - in_process) / calls}
+        row(f"triton rfad_pipeline (judge: {mode})", served[mode], **extra)
+    eager = rows[0]["median_s"]
+    for r in rows:
+        r["x_diffusers"] = eager / r["median_s"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--shapes", default="tiny,small", help="comma-separated: tiny, small")
+    args = parser.parse_args()
+    rows = []
+    for name in args.shapes.split(","):
+        repeats = (3 if args.quick else 5) if name == "tiny" else 2
+        rows += bench_shape(SHAPES[name], repeats)
+    faster = {}
+    for shape in {r["shape"] for r in rows}:
+        served = {r["backend"]: r["median_s"] for r in rows if r["shape"] == shape and r["backend"].startswith("triton")}
+        faster[shape] = min(served, key=served.get)
+    path = write_results("pipeline", rows, {"candidates": 1, "attempts": 1, "guidance": 7.5, "device": "cpu",
+                                            "faster_served_judge": faster,
+                                            "shapes": {n: SHAPES[n].__dict__ for n in args.shapes.split(",")}})
+    print(markdown_table(rows, [("shape", "shape"), ("backend", "backend"), ("median_s", "median s"),
+                                ("min_s", "min s"), ("max_s", "max s"), ("x_diffusers", "x diffusers"),
+                                ("judge_share_of_attempt", "judge / attempt"),
+                                ("overhead_per_bls_call_s", "s / BLS call")]))
+    print(f"faster served judge: {faster}\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()
