@@ -66,14 +66,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests per setting")
     args = parser.parse_args()
-    requests = 8 if args.quick else 12
+    requests = 8 if args.quick else 10
     shape = SHAPES["tiny"]
     _, onnx = shape_models(shape)
     product = draw_product("bottle")
     buffer = io.BytesIO()
     product.save(buffer, format="PNG")
     canvas = prepare_canvas(product, CanvasSpec(width=shape.size, height=shape.size))
-    p_available = calibration(onnx, canvas, 64 if args.quick else 128)
+    p_available = calibration(onnx, canvas, 64)
     print(f"calibration: p(Available) of {len(p_available)} candidates, min {p_available.min():.4f}, "
           f"median {np.median(p_available):.4f}, max {p_available.max():.4f}")
     rows = []

@@ -3,7 +3,9 @@
     python benchmarks/run_all.py [--quick] [--skip NAME,...]
 
 Each script writes its own benchmarks/results/<name>.json; ``report.py`` then rewrites the
-README's ``## Performance`` section and the plots from those files. Models are built and
+README's ``## Performance`` section and the plots from those files (including the results of
+``rfnet_bench.py`` and ``rfft_step.py``, the RFNet and RFFT benchmarks, which are run on their
+own: ``python benchmarks/rfnet_bench.py``, ``python benchmarks/rfft_step.py``). Models are built and
 exported once into benchmarks/.cache and shared by the scripts. Run it on an otherwise idle
 machine: the numbers are wall-clock times.
 """
@@ -23,8 +25,6 @@ SCRIPTS = (
     ("pipeline", "pipeline_bench.py", [], ["--quick"]),
     ("throughput", "throughput_bench.py", [], ["--quick"]),
     ("availability", "availability_bench.py", [], ["--quick"]),
-    ("rfnet", "rfnet_bench.py", ["--quick"], ["--quick"]),
-    ("rfft", "rfft_step.py", ["--quick"], ["--quick"]),
     ("soak", "soak.py", ["--clients", "8", "--requests", "8"], ["--clients", "4", "--requests", "8"]),
     ("perf_analyzer input", "perf_analyzer_input.py", [], []),
 )

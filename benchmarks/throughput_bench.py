@@ -3,10 +3,10 @@
     python benchmarks/throughput_bench.py [--quick] [--steps N]
 
 Tiny shape (the test zoo, 128 px), one attempt per request (threshold 0), a local Triton
-server whose ``rfad_pipeline`` has 8 instances (so up to 8 requests run their loops at once
-and their component calls can meet in the dynamic batcher). For dynamic batching on and off,
+server whose ``rfad_pipeline`` has 4 instances (so up to 4 requests run their loops at once
+and their component calls can meet in the dynamic batcher; 8 clients queue). For dynamic batching on and off,
 candidates per attempt 1 and 4, and 1, 2, 4, 8 concurrent clients (threads, one gRPC client
-each): ``concurrency + 4`` requests, images per second over the wall time, and the
+each): ``concurrency + 2`` requests, images per second over the wall time, and the
 p50/p90/p99 request latency. On this 2-core machine the CPU is the ceiling; the same script
 measures a GPU server when pointed at one (``--url``), where batching pays.
 Writes benchmarks/results/throughput.json.
@@ -26,7 +26,7 @@ from common import SHAPES, markdown_table, percentile, served_repo, shape_models
 
 CONCURRENCY = (1, 2, 4, 8)
 CANDIDATES = (1, 4)
-PIPELINE_INSTANCES = 8
+PIPELINE_INSTANCES = 4
 
 
 def run_level(url: str, product: bytes, concurrency: int, candidates: int, steps: int, requests: int) -> dict:
@@ -78,7 +78,7 @@ def main() -> None:
             run_level(server.grpc_url, product, PIPELINE_INSTANCES, 1, args.steps, 2 * PIPELINE_INSTANCES)
             for candidates in CANDIDATES:
                 for concurrency in levels:
-                    row = run_level(server.grpc_url, product, concurrency, candidates, args.steps, concurrency + 4)
+                    row = run_level(server.grpc_url, product, concurrency, candidates, args.steps, concurrency + 2)
                     row.update(shape=shape.name, steps=args.steps, dynamic_batching=dynamic)
                     print(f"dynamic batching {dynamic}, K={candidates}, concurrency {concurrency}: "
                           f"{row['images_per_s']:.2f} images/s, p50 {row['p50_s']:.2f} s")
