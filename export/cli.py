@@ -114,8 +114,9 @@ def check(models, controlnet, rfnet, depth, saliency, onnx_dir, engines, compone
 @click.option("--max-attempts-cap", default=20, show_default=True, type=int)
 @click.option("--max-batch", default=MAX_COMPONENT_BATCH, show_default=True, type=int,
               help="max_batch_size of the component models (at least the pipeline's largest batch).")
-@click.option("--pipeline-judge", default=PIPELINE_JUDGE, show_default=True, type=click.Choice(PIPELINE_JUDGES),
-              help="How rfad_pipeline judges: BLS calls to depth/saliency/rfnet, or one call to rfad_judge.")
+@click.option("--pipeline-judge", default=None, type=click.Choice(PIPELINE_JUDGES),
+              help=f"How rfad_pipeline judges: BLS calls to depth/saliency/rfnet, or one call to rfad_judge "
+                   f"[default: {PIPELINE_JUDGE} where the judge components were exported, no judge otherwise].")
 @click.option("--pipeline-instances", default=1, show_default=True, type=click.IntRange(1, 64),
               help="rfad_pipeline instances: requests whose loops run at the same time.")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,

@@ -6,7 +6,9 @@
       depth, saliency              generated_image -> depth_map, saliency_map
       rfnet_text                   input_ids, attention_mask -> caption_embeddings
       rfnet                        product_image, generated_image, maps, caption -> probabilities
-      rfad_judge_verdict (python)  probabilities, threshold -> available
+      rfad_judge_verdict (python)  depth_map, saliency_map, caption_embeddings, probabilities,
+                                   threshold -> available (non-finite values fail the request,
+                                   naming the component that produced them)
 
 Every tensor name a step reads or writes comes from a component spec (or the judge contract),
 so renaming a tensor there renames it here; a spec that no longer has a name the wiring needs
@@ -66,10 +68,17 @@ def judge_configs(specs: dict[str, ComponentSpec]) -> dict[str, ModelConfig]:
         inputs=tuple(_contract_tensor(f) for f in JUDGE_INPUTS),
         outputs=tuple(_tensor(t) for t in (generated, product, ids, mask)),
     )
+    # The verdict step also reads every intermediate, so a component returning NaN is named as
+    # the one that did (the checks run in the order below, upstream first) rather than
+    # surfacing as non-finite probabilities. Its "checks" parameter pairs each tensor with
+    # the component that wrote it.
+    checked = ((depth, depth.outputs[0]), (saliency, saliency.outputs[0]), (text, text.outputs[0]),
+               (rfnet, probabilities))
     verdict = ModelConfig(
         name=VERDICT_MODEL, backend="python", max_batch_size=0,
-        inputs=(_tensor(probabilities), _contract_tensor(threshold)),
+        inputs=tuple(_tensor(t) for _, t in checked) + (_contract_tensor(threshold),),
         outputs=(_contract_tensor(available),),
+        parameters={"checks": ",".join(f"{spec.name}:{t.name}" for spec, t in checked)},
     )
     # Ensemble tensors: the request's and the response's names, plus one per intermediate.
     t_generated, t_product, t_ids, t_mask = "judge_generated_image", "judge_product_image", "judge_input_ids", "judge_mask"
@@ -86,7 +95,9 @@ def judge_configs(specs: dict[str, ComponentSpec]) -> dict[str, ModelConfig]:
         EnsembleStep("saliency", {saliency.inputs[0].name: t_generated}, {saliency.outputs[0].name: t_saliency}),
         EnsembleStep("rfnet_text", {ids.name: t_ids, mask.name: t_mask}, {text.outputs[0].name: t_caption}),
         EnsembleStep("rfnet", rfnet_inputs, {probabilities.name: "probabilities"}),
-        EnsembleStep(VERDICT_MODEL, {probabilities.name: "probabilities", threshold.name: threshold.name},
+        EnsembleStep(VERDICT_MODEL, {depth.outputs[0].name: t_depth, saliency.outputs[0].name: t_saliency,
+                                     text.outputs[0].name: t_caption, probabilities.name: "probabilities",
+                                     threshold.name: threshold.name},
                      {available.name: available.name}),
     )
     ensemble = ModelConfig(

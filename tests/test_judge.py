@@ -183,12 +183,14 @@ def test_cli_judges_a_folder_and_a_jsonl_list(server, product, tmp_path):
     assert result.exit_code == 1 and "jobs.jsonl:1" in result.output
 
 
-def test_pipeline_judging_through_the_ensemble_equals_the_components(tiny_onnx, client, product, tmp_path):
-    repo = write_triton_repo(tiny_onnx, tmp_path / "repo", canvas_size=SIZE, pipeline_judge="ensemble")
+def test_pipeline_judging_through_the_components_equals_the_ensemble(tiny_onnx, repo, client, product, tmp_path):
+    # The module's server judges through rfad_judge (the default); this one through the components.
     assert 'string_value: "ensemble"' in (repo / "rfad_pipeline" / "config.pbtxt").read_text()
+    other_repo = write_triton_repo(tiny_onnx, tmp_path / "repo", canvas_size=SIZE, pipeline_judge="components")
+    assert 'string_value: "components"' in (other_repo / "rfad_pipeline" / "config.pbtxt").read_text()
     request = dict(caption="red bottle", seed=5, steps=2, candidates=2, num_images=2, max_attempts=1, threshold=0.0)
     reference = client.generate(product, "a bottle on a marble table", **request)
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as other:
+    with TritonServer(other_repo, grpc_port=0, http_port=0, metrics_port=0) as other:
         result = RfadClient(other.grpc_url, retries=0).generate(product, "a bottle on a marble table", **request)
     assert result.seeds == reference.seeds and result.images == reference.images
     assert np.allclose(result.probabilities, reference.probabilities, atol=1e-5)

@@ -87,14 +87,15 @@ def product(tiny_zoo):
     return (tiny_zoo / "samples" / "bottle.png").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def faulty_server(tiny_onnx, tmp_path_factory):
-    """A repository whose depth model returns NaN from batch 2 and whose VAE decoder raises from batch 3."""
+@pytest.fixture(scope="module", params=["ensemble", "components"])
+def faulty_server(request, tiny_onnx, tmp_path_factory):
+    """A repository whose depth model returns NaN from batch 2 and whose VAE decoder raises from batch 3,
+    its pipeline judging through the rfad_judge ensemble or through the component models."""
     onnx_dir = tmp_path_factory.mktemp("faulty") / "onnx"
     shutil.copytree(tiny_onnx, onnx_dir)
     _rewire(onnx_dir / "depth" / "model.onnx", "depth_map", nan_from_batch(2))
     _rewire(onnx_dir / "vae_decoder" / "model.onnx", "images", fail_from_batch(3))
-    repo = write_triton_repo(onnx_dir, onnx_dir.parent / "repo", canvas_size=SIZE)
+    repo = write_triton_repo(onnx_dir, onnx_dir.parent / "repo", canvas_size=SIZE, pipeline_judge=request.param)
     with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
         yield server
 
@@ -112,7 +113,7 @@ def test_a_failing_component_fails_only_its_request_and_names_itself(faulty_serv
     with pytest.raises(ServerError) as info:
         client.generate(product, "ad", candidates=2, **ok)
     assert "component 'depth' returned non-finite values in 'depth_map'" in str(info.value)
-    with pytest.raises(ServerError, match="non-finite"):
+    with pytest.raises(ServerError, match="component 'depth' returned non-finite values in 'depth_map'"):
         client.judge([_png(np.zeros((SIZE, SIZE, 3), np.uint8))] * 2, product)
     assert client.generate(product, "ad", candidates=1, **ok).attempts == 1
     assert client.is_ready()
