@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from rfad.client.client import DEFAULT_URL, AsyncRfadClient, RfadClient, RfadClientError
+from rfad.client.jsonl import beside, jsonl_objects
 from rfad.contract import PIPELINE_INPUTS, SETTINGS_INPUTS
 
 _SETTING_SPECS = {spec.name: spec for spec in PIPELINE_INPUTS if spec.name in SETTINGS_INPUTS}
@@ -97,20 +98,7 @@ def read_jobs(path: Path) -> list[dict]:
     ``deadline_s`` and any contract setting. Raises :class:`click.ClickException` naming the line.
     """
     jobs, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            job = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise click.ClickException(f"{where}: not JSON ({exc.msg})") from None
-        if not isinstance(job, dict):
-            raise click.ClickException(f"{where}: expected a JSON object, got {type(job).__name__}")
-        unknown = sorted(set(job) - _JOB_FIELDS)
-        if unknown:
-            raise click.ClickException(f"{where}: unknown field(s) {', '.join(unknown)} "
-                                       f"(allowed: {', '.join(sorted(_JOB_FIELDS))})")
+    for number, where, job in jsonl_objects(path, _JOB_FIELDS):
         for required in ("product", "prompt"):
             if required not in job:
                 raise click.ClickException(f"{where}: missing {required!r}")
@@ -120,8 +108,7 @@ def read_jobs(path: Path) -> list[dict]:
         if job_id in seen:
             raise click.ClickException(f"{where}: duplicate id {job_id!r}")
         seen.add(job_id)
-        product = Path(job["product"])
-        jobs.append({**job, "id": job_id, "product": product if product.is_absolute() else path.parent / product})
+        jobs.append({**job, "id": job_id, "product": beside(path, job["product"])})
     if not jobs:
         raise click.ClickException(f"{path}: no jobs")
     return jobs

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from rfad.client.client import RfadClient, RfadClientError
+from rfad.client.jsonl import beside, jsonl_objects
 from rfad.contract import CLASS_NAMES, JUDGE_MAX_IMAGES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -33,23 +34,11 @@ def read_items(images: Path, product: Path | None, caption: str) -> list[dict]:
         items = [{"id": p.name, "image": p, "product": product, "caption": caption} for p in files]
     else:
         items = []
-        for number, line in enumerate(images.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{images}:{number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise click.ClickException(f"{where}: not JSON ({exc.msg})") from None
-            if not isinstance(item, dict) or "image" not in item:
+        for number, where, item in jsonl_objects(images, _ITEM_FIELDS):
+            if "image" not in item:
                 raise click.ClickException(f"{where}: expected a JSON object with an \"image\" path")
-            unknown = sorted(set(item) - _ITEM_FIELDS)
-            if unknown:
-                raise click.ClickException(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: "
-                                           f"{', '.join(sorted(_ITEM_FIELDS))})")
-            resolve = lambda value: Path(value) if Path(value).is_absolute() else images.parent / value  # noqa: E731
-            items.append({"id": str(item.get("id", number)), "image": resolve(item["image"]),
-                          "product": resolve(item["product"]) if "product" in item else product,
+            items.append({"id": str(item.get("id", number)), "image": beside(images, item["image"]),
+                          "product": beside(images, item["product"]) if "product" in item else product,
                           "caption": str(item.get("caption", caption))})
         if not items:
             raise click.ClickException(f"--images {images}: no lines")
