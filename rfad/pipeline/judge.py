@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from rfad.canvas import AdCanvas
+from rfad.pipeline.caption import tokenize_caption
 from rfad.pipeline.request import image_to_tensor
 from rfad.pipeline.runner import ComponentRunner
 
@@ -24,13 +25,6 @@ class JudgeState:
     product_image: torch.Tensor
     caption_embeddings: torch.Tensor
     caption_mask: torch.Tensor
-
-
-def tokenize_caption(tokenizer, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """caption -> (input_ids int64 [1, L], attention_mask int64 [1, L]), truncated to the tokenizer's length."""
-    batch = tokenizer([caption], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                      return_tensors="pt")
-    return batch.input_ids, batch.attention_mask
 
 
 class RunnerJudge:

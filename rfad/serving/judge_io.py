@@ -35,6 +35,7 @@ from rfad.contract import (
     InvalidRequest,
     check_text,
 )
+from rfad.pipeline.caption import tokenize_caption
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def judge_tensors(request: JudgeRequest, tokenizer, spec: CanvasSpec = CanvasSpe
     """The component inputs for ``request``'s N images, by the rfnet spec's tensor names:
 
     generated_image, product_image float32 [N, 3, H, W] in [0, 1]; input_ids, attention_mask
-    int64 [N, L] (the caption, tokenised as :func:`rfad.pipeline.judge.tokenize_caption` does).
+    int64 [N, L] (the caption, tokenised by :func:`rfad.pipeline.caption.tokenize_caption`).
     """
     decoded = []
     for i, data in enumerate(request.images):
@@ -133,14 +134,13 @@ def judge_tensors(request: JudgeRequest, tokenizer, spec: CanvasSpec = CanvasSpe
         product = product_view(request.product_image, width, height, spec)
     except CanvasError as exc:
         raise InvalidRequest(str(exc)) from None
-    batch = tokenizer([request.caption], padding="max_length", max_length=tokenizer.model_max_length,
-                      truncation=True, return_tensors="np")
+    ids, mask = tokenize_caption(tokenizer, request.caption, return_tensors="np")
     n = len(decoded)
     return {
         "generated_image": np.stack([_to_unit(image) for image in decoded]),
         "product_image": np.repeat(_to_unit(product)[None], n, axis=0),
-        "input_ids": np.repeat(batch["input_ids"].astype(np.int64), n, axis=0),
-        "attention_mask": np.repeat(batch["attention_mask"].astype(np.int64), n, axis=0),
+        "input_ids": np.repeat(ids.astype(np.int64), n, axis=0),
+        "attention_mask": np.repeat(mask.astype(np.int64), n, axis=0),
     }
 
 

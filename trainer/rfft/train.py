@@ -60,7 +60,7 @@ from rfad.pipeline.denoise import (
     merge_batches,
     start_denoising,
 )
-from rfad.pipeline.judge import tokenize_caption
+from rfad.pipeline.caption import tokenize_caption
 from rfad.pipeline.request import image_to_tensor, prepare_request
 from rfad.pipeline.settings import GenerationSettings
 from rfad.pipeline.torch_runner import TorchRunner
