@@ -102,12 +102,12 @@ def parse_pipeline_request(inputs: Mapping[str, np.ndarray | None], limits: Limi
     )
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 [H, W, 3] -> PNG bytes."""
+def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """uint8 [H, W, 3] -> PNG bytes (lossless at every ``compress_level``, 0 = stored, 9 = smallest)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

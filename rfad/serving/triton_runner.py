@@ -162,7 +162,10 @@ class EnsembleJudge:
 
         pb = self.pb_utils
         tensors = [
-            pb.Tensor("generated_image", np.array([encode_png(image) for image in images], dtype=np.object_)),
+            # Stored PNGs: the bytes only cross the server's shared memory to rfad_judge_prepare,
+            # so deflating every candidate of every attempt would be time spent for nothing.
+            pb.Tensor("generated_image", np.array([encode_png(image, compress_level=0) for image in images],
+                                                  dtype=np.object_)),
             pb.Tensor("product_image", np.array([self.product_image], dtype=np.object_)),
             pb.Tensor("caption", np.array([caption.encode("utf-8")], dtype=np.object_)),
         ]
