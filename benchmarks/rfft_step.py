@@ -111,7 +111,10 @@ def tiny_fixture(root: Path):
 
 def tiny_setup(root: Path, checkpointing: bool):
     from rfad.pipeline.torch_runner import TorchRunner
-    from rfad.trainer.rfft.train import RFFTConfig, load_rfft_models, load_rows, prepare_micro_batch
+    from rfad.trainer.rfft.config import RFFTConfig
+    from rfad.trainer.rfft.micro_batch import prepare_micro_batch
+    from rfad.trainer.rfft.sampling import load_rows
+    from rfad.trainer.rfft.train import load_rfft_models
 
     zoo, rfnet, data = tiny_fixture(root)
     config = RFFTConfig(models=str(zoo), rfnet=str(rfnet), data=str(data), out=str(root / "out"), split="all",
@@ -132,7 +135,7 @@ def tiny_setup(root: Path, checkpointing: bool):
 
 def tiny_step_fn(config, models, student, teacher, micro, settings, optimizer):
     from rfad.pipeline.denoise import denoise_steps
-    from rfad.trainer.rfft.train import feedback_losses
+    from rfad.trainer.rfft.losses import feedback_losses
 
     step_index = config.ddim_steps - 1
     x_t = denoise_steps(student, micro.denoising, settings, stop_at=step_index)
@@ -290,7 +293,8 @@ def measure_judge() -> dict:
 
     from rfad.models.maps import DepthEstimator, SaliencyEstimator
     from rfad.models.rfnet import RFNet, RFNetConfig
-    from rfad.models.u2net import U2Net, U2NetConfig
+    from rfad.models.u2net import U2Net
+    from rfad.models.u2net_config import U2NetConfig
 
     g = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 512, 512, generator=g, requires_grad=True)

@@ -29,14 +29,11 @@ from rfad.tiny.products import draw_product
 from rfad.trainer.data.manifest import read_manifest, write_manifest
 from rfad.trainer.data.synth import write_synthetic_dataset
 from rfad.trainer.rfft.commands import eval_rfft, rfft
-from rfad.trainer.rfft.train import (
-    RFFTConfig,
-    feedback_losses,
-    load_rfft_models,
-    load_rows,
-    prepare_micro_batch,
-    train_rfft,
-)
+from rfad.trainer.rfft.config import RFFTConfig
+from rfad.trainer.rfft.losses import feedback_losses
+from rfad.trainer.rfft.micro_batch import prepare_micro_batch
+from rfad.trainer.rfft.sampling import load_rows
+from rfad.trainer.rfft.train import load_rfft_models, train_rfft
 
 SIZE = 64
 CN_WEIGHTS = "diffusion_pytorch_model.safetensors"

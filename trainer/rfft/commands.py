@@ -64,7 +64,8 @@ def _quiet() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 def rfft(**options) -> None:
     """Fine-tune the ControlNet with RFNet's feedback (RFFT): F_AC + beta * L_CC."""
-    from rfad.trainer.rfft.train import RFFTConfig, train_rfft
+    from rfad.trainer.rfft.config import RFFTConfig
+    from rfad.trainer.rfft.train import train_rfft
 
     _quiet()
     known = {f.name for f in fields(RFFTConfig)}

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from rfad.canvas import CanvasSpec, prepare_canvas
 from rfad.trainer.data.manifest import resolve_path
-from rfad.trainer.rfft.train import load_rows
+from rfad.trainer.rfft.sampling import load_rows
 
 
 def pick_products(rows, n: int):
