@@ -23,8 +23,14 @@ TRAJECTORY_FIELDS = ("split", "batch_size", "grad_accum", "lr", "weight_decay", 
 
 @dataclass
 class RFFTConfig:
-    """Every flag of ``rfad-train rfft``. Defaults are the paper's (512 px, 40 DDIM steps, t* among
-    the last 10, CFG 7.5, batch 4 x accumulation 4, AdamW lr 1e-5); beta is not published."""
+    """Every flag of ``rfad-train rfft``.
+
+    The generation defaults (DDIM steps, guidance, ControlNet scale, canvas side, product scale)
+    are generation's own, read from :class:`GenerationSettings` and :class:`CanvasSpec`: the
+    ControlNet is tuned on the images it will be served with (the paper's 40 steps, CFG 7.5,
+    512 px). The RFFT-only defaults are the paper's: t* among the last 10 steps, batch 4 x
+    accumulation 4, AdamW lr 1e-5; beta is not published.
+    """
 
     models: str
     data: str
@@ -45,12 +51,12 @@ class RFFTConfig:
     max_grad_norm: float = 1.0  # 0: no clipping (the norm is still logged)
     reg: str = "cc"
     beta: float = 1.0
-    ddim_steps: int = 40
+    ddim_steps: int = GenerationSettings.steps
     last_k: int = 10
-    guidance: float = 7.5
-    controlnet_scale: float = 1.0
-    size: int = 512
-    product_scale: float = 0.75
+    guidance: float = GenerationSettings.guidance_scale
+    controlnet_scale: float = GenerationSettings.controlnet_scale
+    size: int = CanvasSpec.width  # the canvas is square: one side for width and height
+    product_scale: float = CanvasSpec.product_scale
     negative_prompt: str = ""
     grad_checkpointing: bool = False
     mixed_precision: str = "no"
