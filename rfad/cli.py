@@ -209,7 +209,7 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
 def demo(out, models, size, steps, max_attempts, threshold) -> None:
     """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report."""
     from rfad.demo import run_demo
-    from rfad.serving.launcher import ServerStartError
+    from rfad.serving.start_errors import ServerStartError
 
     try:
         run_demo(out, models, size=size, steps=steps, max_attempts=max_attempts, threshold=threshold, echo=click.echo)

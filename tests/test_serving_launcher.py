@@ -1,4 +1,4 @@
-"""The local Triton launcher (rfad.serving.launcher) and ``rfad-serve``, on a real server.
+"""The local Triton launcher (rfad.serving.launcher, triton_install) and ``rfad-serve``, on a real server.
 
 The server is the nvidia-pytriton wheel's ``tritonserver``; the repositories are small python
 backend models written here, so these tests do not depend on the exported rfad models.
@@ -18,15 +18,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from rfad.serving.launcher import (
-    ServerStartCancelled,
-    ServerStartError,
-    TritonInstall,
-    TritonNotInstalledError,
-    TritonServer,
-    free_ports,
-    port_is_free,
-)
+from rfad.serving.launcher import TritonServer, free_ports, port_is_free
+from rfad.serving.start_errors import ServerStartCancelled, ServerStartError, TritonNotInstalledError
+from rfad.serving.triton_install import TritonInstall
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
                                 reason='the nvidia-pytriton wheel is not installed (pip install "rfad[serve]")')

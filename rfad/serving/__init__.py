@@ -4,16 +4,9 @@ The launcher needs only the standard library to import (tritonclient is imported
 starts), so importing this package from the BLS model or from ad-system code stays cheap.
 """
 
-from rfad.serving.launcher import (
-    ServerStartCancelled,
-    ServerStartError,
-    TritonInstall,
-    TritonNotInstalledError,
-    TritonServer,
-    free_port,
-    free_ports,
-    port_is_free,
-)
+from rfad.serving.launcher import TritonServer, free_port, free_ports, port_is_free
+from rfad.serving.start_errors import ServerStartCancelled, ServerStartError, TritonNotInstalledError
+from rfad.serving.triton_install import TritonInstall
 
 __all__ = ["TritonServer", "TritonInstall", "ServerStartError", "ServerStartCancelled", "TritonNotInstalledError",
            "free_port", "free_ports", "port_is_free"]

@@ -44,7 +44,8 @@ Example:
 def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeout, exit_timeout) -> None:
     """Start Triton over REPO, wait until every model is ready, print the endpoints, and serve
     in the foreground until Ctrl-C or SIGTERM (then stop cleanly, exit code 0)."""
-    from rfad.serving.launcher import ServerStartCancelled, ServerStartError, TritonServer
+    from rfad.serving.launcher import TritonServer
+    from rfad.serving.start_errors import ServerStartCancelled, ServerStartError
 
     stop = threading.Event()
     # Installed before start-up, so a signal while models load also ends in a clean stop.
