@@ -126,8 +126,7 @@ def test_rfft_killed_at_a_random_point_resumes_to_the_same_controlnet(tiny_zoo, 
 def test_prepare_killed_midway_completes_on_rerun_with_identical_maps(tmp_path):
     from transformers import DPTImageProcessor
 
-    from rfad.models.u2net import build_tiny_u2net
-    from rfad.tiny.zoo import tiny_dpt
+    from rfad.tiny.zoo import build_tiny_u2net, tiny_dpt
 
     tiny_dpt(0).save_pretrained(tmp_path / "dpt", safe_serialization=True)
     DPTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path / "dpt")

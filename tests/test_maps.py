@@ -7,7 +7,7 @@ import torch
 
 from rfad.models.folders import ModelFolderError
 from rfad.models.maps import DepthEstimator, SaliencyEstimator
-from rfad.models.u2net import build_tiny_u2net
+from rfad.tiny.zoo import build_tiny_u2net
 
 
 @pytest.fixture(scope="module")

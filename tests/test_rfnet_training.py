@@ -33,8 +33,7 @@ def map_models(tmp_path_factory):
     """(DPT folder, U2-Net folder): the tiny zoo's map models, saved through the real save paths."""
     from transformers import DPTImageProcessor
 
-    from rfad.models.u2net import build_tiny_u2net
-    from rfad.tiny.zoo import tiny_dpt
+    from rfad.tiny.zoo import build_tiny_u2net, tiny_dpt
 
     root = tmp_path_factory.mktemp("maps")
     tiny_dpt(0).save_pretrained(root / "dpt", safe_serialization=True)

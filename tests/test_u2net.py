@@ -8,13 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rfad.models.u2net import (
-    U2NET_PARAM_COUNT,
-    U2Net,
-    U2NetConfig,
-    build_tiny_u2net,
-    saliency_preprocess,
-)
+from rfad.models.u2net import U2NET_PARAM_COUNT, U2Net, saliency_preprocess
+from rfad.models.u2net_config import U2NetConfig
+from rfad.tiny.zoo import build_tiny_u2net
 
 # The public release, written out independently of rfad.models.u2net:
 # (stage, RSU height, dilated RSU-F block, in, mid, out); side heads read (their input width).

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rfad.contract import CLASS_NAMES
+from rfad.models.config_json import config_from_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -84,11 +85,7 @@ class RFNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RFNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"RFNet config: unknown fields {unknown}")
-        return cls(**values)
+        return config_from_dict(cls, values, "RFNet config")
 
 
 def tiny_rfnet_config() -> RFNetConfig:

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from rfad.models.model_set import ModelSet
-from rfad.models.u2net import build_tiny_u2net
+from rfad.models.u2net import U2Net
+from rfad.models.u2net_config import U2NetConfig
 from rfad.tiny.products import write_sample_products
 from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
 
@@ -52,6 +54,14 @@ CROSS_ATTENTION_DIM = 32
 # Seeds per model, offset from the zoo seed, so that adding a model never changes the others.
 _SEED_OFFSETS = {"clip": 1, "unet": 2, "unet_inpaint": 3, "vae": 4, "controlnet": 5, "roberta": 6,
                  "resnet": 7, "dpt": 8, "u2net": 9, "rfnet": 10}
+# Widths of the tiny U2-Net: same names as the official model, a few channels each, and
+# deliberately non-uniform so that every width is plumbed through correctly.
+TINY_U2NET_WIDTHS = {
+    "encoder_mid_channels": (4, 4, 8, 8, 8, 8),
+    "encoder_out_channels": (8, 8, 16, 16, 16, 16),
+    "decoder_mid_channels": (4, 4, 4, 8, 8),
+    "decoder_out_channels": (8, 8, 8, 16, 16),
+}
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,29 @@ def tiny_dpt(seed: int = 0):
         initializer_range=0.1,
     )
     return DPTForDepthEstimation(config).eval()
+
+
+def build_tiny_u2net(seed: int = 0) -> U2Net:
+    """A tiny "custom" U2-Net (official module names, 4-16 channels, about 86k parameters) with
+    deterministic random weights and batch-norm statistics: the same seed gives identical
+    weights, and the global RNG is left untouched. Returned in eval mode."""
+    model = U2Net(U2NetConfig(variant="custom", **TINY_U2NET_WIDTHS))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator)
+                                    * (2.0 / fan_in) ** 0.5)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.05)
+            elif isinstance(module, nn.BatchNorm2d):
+                # Non-trivial statistics, so that eval-mode normalisation is really exercised.
+                width = module.num_features
+                module.weight.copy_(1.0 + 0.1 * torch.randn(width, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(width, generator=generator))
+                module.running_mean.copy_(0.1 * torch.randn(width, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(width, generator=generator))
+    return model.eval()
 
 
 def tiny_rfnet(resnet_dir: Path, roberta_dir: Path, seed: int = 0):

@@ -165,8 +165,7 @@ def build_map_models(config: RFNetTrainConfig) -> MapModels | None:
     if config.depth is not None:
         return MapModels(DepthEstimator.from_pretrained(config.depth), SaliencyEstimator.from_pretrained(config.saliency))
     if config.tiny:
-        from rfad.models.u2net import build_tiny_u2net
-        from rfad.tiny.zoo import tiny_dpt
+        from rfad.tiny.zoo import build_tiny_u2net, tiny_dpt
 
         state = torch.get_rng_state()  # tiny_dpt reseeds the global RNG; keep the caller's stream
         maps = MapModels(DepthEstimator(tiny_dpt(config.seed), size=64).eval(),
