@@ -1,6 +1,7 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the test suite).
-# Each sets up its own virtual environment on a fresh machine (CPU torch pinned by
-# constraints/cpu.txt; GPU users install their own torch build before `pip install -e`).
+# Each sets up its own virtual environment on a fresh machine with every extra (`.[dev]`: the
+# base install is the gRPC client alone; CPU torch pinned by constraints/cpu.txt; GPU users
+# install their own torch build before `pip install -e`).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,9 +24,9 @@ test: setup
 demo: setup
 	$(BIN)/rfad demo --out $(OUT)
 
-# The benchmark suite: every benchmarks/*.py, then the README's Performance section and plots.
+# The benchmark suite: every benchmarks/*.py, then the README's Performance section and plots
+# (the dev extra includes the bench one).
 bench: setup
-	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[bench]"
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:

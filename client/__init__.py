@@ -4,17 +4,17 @@ Imports neither torch nor diffusers: it needs numpy, tritonclient[grpc], click a
 (Pillow only to pass PIL images). The request contract comes from :mod:`rfad.contract`.
 """
 
-from rfad.client.client import (
-    AsyncRfadClient,
+from rfad.client.async_client import AsyncRfadClient
+from rfad.client.errors import (
     DeadlineExceededError,
     InvalidRequestError,
-    Result,
-    RfadClient,
     RfadClientError,
     ServerError,
     UnavailableError,
-    build_request,
 )
+from rfad.client.request import build_request
+from rfad.client.result import Result
+from rfad.client.sync_client import RfadClient
 from rfad.client.judge import JudgeResult, build_judge_request
 
 __all__ = ["RfadClient", "AsyncRfadClient", "Result", "JudgeResult", "build_request", "build_judge_request",

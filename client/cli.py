@@ -15,7 +15,8 @@ from pathlib import Path
 
 import click
 
-from rfad.client.client import DEFAULT_URL, AsyncRfadClient, RfadClient, RfadClientError
+from rfad.client import AsyncRfadClient, RfadClient, RfadClientError
+from rfad.client.transport import DEFAULT_URL
 from rfad.client.jsonl import beside, jsonl_objects
 from rfad.contract import PIPELINE_INPUTS, SETTINGS_INPUTS
 

@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from rfad.client.client import InvalidRequestError, ServerError, product_bytes
+from rfad.client.errors import ServerError, invalid_request
+from rfad.client.request import product_bytes
 from rfad.contract import (
     CLASS_NAMES,
     DEFAULT_LIMITS,
@@ -66,13 +67,12 @@ def build_judge_request(images: Sequence, product, caption: str = "", threshold:
     """The validated ``rfad_judge`` request tensors by contract input name.
 
     ``images``: 1..``JUDGE_MAX_IMAGES`` paths, encoded bytes or PIL images; ``product``: the
-    cut-out. Raises :class:`InvalidRequestError` naming the field (and an image's index).
+    cut-out. Raises :class:`rfad.client.InvalidRequestError` naming the field (and an image's index).
     """
     if isinstance(images, (bytes, str)) or not isinstance(images, Sequence):
-        raise InvalidRequestError("generated_image: expected a list of images", "INVALID_ARGUMENT", local=True)
+        raise invalid_request("generated_image: expected a list of images")
     if not 1 <= len(images) <= JUDGE_MAX_IMAGES:
-        raise InvalidRequestError(f"generated_image: {len(images)} images; send 1 to {JUDGE_MAX_IMAGES} per request",
-                                  "INVALID_ARGUMENT", local=True)
+        raise invalid_request(f"generated_image: {len(images)} images; send 1 to {JUDGE_MAX_IMAGES} per request")
     tensors = {
         "generated_image": np.array([product_bytes(image, f"generated_image[{i}]") for i, image in enumerate(images)],
                                     dtype=np.object_),
@@ -84,6 +84,6 @@ def build_judge_request(images: Sequence, product, caption: str = "", threshold:
         if threshold is not None:
             tensors["threshold"] = np.array([check_number("threshold", threshold, DEFAULT_LIMITS)], dtype=np.float32)
     except InvalidRequest as exc:
-        raise InvalidRequestError(str(exc), "INVALID_ARGUMENT", local=True) from None
+        raise invalid_request(str(exc)) from None
     names = [field.name for field in JUDGE_INPUTS]
     return {name: tensors[name] for name in names if name in tensors}  # contract order

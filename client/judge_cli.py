@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from rfad.client.client import RfadClient, RfadClientError
+from rfad.client import RfadClient, RfadClientError
 from rfad.client.jsonl import beside, jsonl_objects
 from rfad.contract import CLASS_NAMES, JUDGE_MAX_IMAGES
 

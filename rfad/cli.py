@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from rfad import __version__
+from rfad.extras import needs_extras, require_extras
 
 
 def _fail_cleanly(func):
@@ -48,6 +49,7 @@ def main() -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the zoo to (created).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same weights.")
+@needs_extras("generate")
 @_fail_cleanly
 def tiny(out: Path, seed: int) -> None:
     """Build the tiny random-weight model zoo (for tests and the demo; NOT for real images)."""
@@ -104,6 +106,7 @@ def _output_paths(out: Path, count: int) -> list[Path]:
               help="torch: the PyTorch models; onnx: the exported graphs in --onnx (same loop).")
 @click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="rfad-export onnx output folder, for --runner onnx.")
+@needs_extras("generate")
 @_fail_cleanly
 def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, saliency, product, prompt, negative_prompt,
              caption, out, seed, steps, guidance, controlnet_scale, num_images, candidates, max_attempts, threshold, size,
@@ -114,6 +117,8 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
     regenerates until --num-images are Available or --max-attempts are used (Recurrent
     Generation); without one, images are generated once and not judged.
     """
+    if runner == "onnx":
+        require_extras("rfad generate --runner onnx", "export")  # onnxruntime
     from tqdm import tqdm
 
     from rfad.canvas import CanvasSpec, prepare_canvas
@@ -205,6 +210,7 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
 @click.option("--steps", default=8, show_default=True, type=int)
 @click.option("--max-attempts", default=3, show_default=True, type=int)
 @click.option("--threshold", default=0.5, show_default=True, type=float)
+@needs_extras("export", "serve")
 @_fail_cleanly
 def demo(out, models, size, steps, max_attempts, threshold) -> None:
     """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report."""

@@ -57,6 +57,30 @@ def check_number(name: str, value, limits: Limits = DEFAULT_LIMITS, integer: boo
     return int(value) if integer else float(value)
 
 
+def candidate_seed_count(candidates: int, max_attempts: int, num_images: int) -> int:
+    """How many seeds a request may use: candidate ``i`` (counting across attempts) uses
+    ``seed + i``. Judged, the loop runs up to ``max_attempts`` attempts of ``candidates``; without
+    a judge it runs as many as ``num_images`` needs, which can be more. The rule takes the larger,
+    so it does not depend on whether the server has a judge."""
+    return candidates * max(max_attempts, -(-num_images // candidates))
+
+
+def check_seed_room(seed: int, candidates: int, max_attempts: int, num_images: int,
+                    limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`InvalidRequest` naming ``seed`` unless every seed the request may use,
+    ``seed .. seed + candidate_seed_count(...) - 1``, is within ``limits.seed`` (INT64 on the wire).
+
+    Checked up front, with the other settings, so a request near the top of the seed range is
+    refused at once instead of failing after attempts of work; the message gives the largest
+    seed this request's candidates, attempts and images allow."""
+    count = candidate_seed_count(candidates, max_attempts, num_images)
+    highest = limits.seed[1]
+    largest = highest - count + 1
+    if seed > largest:
+        raise InvalidRequest(f"seed: {seed} is too large for {count} candidate seeds (seed + 0 .. seed + {count - 1} "
+                             f"must stay <= {highest}); the largest seed allowed for this request is {largest}")
+
+
 def check_text(name: str, value, limits: Limits = DEFAULT_LIMITS, allow_empty: bool = True) -> str:
     """Return ``value`` if it is a string of at most ``limits.prompt_chars`` characters."""
     if not isinstance(value, str):

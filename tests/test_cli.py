@@ -76,3 +76,19 @@ def test_user_errors_are_one_line_messages(tiny_zoo, tmp_path):
     assert result.exit_code == 1 and "steps" in result.output and "[1, 150]" in result.output
     result = _generate(runner, tiny_zoo, ok, tmp_path / "o.png", "--controlnet", str(tmp_path))
     assert result.exit_code == 1 and "ControlNet" in result.output and "config.json" in result.output
+
+
+def test_seed_at_the_top_of_its_range(tiny_zoo, product_png, tmp_path):
+    from rfad.contract import MAX_SEED
+
+    runner = CliRunner()
+    top = _generate(runner, tiny_zoo, product_png, tmp_path / "top.png", "--seed", str(MAX_SEED), "--steps", "1",
+                    "--max-attempts", "1")
+    assert top.exit_code == 0, top.output
+    assert [c["seed"] for c in json.loads((tmp_path / "top.json").read_text())["candidates"]] == [MAX_SEED]
+    # Two attempts would need seed + 1: refused before any model is loaded, naming the largest seed allowed.
+    refused = _generate(runner, tiny_zoo, product_png, tmp_path / "over.png", "--seed", str(MAX_SEED), "--steps", "1",
+                        "--max-attempts", "2")
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1 and not (tmp_path / "over.png").exists()
+    assert refused.output.startswith(f"Error: seed: {MAX_SEED} is too large for 2 candidate seeds")
+    assert refused.output.endswith(f"the largest seed allowed for this request is {MAX_SEED - 1}\n")

@@ -39,11 +39,12 @@ from rfad.client import (
     build_request,
 )
 from rfad.client.cli import main as client_cli
-from rfad.client.client import infer_inputs
+from rfad.client.request import infer_inputs
 from rfad.contract import (
     CLASS_NAMES,
     DEFAULT_LIMITS,
     MAX_IMAGE_BYTES,
+    MAX_SEED,
     PIPELINE_INPUTS,
     PIPELINE_MODEL,
     PIPELINE_OUTPUTS,
@@ -204,7 +205,8 @@ def test_client_imports_without_torch_diffusers_transformers_or_pillow():
             "for name in ('torch', 'diffusers', 'transformers'):\n"
             "    sys.modules[name] = None  # any import of them raises ImportError\n"
             "import rfad.client, rfad.client.cli\n"
-            "from rfad.client import RfadClient, AsyncRfadClient\n"
+            "from rfad.client import RfadClient, AsyncRfadClient, build_request\n"
+            "build_request(b'png', 'ad', seed=3, candidates=2, threshold=0.5)  # the settings' checks too\n"
             "assert 'PIL' not in sys.modules, 'Pillow must stay optional'\n"
             "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -242,6 +244,22 @@ def test_invalid_requests_are_refused_locally_naming_the_field(change, field):
     assert str(info.value).startswith(field) and info.value.local and info.value.status == "INVALID_ARGUMENT"
 
 
+@pytest.mark.parametrize("settings, seeds", [
+    ({"candidates": 2, "max_attempts": 2}, 4),
+    ({}, 5),  # unset: the server's defaults, 1 candidate x 5 attempts
+    ({"num_images": 8, "max_attempts": 1}, 8),  # without a judge the server draws 8 to return 8
+])
+def test_seeds_near_the_top_of_their_range_are_refused_locally(settings, seeds):
+    largest = MAX_SEED - seeds + 1
+    assert build_request(PRODUCT, "ad", seed=largest, **settings)["seed"].tolist() == [largest]
+    client = RfadClient(f"127.0.0.1:{free_port()}", retries=3, backoff_s=1.0)  # nothing listens: local refusal
+    with pytest.raises(InvalidRequestError) as info:
+        client.generate(PRODUCT, "ad", seed=largest + 1, **settings)
+    assert info.value.local and info.value.status == "INVALID_ARGUMENT"
+    assert str(info.value).startswith(f"seed: {largest + 1} is too large for {seeds} candidate seeds")
+    assert str(info.value).endswith(f"the largest seed allowed for this request is {largest}")
+
+
 def test_unknown_setting_is_refused():
     with pytest.raises(InvalidRequestError, match="eta_prime: not a request field"):
         build_request(PRODUCT, "ad", eta_prime=0.1)
@@ -251,7 +269,8 @@ def test_request_tensors_follow_the_contract_exactly():
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import deserialize_bytes_tensor
 
-    values = {"seed": 2**63 - 1, "steps": 7, "guidance_scale": 5.5, "controlnet_scale": 0.25, "candidates": 2,
+    # The largest seed 2 candidates x 3 attempts allow: INT64 carries it whole.
+    values = {"seed": MAX_SEED - 5, "steps": 7, "guidance_scale": 5.5, "controlnet_scale": 0.25, "candidates": 2,
               "max_attempts": 3, "num_images": 2, "threshold": 0.75}
     assert set(values) == set(SETTINGS_INPUTS)
     inputs = infer_inputs(build_request(PRODUCT, "a prompt", caption="red bottle", negative_prompt="blurry",

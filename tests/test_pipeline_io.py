@@ -81,3 +81,24 @@ def test_contract_names_are_unique_and_cover_settings():
 
     settings = GenerationSettings(**parse_pipeline_request(_request()).settings)
     assert settings.steps == 20 and settings.seed == 2**40
+
+
+@pytest.mark.parametrize("settings, seeds", [
+    ({"candidates": np.array([2], dtype=np.int32), "max_attempts": np.array([2], dtype=np.int32)}, 4),
+    ({}, 5),  # absent: GenerationSettings' defaults, 1 candidate x 5 attempts
+    ({"candidates": np.array([8], dtype=np.int32), "num_images": np.array([8], dtype=np.int32),
+      "max_attempts": np.array([1], dtype=np.int32)}, 8),
+    ({"num_images": np.array([8], dtype=np.int32), "max_attempts": np.array([1], dtype=np.int32)}, 8),
+])
+def test_every_candidate_seed_must_fit_in_int64(settings, seeds):
+    """What rfad_pipeline does with a request: parse it, then build its GenerationSettings."""
+    from rfad.contract import MAX_SEED
+    from rfad.pipeline.settings import GenerationSettings
+
+    largest = MAX_SEED - seeds + 1
+    parsed = parse_pipeline_request(_request(seed=np.array([largest], dtype=np.int64), **settings))
+    assert GenerationSettings(**parsed.settings).seed == largest
+    parsed = parse_pipeline_request(_request(seed=np.array([largest + 1], dtype=np.int64), **settings))
+    with pytest.raises(InvalidRequest) as info:
+        GenerationSettings(**parsed.settings)
+    assert str(info.value).startswith("seed: ") and str(info.value).endswith(f"allowed for this request is {largest}")

@@ -10,10 +10,12 @@ import io
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from PIL import Image
 from rfad.canvas import CanvasSpec, prepare_canvas
 from rfad.client import InvalidRequestError, RfadClient, UnavailableError
 from rfad.client.cli import main as client_cli
+from rfad.contract import MAX_SEED
 from rfad.export.triton_repo import write_triton_repo
 from rfad.models.diffusion import load_diffusion_models
 from rfad.models.judge import load_judge_models
@@ -143,6 +146,89 @@ def test_client_cli_generate(server, tiny_zoo, tmp_path):
     summary = json.loads((tmp_path / "o" / "result.json").read_text())
     assert summary["attempts"] == 1 and len(summary["probabilities"][0]) == 5
     assert Image.open(tmp_path / "o" / "image-0.png").size == (SIZE, SIZE)
+
+
+def test_seeds_at_the_top_of_their_range(server, client, product):
+    """The largest seed 2 candidates x 2 attempts allow runs end to end (the last candidate's seed
+    is 2**63 - 1); one more is INVALID_ARGUMENT naming seed and that largest seed, before any work."""
+    from tritonclient.utils import InferenceServerException
+
+    largest = MAX_SEED - 3
+    result = client.generate(product, "ad", seed=largest, steps=1, candidates=2, max_attempts=2, num_images=4,
+                             threshold=1.0)  # never Available: both attempts run, all four candidates return
+    assert result.attempts == 2 and sorted(result.seeds) == [largest, largest + 1, largest + 2, MAX_SEED]
+
+    with pytest.raises(InvalidRequestError) as info:
+        client.generate(product, "ad", seed=largest + 1, steps=1, candidates=2, max_attempts=2)
+    assert info.value.local and str(info.value).startswith("seed: ")
+    arrays = {"product_image": ("BYTES", np.array([product], dtype=object)),
+              "prompt": ("BYTES", np.array([b"ad"], dtype=object)),
+              "seed": ("INT64", np.array([largest + 1], dtype=np.int64)),
+              "steps": ("INT32", np.array([1], dtype=np.int32)),
+              "candidates": ("INT32", np.array([2], dtype=np.int32)),
+              "max_attempts": ("INT32", np.array([2], dtype=np.int32))}
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as info:
+        _raw_infer(server, **arrays)
+    assert "INVALID_ARGUMENT" in str(info.value.status()) and time.monotonic() - started < 2
+    assert info.value.message().startswith("seed: ") and info.value.message().endswith(
+        f"the largest seed allowed for this request is {largest}")
+    assert client.is_ready()
+
+
+def _build_outputs(root: Path) -> dict[str, int]:
+    """What building a wheel in a source tree writes (build/, dist/, *.egg-info): path -> mtime."""
+    tops = [top for pattern in ("build", "dist", "*.egg-info") for top in root.glob(pattern)]
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for top in tops for p in [top, *top.rglob("*")]}
+
+
+@pytest.mark.slow
+def test_the_client_installs_alone_and_talks_to_the_server(server, tiny_zoo, tmp_path):
+    """`pip install rfad` (no extras) into a fresh venv: no torch there, yet `rfad-client health` and
+    `rfad-client generate` work against the served pipeline, and the other commands name their extra.
+
+    Built from a copy of the checkout's files (pip builds in the source tree), so the checkout is
+    left as it was. 12.5 s here (2 cores, warm pip cache; the install is most of it)."""
+    root = Path(__file__).resolve().parents[1]
+    git_status = ["git", "status", "--porcelain"]
+    status_before = subprocess.run(git_status, cwd=root, capture_output=True, text=True, check=True).stdout
+    builds_before = _build_outputs(root)
+    source = tmp_path / "source"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (root / name).is_file():  # not a file deleted in the working tree
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, source / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # The checkout's pip installs into the new venv (--python), which saves bootstrapping one there.
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                              "--quiet", "-c", str(root / "constraints" / "cpu.txt"), str(source)],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+
+    def run(*command):
+        return subprocess.run([str(venv / "bin" / command[0]), *command[1:]], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)  # not the checkout: its rfad/ must not be importable
+
+    no_torch = run("python", "-c", "import torch")
+    assert no_torch.returncode == 1 and "No module named 'torch'" in no_torch.stderr
+    health = run("rfad-client", "health", "--url", server.grpc_url)
+    assert health.returncode == 0 and f"{server.grpc_url} ready" in health.stdout, health.stderr
+    generated = run("rfad-client", "generate", "--url", server.grpc_url, "--product",
+                    str(tiny_zoo / "samples" / "mug.png"), "--prompt", "ad", "--steps", "1", "--max-attempts", "1",
+                    "--out", str(tmp_path / "out"))
+    assert generated.returncode == 0, generated.stderr
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["attempts"] == 1
+    assert Image.open(tmp_path / "out" / "image-0.png").size == (SIZE, SIZE)
+    train = run("rfad-train", "rfnet", "--help")
+    assert (train.returncode, train.stderr) == (1, 'Error: rfad-train needs the \'train\' extra: pip install "rfad[train]"\n')
+    tiny = run("rfad", "tiny", "--out", str(tmp_path / "zoo"))
+    assert tiny.returncode == 1 and tiny.stderr.endswith('needs the \'generate\' extra: pip install "rfad[generate]"\n')
+
+    assert subprocess.run(git_status, cwd=root, capture_output=True, text=True, check=True).stdout == status_before
+    assert _build_outputs(root) == builds_before
 
 
 def test_rfad_serve_prints_endpoints_and_stops_on_sigterm(repo):

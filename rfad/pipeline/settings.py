@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rfad.contract import DEFAULT_LIMITS, Limits, check_number
+from rfad.contract import DEFAULT_LIMITS, Limits, check_number, check_seed_room
 
 _INTEGER_FIELDS = ("steps", "seed", "num_images", "candidates", "max_attempts")
 _FLOAT_FIELDS = ("guidance_scale", "controlnet_scale", "eta", "threshold")
@@ -15,7 +15,8 @@ class GenerationSettings:
     """How to generate: DDIM ``steps`` with classifier-free ``guidance_scale`` (CFG off at <= 1),
     ``candidates`` images per attempt, up to ``max_attempts`` attempts until ``num_images`` are
     judged Available (p(Available) >= ``threshold``). Candidate ``i`` (counting across attempts)
-    uses seed ``seed + i``. Raises :class:`rfad.contract.InvalidRequest` naming the field.
+    uses seed ``seed + i``, so ``seed`` leaves room for them below the INT64 limit
+    (:func:`rfad.contract.check_seed_room`). Raises :class:`rfad.contract.InvalidRequest` naming the field.
     """
 
     steps: int = 40
@@ -34,6 +35,7 @@ class GenerationSettings:
             object.__setattr__(self, name, check_number(name, getattr(self, name), self.limits, integer=True))
         for name in _FLOAT_FIELDS:
             object.__setattr__(self, name, check_number(name, getattr(self, name), self.limits))
+        check_seed_room(self.seed, self.candidates, self.max_attempts, self.num_images, self.limits)
 
     @property
     def do_cfg(self) -> bool:

@@ -1,0 +1,55 @@
+"""The client's errors: one :class:`RfadClientError` subclass per way a request can fail.
+
+Each carries the gRPC status name and the server's (or the local check's) message, so an ad
+system can tell a request to fix (:class:`InvalidRequestError`) from a server to wait for
+(:class:`UnavailableError`) without parsing text.
+"""
+
+from __future__ import annotations
+
+
+class RfadClientError(RuntimeError):
+    """A request failed. ``status`` is the gRPC status name (e.g. ``INVALID_ARGUMENT``; '' when none
+    applies); ``local`` is True when the client refused the request before sending it."""
+
+    def __init__(self, message: str, status: str = "", local: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.local = local
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidRequestError(RfadClientError):
+    """The request is invalid (checked locally or by the server); the message names the field."""
+
+
+class ServerError(RfadClientError):
+    """The server failed while processing the request (INTERNAL, NOT_FOUND, ...); the message is the server's."""
+
+
+class UnavailableError(RfadClientError):
+    """The server could not be reached, also after the configured retries."""
+
+
+class DeadlineExceededError(RfadClientError):
+    """The request did not finish within its deadline; the server abandons it."""
+
+
+def invalid_request(message: str) -> InvalidRequestError:
+    """The error of a request the client refuses before sending it."""
+    return InvalidRequestError(message, "INVALID_ARGUMENT", local=True)
+
+
+_ERRORS_BY_STATUS = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": UnavailableError,
+                     "DEADLINE_EXCEEDED": DeadlineExceededError}
+
+
+def error_from_exception(exc: Exception) -> RfadClientError:
+    """The :class:`RfadClientError` for a tritonclient ``InferenceServerException``."""
+    status = str(exc.status() or "") if hasattr(exc, "status") else ""
+    status = status.removeprefix("StatusCode.")
+    message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    return _ERRORS_BY_STATUS.get(status, ServerError if status else RfadClientError)(message or status, status)

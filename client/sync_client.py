@@ -1,0 +1,81 @@
+"""The blocking client of the served ``rfad_pipeline`` and ``rfad_judge`` models (tritonclient.grpc)."""
+
+from __future__ import annotations
+
+from rfad.client.judge import JudgeResult, build_judge_request
+from rfad.client.request import build_request
+from rfad.client.result import Result
+from rfad.client.transport import DEFAULT_URL, ClientSettings, import_tritonclient, run_blocking
+from rfad.contract import JUDGE_INPUTS, JUDGE_MODEL, JUDGE_OUTPUTS, PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
+
+
+class RfadClient(ClientSettings):
+    """Blocking client of ``rfad_pipeline`` at ``url`` (host:port of Triton's gRPC endpoint).
+
+    ``timeout_s`` is the default deadline of a request (None: no deadline), overridden per
+    call by ``deadline_s``; retries of UNAVAILABLE count against the same deadline. ``retries``
+    is how many times an UNAVAILABLE request is retried, waiting ``backoff_s``, 2x, 4x, ...
+    between tries. Safe to share between threads for ``generate``.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL):
+        grpcclient = import_tritonclient("tritonclient.grpc")
+        super().__init__(url, timeout_s, retries, backoff_s, model)
+        self._grpc = grpcclient
+        self._client = self._connect(grpcclient)
+
+    def generate(self, product, prompt: str, caption: str = "", negative_prompt: str = "", seed: int | None = None,
+                 steps: int | None = None, guidance_scale: float | None = None,
+                 controlnet_scale: float | None = None, candidates: int | None = None,
+                 max_attempts: int | None = None, num_images: int | None = None, threshold: float | None = None,
+                 deadline_s: float | None = None) -> Result:
+        """Generate ad images for ``product`` (a path, PNG/WebP bytes with alpha, or a PIL RGBA image).
+
+        A setting left None takes the server's default. ``deadline_s`` (default ``timeout_s``)
+        bounds the whole call including retries. Raises :class:`InvalidRequestError`,
+        :class:`ServerError`, :class:`UnavailableError` or :class:`DeadlineExceededError`.
+        """
+        tensors = build_request(product, prompt, caption, negative_prompt, seed=seed, steps=steps,
+                                guidance_scale=guidance_scale, controlnet_scale=controlnet_scale, candidates=candidates,
+                                max_attempts=max_attempts, num_images=num_images, threshold=threshold)
+        return Result.from_outputs(*run_blocking(self._infer_steps(
+            self._client, self._grpc, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)))
+
+    def judge(self, images, product, caption: str = "", threshold: float | None = None,
+              deadline_s: float | None = None) -> JudgeResult:
+        """RFNet's verdict on ad images made elsewhere (the ``rfad_judge`` model).
+
+        ``images``: up to ``JUDGE_MAX_IMAGES`` encoded images (paths, bytes or PIL images) of one
+        size, showing ``product`` (the cut-out, as for :meth:`generate`). ``threshold``: the
+        p(Available) needed (server default 0.5). Raises as :meth:`generate` does; a bad image is
+        an :class:`InvalidRequestError` naming its index.
+        """
+        tensors = build_judge_request(images, product, caption, threshold)
+        return JudgeResult.from_outputs(*run_blocking(self._infer_steps(
+            self._client, self._grpc, JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s)))
+
+    def health(self, timeout_s: float = 5.0) -> dict:
+        """Server and model state: ``{"url", "live", "ready", "model", "model_ready", "server_version", "error"}``.
+
+        Never raises for an unreachable server: ``error`` says why it is not ready.
+        """
+        return run_blocking(self._health_steps(self._client, timeout_s))
+
+    def is_ready(self, timeout_s: float = 5.0) -> bool:
+        """True when the server is ready and serves the pipeline model."""
+        return bool(self.health(timeout_s)["model_ready"])
+
+    def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.25) -> None:
+        """Block until :meth:`is_ready`; raises :class:`UnavailableError` after ``timeout_s``."""
+        run_blocking(self._ready_steps(self._client, timeout_s, poll_s))
+
+    def close(self) -> None:
+        """Close the gRPC channel."""
+        self._client.close()
+
+    def __enter__(self) -> "RfadClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

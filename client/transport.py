@@ -1,0 +1,231 @@
+"""How both clients talk to Triton, written once: retries, deadlines, health, readiness.
+
+The blocking :class:`rfad.client.RfadClient` (tritonclient.grpc) and the asyncio
+:class:`rfad.client.AsyncRfadClient` (tritonclient.grpc.aio) differ only in how they wait: one
+calls, the other awaits. So each exchange is written once as a generator of the steps it takes
+("sans-I/O"): it yields a :class:`Call` of a tritonclient method or a :class:`Sleep`, and gets
+the call's result sent back (or its ``InferenceServerException`` thrown in). One loop,
+:func:`_drive`, performs the steps for both: :func:`run_blocking` with plain calls and
+``time.sleep``, :func:`run_async` with awaits and ``asyncio.sleep``. Only UNAVAILABLE (server down or restarting) is
+retried, with exponential backoff inside the request's deadline: a bad request or a
+server-side failure would fail the same way again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rfad.client.errors import DeadlineExceededError, RfadClientError, UnavailableError, error_from_exception
+from rfad.client.request import infer_inputs
+from rfad.contract import PIPELINE_MODEL, TensorField
+from rfad.extras import missing_extras_message
+
+DEFAULT_URL = "127.0.0.1:8001"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call:
+    """Step: call ``method(*args, **kwargs)`` (await it in the asyncio client)."""
+
+    method: Callable
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Step: wait ``seconds``."""
+
+    seconds: float
+
+
+Steps = Generator["Call | Sleep", Any, T]
+
+
+def _server_exception() -> type[Exception]:
+    from tritonclient.utils import InferenceServerException
+
+    return InferenceServerException
+
+
+async def _drive(steps: Steps[T], perform) -> T:
+    """THE loop of both clients: perform each step of ``steps`` with ``await perform(step)``, send the
+    outcome back (or throw a tritonclient ``InferenceServerException`` in), return what they return."""
+    server_exception = _server_exception()
+    outcome, error = None, None
+    while True:
+        try:
+            step = steps.throw(error) if error is not None else steps.send(outcome)
+        except StopIteration as done:
+            return done.value
+        outcome, error = None, None
+        try:
+            outcome = await perform(step)
+        except server_exception as exc:
+            error = exc
+
+
+async def _perform_blocking(step: Call | Sleep):
+    # Awaits nothing, so a _drive over it never suspends: run_blocking needs no event loop.
+    if isinstance(step, Sleep):
+        return time.sleep(step.seconds)
+    return step.method(*step.args, **step.kwargs)
+
+
+async def _perform_awaiting(step: Call | Sleep):
+    if isinstance(step, Sleep):
+        return await asyncio.sleep(step.seconds)
+    return await step.method(*step.args, **step.kwargs)
+
+
+def run_blocking(steps: Steps[T]) -> T:
+    """Perform ``steps`` with blocking calls and ``time.sleep``; returns what they return."""
+    coroutine = _drive(steps, _perform_blocking)
+    try:
+        coroutine.send(None)  # runs to the end in one go: nothing in it suspends
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a blocking client step suspended")  # a bug: _perform_blocking awaits nothing
+
+
+async def run_async(steps: Steps[T]) -> T:
+    """Perform ``steps`` with awaited calls and ``asyncio.sleep``; returns what they return."""
+    return await _drive(steps, _perform_awaiting)
+
+
+@dataclass
+class RetryPolicy:
+    """Retries of UNAVAILABLE with exponential backoff inside one overall deadline."""
+
+    retries: int
+    backoff_s: float
+    deadline_s: float | None
+    start: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline); raises once it has passed."""
+        if self.deadline_s is None:
+            return None
+        left = self.deadline_s - (time.monotonic() - self.start)
+        if left <= 0:
+            raise DeadlineExceededError(f"deadline of {self.deadline_s:g} s exceeded", "DEADLINE_EXCEEDED")
+        return left
+
+    def delay(self, error: RfadClientError, attempt: int, url: str) -> float:
+        """Seconds to wait before retry number ``attempt + 1``, or raise ``error`` when it must not be retried."""
+        if not isinstance(error, UnavailableError):
+            raise error
+        if attempt >= self.retries:
+            raise UnavailableError(f"{url} unavailable after {attempt + 1} attempt(s): {error}", error.status)
+        wait = self.backoff_s * 2 ** attempt
+        left = self.remaining()
+        if left is not None and wait >= left:
+            raise UnavailableError(f"{url} unavailable, and the deadline of {self.deadline_s:g} s leaves no time "
+                                   f"for another retry: {error}", error.status)
+        return wait
+
+
+def infer_steps(client, model: str, inputs: list, outputs: tuple[TensorField, ...], policy: RetryPolicy,
+                url: str) -> Steps[tuple[dict[str, np.ndarray], float]]:
+    """One inference, retried while UNAVAILABLE; returns (output arrays by name, seconds of the last try)."""
+    server_exception = _server_exception()
+    attempt = 0
+    while True:
+        started = time.perf_counter()
+        try:
+            response = yield Call(client.infer, (model, inputs), {"client_timeout": policy.remaining()})
+        except server_exception as exc:
+            yield Sleep(policy.delay(error_from_exception(exc), attempt, url))
+            attempt += 1
+            continue
+        return {spec.name: response.as_numpy(spec.name) for spec in outputs}, time.perf_counter() - started
+
+
+def health_steps(client, url: str, model: str, timeout_s: float) -> Steps[dict]:
+    """Server and model state: ``{"url", "live", "ready", "model", "model_ready", "server_version", "error"}``;
+    an unreachable server is an ``error`` saying why, never an exception."""
+    state = {"url": url, "live": False, "ready": False, "model": model, "model_ready": False, "server_version": "",
+             "error": ""}
+    try:
+        state["live"] = bool((yield Call(client.is_server_live, (), {"client_timeout": timeout_s})))
+        state["ready"] = bool((yield Call(client.is_server_ready, (), {"client_timeout": timeout_s})))
+        state["model_ready"] = bool((yield Call(client.is_model_ready, (model,), {"client_timeout": timeout_s})))
+        metadata = yield Call(client.get_server_metadata, (), {"client_timeout": timeout_s})
+        state["server_version"] = metadata.version
+    except _server_exception() as exc:
+        error = error_from_exception(exc)
+        state["error"] = f"{error.status or 'error'}: {error}"
+    if not state["error"] and not state["model_ready"]:
+        state["error"] = f"model {model} is not ready" if state["ready"] else "server is not ready"
+    return state
+
+
+def ready_steps(client, url: str, model: str, timeout_s: float, poll_s: float) -> Steps[None]:
+    """Poll :func:`health_steps` until the model is ready; raises :class:`UnavailableError` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = yield from health_steps(client, url, model, min(5.0, max(0.1, deadline - time.monotonic())))
+        if state["model_ready"]:
+            return
+        if time.monotonic() >= deadline:
+            raise UnavailableError(f"{url} not ready after {timeout_s:g} s ({state['error']})", "UNAVAILABLE")
+        yield Sleep(poll_s)
+
+
+def import_tritonclient(module: str):
+    """Import a tritonclient module, saying which extra installs it when it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{missing_extras_message('rfad.client', ['client'])} ({exc})") from exc
+
+
+def channel_args(backoff_s: float) -> list[tuple[str, int]]:
+    """gRPC channel options: tritonclient's unlimited message sizes, and a reconnect backoff
+    no longer than ours. gRPC's own backoff grows to 120 s; a retry made while the channel
+    waits out that backoff fails at once, even when the server is already back."""
+    grpcclient = import_tritonclient("tritonclient.grpc")
+    reconnect_ms = int(min(max(backoff_s, 0.1), 5.0) * 1000)
+    return [("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", reconnect_ms)]
+
+
+class ClientSettings:
+    """What the blocking and asyncio clients share: where the server is and how to retry
+    (the arguments are :class:`rfad.client.RfadClient`'s)."""
+
+    def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL):
+        if retries < 0 or backoff_s < 0:
+            raise ValueError("retries and backoff_s must not be negative")
+        self.url, self.timeout_s, self.retries, self.backoff_s, self.model = url, timeout_s, retries, backoff_s, model
+
+    def _infer_steps(self, client, grpc_module, model: str, tensors: Mapping[str, np.ndarray],
+                     inputs: tuple[TensorField, ...], outputs: tuple[TensorField, ...],
+                     deadline_s: float | None) -> Steps[tuple[dict[str, np.ndarray], float]]:
+        """:func:`infer_steps` for request ``tensors`` under this client's retry policy."""
+        policy = RetryPolicy(self.retries, self.backoff_s, self.timeout_s if deadline_s is None else deadline_s)
+        return infer_steps(client, model, infer_inputs(tensors, grpc_module, inputs), outputs, policy, self.url)
+
+    def _connect(self, grpc_module):
+        """A tritonclient (``grpc_module``: tritonclient.grpc or .aio) client of ``url``."""
+        return grpc_module.InferenceServerClient(self.url, channel_args=channel_args(self.backoff_s))
+
+    def _health_steps(self, client, timeout_s: float) -> Steps[dict]:
+        return health_steps(client, self.url, self.model, timeout_s)
+
+    def _ready_steps(self, client, timeout_s: float, poll_s: float) -> Steps[None]:
+        return ready_steps(client, self.url, self.model, timeout_s, poll_s)
