@@ -33,32 +33,22 @@ LOOP_BATCH = {"text_encoder": 2, "controlnet": 2, "unet": 2, "controlnet_unet": 
 
 
 def component_rows(shape, zoo: Path, onnx: Path, repeats: int) -> list[dict]:
-    import json
+    from rfad.export.onnx_export import component_graphs, load_models, sample_inputs, vocab_size_of
 
-    from rfad.export.onnx_export import (
-        component_graphs,
-        load_models,
-        probe_facts,
-        sample_inputs,
-        vocab_size_of,
-    )
-
-    from rfad.components.specs import component_specs
+    from rfad.components.manifest import ExportManifest
     from rfad.models.model_set import ModelSet
     from rfad.onnx_session import open_session
 
     diffusion, judge = load_models(ModelSet.resolve(zoo))
-    facts = probe_facts(diffusion, judge)
-    specs, graphs = component_specs(facts), component_graphs(diffusion, judge)
-    manifest = json.loads((onnx / "manifest.json").read_text())
+    graphs = component_graphs(diffusion, judge)
+    manifest = ExportManifest.read(onnx / "manifest.json", f"ONNX folder {onnx}")
     rows = []
-    for name in manifest["components"]:
-        spec, graph = specs[name], graphs[name]
+    for name, spec in manifest.specs.items():
+        graph = graphs[name]
         batch = LOOP_BATCH.get(name, 1)
-        tokens = facts.caption_tokens if name.startswith("rfnet") else facts.text_tokens
-        feed = sample_inputs(spec, batch, shape.size, shape.size, tokens, vocab=vocab_size_of(spec, diffusion, judge))
+        feed = sample_inputs(spec, batch, shape.size, shape.size, vocab=vocab_size_of(spec, diffusion, judge))
         tensors = [torch.from_numpy(feed[n]) for n in spec.input_names]
-        session = open_session(onnx / manifest["components"][name]["file"])
+        session = open_session(onnx / manifest.files[name]["file"])
 
         def eager():
             with torch.no_grad():

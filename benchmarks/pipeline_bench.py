@@ -68,20 +68,6 @@ def diffusers_times(zoo: Path, canvas, shape, repeats: int) -> list[float]:
     return run_times(run, repeats)
 
 
-class CountingOnnxRunner:
-    """Counts the component calls of one request (the served loop makes the same ones as BLS requests)."""
-
-    def __init__(self, runner):
-        self.runner, self.calls = runner, 0
-        original = runner._run
-
-        def counted(component, *values):
-            self.calls += 1
-            return original(component, *values)
-
-        runner._run = counted
-
-
 def bench_shape(shape, repeats: int) -> list[dict]:
     from rfad.canvas import CanvasSpec, prepare_canvas
     from rfad.client import RfadClient
@@ -110,13 +96,13 @@ def bench_shape(shape, repeats: int) -> list[dict]:
     judge = RunnerJudge(runner)
     row("rfad onnxruntime (no judge)", run_times(lambda: generate(runner, canvas, PROMPT, settings), repeats))
     judged = []
-    counter = CountingOnnxRunner(runner)
+    calls_before = runner.calls
 
     def judged_run():
         judged.append(generate(runner, canvas, PROMPT, settings, caption="red bottle", judge=judge))
 
     times = run_times(judged_run, repeats)
-    calls = counter.calls // (repeats + 1)  # warm-up included
+    calls = (runner.calls - calls_before) // (repeats + 1)  # warm-up included
     judge_s = float(np.median([r.timings["judge"] for r in judged]))
     denoise_s = float(np.median([r.timings["denoise"] for r in judged]))
     row("rfad onnxruntime (+ judge)", times, component_calls=calls, judge_s=judge_s, denoise_s=denoise_s,

@@ -39,12 +39,14 @@ def onnx_session(model: RFNet, workdir: Path, tokens: int):
     """The ``rfnet`` graph of ``model`` exported as ``rfad-export onnx`` exports it, in an ORT session."""
     import onnxruntime
 
-    from rfad.components.specs import ModelFacts, component_specs
+    from rfad.components.registry import component_specs
+    from rfad.components.specs import ModelFacts
     from rfad.export.onnx_export import export_component
     from rfad.models.rfnet import RFNetJudge
     from rfad.onnx_session import open_session
 
-    facts = ModelFacts(text_dim=32, rfnet_width=model.config.width, caption_tokens=tokens)
+    facts = ModelFacts(text_dim=32, rfnet_width=model.config.width, caption_tokens=tokens,
+                       num_classes=model.config.num_classes)
     spec = component_specs(facts)["rfnet"]
     path = workdir / "rfnet" / "model.onnx"
     export_component(RFNetJudge(model).eval(), spec, path, facts, opset=17, external_data_threshold=2**31, vocab=300)
@@ -65,7 +67,8 @@ def bench(shape: str, config: RFNetConfig, batches: list[int], repeats: int, tra
                 caption = model.encode_caption(ids[:1], mask[:1]).expand(batch, -1, -1)
                 eager = time_runs(lambda: model.judge(*images, *maps, caption, mask), repeats)
                 text = time_runs(lambda: model.encode_caption(ids[:1], mask[:1]), repeats)
-            feed = dict(zip(spec.input_names, (t.contiguous().numpy() for t in (*images, *maps, caption, mask))))
+            feed = dict(zip(spec.input_names, (t.contiguous().numpy() for t in (*images, *maps, caption, mask)),
+                            strict=True))
             ort = time_runs(lambda: session.run(None, feed), repeats)
             for backend, timing in (("torch eager", eager), ("onnxruntime", ort)):
                 rows.append({"shape": shape, "mode": "inference", "backend": backend, "batch": batch,

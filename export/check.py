@@ -12,7 +12,6 @@ polygraphy's own ``PytRunner`` always moves inputs to CUDA, hence :class:`TorchM
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -22,7 +21,8 @@ import torch
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-from rfad.components.specs import ComponentSpec, ModelFacts
+from rfad.components.manifest import ExportManifest
+from rfad.components.specs import ComponentSpec
 from rfad.models.model_set import ModelSet
 
 # Default tolerances of the elementwise check, per graph precision.
@@ -42,7 +42,7 @@ class TorchModuleRunner(BaseRunner):
     def get_input_metadata_impl(self):
         meta = TensorMetadata()
         for tensor in self.spec.inputs:
-            meta.add(tensor.name, np.dtype(tensor.dtype), [d if isinstance(d, int) else -1 for d in tensor.shape])
+            meta.add(tensor.name, np.dtype(tensor.dtype), list(tensor.dims))
         return meta
 
     def infer_impl(self, feed_dict):
@@ -53,7 +53,8 @@ class TorchModuleRunner(BaseRunner):
             outputs = self.module(*inputs)
         self.inference_time = time.perf_counter() - start
         outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-        return OrderedDict((name, out.float().cpu().numpy()) for name, out in zip(self.spec.output_names, outputs))
+        return OrderedDict((name, out.float().cpu().numpy())
+                           for name, out in zip(self.spec.output_names, outputs, strict=True))
 
     def deactivate_impl(self):
         pass
@@ -80,24 +81,18 @@ def check_component(model_set: ModelSet, onnx_dir: str | Path, component: str, e
         sample_inputs,
         vocab_size_of,
     )
-    from rfad.export.triton_repo import _spec_from_dict
     from rfad.onnx_session import open_session
 
     quiet_export_logs()
     onnx_dir = Path(onnx_dir)
-    manifest_file = onnx_dir / "manifest.json"
-    if not manifest_file.is_file():
-        raise FileNotFoundError(f"--onnx {onnx_dir}: no manifest.json (write it with `rfad-export onnx`)")
-    manifest = json.loads(manifest_file.read_text())
-    if component not in manifest["components"]:
-        raise ValueError(f"--component {component!r}: not in {onnx_dir}; it has {', '.join(manifest['components'])}")
-    graph_file = onnx_dir / manifest["components"][component]["file"]
+    manifest = ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}")
+    if component not in manifest.specs:
+        raise ValueError(f"--component {component!r}: not in {onnx_dir}; it has {', '.join(manifest.specs)}")
+    graph_file = onnx_dir / manifest.files[component]["file"]
     if not graph_file.is_file():
-        raise FileNotFoundError(f"--onnx {onnx_dir}: {manifest['components'][component]['file']} is missing")
-    spec = _spec_from_dict(manifest["components"][component]["spec"])
-    facts = ModelFacts.from_dict(manifest["facts"])
-    precision = manifest.get("precision", "fp32")
-    multiple = pixel_multiple(facts)
+        raise FileNotFoundError(f"--onnx {onnx_dir}: {manifest.files[component]['file']} is missing")
+    spec, precision = manifest.specs[component], manifest.precision
+    multiple = pixel_multiple(manifest.facts)
     height = height or max(64, 2 * multiple)
     width = width or height
     if spec.spatial and (height % multiple or width % multiple):
@@ -110,8 +105,7 @@ def check_component(model_set: ModelSet, onnx_dir: str | Path, component: str, e
     if component not in graphs:
         raise ValueError(f"--component {component!r}: the models in --models do not provide it (judge components "
                          "need --rfnet, --depth and --saliency)")
-    tokens = facts.caption_tokens if component.startswith("rfnet") else facts.text_tokens
-    feed = sample_inputs(spec, batch, height, width, tokens, seed=seed, vocab=vocab_size_of(spec, diffusion, judge))
+    feed = sample_inputs(spec, batch, height, width, seed=seed, vocab=vocab_size_of(spec, diffusion, judge))
 
     runners = [TorchModuleRunner(graphs[component], spec, name="pytorch"),
                OnnxrtRunner(lambda: open_session(graph_file, precision), name=f"onnxruntime-{precision}")]

@@ -62,6 +62,8 @@ def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
     except TensorRTUnavailable as exc:
         click.echo(f"rfad-export trt: {exc}", err=True)
         sys.exit(2)
+    except (FileNotFoundError, ValueError) as exc:  # no manifest, or one of another format
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -1,12 +1,15 @@
 """``rfad-export onnx``: every component to ONNX, cleaned, checked against PyTorch at two shapes.
 
-For each component of :func:`rfad.components.specs.component_specs`: export the wrapper with the
-spec's names and dynamic axes (the TorchScript-based exporter: 10-30x faster than dynamo on
-these models, NOTES.md), fold constants with polygraphy, save with external data when the graph is over the protobuf limit, then run it in onnxruntime against the
-PyTorch module at two shapes (different batch, non-square image) and record the max abs
-difference per output in ``parity.json``. A difference over tolerance is an :class:`ExportError`.
+For each component of :func:`rfad.components.registry.component_specs`: export its wrapper
+(:data:`rfad.export.wrappers.WRAPPERS`) with the spec's names and dynamic axes (the
+TorchScript-based exporter: 10-30x faster than dynamo on these models, NOTES.md), fold
+constants with polygraphy, save with external data when the graph is over the protobuf limit,
+then run it in onnxruntime against the PyTorch module at two shapes (different batch,
+non-square image) and record the max abs difference per output in ``parity.json``. A
+difference over tolerance is an :class:`ExportError`.
 
-The output folder is self-describing: ``manifest.json`` (facts, specs, files, settings),
+The output folder is self-describing: ``manifest.json`` (an
+:class:`rfad.components.manifest.ExportManifest`: facts, specs, files, settings),
 ``tokenizer/`` (CLIP) and ``caption_tokenizer/`` (RFNet's), and one ``<component>/model.onnx``.
 """
 
@@ -19,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rfad.components.specs import ComponentSpec, ModelFacts, component_specs
+from rfad.components.manifest import ExportManifest
+from rfad.components.registry import COMPONENTS, component_specs
+from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.models.model_set import ModelSet
 
 PROTOBUF_LIMIT = 2 * 1024**3
-DIFFUSION_COMPONENTS = ("text_encoder", "controlnet", "unet", "controlnet_unet", "vae_encoder", "vae_decoder")
-JUDGE_COMPONENTS = ("depth", "saliency", "rfnet_text", "rfnet")
 
 
 class ExportError(RuntimeError):
@@ -40,36 +43,25 @@ def probe_facts(diffusion, judge=None) -> ModelFacts:
             torch.zeros(1, 4, 8, 8), torch.tensor([1.0]), encoder_hidden_states=torch.zeros(1, 77, text_dim),
             controlnet_cond=torch.zeros(1, 3, 64, 64), return_dict=False,
         )
-    rfnet_width = caption_tokens = None
+    judge_facts = {}
     if judge is not None:
-        rfnet_width = int(judge.rfnet.config.width)
-        caption_tokens = int(judge.caption_tokenizer.model_max_length)
+        judge_facts = dict(rfnet_width=int(judge.rfnet.config.width), num_classes=int(judge.rfnet.config.num_classes),
+                           caption_tokens=int(judge.caption_tokenizer.model_max_length))
     return ModelFacts(
         text_dim=text_dim, text_tokens=int(diffusion.tokenizer.model_max_length),
         latent_channels=int(diffusion.vae.config.latent_channels), unet_in_channels=int(diffusion.unet.config.in_channels),
         down_residuals=tuple((int(d.shape[1]), 8 // int(d.shape[2])) for d in down),
-        mid_residual=(int(mid.shape[1]), 8 // int(mid.shape[2])), rfnet_width=rfnet_width,
-        caption_tokens=caption_tokens or 64,
+        mid_residual=(int(mid.shape[1]), 8 // int(mid.shape[2])), **judge_facts,
     )
 
 
 def component_graphs(diffusion, judge=None) -> dict[str, torch.nn.Module]:
-    from rfad.export import wrappers as w
+    """The module exported for each registered component the models provide (judge ones with ``judge``)."""
+    from rfad.export.wrappers import WRAPPERS, check_wrappers
 
-    graphs = {
-        "text_encoder": w.TextEncoderGraph(diffusion.text_encoder),
-        "controlnet": w.ControlNetGraph(diffusion.controlnet),
-        "unet": w.UNetGraph(diffusion.unet),
-        "controlnet_unet": w.ControlNetUNetGraph(diffusion.controlnet, diffusion.unet),
-        "vae_encoder": w.VaeEncoderGraph(diffusion.vae),
-        "vae_decoder": w.VaeDecoderGraph(diffusion.vae),
-    }
-    if judge is not None:
-        from rfad.models.rfnet import RFNetJudge, RFNetText
-
-        graphs.update(depth=judge.depth, saliency=judge.saliency, rfnet_text=RFNetText(judge.rfnet),
-                      rfnet=RFNetJudge(judge.rfnet))
-    return {name: graph.eval() for name, graph in graphs.items()}
+    check_wrappers()
+    return {name: WRAPPERS[name](diffusion, judge).eval() for name, component in COMPONENTS.items()
+            if component.group == "diffusion" or judge is not None}
 
 
 def pixel_multiple(facts: ModelFacts) -> int:
@@ -77,23 +69,23 @@ def pixel_multiple(facts: ModelFacts) -> int:
     return 8 * max([facts.mid_residual[1]] + [f for _, f in facts.down_residuals])
 
 
-def sample_inputs(spec: ComponentSpec, batch: int, height: int, width: int, tokens: int, seed: int = 0,
+def sample_inputs(spec: ComponentSpec, batch: int, height: int, width: int, seed: int = 0,
                   vocab: int = 300) -> dict[str, np.ndarray]:
-    """Random inputs of the spec's shapes, in the ranges the loop feeds (ids in the vocabulary,
-    timesteps in [0, 1000), images in [0, 1], masks with padding after the first tokens)."""
+    """Random inputs of the spec's shapes by tensor name, in the ranges the loop feeds (ids in the
+    vocabulary, timesteps in [0, 1000), images in [0, 1], masks with padding after the first tokens)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for tensor in spec.inputs:
-        shape = spec.shape_of(tensor, batch, height, width, tokens)
-        if tensor.name in ("input_ids",):
+        shape = spec.shape_of(tensor, batch, height, width)
+        if tensor.role == "input_ids":
             arrays[tensor.name] = rng.integers(3, vocab, shape).astype(np.int64)
         elif tensor.dtype == "int64":  # attention / caption masks
             mask = np.ones(shape, np.int64)
             mask[:, max(2, shape[1] // 2):] = 0
             arrays[tensor.name] = mask
-        elif tensor.name == "timestep":
+        elif tensor.role == "timestep":
             arrays[tensor.name] = rng.uniform(0, 999, shape).astype(np.float32)
-        elif tensor.name == "conditioning_scale":
+        elif tensor.role == "conditioning_scale":
             arrays[tensor.name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
         else:
             arrays[tensor.name] = rng.random(shape, dtype=np.float32)
@@ -172,8 +164,7 @@ def export_component(graph, spec: ComponentSpec, path: Path, facts: ModelFacts, 
     m = pixel_multiple(facts)
     side = max(64, 2 * m)
     # Batch 2 at export: with batch 1 the tracer folds the batch into attention reshapes.
-    arrays = sample_inputs(spec, 2, side, side, facts.text_tokens if "text" in spec.name and spec.name != "rfnet_text"
-                           else facts.caption_tokens, vocab=vocab)
+    arrays = sample_inputs(spec, 2, side, side, vocab=vocab)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = path.with_name("raw.onnx")
     # PyTorch's fused transformer kernel (used by RFNet's fusion layers in eval) has no ONNX
@@ -220,13 +211,12 @@ def check_parity(graph, spec: ComponentSpec, path: Path, facts: ModelFacts, voca
     m = pixel_multiple(facts)
     side = max(64, 2 * m)
     shapes = [(3, side, side), (1, side, side + m)]  # other batches than the export's 2; then H != W
-    tokens = facts.caption_tokens if spec.name.startswith("rfnet") else facts.text_tokens
     rows = []
     for i, (batch, height, width) in enumerate(shapes):
-        arrays = sample_inputs(spec, batch, height, width, tokens, seed=i + 1, vocab=vocab)
+        arrays = sample_inputs(spec, batch, height, width, seed=i + 1, vocab=vocab)
         reference = _torch_outputs(graph, spec, arrays)
         results = session.run(spec.output_names, arrays)
-        for name, ref, got in zip(spec.output_names, reference, results):
+        for name, ref, got in zip(spec.output_names, reference, results, strict=True):
             if got.shape != ref.shape:
                 raise ExportError(f"{spec.name}: output {name} has shape {got.shape} in onnxruntime, {ref.shape} in "
                                   f"PyTorch at batch {batch}, {height}x{width}")
@@ -249,19 +239,23 @@ def load_models(model_set: ModelSet):
 
 
 def export_onnx(model_set: ModelSet, out: str | Path, components: list[str] | None = None, opset: int = 17,
-                external_data_threshold: int = PROTOBUF_LIMIT, fp16: bool = False, echo=print) -> dict:
+                external_data_threshold: int = PROTOBUF_LIMIT, fp16: bool = False, echo=print,
+                renames: dict[str, dict[str, str]] | None = None) -> ExportManifest:
     """Export ``components`` (default: all the set provides) to ``out``; returns the manifest.
 
     ``fp16``: every graph with float16 weights and arithmetic (float32 inputs and outputs),
     checked against the float32 PyTorch modules with :data:`PARITY_TOLERANCE` ``["fp16"]``.
+    ``renames``: component -> {tensor key -> name}, tensors named otherwise than their roles
+    (:func:`rfad.components.registry.component_specs`); the graphs, the manifest and everything
+    built from it use those names.
     """
     quiet_export_logs()
     out = Path(out)
     diffusion, judge = load_models(model_set)
     facts = probe_facts(diffusion, judge)
-    specs = component_specs(facts)
+    specs = component_specs(facts, renames)
     graphs = component_graphs(diffusion, judge)
-    available = [name for name in specs if name in graphs]
+    available = list(specs)
     chosen = components or available
     unknown = [name for name in chosen if name not in available]
     if unknown:
@@ -294,14 +288,10 @@ def export_onnx(model_set: ModelSet, out: str | Path, components: list[str] | No
     diffusion.tokenizer.save_pretrained(out / "tokenizer")
     if judge is not None:
         judge.caption_tokenizer.save_pretrained(out / "caption_tokenizer")
-    manifest = {
-        "facts": {**facts.__dict__},
-        "components": {name: {"spec": specs[name].to_dict(), **files[name]} for name in chosen},
-        "scheduler_config": diffusion.scheduler_config,
-        "vae_scale_factor": 2 ** (len(diffusion.vae.config.block_out_channels) - 1),
-        "opset": opset,
-        "precision": precision,
-        "models": {k: str(v) for k, v in vars(model_set).items() if isinstance(v, Path)},
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = ExportManifest(
+        facts=facts, specs={name: specs[name] for name in chosen}, scheduler_config=dict(diffusion.scheduler_config),
+        vae_scale_factor=2 ** (len(diffusion.vae.config.block_out_channels) - 1), precision=precision, opset=opset,
+        files=files, models={k: str(v) for k, v in vars(model_set).items() if isinstance(v, Path)},
+    )
+    manifest.write(out / "manifest.json")
     return manifest

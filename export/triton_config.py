@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rfad.components.specs import TensorSpec
+
 # Triton's config names for the contract's datatypes (BYTES is TYPE_STRING in model configs).
 CONFIG_TYPES = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
                 "FP16": "TYPE_FP16", "FP32": "TYPE_FP32"}
@@ -22,6 +24,15 @@ class ConfigTensor:
     dims: tuple[int, ...]  # without the batch dimension when max_batch_size > 0; -1 = variable
     optional: bool = False
     reshape: tuple[int, ...] | None = None  # the shape the model sees, when it differs from dims
+
+
+def spec_tensor(tensor: TensorSpec, batched: bool = True, name: str | None = None) -> ConfigTensor:
+    """A component tensor in a config (as ``name``, default its own): for a batched model
+    (max_batch_size > 0) without the batch axis, as :attr:`TensorSpec.triton_dims` says."""
+    if not batched:
+        return ConfigTensor(name or tensor.name, NUMPY_TO_TRITON[tensor.dtype], tensor.dims)
+    return ConfigTensor(name or tensor.name, NUMPY_TO_TRITON[tensor.dtype], tensor.triton_dims,
+                        reshape=tensor.triton_reshape)
 
 
 @dataclass(frozen=True)

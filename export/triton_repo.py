@@ -2,29 +2,24 @@
 
 One model per component (config from its spec; backend ``python`` = the onnx_component template
 running onnxruntime, ``onnxruntime`` = Triton's onnxruntime backend, ``tensorrt`` =
-``tensorrt_plan`` engines) plus ``rfad_pipeline`` (the BLS model) with its assets: runner facts
-and tokenizers. Versions live in numbered folders; ``README.md`` says what is inside and how it
-was built.
+``tensorrt_plan`` engines) plus ``rfad_pipeline`` (the BLS model) with its assets: the served
+components' specs and facts (``components.json``) and the tokenizers. Versions live in numbered
+folders; ``README.md`` says what is inside and how it was built.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rfad.export.triton_config import (
-    NUMPY_TO_TRITON,
-    ConfigTensor,
-    ModelConfig,
-    pipeline_config,
-    render_config,
-)
+from rfad.export.triton_config import ModelConfig, pipeline_config, render_config, spec_tensor
 from rfad.export.triton_judge import JUDGE_COMPONENTS, PREPARE_MODEL, judge_configs
 
-from rfad.components.specs import ComponentSpec, ModelFacts
+from rfad.components.manifest import ExportManifest
+from rfad.components.specs import ComponentSpec
 from rfad.contract import MAX_COMPONENT_BATCH
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
@@ -38,15 +33,8 @@ PIPELINE_JUDGE = "ensemble"
 def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kind: str,
                      parameters: dict | None = None, dynamic_batching: bool = True) -> ModelConfig:
     """A component's Triton config from its spec: batch axis to max_batch_size, other symbols to -1."""
-    def tensors(items):
-        result = []
-        for t in items:
-            dims = tuple(-1 if isinstance(d, str) else d for d in t.shape[1:])
-            # A per-sample scalar ([B]) must still declare one dim; the model sees [B].
-            result.append(ConfigTensor(t.name, NUMPY_TO_TRITON[t.dtype], dims or (1,), reshape=None if dims else ()))
-        return tuple(result)
-
-    return ModelConfig(name=spec.name, inputs=tensors(spec.inputs), outputs=tensors(spec.outputs), backend=backend,
+    return ModelConfig(name=spec.name, inputs=tuple(spec_tensor(t) for t in spec.inputs),
+                       outputs=tuple(spec_tensor(t) for t in spec.outputs), backend=backend,
                        max_batch_size=max_batch_size, dynamic_batching=dynamic_batching, instance_kind=kind,
                        parameters=dict(parameters or {}))
 
@@ -78,16 +66,13 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
         raise ValueError(f"--max-batch {max_batch_size}: the pipeline sends batches of up to {MAX_COMPONENT_BATCH} "
                          "(8 candidates, twice under guidance); component models must accept them")
     onnx_dir, out = Path(onnx_dir), Path(out)
-    manifest_file = onnx_dir / "manifest.json"
-    if not manifest_file.is_file():
-        raise FileNotFoundError(f"--onnx {onnx_dir}: no manifest.json (write it with `rfad-export onnx`)")
-    manifest = json.loads(manifest_file.read_text())
+    manifest = ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}")
     if backend == "tensorrt" and engines is None:
         raise ValueError("--backend tensorrt needs --engines DIR (from `rfad-export trt`)")
     kind = kind or ("KIND_GPU" if backend == "tensorrt" else "KIND_CPU")
-    facts = ModelFacts.from_dict(manifest["facts"])
     skip = {"controlnet", "unet"} if unet_mode == "merged" else {"controlnet_unet"}
-    components = [name for name in manifest["components"] if name not in skip]
+    specs = {name: spec for name, spec in manifest.specs.items() if name not in skip}
+    components = list(specs)
     required = {"text_encoder", "vae_encoder", "vae_decoder"} | ({"controlnet_unet"} if unet_mode == "merged"
                                                                   else {"controlnet", "unet"})
     missing = sorted(required - set(components))
@@ -95,12 +80,11 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
         raise ValueError(f"--onnx {onnx_dir}: components {missing} are missing for --unet {unet_mode}")
     if out.exists():
         shutil.rmtree(out)
-    for name in components:
-        spec = _spec_from_dict(manifest["components"][name]["spec"])
+    for name, spec in specs.items():
         version = out / name / "1"
         version.mkdir(parents=True)
         # The python backend opens the graph through rfad.onnx_session, which needs its precision.
-        parameters = {"precision": manifest.get("precision", "fp32")} if backend == "python" else None
+        parameters = {"precision": manifest.precision} if backend == "python" else None
         config = component_config(spec, backend, max_batch_size, kind, parameters, dynamic_batching)
         (out / name / "config.pbtxt").write_text(render_config(config))
         if backend == "tensorrt":
@@ -113,7 +97,6 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
             shutil.copy2(file, version / file.name)
         if backend == "python":
             shutil.copy2(TEMPLATES / "onnx_component" / "1" / "model.py", version / "model.py")
-    specs = {name: _spec_from_dict(manifest["components"][name]["spec"]) for name in components}
     judge_models = []
     if all(name in specs for name in JUDGE_COMPONENTS):
         for name, config in judge_configs(specs).items():
@@ -134,10 +117,8 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
     for tokenizer in ("tokenizer", "caption_tokenizer"):
         if (onnx_dir / tokenizer).is_dir():
             shutil.copytree(onnx_dir / tokenizer, assets / tokenizer)
-    runner = {"components": components, "controlnet_residuals": len(facts.down_residuals),
-              "unet_in_channels": facts.unet_in_channels, "latent_channels": facts.latent_channels,
-              "vae_scale_factor": manifest["vae_scale_factor"], "scheduler_config": manifest["scheduler_config"]}
-    (assets / "runner.json").write_text(json.dumps(runner, indent=2) + "\n")
+    # The pipeline's runner builds every BLS call from the specs of the served components.
+    replace(manifest, specs=specs, files={}, models={}).write(assets / "components.json")
     (out / "rfad_pipeline" / "config.pbtxt").write_text(render_config(pipeline_config(
         max_attempts_cap=max_attempts_cap, canvas_size=canvas_size, instance_count=pipeline_instances,
         judge=judge)))
@@ -145,17 +126,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
     return out
 
 
-def _spec_from_dict(values: dict) -> ComponentSpec:
-    from rfad.components.specs import TensorSpec
-
-    def tensors(items):
-        return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)
-
-    return ComponentSpec(values["name"], tensors(values["inputs"]), tensors(values["outputs"]),
-                         values.get("description", ""), values.get("spatial", True))
-
-
-def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, models: list[str], manifest: dict,
+def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, models: list[str], manifest: ExportManifest,
                   max_batch_size: int, pipeline_judge: str):
     from rfad import __version__
 
@@ -164,12 +135,12 @@ def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, model
         f"Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by rfad {__version__} (`rfad-export triton-repo`) "
         f"from `{onnx_dir}`; Python {sys.version.split()[0]}.", "",
         f"- backend of the component models: `{backend}`; ControlNet + UNet: `{unet_mode}`",
-        f"- ONNX opset {manifest.get('opset')}, precision {manifest.get('precision', 'fp32')}, "
+        f"- ONNX opset {manifest.opset}, precision {manifest.precision}, "
         f"component max_batch_size {max_batch_size}", "",
         "| model | what it does |", "|---|---|",
         "| `rfad_pipeline` | python BLS: the regenerate-until-available loop (request contract in its config) |",
     ]
-    described = {name: entry["spec"].get("description", "") for name, entry in manifest["components"].items()}
+    described = {name: spec.description for name, spec in manifest.specs.items()}
     described.update({"rfad_judge": "ensemble: RFNet's verdict on given images (judge contract in its config)",
                       "rfad_judge_prepare": "python: decodes and checks the judge request, places the product",
                       "rfad_judge_verdict": "python: p(Available) >= threshold"})

@@ -11,6 +11,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from rfad.components.manifest import ExportManifest
 from rfad.components.specs import ComponentSpec
 from rfad.contract import MAX_COMPONENT_BATCH
 
@@ -28,10 +29,10 @@ def check_tensorrt() -> None:
         raise TensorRTUnavailable("no CUDA GPU is visible: TensorRT engines are built on the GPU they will run on")
 
 
-def engine_profiles(spec: ComponentSpec, batch: tuple[int, int, int], image: tuple[int, int, int],
-                    tokens: int) -> list[tuple[str, tuple, tuple, tuple]]:
+def engine_profiles(spec: ComponentSpec, batch: tuple[int, int, int],
+                    image: tuple[int, int, int]) -> list[tuple[str, tuple, tuple, tuple]]:
     """(input, min, opt, max) for every input of ``spec`` (pure: testable without TensorRT)."""
-    return [(name, *shapes) for name, shapes in spec.profile(batch, image, tokens).items()]
+    return [(name, *shapes) for name, shapes in spec.profile(batch, image).items()]
 
 
 def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False, batch=(1, 2, MAX_COMPONENT_BATCH),
@@ -42,21 +43,17 @@ def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False,
     import torch
     from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
 
-    from rfad.export.triton_repo import _spec_from_dict
-
     onnx_dir, engines = Path(onnx_dir), Path(engines)
-    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    manifest = ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}")
     engines.mkdir(parents=True, exist_ok=True)
     record = {"tensorrt": tensorrt.__version__, "gpu": torch.cuda.get_device_name(0), "fp16": fp16, "engines": {}}
-    for name, entry in manifest["components"].items():
-        spec = _spec_from_dict(entry["spec"])
-        tokens = manifest["facts"]["caption_tokens"] if name.startswith("rfnet") else manifest["facts"]["text_tokens"]
+    for name, spec in manifest.specs.items():
         profile = Profile()
-        shapes = engine_profiles(spec, batch, image, tokens)
+        shapes = engine_profiles(spec, batch, image)
         for input_name, low, opt, high in shapes:
             profile.add(input_name, min=low, opt=opt, max=high)
         config = CreateConfig(fp16=fp16, profiles=[profile], load_timing_cache=str(timing_cache) if timing_cache else None)
-        build = EngineFromNetwork(NetworkFromOnnxPath(str(onnx_dir / entry["file"])), config=config,
+        build = EngineFromNetwork(NetworkFromOnnxPath(str(onnx_dir / manifest.files[name]["file"])), config=config,
                                   save_timing_cache=str(timing_cache) if timing_cache else None)
         SaveEngine(build, str(engines / f"{name}.plan"))()
         record["engines"][name] = {"file": f"{name}.plan", "profile": {n: [lo, op, hi] for n, lo, op, hi in shapes}}

@@ -2,12 +2,19 @@
 
 Each wrapper computes what the torch runner computes for that component, so a graph exported
 from it is interchangeable with the in-process model (checked by the parity step).
+:data:`WRAPPERS` holds one per registered component (:mod:`rfad.components.registry`), keyed
+by the component's name; :func:`check_wrappers` says where the two disagree.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
+
+from rfad.components.registry import COMPONENTS
+from rfad.models.rfnet import RFNetJudge, RFNetText
 
 
 class TextEncoderGraph(nn.Module):
@@ -87,3 +94,26 @@ class VaeDecoderGraph(nn.Module):
 
     def forward(self, latents):
         return self.vae.decode(latents / self.scale, return_dict=False)[0]
+
+
+# component -> (diffusion models, judge models or None) -> the module exported as its graph.
+WRAPPERS: dict[str, Callable[..., nn.Module]] = {
+    "text_encoder": lambda d, j: TextEncoderGraph(d.text_encoder),
+    "controlnet": lambda d, j: ControlNetGraph(d.controlnet),
+    "unet": lambda d, j: UNetGraph(d.unet),
+    "controlnet_unet": lambda d, j: ControlNetUNetGraph(d.controlnet, d.unet),
+    "vae_encoder": lambda d, j: VaeEncoderGraph(d.vae),
+    "vae_decoder": lambda d, j: VaeDecoderGraph(d.vae),
+    "depth": lambda d, j: j.depth,
+    "saliency": lambda d, j: j.saliency,
+    "rfnet_text": lambda d, j: RFNetText(j.rfnet),
+    "rfnet": lambda d, j: RFNetJudge(j.rfnet),
+}
+
+
+def check_wrappers(wrappers: dict[str, Callable] = WRAPPERS) -> None:
+    """A registered component without a wrapper, or a wrapper without a component, is an error."""
+    unwrapped, unregistered = sorted(set(COMPONENTS) - set(wrappers)), sorted(set(wrappers) - set(COMPONENTS))
+    if unwrapped or unregistered:
+        raise RuntimeError(f"export wrappers and the component registry disagree: components without a wrapper "
+                           f"{unwrapped}, wrappers without a component {unregistered} (rfad/export/wrappers.py)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 CLASS_NAMES = ("Available", "Space Mismatch", "Size Mismatch", "Indistinctiveness", "Shape Hallucination")
 
@@ -147,7 +148,22 @@ JUDGE_MODEL = "rfad_judge"
 JUDGE_MAX_IMAGES = MAX_COMPONENT_BATCH  # one batch through depth, saliency and RFNet
 JUDGE_THRESHOLD = 0.5  # p(Available) needed when the request sends no threshold
 
-JUDGE_INPUTS = (
+
+class JudgeInputs(NamedTuple):
+    """rfad_judge's inputs; the attributes are the keys code uses, each field's ``name`` the wire name."""
+
+    generated_image: TensorField
+    product_image: TensorField
+    caption: TensorField
+    threshold: TensorField
+
+
+class JudgeOutputs(NamedTuple):
+    probabilities: TensorField
+    available: TensorField
+
+
+JUDGE_INPUTS = JudgeInputs(
     TensorField("generated_image", "BYTES", (-1,),
                 doc=f"encoded ad images (PNG/JPEG/WebP), 1..{JUDGE_MAX_IMAGES}, all the same size"),
     TensorField("product_image", "BYTES", (1,), doc="the product cut-out (PNG/WebP with alpha) the ads show"),
@@ -156,7 +172,7 @@ JUDGE_INPUTS = (
                 doc=f"p(Available) needed to be judged Available (default {JUDGE_THRESHOLD})"),
 )
 
-JUDGE_OUTPUTS = (
+JUDGE_OUTPUTS = JudgeOutputs(
     TensorField("probabilities", "FP32", (-1, len(CLASS_NAMES)), doc="class probabilities per image (CLASS_NAMES order)"),
     TensorField("available", "BOOL", (-1,), doc="p(Available) >= threshold, per image"),
 )

@@ -11,7 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from rfad.canvas import CanvasSpec, prepare_canvas
-from rfad.components.specs import ModelFacts, component_specs
+from rfad.components.registry import component_specs
+from rfad.components.specs import ModelFacts
 from rfad.export.cli import main as export_cli
 from rfad.export.onnx_export import export_onnx
 from rfad.export.trt import engine_profiles
@@ -63,7 +64,7 @@ def test_external_data_when_over_the_threshold(tiny_zoo, tmp_path):
     export_onnx(ModelSet.resolve(tiny_zoo), tmp_path, components=["text_encoder"], external_data_threshold=1000,
                 echo=lambda *_: None)
     assert (tmp_path / "text_encoder" / "model.onnx.data").is_file()
-    assert json.loads((tmp_path / "manifest.json").read_text())["components"]["text_encoder"]["external_data"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["files"]["text_encoder"]["external_data"]
     assert all(row["ok"] for row in json.loads((tmp_path / "parity.json").read_text())["rows"])
 
 
@@ -102,7 +103,7 @@ def test_trt_without_gpu_exits_2_with_one_line(tiny_onnx, tmp_path):
 def test_tensorrt_profiles_cover_512_and_768():
     facts = ModelFacts(text_dim=768, down_residuals=((320, 1),) * 3 + ((320, 2),), mid_residual=(1280, 8))
     profiles = dict((name, (lo, opt, hi)) for name, lo, opt, hi in
-                    engine_profiles(component_specs(facts)["controlnet_unet"], (1, 2, 16), (256, 512, 768), 77))
+                    engine_profiles(component_specs(facts)["controlnet_unet"], (1, 2, 16), (256, 512, 768)))
     lo, opt, hi = profiles["sample"]
     assert lo == (1, 4, 32, 32) and opt == (2, 4, 64, 64) and hi == (16, 4, 96, 96)
     assert profiles["controlnet_cond"][2] == (16, 3, 768, 768)
@@ -140,7 +141,7 @@ def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tin
     components = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "rfnet"]
     manifest = export_onnx(ModelSet.resolve(tiny_zoo), tmp_path, components=components, fp16=True,
                            echo=lambda *_: None)
-    assert manifest["precision"] == "fp16"
+    assert manifest.precision == "fp16"
     parity = json.loads((tmp_path / "parity.json").read_text())
     assert parity["precision"] == "fp16" and all(row["ok"] for row in parity["rows"])
     for name in components:

@@ -114,7 +114,7 @@ def product_view(product_image, width: int, height: int, spec: CanvasSpec = Canv
 
 
 def judge_tensors(request: JudgeRequest, tokenizer, spec: CanvasSpec = CanvasSpec()) -> dict[str, np.ndarray]:
-    """The component inputs for ``request``'s N images, by the rfnet spec's tensor names:
+    """The component inputs for ``request``'s N images, by the roles of rfnet's and rfnet_text's inputs:
 
     generated_image, product_image float32 [N, 3, H, W] in [0, 1]; input_ids, attention_mask
     int64 [N, L] (the caption, tokenised by :func:`rfad.pipeline.caption.tokenize_caption`).

@@ -37,7 +37,7 @@ class TritonPythonModel:
                 splits = np.cumsum(sizes)[:-1]
                 per_request = [list(parts) for parts in zip(*[np.split(r, splits) for r in results])]
             else:
-                per_request = [self.session.run(self.outputs, dict(zip(self.inputs, a))) for a in arrays]
+                per_request = [self.session.run(self.outputs, dict(zip(self.inputs, a, strict=True))) for a in arrays]
         except Exception as exc:  # one failing batch fails its requests, never the server
             error = pb_utils.TritonError(f"{self.name}: {type(exc).__name__}: {exc}", pb_utils.TritonError.INTERNAL)
             return [pb_utils.InferenceResponse(error=error) for _ in requests]

@@ -1,0 +1,63 @@
+"""The written form of a deployment's components: an export folder's ``manifest.json`` and the
+``components.json`` a Triton repository's pipeline model reads, in one format.
+
+Both hold the model facts, the spec of every component (names, dtypes, shapes, as
+:meth:`ComponentSpec.to_dict` writes them) and the loop's constants (scheduler config, VAE
+scale); an export manifest also lists the graph files and how they were made. Every reader
+(the runners, ``rfad-export trt|check|triton-repo``, the benchmarks) goes through
+:meth:`ExportManifest.read`, so one written by another format is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rfad.components.specs import ComponentSpec, ModelFacts
+
+MANIFEST_FORMAT = 2  # 1 (no "format" key): specs inside each component entry, runner.json beside
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    facts: ModelFacts
+    specs: dict[str, ComponentSpec]
+    scheduler_config: dict
+    vae_scale_factor: int
+    precision: str = "fp32"
+    opset: int | None = None
+    files: dict[str, dict] = field(default_factory=dict)  # component -> {"file", "external_data", "bytes"}
+    models: dict[str, str] = field(default_factory=dict)  # the model folders that were exported
+
+    def to_dict(self) -> dict:
+        return {"format": MANIFEST_FORMAT, "facts": self.facts.to_dict(),
+                "components": {name: spec.to_dict() for name, spec in self.specs.items()},
+                "scheduler_config": self.scheduler_config, "vae_scale_factor": self.vae_scale_factor,
+                "precision": self.precision, "opset": self.opset, "files": self.files, "models": self.models}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ExportManifest":
+        return cls(facts=ModelFacts.from_dict(values["facts"]),
+                   specs={name: ComponentSpec.from_dict(spec) for name, spec in values["components"].items()},
+                   **{k: values[k] for k in ("scheduler_config", "vae_scale_factor", "precision", "opset", "files",
+                                             "models")})
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path, where: str, writer: str = "rfad-export onnx") -> "ExportManifest":
+        """The manifest at ``path``; ``where`` starts each error (e.g. ``--onnx DIR``), ``writer`` is the
+        command that writes it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: no {path.name} (write it with `{writer}`)")
+        values = json.loads(path.read_text())
+        found = values.get("format", 1)
+        if found != MANIFEST_FORMAT:
+            raise ValueError(f"{where}: {path.name} has format {found}, this rfad reads format {MANIFEST_FORMAT}: "
+                             f"re-export with `{writer}`")
+        return cls.from_dict(values)
