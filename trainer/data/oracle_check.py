@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
+from rfad.canvas import paste_back
 from rfad.contract import CLASS_NAMES
 from rfad.trainer.data.oracle import OracleVerdict, label_ad
 from rfad.trainer.data.scenes import draw_scene
@@ -18,8 +20,11 @@ from rfad.trainer.data.synth import draw_placed_sample
 
 SOURCES = {
     "scenes": "miniature-world scenes (`rfad.trainer.data.scenes`, 128 px, product placed by the canvas)",
+    "scenes, blurred": "the same scenes with the background blurred (Gaussian, sigma 1 px) and noised (sigma 4 "
+                       "per channel) before the product is pasted back: roughly what a tiny VAE decoder does",
     "synth": "the synthetic set (`rfad-data synth`, product size and position vary)",
 }
+BLUR_SIGMA, NOISE_SIGMA = 1.0, 4.0
 
 
 @dataclass
@@ -45,9 +50,13 @@ class Agreement:
 
 def judge_sample(source: str, label: str, rng: np.random.Generator, size: int = 128) -> tuple[OracleVerdict, str | None]:
     """Draw one sample of ``label`` from ``source`` and label it: (verdict, the scene's variant or None)."""
-    if source == "scenes":
+    if source in ("scenes", "scenes, blurred"):
         scene = draw_scene(label, rng)
-        return label_ad(scene.image, scene.canvas.product_rgba, scene.canvas.product_alpha), scene.params["variant"]
+        image = scene.image
+        if source == "scenes, blurred":
+            noisy = cv2.GaussianBlur(image.astype(np.float32), (0, 0), BLUR_SIGMA) + rng.normal(0, NOISE_SIGMA, image.shape)
+            image = paste_back(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), scene.canvas)
+        return label_ad(image, scene.canvas.product_rgba, scene.canvas.product_alpha), scene.params["variant"]
     if source == "synth":
         product, ad, _, _, placement = draw_placed_sample(label, rng, size)
         return label_ad(np.asarray(ad), np.asarray(product), placement), None

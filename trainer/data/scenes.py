@@ -332,13 +332,13 @@ def _draw_part(draw: ImageDraw.ImageDraw, rng, kind: str, solid: np.ndarray, box
             half_w = max(4, int(round(rng.uniform(0.18, 0.28) * height)))
             half_h = max(5, int(round(rng.uniform(0.2, 0.3) * height)))
             draw.ellipse((edge - half_w, row - half_h, edge + half_w, row + half_h), outline=colour,
-                         width=int(rng.integers(3, 5)))
+                         width=int(rng.integers(5, 8)))  # bold: a 16 x 16 latent blurs thin strokes away
             return edge - half_w, edge + half_w
     elif kind == "horn":
-        half = max(3, int(round(rng.uniform(0.15, 0.25) * width)))
+        half = max(4, int(round(rng.uniform(0.2, 0.3) * width)))
         cx = (left + right) // 2 + int(round(rng.uniform(-0.2, 0.2) * width))
         crown = int(np.flatnonzero(solid[:, cx])[0])
-        tip = max(1, crown - int(round(rng.uniform(0.3, 0.5) * height)))
+        tip = max(1, crown - int(round(rng.uniform(0.35, 0.55) * height)))
         draw.polygon([(cx - half, crown + 3), (cx + half, crown + 3), (cx, tip)], fill=colour)
         return cx - half, cx + half
     else:  # a stand the product sits on, standing on the table line
