@@ -1,1 +1,1 @@
-"""Datasets for the trainers: the manifest format, the synthetic set and the RF1M importer."""
+"""Datasets for the trainers: the manifest format, the synthetic set, the RF1M importer, RF-mini scenes and oracle."""

@@ -1,4 +1,4 @@
-"""``rfad-data``: write the synthetic dataset, import RF1M, check a manifest's samples, cache depth/saliency maps."""
+"""``rfad-data``: the synthetic set, miniature-world scenes, the RF1M import, sample checks, the depth/saliency cache."""
 
 from __future__ import annotations
 
@@ -41,6 +41,22 @@ def synth(out_dir: Path, n: int, seed: int, size: int, val_fraction: float, test
     click.echo(f"wrote {len(rows)} samples to {manifest}")
     _echo_counts("label", [row.label for row in rows], order=CLASS_NAMES)
     _echo_counts("split", [row.split for row in rows], order=SPLITS)
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Number of scenes (balanced over the 5 classes).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def scenes(out_dir: Path, n: int, seed: int) -> None:
+    """Write miniature-world scenes (128 px, product placed by the canvas, labels known by construction)."""
+    from rfad.trainer.data.scenes import write_scene_dataset
+
+    try:
+        rows = read_manifest(write_scene_dataset(out_dir, n, seed=seed, progress=True))
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {len(rows)} scenes to {out_dir} (manifest.jsonl, scenes.jsonl)")
+    _echo_counts("label", [row.label for row in rows], order=CLASS_NAMES)
 
 
 @main.command("import-rf1m")

@@ -22,8 +22,11 @@ prepare step computes them like for any other dataset.
 from __future__ import annotations
 
 import colorsys
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -79,10 +82,46 @@ def write_synthetic_dataset(
     Returns the manifest path. ``size`` is the side of the ad image and the height of the
     product cut-out, in pixels (at least 64).
     """
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
     if size < 64:
         raise ValueError(f"size must be at least 64 pixels, got {size}")
+
+    def draw(label: str, rng: np.random.Generator) -> DrawnSample:
+        product, ad, prompt, caption, _ = draw_placed_sample(label, rng, size)
+        return DrawnSample(product, ad, prompt, caption)
+
+    return write_drawn_dataset(out_dir, n, draw, seed=seed, prefix="synth", val_fraction=val_fraction,
+                               test_fraction=test_fraction, progress=progress)
+
+
+@dataclass(frozen=True, eq=False)
+class DrawnSample:
+    """One drawn sample: the product cut-out, the ad image, its texts and how it was drawn."""
+
+    product: Image.Image            # RGBA cut-out, saved as the manifest's ``product``
+    ad: Image.Image                 # RGB ad image, saved as the manifest's ``generated``
+    prompt: str
+    caption: str
+    params: dict | None = None      # JSON-ready drawing parameters, written to ``scenes.jsonl`` when given
+
+
+def write_drawn_dataset(
+    out_dir: str | os.PathLike,
+    n: int,
+    draw: Callable[[str, np.random.Generator], DrawnSample],
+    *,
+    seed: int,
+    prefix: str,
+    val_fraction: float,
+    test_fraction: float,
+    progress: bool,
+) -> Path:
+    """Write ``n`` samples drawn by ``draw(label, rng)``, balanced over the classes; return the manifest path.
+
+    Files: ``images/<prefix>-NNNNN.png``, ``products/<prefix>-NNNNN.png``, ``manifest.jsonl`` and,
+    when samples carry ``params``, ``scenes.jsonl`` (one ``{"id", "label", "params"}`` per line).
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
         raise ValueError(
             f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
@@ -97,27 +136,31 @@ def write_synthetic_dataset(
     rng.shuffle(labels)
     splits = _stratified_splits(labels, val_fraction, test_fraction)
 
-    rows = []
-    for index in tqdm(range(n), desc="synthesising", unit="sample", disable=not progress):
-        sample_id = f"synth-{index:05d}"
+    rows, scenes = [], []
+    for index in tqdm(range(n), desc=f"drawing {prefix}", unit="sample", disable=not progress):
+        sample_id = f"{prefix}-{index:05d}"
         # One generator per sample: a sample does not depend on how many came before it.
-        sample_rng = np.random.default_rng([seed, index])
-        product, ad, prompt, caption = draw_sample(labels[index], sample_rng, size)
+        sample = draw(labels[index], np.random.default_rng([seed, index]))
         generated_path = f"images/{sample_id}.png"
         product_path = f"products/{sample_id}.png"
-        ad.save(out_dir / generated_path, format="PNG")
-        product.save(out_dir / product_path, format="PNG")
+        sample.ad.save(out_dir / generated_path, format="PNG")
+        sample.product.save(out_dir / product_path, format="PNG")
         rows.append(
             ManifestRow(
                 id=sample_id,
                 generated=generated_path,
                 product=product_path,
-                prompt=prompt,
-                caption=caption,
+                prompt=sample.prompt,
+                caption=sample.caption,
                 label=labels[index],
                 split=splits[index],
             )
         )
+        if sample.params is not None:
+            scenes.append({"id": sample_id, "label": labels[index], "params": sample.params})
+    if scenes:
+        with open(out_dir / "scenes.jsonl", "w", encoding="utf-8") as file:
+            file.writelines(json.dumps(scene) + "\n" for scene in scenes)
     return write_manifest(rows, out_dir / "manifest.jsonl")
 
 
@@ -135,20 +178,49 @@ def _stratified_splits(labels: list[str], val_fraction: float, test_fraction: fl
     return splits
 
 
-def draw_sample(label: str, rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.Image, str, str]:
-    """Draw one sample of class ``label``: (product RGBA, ad image RGB, prompt, caption)."""
-    if label not in CLASS_NAMES:
-        raise ValueError(f"unknown label {label!r}; expected one of {', '.join(CLASS_NAMES)}")
+@dataclass(frozen=True)
+class ProductLook:
+    """A drawn product's appearance and title: what :func:`draw_product` and the caption need."""
+
+    colour_name: str
+    colour: tuple[int, int, int]
+    shape: str
+    aspect: float  # width / height
+    noun: str
+    amount: str
+
+    @property
+    def caption(self) -> str:
+        return f"{self.colour_name} {self.noun} {self.amount}"
+
+
+def sample_product(rng: np.random.Generator) -> ProductLook:
+    """A random product: a named colour (jittered), a shape, its aspect and a title."""
     colour_name = str(rng.choice(list(COLOURS)))
     colour = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in COLOURS[colour_name])
     shape = str(rng.choice(list(SHAPES)))
     (aspect_low, aspect_high), nouns, amounts = SHAPES[shape]
     aspect = float(rng.uniform(aspect_low, aspect_high))
     noun, amount = str(rng.choice(nouns)), str(rng.choice(amounts))
-    caption = f"{colour_name} {noun} {amount}"
-    prompt = f"a {noun} on {rng.choice(SURFACES)}, {rng.choice(SCENES)}, {rng.choice(STYLES)}"
+    return ProductLook(colour_name, colour, shape, aspect, noun, amount)
 
-    product = draw_product(shape, colour, aspect, height=size)
+
+def draw_sample(label: str, rng: np.random.Generator, size: int) -> tuple[Image.Image, Image.Image, str, str]:
+    """Draw one sample of class ``label``: (product RGBA, ad image RGB, prompt, caption)."""
+    return draw_placed_sample(label, rng, size)[:4]
+
+
+def draw_placed_sample(
+    label: str, rng: np.random.Generator, size: int,
+) -> tuple[Image.Image, Image.Image, str, str, np.ndarray]:
+    """:func:`draw_sample` plus the placement: the product's alpha on the ad image, uint8 [size, size]."""
+    if label not in CLASS_NAMES:
+        raise ValueError(f"unknown label {label!r}; expected one of {', '.join(CLASS_NAMES)}")
+    look = sample_product(rng)
+    colour, caption = look.colour, look.caption
+    prompt = f"a {look.noun} on {rng.choice(SURFACES)}, {rng.choice(SCENES)}, {rng.choice(STYLES)}"
+
+    product = draw_product(look.shape, colour, look.aspect, height=size)
     # Like the pipeline's canvas preparation, place the product by its alpha bounding box.
     cutout = product.crop(product.getchannel("A").getbbox())
 
@@ -180,7 +252,9 @@ def draw_sample(label: str, rng: np.random.Generator, size: int) -> tuple[Image.
 
     scaled = cutout.resize((width, height), Image.LANCZOS)
     ad.paste(scaled, (left, bottom - height), scaled)
-    return product, ad, prompt, caption
+    placement = Image.new("L", ad.size, 0)
+    placement.paste(scaled.getchannel("A"), (left, bottom - height))
+    return product, ad, prompt, caption, np.asarray(placement)
 
 
 def draw_product(shape: str, colour: tuple[int, int, int], aspect: float, height: int) -> Image.Image:
@@ -195,11 +269,11 @@ def draw_product(shape: str, colour: tuple[int, int, int], aspect: float, height
     if shape == "jar":
         draw.rounded_rectangle((x0, y0, x1, y1), radius=width // 3, fill=fill)
         lid = (x0 + width // 6, y0, x1 - width // 6, y0 + height // 10)
-        draw.rectangle(lid, fill=_shade(colour, 0.7) + (255,))
+        draw.rectangle(lid, fill=shade(colour, 0.7) + (255,))
     elif shape == "box":
         draw.rounded_rectangle((x0, y0, x1, y1), radius=max(2, width // 12), fill=fill)
         band_top = y0 + height // 3
-        draw.rectangle((x0, band_top, x1, band_top + max(2, height // 14)), fill=_shade(colour, 0.75) + (255,))
+        draw.rectangle((x0, band_top, x1, band_top + max(2, height // 14)), fill=shade(colour, 0.75) + (255,))
     elif shape == "bottle":
         neck = width // 3
         shoulder = y0 + height // 3
@@ -207,12 +281,12 @@ def draw_product(shape: str, colour: tuple[int, int, int], aspect: float, height
         draw.ellipse((x0, shoulder - width // 2, x1, shoulder + width // 2), fill=fill)
         draw.rounded_rectangle((x0, shoulder, x1, y1), radius=max(2, width // 6), fill=fill)
         cap = (middle - neck // 2, y0, middle + neck // 2, y0 + height // 14)
-        draw.rectangle(cap, fill=_shade(colour, 0.6) + (255,))
+        draw.rectangle(cap, fill=shade(colour, 0.6) + (255,))
     else:
         raise ValueError(f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}")
     stripe_left = x0 + width // 6
     highlight = (stripe_left, y0 + height // 4, stripe_left + max(1, width // 10), y1 - height // 6)
-    draw.rectangle(highlight, fill=_tint(colour, 0.3) + (255,))
+    draw.rectangle(highlight, fill=tint(colour, 0.3) + (255,))
     return image
 
 
@@ -236,7 +310,7 @@ def _draw_hallucination(ad: Image.Image, rng, colour, left: int, width: int, hei
     # a stand/base in the product's colour, the product standing on it
     stand = max(3, int(round(height * rng.uniform(0.12, 0.2))))
     spread = int(round(width * rng.uniform(0.25, 0.45)))
-    draw.rectangle((left - spread, ground - stand, left + width + spread, ground), fill=_shade(colour, 0.9))
+    draw.rectangle((left - spread, ground - stand, left + width + spread, ground), fill=shade(colour, 0.9))
     return ground - stand
 
 
@@ -246,7 +320,7 @@ def _far_background(colour, rng) -> tuple[tuple[int, int, int], tuple[int, int, 
     for _ in range(1000):
         hue, sat, val = rng.uniform(0, 1), rng.uniform(0.05, 0.6), rng.uniform(0.35, 1.0)
         wall = tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(hue, sat, val))
-        table = _shade(wall, float(rng.uniform(0.6, 0.85)))
+        table = shade(wall, float(rng.uniform(0.6, 0.85)))
         if min(np.linalg.norm(np.array(wall) - target), np.linalg.norm(np.array(table) - target)) >= FAR_DISTANCE:
             return wall, table
     # Grey wall and table at the far end of the value range always qualify; reaching here
@@ -264,13 +338,13 @@ def _background(size: int, wall, table, ground: int) -> Image.Image:
     pixels = np.broadcast_to(pixels[:, None, :], (size, size, 3))
     image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
     line = max(1, size // 96)
-    ImageDraw.Draw(image).rectangle((0, ground - line, size - 1, ground), fill=_shade(table, 0.6))
+    ImageDraw.Draw(image).rectangle((0, ground - line, size - 1, ground), fill=shade(table, 0.6))
     return image
 
 
-def _shade(colour, factor: float) -> tuple[int, int, int]:
+def shade(colour, factor: float) -> tuple[int, int, int]:
     return tuple(int(np.clip(round(c * factor), 0, 255)) for c in colour)
 
 
-def _tint(colour, amount: float) -> tuple[int, int, int]:
+def tint(colour, amount: float) -> tuple[int, int, int]:
     return tuple(int(round(c + (255 - c) * amount)) for c in colour)

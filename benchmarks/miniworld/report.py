@@ -1,0 +1,122 @@
+"""Render docs/miniworld.md's generated sections from the oracle's rules and benchmarks/results/*.json.
+
+    python benchmarks/miniworld/report.py
+
+Each section sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` and is replaced
+whole: ``oracle-rules`` (from :data:`rfad.trainer.data.oracle.RULES`), ``oracle-agreement``
+(from oracle_agreement.json, written by oracle_agreement.py) and ``generator-step`` (from
+miniworld_step.json, written by generator_step.py). The prose around them is written by hand.
+Also draws docs/miniworld-scenes.png, eight scenes of each class.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import RESULTS, markdown_table  # noqa: E402
+
+from rfad.contract import CLASS_NAMES  # noqa: E402
+from rfad.trainer.data import oracle  # noqa: E402
+from rfad.trainer.data.scenes import draw_scene  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SHORT = {"Available": "Avail.", "Space Mismatch": "Space", "Size Mismatch": "Size", "Indistinctiveness": "Indist.",
+         "Shape Hallucination": "Halluc."}
+
+
+def rules_section() -> str:
+    rows = [{"rank": i + 1, "label": rule.label, "measures": rule.measures, "fires": rule.fires_when}
+            for i, rule in enumerate(sorted(oracle.RULES, key=lambda r: oracle.PRECEDENCE.index(r.label)))]
+    table = markdown_table(rows, [("rank", "precedence"), ("label", "defect"), ("measures", "measurement"),
+                                  ("fires", "fires when")])
+    return (f"{table}\n\nThe label is the first defect in precedence order whose rule fires; Available when none "
+            f"does. {oracle.PRECEDENCE_REASON} Once a rule fires, the measurements of the rules below it are not "
+            "trusted.")
+
+
+def _machine_line(result: dict) -> str:
+    m = result["machine"]
+    return f"Measured {m['date']} on {m['cpu_count']} CPU cores ({m['processor']}), torch {m['torch']}, " \
+           f"diffusers {m.get('diffusers')}, {result['settings'].get('threads', '?')} torch threads."
+
+
+def agreement_section(result: dict) -> str:
+    parts = [_machine_line(result).split(", torch")[0] + f"; seed {result['settings']['seed']}, "
+             f"{result['settings']['n_per_class']} samples per class and source "
+             f"(`python benchmarks/miniworld/oracle_agreement.py`)."]
+    summary = [{"source": row["source"], **{SHORT[name]: f"{100 * row['per_class'][name]:.1f} %" for name in CLASS_NAMES},
+                "seconds": row["seconds"]} for row in result["rows"]]
+    parts.append("Agreement per constructed class (the share of each class the oracle labels the same):\n\n"
+                 + markdown_table(summary, [("source", "source")] + [(SHORT[n], n) for n in CLASS_NAMES]
+                                  + [("seconds", "s (draw + label)")]))
+    for row in result["rows"]:
+        matrix = [{"label": name, **{SHORT[other]: row["confusion"][i][j] for j, other in enumerate(CLASS_NAMES)}}
+                  for i, name in enumerate(CLASS_NAMES)]
+        parts.append(f"**{row['source']}**: {row['description']}. Rows: constructed label; columns: the oracle's.\n\n"
+                     + markdown_table(matrix, [("label", "constructed \\ oracle")] + [(SHORT[n], SHORT[n]) for n in CLASS_NAMES]))
+        if row["variants"]:
+            variants = [{"variant": key, "n": n, "agree": f"{100 * agreed / n:.1f} %"}
+                        for key, (n, agreed) in row["variants"].items()]
+            parts.append(f"Per drawn variant ({row['source']}):\n\n"
+                         + markdown_table(variants, [("variant", "class / variant"), ("n", "scenes"), ("agree", "agreement")]))
+        if row["misses"]:
+            first = row["misses"][0]
+            parts.append(f"First disagreement ({row['source']}, {first['label']} / {first['variant']} #{first['index']}):\n\n"
+                         "```\n" + first["explanation"] + "\n```")
+    return "\n\n".join(parts)
+
+
+def step_section(result: dict) -> str:
+    rows = [{**row, "step": f"{row['step_s']:.3f}", "rate": f"{row['samples_per_s']:.1f}",
+             "params": f"{row['params_m']:.2f}", "mb": f"{row['size_mb']:.1f}",
+             "at": f"{row.get('side', result['settings']['side'])} px"} for row in result["rows"]]
+    return (_machine_line(result) + " One AdamW step, forward + backward "
+            f"(`python benchmarks/miniworld/generator_step.py`, mean of {result['settings']['repeats']} steps after "
+            "2 warm-up steps):\n\n"
+            + markdown_table(rows, [("component", "model"), ("channels", "block channels"), ("at", "images"),
+                                    ("batch", "batch"), ("params", "params (M)"), ("mb", "fp32 MB"),
+                                    ("step", "s / step"), ("rate", "samples / s")])
+            + f"\n\nThe frozen tiny CLIP text encoder (the zoo's): {result['settings']['text_encoder_params_m']:.3f} M "
+            f"parameters, {result['settings']['text_encoder_mb']:.2f} MB.")
+
+
+def contact_sheet(path: Path, per_class: int = 8, seed: int = 5) -> None:
+    """``per_class`` scenes of every class, one row per class (CLASS_NAMES order)."""
+    gap = 2
+    sheet = Image.new("RGB", (per_class * (128 + gap) - gap, len(CLASS_NAMES) * (128 + gap) - gap), "white")
+    for c, label in enumerate(CLASS_NAMES):
+        for j in range(per_class):
+            scene = draw_scene(label, np.random.default_rng([seed, c, j]))
+            sheet.paste(Image.fromarray(scene.image), (j * (128 + gap), c * (128 + gap)))
+    sheet.save(path, format="PNG", optimize=True)
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"docs/miniworld.md: markers <!-- {name}:begin --> / <!-- {name}:end --> not found")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def render(doc: Path = DOCS / "miniworld.md") -> None:
+    text = doc.read_text(encoding="utf-8")
+    text = replace_section(text, "oracle-rules", rules_section())
+    for name, file, section in (("oracle-agreement", "oracle_agreement", agreement_section),
+                                ("generator-step", "miniworld_step", step_section)):
+        path = RESULTS / f"{file}.json"
+        if path.is_file():
+            text = replace_section(text, name, section(json.loads(path.read_text())))
+    doc.write_text(text, encoding="utf-8")
+    contact_sheet(doc.parent / "miniworld-scenes.png")
+    print(f"wrote {doc} and {doc.parent / 'miniworld-scenes.png'}")
+
+
+if __name__ == "__main__":
+    render()
