@@ -240,7 +240,8 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
 @click.option("--size", default=256, show_default=True, type=int, help="Canvas side in pixels.")
 @click.option("--steps", default=8, show_default=True, type=int)
 @click.option("--max-attempts", default=3, show_default=True, type=int)
-@click.option("--threshold", default=0.5, show_default=True, type=float)
+@click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
+              help="p(Available) needed to pass.")
 @_fail_cleanly
 def demo(out, models, size, steps, max_attempts, threshold) -> None:
     """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report."""

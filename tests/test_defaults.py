@@ -39,7 +39,7 @@ COMMANDS = {
         "controlnet_scale": SETTINGS.controlnet_scale, "num_images": SETTINGS.num_images,
         "candidates": SETTINGS.candidates, "max_attempts": SETTINGS.max_attempts, "threshold": SETTINGS.threshold,
         "size": CANVAS.width, "product_scale": CANVAS.product_scale}),
-    "rfad demo": (_command(rfad_cli, "demo"), {"models"}, {}),
+    "rfad demo": (_command(rfad_cli, "demo"), {"models"}, {"threshold": SETTINGS.threshold}),
     "rfad-export onnx": (_command(export_cli, "onnx"), set(MODEL_SET_FLAGS), {}),
     "rfad-export check": (_command(export_cli, "check"), set(MODEL_SET_FLAGS), {}),
     "rfad-export triton-repo": (_command(export_cli, "triton-repo"), set(), {
@@ -51,6 +51,7 @@ COMMANDS = {
     "rfad-train eval-rfft": (_command(train_cli, "eval-rfft"), set(MODEL_SET_FLAGS) | {"base_controlnet"}, {
         "steps": SETTINGS.steps, "size": CANVAS.width, "guidance": SETTINGS.guidance_scale,
         "max_attempts": SETTINGS.max_attempts, "threshold": SETTINGS.threshold, "seed": SETTINGS.seed}),
+    "rfad-train eval-rfnet": (_command(train_cli, "eval-rfnet"), set(), {"threshold": SETTINGS.threshold}),
 }
 
 
