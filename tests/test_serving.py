@@ -34,7 +34,8 @@ from rfad.pipeline.generate import generate
 from rfad.pipeline.judge import RunnerJudge
 from rfad.pipeline.settings import GenerationSettings
 from rfad.pipeline.torch_runner import TorchRunner
-from rfad.serving.launcher import ServerStartError, TritonServer, free_port
+from rfad.serving import ServerStartError
+from rfad.serving.launcher import TritonServer, free_port
 
 SIZE = 128
 
