@@ -195,7 +195,7 @@ def test_deadline_cancels_the_work_on_the_server(client, product):
 UNUSABLE_PARAMETERS = {
     "unknown_key": ({"judje": "ensemble"}, "judje: unknown parameter"),
     "text_cap": ({"max_attempts_cap": "twenty"}, "max_attempts_cap: expected an integer, got 'twenty'"),
-    "odd_canvas": ({"canvas_size": "100"}, "canvas_size: 100 is not a canvas side"),
+    "small_canvas": ({"canvas_size": "32"}, "canvas_size: 32 is not a canvas side: must be at least 64"),
     "misspelt_judge": ({"judge": "ensamble"}, "judge: 'ensamble' is not one of ensemble, components, none"),
     # The copies sit in a repository without rfad_judge and the judge components.
     "no_rfad_judge": ({"judge": "ensemble"}, "judge: 'ensemble' needs the rfad_judge model"),

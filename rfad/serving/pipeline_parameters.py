@@ -67,13 +67,16 @@ class PipelineParameters:
                 raise PipelineParameterError(name, f"expected an integer, got {value!r}")
         low = DEFAULTS.max_attempts
         if not low <= self.max_attempts_cap <= INT32_MAX:
+            why = (f"below the default max_attempts ({low}) every request that sends none would be refused"
+                   if self.max_attempts_cap < low else "max_attempts travels as INT32")
             raise PipelineParameterError(
-                "max_attempts_cap", f"{self.max_attempts_cap} is outside [{low}, {INT32_MAX}] (below the default "
-                f"max_attempts {low}, every request that sends none would be refused)")
+                "max_attempts_cap", f"{self.max_attempts_cap} is outside [{low}, {INT32_MAX}] ({why})")
         try:
             CanvasSpec(width=self.canvas_size, height=self.canvas_size)
         except ValueError as exc:
-            raise PipelineParameterError("canvas_size", f"{self.canvas_size} is not a canvas side ({exc})") from None
+            # CanvasSpec names its own field (width); the rule is what matters here.
+            rule = str(exc).split(": ", 1)[-1]
+            raise PipelineParameterError("canvas_size", f"{self.canvas_size} is not a canvas side: {rule}") from None
         if self.judge not in JUDGE_MODES:
             raise PipelineParameterError("judge", f"{self.judge!r} is not one of {', '.join(JUDGE_MODES)}")
 
