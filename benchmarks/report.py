@@ -95,7 +95,7 @@ def _plot_availability(result: dict, path: Path) -> None:
 
 def _pipeline_notes(pipeline: dict) -> str:
     """The two derived figures of the pipeline benchmark, said only as far as the spread allows."""
-    from rfad.export.triton_repo import PIPELINE_JUDGE
+    from rfad.serving.pipeline_parameters import DEFAULT_JUDGE
 
     notes, clear_winner, lower_median = [], {}, {}
     for shape in sorted({r["shape"] for r in pipeline["rows"]}, key=["tiny", "small"].index):
@@ -118,15 +118,15 @@ def _pipeline_notes(pipeline: dict) -> str:
                      f"{ensemble['median_s']:.3f} s ({ensemble['min_s']:.3f}-{ensemble['max_s']:.3f}): "
                      + (f"`{fast[0]}` is faster." if clear else f"`{fast[0]}` has the lower median, inside the spread."))
     # The default is kept wherever it is not slower beyond the spread (the issue's rule).
-    beaten = sorted(shape for shape, winner in clear_winner.items() if winner != PIPELINE_JUDGE)
+    beaten = sorted(shape for shape, winner in clear_winner.items() if winner != DEFAULT_JUDGE)
     if beaten:
         verdict = (f"although in this run the other route was faster beyond the spread at: {', '.join(beaten)} "
                    "(re-check before keeping the default)")
-    elif set(lower_median.values()) == {PIPELINE_JUDGE}:
+    elif set(lower_median.values()) == {DEFAULT_JUDGE}:
         verdict = "it is not slower: it has the lower median at every shape measured here"
     else:
         verdict = "it is not slower beyond the runs' spread at any shape measured here"
-    return ("- " + "\n- ".join(notes) + f"\n\n`rfad-export triton-repo` defaults to `--pipeline-judge {PIPELINE_JUDGE}`: "
+    return ("- " + "\n- ".join(notes) + f"\n\n`rfad-export triton-repo` defaults to `--pipeline-judge {DEFAULT_JUDGE}`: "
             f"{verdict}.")
 
 

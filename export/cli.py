@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from rfad.contract import MAX_COMPONENT_BATCH
-from rfad.export.triton_repo import PIPELINE_JUDGE, PIPELINE_JUDGES
+from rfad.models.options import model_set_options
+from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, JUDGE_MODES, PipelineParameters
 
 
 @click.group()
@@ -21,23 +22,20 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--models", required=True, type=click.Path(exists=True, path_type=Path), help="Model set or SD-1.5 folder.")
-@click.option("--controlnet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--rfnet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--depth", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--saliency", type=click.Path(exists=True, path_type=Path))
+@model_set_options(required=("models",))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--components", help="Comma-separated subset (default: every component the models provide).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 21))
 @click.option("--fp16", is_flag=True, help="float16 weights and arithmetic (float32 inputs/outputs); for GPU serving.")
-def onnx(models, controlnet, rfnet, depth, saliency, out, components, opset, fp16) -> None:
+def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, out, components, opset, fp16) -> None:
     """Every component to ONNX, checked against PyTorch at two shapes (OUT/parity.json)."""
     from rfad.export.onnx_export import ExportError, export_onnx
     from rfad.models.folders import ModelFolderError
     from rfad.models.model_set import ModelSet
 
     try:
-        model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, rfnet=rfnet, depth=depth,
+        model_set = ModelSet.resolve(models).with_overrides(sd_config=sd_config, controlnet=controlnet, lora=lora,
+                                                            lora_scale=lora_scale, rfnet=rfnet, depth=depth,
                                                             saliency=saliency)
         export_onnx(model_set, out, components.split(",") if components else None, opset=opset, fp16=fp16,
                     echo=click.echo)
@@ -67,11 +65,9 @@ def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
 
 
 @main.command()
-@click.option("--models", required=True, type=click.Path(exists=True, path_type=Path), help="Model set or SD-1.5 folder (the PyTorch reference).")
-@click.option("--controlnet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--rfnet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--depth", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--saliency", type=click.Path(exists=True, path_type=Path))
+@model_set_options(required=("models",), help={
+    "models": "Model set folder (rfad-models.json), diffusers SD-1.5 folder, or single-file .safetensors: the "
+              "PyTorch reference (the models the graphs were exported from)."})
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Also compare the TensorRT engine (GPU).")
 @click.option("--component", required=True, help="Component to compare, e.g. unet, controlnet_unet, vae_decoder, rfnet.")
@@ -82,7 +78,7 @@ def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
 @click.option("--atol", type=float, help="Absolute tolerance [default: 1e-4; 2e-2 for an fp16 export].")
 @click.option("--rtol", type=float, help="Relative tolerance [default: 1e-3; 2e-2 for an fp16 export].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
-def check(models, controlnet, rfnet, depth, saliency, onnx_dir, engines, component, batch, height, width, seed, atol,
+def check(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, onnx_dir, engines, component, batch, height, width, seed, atol,
           rtol, json_out) -> None:
     """Compare one component: PyTorch vs its ONNX graph (and engine), polygraphy-style; exit 1 on a mismatch."""
     from rfad.export.check import check_component, format_report
@@ -91,7 +87,8 @@ def check(models, controlnet, rfnet, depth, saliency, onnx_dir, engines, compone
     from rfad.models.model_set import ModelSet
 
     try:
-        model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, rfnet=rfnet, depth=depth,
+        model_set = ModelSet.resolve(models).with_overrides(sd_config=sd_config, controlnet=controlnet, lora=lora,
+                                                            lora_scale=lora_scale, rfnet=rfnet, depth=depth,
                                                             saliency=saliency)
         report = check_component(model_set, onnx_dir, component, engines, batch, height, width, seed, atol, rtol)
     except TensorRTUnavailable as exc:
@@ -112,13 +109,15 @@ def check(models, controlnet, rfnet, depth, saliency, onnx_dir, engines, compone
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--backend", default="python", show_default=True, type=click.Choice(["python", "onnxruntime", "tensorrt"]))
 @click.option("--unet", "unet_mode", default="merged", show_default=True, type=click.Choice(["merged", "separate"]))
-@click.option("--canvas-size", default=512, show_default=True, type=int)
-@click.option("--max-attempts-cap", default=20, show_default=True, type=int)
+@click.option("--canvas-size", default=PipelineParameters.canvas_size, show_default=True, type=int,
+              help="Canvas side in pixels of rfad_pipeline (a multiple of 8).")
+@click.option("--max-attempts-cap", default=PipelineParameters.max_attempts_cap, show_default=True, type=int,
+              help="The largest max_attempts a request may ask for.")
 @click.option("--max-batch", default=MAX_COMPONENT_BATCH, show_default=True, type=int,
               help="max_batch_size of the component models (at least the pipeline's largest batch).")
-@click.option("--pipeline-judge", default=None, type=click.Choice(PIPELINE_JUDGES),
-              help=f"How rfad_pipeline judges: BLS calls to depth/saliency/rfnet, or one call to rfad_judge "
-                   f"[default: {PIPELINE_JUDGE} where the judge components were exported, no judge otherwise].")
+@click.option("--pipeline-judge", default=None, type=click.Choice(JUDGE_MODES),
+              help=f"How rfad_pipeline judges: one call to rfad_judge, BLS calls to depth/saliency/rfnet, or not "
+                   f"at all [default: {DEFAULT_JUDGE} where the judge components were exported, none otherwise].")
 @click.option("--pipeline-instances", default=1, show_default=True, type=click.IntRange(1, 64),
               help="rfad_pipeline instances: requests whose loops run at the same time.")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rfad.components.specs import TensorSpec
+from rfad.serving.pipeline_parameters import PipelineParameters
 
 # Triton's config names for the contract's datatypes (BYTES is TYPE_STRING in model configs).
 CONFIG_TYPES = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
@@ -104,18 +105,18 @@ def render_config(config: ModelConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pipeline_config(max_attempts_cap: int = 20, canvas_size: int = 512, instance_count: int = 1,
-                    execution_env: str | None = None, judge: str = "components") -> ModelConfig:
-    """The rfad_pipeline BLS model's config, from the request contract. ``judge``: components,
-    ensemble (the rfad_judge model) or none (the repository has no judge models)."""
+def pipeline_config(parameters: PipelineParameters | None = None, instance_count: int = 1,
+                    execution_env: str | None = None) -> ModelConfig:
+    """The rfad_pipeline BLS model's config: tensors from the request contract, parameters
+    (attempts cap, canvas size, judge mode; defaults from :class:`PipelineParameters`)."""
     from rfad.contract import PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
 
-    parameters = {"max_attempts_cap": str(max_attempts_cap), "canvas_size": str(canvas_size), "judge": judge}
+    values = (parameters or PipelineParameters()).to_config()
     if execution_env:
-        parameters["EXECUTION_ENV_PATH"] = execution_env
+        values["EXECUTION_ENV_PATH"] = execution_env
     return ModelConfig(
         name=PIPELINE_MODEL,
         inputs=tuple(ConfigTensor(f.name, f.datatype, f.shape, f.optional) for f in PIPELINE_INPUTS),
         outputs=tuple(ConfigTensor(f.name, f.datatype, f.shape) for f in PIPELINE_OUTPUTS),
-        backend="python", max_batch_size=0, instance_count=instance_count, parameters=parameters,
+        backend="python", max_batch_size=0, instance_count=instance_count, parameters=values,
     )

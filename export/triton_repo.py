@@ -21,13 +21,11 @@ from rfad.export.triton_judge import JUDGE_COMPONENTS, PREPARE_MODEL, judge_conf
 from rfad.components.manifest import ExportManifest
 from rfad.components.specs import ComponentSpec
 from rfad.contract import MAX_COMPONENT_BATCH
+from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, PipelineParameterError, PipelineParameters
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
 BACKENDS = ("python", "onnxruntime", "tensorrt")
-PIPELINE_JUDGES = ("components", "ensemble")
-# How rfad_pipeline judges by default: one call to rfad_judge, as the issue asks wherever that
-# is not slower; benchmarks/pipeline_bench.py measures both routes (README, Performance).
-PIPELINE_JUDGE = "ensemble"
+PARAMETER_FLAGS = {"max_attempts_cap": "--max-attempts-cap", "canvas_size": "--canvas-size", "judge": "--pipeline-judge"}
 
 
 def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kind: str,
@@ -40,24 +38,32 @@ def component_config(spec: ComponentSpec, backend: str, max_batch_size: int, kin
 
 
 def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "python", engines: str | Path | None = None,
-                      unet_mode: str = "merged", max_batch_size: int = MAX_COMPONENT_BATCH, max_attempts_cap: int = 20,
-                      canvas_size: int = 512, kind: str | None = None, pipeline_judge: str | None = None,
+                      unet_mode: str = "merged", max_batch_size: int = MAX_COMPONENT_BATCH,
+                      max_attempts_cap: int = PipelineParameters.max_attempts_cap,
+                      canvas_size: int = PipelineParameters.canvas_size, kind: str | None = None,
+                      pipeline_judge: str | None = None,
                       dynamic_batching: bool = True, pipeline_instances: int = 1) -> Path:
     """Write the repository to ``out`` (replaced if it exists); returns its path.
 
     With the judge components (depth, saliency, rfnet_text, rfnet) the repository also holds
     the ``rfad_judge`` ensemble and its two python steps; ``pipeline_judge`` says how
     ``rfad_pipeline`` judges its candidates: ``components`` (three BLS calls per attempt, the
-    caption encoded once per request) or ``ensemble`` (one BLS call to ``rfad_judge``); by
-    default :data:`PIPELINE_JUDGE` where the judge components are there, no judge otherwise.
+    caption encoded once per request), ``ensemble`` (one BLS call to ``rfad_judge``) or ``none``;
+    by default :data:`rfad.serving.pipeline_parameters.DEFAULT_JUDGE` where the judge components
+    are there, ``none`` otherwise (modes and checks: :mod:`rfad.serving.pipeline_parameters`).
     ``dynamic_batching``: Triton's dynamic batcher on the component models (requests of
     concurrent pipeline instances merged into one batch); ``pipeline_instances``: instances of
     ``rfad_pipeline``, i.e. requests whose loops run at the same time.
     """
     if pipeline_instances < 1:
         raise ValueError(f"--pipeline-instances {pipeline_instances}: must be at least 1")
-    if pipeline_judge is not None and pipeline_judge not in PIPELINE_JUDGES:
-        raise ValueError(f"--pipeline-judge: {pipeline_judge!r} is not one of {', '.join(PIPELINE_JUDGES)}")
+    # Checked before anything is written: a bad cap, size or judge mode names its flag here
+    # rather than failing the server's start later.
+    try:
+        pipeline_parameters = PipelineParameters(max_attempts_cap=max_attempts_cap, canvas_size=canvas_size,
+                                                 judge=pipeline_judge or DEFAULT_JUDGE)
+    except PipelineParameterError as exc:
+        raise ValueError(f"{PARAMETER_FLAGS[exc.parameter]}: {exc.detail}") from None
     if backend not in BACKENDS:
         raise ValueError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if unet_mode not in ("merged", "separate"):
@@ -106,10 +112,11 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
                 shutil.copy2(TEMPLATES / name / "1" / "model.py", out / name / "1" / "model.py")
             judge_models.append(name)
         shutil.copytree(onnx_dir / "caption_tokenizer", out / PREPARE_MODEL / "1" / "assets" / "caption_tokenizer")
-    elif pipeline_judge is not None:
+    elif pipeline_judge not in (None, "none"):
         raise ValueError(f"--pipeline-judge {pipeline_judge} needs the judge components "
                          "(export with --rfnet, --depth, --saliency)")
-    judge = (pipeline_judge or PIPELINE_JUDGE) if judge_models else "none"
+    if not judge_models:
+        pipeline_parameters = replace(pipeline_parameters, judge="none")
     pipeline = out / "rfad_pipeline" / "1"
     assets = pipeline / "assets"
     assets.mkdir(parents=True)
@@ -120,9 +127,9 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
     # The pipeline's runner builds every BLS call from the specs of the served components.
     replace(manifest, specs=specs, files={}, models={}).write(assets / "components.json")
     (out / "rfad_pipeline" / "config.pbtxt").write_text(render_config(pipeline_config(
-        max_attempts_cap=max_attempts_cap, canvas_size=canvas_size, instance_count=pipeline_instances,
-        judge=judge)))
-    _write_readme(out, onnx_dir, backend, unet_mode, components + judge_models, manifest, max_batch_size, judge)
+        pipeline_parameters, instance_count=pipeline_instances)))
+    _write_readme(out, onnx_dir, backend, unet_mode, components + judge_models, manifest, max_batch_size,
+                  pipeline_parameters.judge)
     return out
 
 

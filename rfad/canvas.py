@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rfad.contract import DEFAULTS
+
 # Formats a product cut-out plausibly arrives in. PIL knows dozens more, several rarely used and
 # historically fragile; untrusted bytes never reach those decoders.
 DECODED_FORMATS = ("PNG", "WEBP", "TIFF", "GIF", "BMP", "JPEG")
@@ -43,9 +45,9 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 class CanvasSpec:
     """How a product is placed on the canvas and how the masks and control image are made."""
 
-    width: int = 512
-    height: int = 512
-    product_scale: float = 0.75     # product bbox fits within product_scale*width x product_scale*height
+    width: int = DEFAULTS.canvas_size
+    height: int = DEFAULTS.canvas_size
+    product_scale: float = DEFAULTS.product_scale  # product bbox fits within product_scale*width x product_scale*height
     upscale: bool = False           # False: only shrink products larger than that box (pixels then stay exact)
     mask_dilation: int = 20         # square kernel size (pixels) for dilating the generate-mask; 0 or 1: none
     canny_low: int = 100
