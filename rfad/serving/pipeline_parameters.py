@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from rfad.components.registry import components_in
 from rfad.contract import DEFAULT_LIMITS, DEFAULTS, JUDGE_MODEL, Limits
 
 # How rfad_pipeline judges its candidates:
@@ -25,7 +26,7 @@ JUDGE_MODES = ("ensemble", "components", "none")
 # The default where the repository has the judge: one call to rfad_judge per attempt, which is
 # not slower (benchmarks/pipeline_bench.py measures both routes; README, Performance).
 DEFAULT_JUDGE = "ensemble"
-JUDGE_COMPONENTS = ("depth", "saliency", "rfnet_text", "rfnet")  # the models judge=components calls
+JUDGE_COMPONENTS = components_in("judge")  # the models judge=components calls
 CAPTION_TOKENIZER = "caption_tokenizer"  # folder in the pipeline model's assets (RFNet's tokenizer)
 # Parameters Triton's python backend reads itself; they may appear beside ours.
 BACKEND_PARAMETERS = ("EXECUTION_ENV_PATH", "FORCE_CPU_ONLY_INPUT_TENSORS")
