@@ -10,7 +10,7 @@ OUT ?= out
 
 .PHONY: setup test demo bench clean
 
-$(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt
+$(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt constraints/triton-2.51.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev]"
