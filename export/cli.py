@@ -137,5 +137,9 @@ def triton_repo(onnx_dir, engines, out, backend, unet_mode, canvas_size, max_att
     click.echo(f"Triton repository written to {out} (see {out / 'README.md'})")
 
 
+from rfad.export.k8s_cli import k8s  # noqa: E402  (its own module: the Kubernetes writer)
+
+main.add_command(k8s)
+
 if __name__ == "__main__":
     main()
