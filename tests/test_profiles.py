@@ -117,3 +117,29 @@ def test_docs_hold_the_table_generated_from_the_declarations():
 def test_profiles_import_without_torch():
     code = "import sys, rfad.deploy.table; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name, flags, message", [
+    ("edge", {"--max-batch": 4}, "--max-batch 4 contradicts --profile edge: max_batch_size 4 exceeds the engines' largest batch 2"),
+    ("cpu", {"--backend": "tensorrt"}, "--backend tensorrt contradicts --profile cpu: the profile's backends are python, onnxruntime"),
+    ("edge", {"--canvas-size": 768}, "--canvas-size 768 contradicts --profile edge: canvas_size 768 is outside"),
+    ("cpu", {"--max-batch": 8}, "--max-batch 8 contradicts --profile cpu: max_batch_size 8 is below the largest batch"),
+    ("datacenter", {"--max-attempts-cap": 50}, "--max-attempts-cap 50 contradicts --profile datacenter: max_attempts_cap 50"),
+])
+def test_a_flag_that_contradicts_the_profile_is_a_one_line_error(name, flags, message):
+    from rfad.export.profile_flags import profile_with_flags
+
+    with pytest.raises(ValueError) as caught:
+        profile_with_flags(name, flags)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_flags_that_fit_refine_the_profile_and_are_recorded():
+    from rfad.export.profile_flags import profile_with_flags
+
+    profile, applied = profile_with_flags("datacenter", {"--backend": "onnxruntime", "--pipeline-instances": 4,
+                                                         "--no-dynamic-batching": True, "--max-batch": None})
+    assert applied == {"--backend": "onnxruntime", "--pipeline-instances": 4, "--no-dynamic-batching": True}
+    assert profile.backend == "onnxruntime" and profile.pipeline.instances == 4
+    assert all(serving.batching is None for serving in profile.servings())
+    assert profile_with_flags("cpu", {"--backend": "python", "--max-batch": 16}) == (CPU, {})
