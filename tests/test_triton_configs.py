@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rfad.components.specs import ModelFacts, component_specs
+from rfad.components.registry import component_specs
+from rfad.components.specs import ModelFacts
 from rfad.deploy.memory import SD15_FACTS
 from rfad.deploy.profiles import CPU, EDGE
 from rfad.export.k8s_serving import server_args

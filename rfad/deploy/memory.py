@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rfad.components.specs import ComponentSpec, ModelFacts, component_specs
+from rfad.components.registry import component_specs
+from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.contract import MAX_IMAGE_BYTES
 from rfad.deploy.profiles import MIB, DeploymentProfile
 
@@ -62,13 +63,10 @@ def weight_bytes(profile: DeploymentProfile, unet_mode: str = "merged") -> dict[
     return {name: PARAMETERS[name] * per * profile.component(name).count for name in SERVED[unet_mode]}
 
 
-def exchange_bytes(spec: ComponentSpec, batch: int, side: int, facts: ModelFacts = SD15_FACTS) -> int:
+def exchange_bytes(spec: ComponentSpec, batch: int, side: int) -> int:
     """Bytes of one call's inputs and outputs (what a BLS call or a python model holds at once)."""
-    tokens = facts.caption_tokens if spec.name.startswith("rfnet") else facts.text_tokens
-    total = 0
-    for tensor in spec.inputs + spec.outputs:
-        total += math.prod(spec.shape_of(tensor, batch, side, side, tokens)) * _ITEMSIZE[tensor.dtype]
-    return total
+    return sum(math.prod(spec.shape_of(tensor, batch, side, side)) * _ITEMSIZE[tensor.dtype]
+               for tensor in spec.inputs + spec.outputs)
 
 
 @dataclass(frozen=True)
@@ -102,14 +100,14 @@ def shm_need(profile: DeploymentProfile, backend: str | None = None, unet_mode: 
     def rounded(size: int) -> int:
         return max(profile.shm.default_byte_size, math.ceil(size / growth) * growth)
 
-    calls = {name: exchange_bytes(specs[name], batch, side, facts) for name in SERVED[unet_mode]}
+    calls = {name: exchange_bytes(specs[name], batch, side) for name in SERVED[unet_mode]}
     response = profile.pipeline.candidates_cap * side * side * 3 + MAX_IMAGE_BYTES
     parts = [("rfad_pipeline", profile.pipeline.instances, rounded(max(calls.values()) + response))]
     if backend == "python":
         parts += [(name, profile.component(name).count, rounded(calls[name])) for name in SERVED[unet_mode]]
     rfnet = specs["rfnet"]
-    prepared = sum(math.prod(rfnet.shape_of(t, profile.pipeline.judge_images_cap, side, side, facts.caption_tokens)) * 4
-                   for t in rfnet.inputs[:2])
+    prepared = sum(math.prod(rfnet.shape_of(rfnet.input(key), profile.pipeline.judge_images_cap, side, side)) * 4
+                   for key in ("product_image", "generated_image"))
     judge_in = (profile.pipeline.judge_images_cap + 1) * MAX_IMAGE_BYTES
     parts.append(("rfad_judge_prepare", 1, rounded(judge_in + prepared)))
     return ShmNeed(tuple(parts))
