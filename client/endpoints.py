@@ -64,15 +64,19 @@ class EndpointPool:
         self._next = 0
         self._lock = threading.Lock()
 
-    def pick(self, exclude: Sequence[str] = ()) -> tuple[str | None, bool]:
+    def pick(self, exclude: Sequence[str] = (), force: bool = False) -> tuple[str | None, bool]:
         """The next endpoint to send to, and whether it must pass a health check first (its back-off
         is over but it has not answered since it failed). (None, False) when every endpoint not in
-        ``exclude`` is still backing off."""
+        ``exclude`` is still backing off. ``force``: the next one in turn whatever its state (after
+        a wait, when none was usable), without a check."""
         with self._lock:
             now = self._clock()
             for offset in range(len(self.urls)):
                 url = self.urls[(self._next + offset) % len(self.urls)]
                 state = self._states[url]
+                if force:
+                    self._next = (self._next + offset + 1) % len(self.urls)
+                    return url, False
                 if url in exclude or state.down_until > now:
                     continue
                 self._next = (self._next + offset + 1) % len(self.urls)

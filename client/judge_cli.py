@@ -17,6 +17,7 @@ import click
 
 from rfad.client import RfadClient, RfadClientError
 from rfad.client.jsonl import beside, jsonl_objects
+from rfad.client.options import url_option
 from rfad.contract import CLASS_NAMES, JUDGE_MAX_IMAGES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -83,7 +84,7 @@ def summary_table(records: list[dict]) -> str:
 
 
 @click.command()
-@click.option("--url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC endpoint host:port.")
+@url_option
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0), help="Retries while UNAVAILABLE.")
 @click.option("--images", required=True, type=click.Path(exists=True, path_type=Path),
               help="A folder of images, or a JSONL file of {\"image\": path, \"id\"?, \"product\"?, \"caption\"?}.")

@@ -42,6 +42,8 @@ def test_all_down_says_how_long_to_wait_and_exclude_skips_endpoints_already_trie
     clock.now += 0.25
     pool.failed("b:2", "y")
     assert pool.pick() == (None, False) and pool.wait_s() == pytest.approx(0.75)
+    # After a wait with none usable, the next one in turn is tried anyway (one endpoint: plain retries).
+    assert pool.pick(force=True) == ("a:1", False) and pool.pick(force=True) == ("b:2", False)
     clock.now += 0.75
     assert pool.pick() == ("a:1", True)
     pool.answered("a:1")
