@@ -128,8 +128,8 @@ def _write_readme(out: Path, profile: DeploymentProfile, fleet: Fleet, namespace
             "", "## RF1M data preparation and training", "",
             f"The Jobs share the ReadWriteMany PersistentVolumeClaim `{data_claim}` mounted at /data, laid out as:", "",
             *[f"- `{path}`: {role}" for role, path in DATA_LAYOUT.items()], "",
-            f"`kubectl apply -k jobs/prepare`, then once it completes merge the shards' manifests by running "
-            f"`rfad-data prepare` without `--shard` on the same paths (every map is kept, none recomputed), "
+            "`kubectl apply -k jobs/prepare`, then once it completes merge the shards' manifests by running "
+            "`rfad-data prepare` without `--shard` on the same paths (every map is kept, none recomputed), "
             "then `kubectl apply -k jobs/train-rfnet` and, with the trained RFNet, `jobs/train-rfft`.",
         ]
     (out / "README.md").write_text("\n".join(lines) + "\n")

@@ -20,7 +20,7 @@ def _label(_ctx, _param, value: str) -> tuple[str, str]:
                    "pvc://CLAIM[/path] (mounted read-only).")
 @click.option("--image", required=True, help="Container image: NVIDIA's tritonserver with rfad installed (deploy/Dockerfile).")
 @click.option("--profile", "profile_name", default="datacenter", show_default=True,
-              type=click.Choice(["datacenter", "edge"]), help="Deployment profile (rfad.deploy.profiles).")
+              help="Deployment profile: datacenter or edge (docs/deploying.md).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (replaced).")
 @click.option("--name", default="rfad", show_default=True, help="Name of the Deployment, Services and Jobs.")
 @click.option("--namespace", default="rfad", show_default=True, help="Namespace set by the kustomizations ('' for none).")

@@ -25,7 +25,15 @@ _FLAGS = {
     "--max-attempts-cap": lambda p, v: dataclasses.replace(
         p, pipeline=dataclasses.replace(p.pipeline, max_attempts_cap=v)),
     "--canvas-size": lambda p, v: dataclasses.replace(p, pipeline=dataclasses.replace(p.pipeline, canvas_size=v)),
+    "--fp16": lambda p, v: dataclasses.replace(p, precision="fp16" if v else "fp32"),
+    # rfad-export trt: the engines' largest batch (the components' max_batch_size must fit in it).
+    "--max-engine-batch": lambda p, v: dataclasses.replace(p, engines=dataclasses.replace(
+        p.engines, batch=(min(p.engines.batch[0], v), min(p.engines.batch[1], v), v))) if p.engines else _refuse(
+        "the profile names no TensorRT engines"),
 }
+
+
+_NEGATED = {"--fp16": "--fp32"}  # how a False boolean flag is spelt on the command line
 
 
 class _Contradiction(ValueError):
@@ -36,10 +44,14 @@ def _refuse(reason: str):
     raise _Contradiction(reason)
 
 
-def profile_with_flags(name: str, flags: dict[str, object]) -> tuple[DeploymentProfile, dict[str, object]]:
+def profile_with_flags(name: str | DeploymentProfile, flags: dict[str, object],
+                       shown: dict[str, str] | None = None) -> tuple[DeploymentProfile, dict[str, object]]:
     """The profile ``name`` with the given ``flags`` (``{"--max-batch": 8, ...}``; None = not given)
-    applied; returns it and the flags that changed it. Raises ValueError with one line."""
-    profile = get_profile(name)
+    applied; returns it and the flags that changed it. Raises ValueError with one line, naming
+    a flag as ``shown`` spells it on the command (default: as given). ``name`` may be a profile
+    itself (one made with ``dataclasses.replace``)."""
+    profile = name if isinstance(name, DeploymentProfile) else get_profile(name)
+    name = profile.name
     applied = {}
     for flag, value in flags.items():
         if value is None:
@@ -50,8 +62,9 @@ def profile_with_flags(name: str, flags: dict[str, object]) -> tuple[DeploymentP
             raise ValueError(f"{flag}: not a flag a profile knows ({', '.join(_FLAGS)})") from None
         except ValueError as exc:  # the profile's own rules, or _refuse
             reason = str(exc).split(": ", 1)[-1] if not isinstance(exc, _Contradiction) else str(exc)
-            shown = flag if isinstance(value, bool) else f"{flag} {value}"
-            raise ValueError(f"{shown} contradicts --profile {name}: {reason}") from None
+            spelt = (shown or {}).get(flag, flag)
+            spelt = (spelt if value else _NEGATED.get(spelt, spelt)) if isinstance(value, bool) else f"{spelt} {value}"
+            raise ValueError(f"{spelt} contradicts --profile {name}: {reason}") from None
         if changed != profile:
             applied[flag] = value
         profile = changed

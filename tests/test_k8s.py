@@ -170,7 +170,8 @@ def test_a_pvc_repository_is_mounted_read_only_without_an_init_container(tmp_pat
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--profile", "cpu"], 2, "'cpu' is not one of"),  # click's usage error
+    (["--profile", "cpu"], 1, "--profile cpu: not a Kubernetes profile"),
+    (["--profile", "gpu"], 1, "--profile: 'gpu' is not one of cpu, edge, datacenter"),
     (["--repo-uri", "ftp://host/repo"], 1, "--repo-uri: 'ftp://host/repo' must start with one of"),
     (["--repo-uri", "pvc://"], 1, "names no PersistentVolumeClaim"),
     (["--client-label", "rfad-client"], 2, "expected KEY=VALUE"),
@@ -182,4 +183,6 @@ def test_bad_flags_are_one_line_errors(tmp_path, args, code, message):
     result = CliRunner().invoke(export_cli, ["k8s", *[x for pair in base.items() for x in pair]])
     assert result.exit_code == code
     assert message in result.output and "Traceback" not in result.output
+    if code == 1:
+        assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()

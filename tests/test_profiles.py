@@ -25,6 +25,13 @@ def test_cpu_is_what_rfad_serve_runs_today():
     assert CPU.backend == "python" and CPU.precision == "fp32" and CPU.engines is None and not CPU.gpu
     assert CPU.pipeline.default_steps == GenerationSettings().steps
     assert CPU.pipeline.canvas_size == CanvasSpec().width
+    # The pipeline parameters a repository gets without a profile are the cpu profile's.
+    from rfad.serving.pipeline_parameters import PipelineParameters
+
+    defaults = PipelineParameters()
+    assert (CPU.pipeline.max_attempts_cap, CPU.pipeline.canvas_size, CPU.pipeline.default_steps,
+            CPU.pipeline.candidates_cap) == (defaults.max_attempts_cap, defaults.canvas_size, defaults.default_steps,
+                                             defaults.candidates_cap)
     assert all(CPU.component(name).max_batch_size == MAX_COMPONENT_BATCH for name in PARAMETERS)
     assert CPU.kubernetes is None and CPU.shm.dev_shm_bytes is None
 
@@ -124,7 +131,8 @@ def test_profiles_import_without_torch():
     ("cpu", {"--backend": "tensorrt"}, "--backend tensorrt contradicts --profile cpu: the profile's backends are python, onnxruntime"),
     ("edge", {"--canvas-size": 768}, "--canvas-size 768 contradicts --profile edge: canvas_size 768 is outside"),
     ("cpu", {"--max-batch": 8}, "--max-batch 8 contradicts --profile cpu: max_batch_size 8 is below the largest batch"),
-    ("datacenter", {"--max-attempts-cap": 50}, "--max-attempts-cap 50 contradicts --profile datacenter: max_attempts_cap 50"),
+    ("datacenter", {"--max-attempts-cap": 3}, "--max-attempts-cap 3 contradicts --profile datacenter: max_attempts_cap 3 "
+                                               "is below the default max_attempts 5"),
 ])
 def test_a_flag_that_contradicts_the_profile_is_a_one_line_error(name, flags, message):
     from rfad.export.profile_flags import profile_with_flags

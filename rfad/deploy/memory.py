@@ -100,16 +100,18 @@ def shm_need(profile: DeploymentProfile, backend: str | None = None, unet_mode: 
     def rounded(size: int) -> int:
         return max(profile.shm.default_byte_size, math.ceil(size / growth) * growth)
 
-    calls = {name: exchange_bytes(specs[name], batch, side) for name in SERVED[unet_mode]}
+    served = [name for name in SERVED[unet_mode] if name in specs]  # the judge only where the models have one
+    calls = {name: exchange_bytes(specs[name], batch, side) for name in served}
     response = profile.pipeline.candidates_cap * side * side * 3 + MAX_IMAGE_BYTES
     parts = [("rfad_pipeline", profile.pipeline.instances, rounded(max(calls.values()) + response))]
     if backend == "python":
-        parts += [(name, profile.component(name).count, rounded(calls[name])) for name in SERVED[unet_mode]]
-    rfnet = specs["rfnet"]
-    prepared = sum(math.prod(rfnet.shape_of(rfnet.input(key), profile.pipeline.judge_images_cap, side, side)) * 4
-                   for key in ("product_image", "generated_image"))
-    judge_in = (profile.pipeline.judge_images_cap + 1) * MAX_IMAGE_BYTES
-    parts.append(("rfad_judge_prepare", 1, rounded(judge_in + prepared)))
+        parts += [(name, profile.component(name).count, rounded(calls[name])) for name in served]
+    if "rfnet" in specs:
+        rfnet = specs["rfnet"]
+        prepared = sum(math.prod(rfnet.shape_of(rfnet.input(key), profile.pipeline.judge_images_cap, side, side)) * 4
+                       for key in ("product_image", "generated_image"))
+        judge_in = (profile.pipeline.judge_images_cap + 1) * MAX_IMAGE_BYTES
+        parts.append(("rfad_judge_prepare", 1, rounded(judge_in + prepared)))
     return ShmNeed(tuple(parts))
 
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rfad.contract import DEFAULT_LIMITS, JUDGE_MAX_IMAGES, MAX_COMPONENT_BATCH
-from rfad.pipeline.settings import GenerationSettings
+from rfad.contract import DEFAULT_LIMITS, DEFAULTS, JUDGE_MAX_IMAGES, MAX_COMPONENT_BATCH
 
 KINDS = ("KIND_CPU", "KIND_GPU")
 PRECISIONS = ("fp32", "fp16")
@@ -60,7 +59,7 @@ class PipelineServing:
     max_attempts_cap: int
     candidates_cap: int
     judge_images_cap: int
-    canvas_size: int = 512
+    canvas_size: int = DEFAULTS.canvas_size
 
     @property
     def largest_component_batch(self) -> int:
@@ -189,10 +188,12 @@ def _problems(profile: DeploymentProfile):
     pipeline = profile.pipeline
     if not 1 <= pipeline.default_steps <= DEFAULT_LIMITS.steps[1]:
         yield f"default_steps {pipeline.default_steps} is outside {DEFAULT_LIMITS.steps}"
-    for name in ("max_attempts", "candidates"):
-        cap, (low, high) = getattr(pipeline, f"{name}_cap"), getattr(DEFAULT_LIMITS, name)
-        if not low <= cap <= high:
-            yield f"{name}_cap {cap} is outside the contract's {low}..{high}"
+    # The same bounds rfad_pipeline checks when it loads (rfad.serving.pipeline_parameters):
+    # a cap below the default would refuse every request that sends no value.
+    if not DEFAULTS.max_attempts <= pipeline.max_attempts_cap < 2**31:
+        yield f"max_attempts_cap {pipeline.max_attempts_cap} is below the default max_attempts {DEFAULTS.max_attempts}"
+    if not DEFAULTS.candidates <= pipeline.candidates_cap <= DEFAULT_LIMITS.candidates[1]:
+        yield f"candidates_cap {pipeline.candidates_cap} is outside {DEFAULTS.candidates}..{DEFAULT_LIMITS.candidates[1]}"
     if not 1 <= pipeline.judge_images_cap <= JUDGE_MAX_IMAGES:
         yield f"judge_images_cap {pipeline.judge_images_cap} is outside 1..{JUDGE_MAX_IMAGES}"
     if pipeline.instances < 1 or pipeline.canvas_size % 8:
@@ -231,7 +232,7 @@ CPU = DeploymentProfile(
     summary="What rfad-serve runs on a CPU host (this project's CI): python backend over onnxruntime, fp32",
     backend="python", backends=("python", "onnxruntime"), precision="fp32",
     components=_CPU_COMPONENTS,
-    pipeline=PipelineServing(instances=1, default_steps=GenerationSettings.steps,
+    pipeline=PipelineServing(instances=1, default_steps=DEFAULTS.steps,
                              max_attempts_cap=DEFAULT_LIMITS.max_attempts[1], candidates_cap=DEFAULT_LIMITS.candidates[1],
                              judge_images_cap=JUDGE_MAX_IMAGES),
     # The python backend's own defaults (1 MiB, growing by 1 MiB; python_backend README, 24.x),
@@ -269,7 +270,7 @@ DATACENTER = DeploymentProfile(
     # The denoiser takes nearly all the GPU time: two instances overlap one batch's kernels with
     # the next batch's copies; a 5 ms wait is small beside a step at batch 16.
     overrides=(("controlnet_unet", _DATACENTER_UNET), ("unet", _DATACENTER_UNET), ("controlnet", _DATACENTER_UNET)),
-    pipeline=PipelineServing(instances=8, default_steps=GenerationSettings.steps,
+    pipeline=PipelineServing(instances=8, default_steps=DEFAULTS.steps,
                              max_attempts_cap=DEFAULT_LIMITS.max_attempts[1], candidates_cap=DEFAULT_LIMITS.candidates[1],
                              judge_images_cap=JUDGE_MAX_IMAGES),
     engines=EngineShapes(batch=(1, 8, 16), image=(256, 512, 768)),
