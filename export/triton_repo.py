@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rfad.export.triton_config import ModelConfig, pipeline_config, render_config, spec_tensor
+from rfad.export.triton_config_check import check_repository
 from rfad.export.triton_judge import JUDGE_COMPONENTS, PREPARE_MODEL, judge_configs
 
 from rfad.components.manifest import ExportManifest
@@ -160,6 +161,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     (out / DEPLOYMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     _write_readme(out, onnx_dir, backend, unet_mode, components + judge_models, manifest, chosen, flags,
                   pipeline_parameters.judge)
+    check_repository(out)  # every config as Triton's own ModelConfig: a wrong field fails here, not at deploy
     return out
 
 
