@@ -24,7 +24,7 @@ test: setup
 demo: setup
 	$(BIN)/rfad demo --out $(OUT)
 
-# The benchmark suite: every benchmarks/*.py, then the README's Performance section and plots
+# The benchmark suite: every benchmarks/*.py, then docs/performance.md and its plots
 # (the dev extra includes the bench one).
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

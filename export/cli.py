@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from rfad.deploy.profiles import DEFAULT_PROFILE
+from rfad.contract import MAX_COMPONENT_BATCH
+from rfad.export.tolerances import check_tolerance_help
 from rfad.models.options import model_set_options
 from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, JUDGE_MODES
 
@@ -85,8 +87,8 @@ def trt(onnx_dir, engines, profile_name, fp16, timing_cache, max_batch) -> None:
 @click.option("--height", type=click.IntRange(8, 4096), help="Image height in pixels [default: the export check's].")
 @click.option("--width", type=click.IntRange(8, 4096), help="Image width in pixels [default: --height].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
-@click.option("--atol", type=float, help="Absolute tolerance [default: 1e-4; 2e-2 for an fp16 export].")
-@click.option("--rtol", type=float, help="Relative tolerance [default: 1e-3; 2e-2 for an fp16 export].")
+@click.option("--atol", type=float, help=check_tolerance_help("atol"))
+@click.option("--rtol", type=float, help=check_tolerance_help("rtol"))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
 def check(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, onnx_dir, engines, component, batch, height, width, seed, atol,
           rtol, json_out) -> None:
