@@ -32,16 +32,8 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    PIPELINE_INSTANCES,
-    SHAPES,
-    concurrent_calls,
-    markdown_table,
-    percentile,
-    served_repo,
-    shape_models,
-    write_results,
-)
+from common import PIPELINE_INSTANCES, SHAPES, concurrent_calls, markdown_table, percentile  # noqa: E402
+from common import served_repo, shape_models, write_results  # noqa: E402
 from perf_analyzer_input import judge_request, pipeline_request, plain_ad  # noqa: E402
 from perf_analyzer_tool import TOOL_DIR, PerfAnalyzer, PerfAnalyzerUnavailable, locate, parse_report  # noqa: E402
 
