@@ -38,6 +38,11 @@ from perf_analyzer_input import judge_request, pipeline_request, plain_ad  # noq
 from perf_analyzer_tool import TOOL_DIR, PerfAnalyzer, PerfAnalyzerUnavailable, locate, parse_report  # noqa: E402
 
 CONCURRENCY = (1, 2, 4)
+
+
+class PerfAnalyzerFailed(RuntimeError):
+    """One perf_analyzer measurement did not complete (its last lines say why)."""
+
 REPORTS = TOOL_DIR / "reports"
 PROMPT = "a bottle on a marble table, studio light"  # pipeline_bench's request
 CAPTION = "red bottle"
@@ -57,7 +62,7 @@ def run_perf_analyzer(tool: PerfAnalyzer, model: str, url: str, data: Path, conc
     (REPORTS / f"{model}-c{concurrency}.txt").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
-        raise RuntimeError(f"perf_analyzer -m {model} at concurrency {concurrency} failed: {' | '.join(tail)}")
+        raise PerfAnalyzerFailed(f"perf_analyzer -m {model} at concurrency {concurrency} failed: {' | '.join(tail)}")
     return parse_report(done.stdout)
 
 
@@ -143,16 +148,20 @@ def measure(tool: PerfAnalyzer, shape, quick: bool) -> list[dict]:
                 per_window = max(3, concurrency * (2 if quick else 3))
                 print(f"[{shape.name}] {model}, {concurrency} concurrent: perf_analyzer, then rfad.client", flush=True)
                 before = scrape(server.metrics_url)
-                report = run_perf_analyzer(tool, model, server.grpc_url, data, concurrency,
-                                           others if model == PIPELINE_MODEL else [], per_window)
-                bls = bls_breakdown(before, scrape(server.metrics_url))
                 row = {"shape": shape.name, "size": shape.size, "steps": shape.steps, "model": model,
-                       "concurrency": concurrency, "images_per_request": 1 if model == PIPELINE_MODEL else JUDGE_IMAGES,
-                       **analyzer_figures(report), **({"bls": bls} if bls else {}),
-                       **rfad_client_level(calls[model], concurrency, max(2 * per_window, 4))}
+                       "concurrency": concurrency, "images_per_request": 1 if model == PIPELINE_MODEL else JUDGE_IMAGES}
+                try:
+                    row.update(analyzer_figures(run_perf_analyzer(tool, model, server.grpc_url, data, concurrency,
+                                                                  others if model == PIPELINE_MODEL else [], per_window)))
+                except PerfAnalyzerFailed as exc:  # e.g. no stable window on a busy machine: said in the row
+                    row["pa_failed"] = str(exc)
+                bls = bls_breakdown(before, scrape(server.metrics_url))
+                row.update({**({"bls": bls} if bls else {}),
+                            **rfad_client_level(calls[model], concurrency, max(2 * per_window, 4))})
                 rows.append(row)
-                print(f"    perf_analyzer p50 {row['pa_p50_ms']:.0f} ms, {row['pa_requests_per_s']:.2f}/s; "
-                      f"rfad.client p50 {row['rfad_p50_ms']:.0f} ms, {row['rfad_requests_per_s']:.2f}/s", flush=True)
+                analyzer = row.get("pa_failed") or f"p50 {row['pa_p50_ms']:.0f} ms, {row['pa_requests_per_s']:.2f}/s"
+                print(f"    perf_analyzer {analyzer}; rfad.client p50 {row['rfad_p50_ms']:.0f} ms, "
+                      f"{row['rfad_requests_per_s']:.2f}/s", flush=True)
         client.close()
     return rows
 

@@ -71,7 +71,11 @@ def perf_analyzer_lines(result: dict, machine_line: str) -> list[str]:
                                    ("pa_p50_ms", "perf_analyzer p50 ms"), ("pa_p99_ms", "p99 ms"),
                                    ("pa_requests_per_s", "requests/s"), ("rfad_p50_ms", "rfad.client p50 ms"),
                                    ("rfad_p99_ms", "p99 ms"), ("rfad_requests_per_s", "requests/s")]), ""]
-    single = next((r for r in rows if r["model"] == "rfad_pipeline" and r["concurrency"] == 1), None)
+    failed = [f"`{r['model']}` at {r['concurrency']} clients ({r['pa_failed'].split(': ', 1)[-1]})"
+              for r in rows if "pa_failed" in r]
+    if failed:
+        lines += ["perf_analyzer gave no figures for: " + "; ".join(failed) + ".", ""]
+    single = next((r for r in rows if r["model"] == "rfad_pipeline" and r["concurrency"] == 1 and "server" in r), None)
     if single is None:
         return lines
     pipeline_block = single["server"].get("", {})
