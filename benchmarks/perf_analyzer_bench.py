@@ -172,7 +172,11 @@ def main() -> None:
     parser.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
     args = parser.parse_args()
     shape = SHAPES[args.shape]
+    from rfad.deploy.profiles import DEFAULT_PROFILE, get_profile
+
+    batching = get_profile(DEFAULT_PROFILE).components.batching  # the served repository's profile
     settings = {"shape": shape.__dict__, "concurrency": list(CONCURRENCY), "judge_images": JUDGE_IMAGES,
+                "profile": DEFAULT_PROFILE, "component_max_queue_delay_us": batching.max_queue_delay_us if batching else 0,
                 "pipeline_request": {"prompt": PROMPT, "caption": CAPTION, "candidates": 1, "max_attempts": 1,
                                      "threshold": 0.0}}
     try:
