@@ -37,6 +37,10 @@ class BenchShape:
         return TinyZooSpec(unet_channels=self.unet_channels)
 
 
+# rfad_pipeline instances of the served benchmarks: up to this many requests run their loops at
+# once, so concurrent clients' component calls can meet in the dynamic batcher.
+PIPELINE_INSTANCES = 4
+
 # tiny: the test zoo; small: UNet channels 64/128/256 at 256 px, 20 steps (the issues' "small").
 SHAPES = {
     "tiny": BenchShape("tiny", (32, 64), 128, 8),
@@ -103,11 +107,15 @@ def time_runs(function: Callable[[], object], repeats: int, warmup: int = 1) -> 
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
 
 
-def write_results(name: str, rows: list[dict], settings: dict) -> Path:
+def write_results(name: str, rows: list[dict], settings: dict, summary: dict | None = None) -> Path:
+    """``benchmarks/results/<name>.json``: machine, settings, rows and (if given) the headline
+    figures of the run under ``summary`` (readable without parsing rows)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "settings": settings, "rows": rows},
-                               indent=2) + "\n")
+    result = {"benchmark": name, "machine": machine(), "settings": settings, "rows": rows}
+    if summary is not None:
+        result["summary"] = summary
+    path.write_text(json.dumps(result, indent=2) + "\n")
     return path
 
 
@@ -132,6 +140,22 @@ def timing_summary(times: list[float]) -> dict:
     """Median, min, max, p90 and p99 of ``times`` (seconds)."""
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "p90_s": percentile(times, 0.9), "p99_s": percentile(times, 0.99), "repeats": len(times)}
+
+
+def concurrent_calls(call: Callable[[int], object], concurrency: int, requests: int) -> tuple[float, list[float], list]:
+    """``requests`` calls ``call(i)`` from ``concurrency`` threads -> (wall seconds, each call's
+    latency in seconds, each call's result), in call order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def timed(i: int):
+        start = time.perf_counter()
+        result = call(i)
+        return time.perf_counter() - start, result
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        done = list(pool.map(timed, range(requests)))
+    return time.perf_counter() - started, [latency for latency, _ in done], [result for _, result in done]
 
 
 def served_repo(shape: BenchShape, onnx: Path, name: str, **options) -> Path:

@@ -5,11 +5,10 @@
 Each file holds one request per sample product (drawn in code, as the demo's): BYTES inputs
 (images, texts) as base64 of Triton's raw BYTES serialisation with their shape
 (``{"b64": ..., "shape": [n]}``, the form perf_analyzer's data loader reads), numbers as
-one-element lists, names from the contract. perf_analyzer itself is not on this machine (the
-tritonclient 2.73 wheel no longer carries it), so the files are checked by decoding them back
-(tests/test_benchmarks.py), not by a perf_analyzer run.
-Measure a running server with Triton's own tool (shipped in the tritonclient 2.51 wheel and
-the NGC SDK container), e.g.
+one-element lists, names from the contract. ``perf_analyzer_bench.py`` (run by the suite) runs
+perf_analyzer with requests built by the same functions; tests/test_benchmarks.py decodes the
+files back. Measure a running server with Triton's own tool (``perf_analyzer_tool.py`` says
+where it comes from: the tritonclient 2.51 wheel; or the NGC SDK container), e.g.
 
     perf_analyzer -m rfad_pipeline -u 127.0.0.1:8001 -i grpc \\
         --input-data benchmarks/results/perf_analyzer_rfad_pipeline.json \\
@@ -40,34 +39,48 @@ def _bytes_tensor(items: list[bytes]) -> dict:
     return {"b64": base64.b64encode(raw).decode("ascii"), "shape": [len(items)]}
 
 
-def _png(image) -> bytes:
+def png(image) -> bytes:
+    """``image`` (PIL) as PNG bytes."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
+def pipeline_request(product: bytes, prompt: str, caption: str, **numbers) -> dict:
+    """One rfad_pipeline request: encoded product, texts, and numeric inputs by contract name (seed=0, ...)."""
+    return {"product_image": _bytes_tensor([product]), "prompt": _bytes_tensor([prompt.encode()]),
+            "caption": _bytes_tensor([caption.encode()]), **{name: [value] for name, value in numbers.items()}}
+
+
 def pipeline_requests(steps: int) -> list[dict]:
     from rfad.tiny.products import SAMPLE_PRODUCTS, draw_product
 
-    return [{"product_image": _bytes_tensor([_png(draw_product(kind))]),
-             "prompt": _bytes_tensor([f"{title} on a marble table, studio light".encode()]),
-             "caption": _bytes_tensor([title.encode()]), "seed": [i * 100], "steps": [steps], "max_attempts": [3]}
+    return [pipeline_request(png(draw_product(kind)), f"{title} on a marble table, studio light", title,
+                             seed=i * 100, steps=steps, max_attempts=3)
             for i, (kind, title) in enumerate(SAMPLE_PRODUCTS.items())]
 
 
-def judge_requests(images: int = 4) -> list[dict]:
+def judge_request(images: list[bytes], product: bytes, caption: str) -> dict:
+    """One rfad_judge request: encoded ad images, the encoded product, the caption."""
+    return {"generated_image": _bytes_tensor(images), "product_image": _bytes_tensor([product]),
+            "caption": _bytes_tensor([caption.encode()])}
+
+
+def plain_ad(product, size: int | None = None) -> bytes:
+    """PNG of ``product`` (PIL RGBA) placed on a plain canvas as the pipeline places it (default canvas size)."""
     from PIL import Image
 
     from rfad.canvas import CanvasSpec, prepare_canvas
+
+    spec = CanvasSpec() if size is None else CanvasSpec(width=size, height=size)
+    return png(Image.fromarray(prepare_canvas(product, spec).init_image))
+
+
+def judge_requests(images: int = 4) -> list[dict]:
     from rfad.tiny.products import SAMPLE_PRODUCTS, draw_product
 
-    requests = []
-    for kind, title in SAMPLE_PRODUCTS.items():
-        product = draw_product(kind)
-        ad = _png(Image.fromarray(prepare_canvas(product, CanvasSpec()).init_image))  # the product on a plain canvas
-        requests.append({"generated_image": _bytes_tensor([ad] * images), "product_image": _bytes_tensor([_png(product)]),
-                         "caption": _bytes_tensor([title.encode()])})
-    return requests
+    return [judge_request([plain_ad(draw_product(kind))] * images, png(draw_product(kind)), title)
+            for kind, title in SAMPLE_PRODUCTS.items()]
 
 
 def main() -> None:

@@ -30,9 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rfad.serving.pipeline_parameters import DEFAULT_JUDGE
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    PIPELINE_INSTANCES,
     SHAPES,
+    concurrent_calls,
     markdown_table,
     run_times,
     served_repo,
@@ -42,6 +46,12 @@ from common import (  # noqa: E402
 )
 
 PROMPT = "a bottle on a marble table, studio light"
+MODES = ("components", "ensemble")  # the pipeline's judging routes, served side by side
+CONCURRENT = 4  # clients of the throughput comparison
+# Targets (issue "Serving speed"): served attempt / in-process attempt, per shape; serving
+# overhead per BLS call at the small shape; served images/s at CONCURRENT clients >= in process.
+RATIO_TARGETS = {"tiny": 1.10, "small": 1.03}
+OVERHEAD_TARGET_MS = 1.0
 
 
 def diffusers_times(zoo: Path, canvas, shape, repeats: int) -> list[float]:
@@ -96,47 +106,59 @@ def bench_shape(shape, repeats: int) -> list[dict]:
     judge = RunnerJudge(runner)
     row("rfad onnxruntime (no judge)", run_times(lambda: generate(runner, canvas, PROMPT, settings), repeats))
     judged = []
-    calls_before = runner.calls
 
     def judged_run():
         judged.append(generate(runner, canvas, PROMPT, settings, caption="red bottle", judge=judge))
 
-    times = run_times(judged_run, repeats)
-    calls = (runner.calls - calls_before) // (repeats + 1)  # warm-up included
-    judge_s = float(np.median([r.timings["judge"] for r in judged]))
-    denoise_s = float(np.median([r.timings["denoise"] for r in judged]))
-    row("rfad onnxruntime (+ judge)", times, component_calls=calls, judge_s=judge_s, denoise_s=denoise_s,
-        judge_share_of_attempt=judge_s / denoise_s)
-    in_process = float(np.median(times))
-
     png = io.BytesIO()
     product.save(png, format="PNG")
-    print(f"[{shape.name}] triton, pipeline judging through components and through rfad_judge (interleaved)")
+    print(f"[{shape.name}] in process and triton (judging through components and through rfad_judge), interleaved")
     request = dict(caption="red bottle", seed=0, steps=shape.steps, max_attempts=1, threshold=0.0)
-    modes = ("components", "ensemble")
     with contextlib.ExitStack() as stack:
         clients = {}
-        for mode in modes:
-            repo = served_repo(shape, onnx, f"judge-{mode}", pipeline_judge=mode)
+        for mode in MODES:
+            repo = served_repo(shape, onnx, f"judge-{mode}", pipeline_judge=mode, pipeline_instances=PIPELINE_INSTANCES)
             server = stack.enter_context(TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0))
             clients[mode] = RfadClient(server.grpc_url, retries=0)
             clients[mode].generate(png.getvalue(), PROMPT, **request)  # warm-up
-        # Both servers up, requests alternating: drift of the machine hits both routes alike.
-        served = {mode: [] for mode in modes}
-        for _ in range(max(repeats, 4)):  # the routes' difference is small: at least 4 pairs
-            for mode in modes:
-                served[mode] += run_times(lambda m=mode: clients[m].generate(png.getvalue(), PROMPT, **request), 1,
-                                          warmup=0)
-    for mode in modes:
-        extra = {}
-        if mode == "components":
-            extra = {"component_calls": calls,
-                     "overhead_per_bls_call_s": (float(np.median(served[mode])) - in_process) / calls}
-        row(f"triton rfad_pipeline (judge: {mode})", served[mode], **extra)
+        judged_run()  # warm-up
+        calls_before = runner.calls
+        # All up, runs alternating: drift of the machine hits the three alike.
+        times = {"in process": [], **{mode: [] for mode in MODES}}
+        for _ in range(repeats):
+            times["in process"] += run_times(judged_run, 1, warmup=0)
+            for mode in MODES:
+                times[mode] += run_times(lambda m=mode: clients[m].generate(png.getvalue(), PROMPT, **request), 1,
+                                         warmup=0)
+        calls = (runner.calls - calls_before) // repeats
+        # Throughput: CONCURRENT clients of the default route against the in-process loop,
+        # which serves one request after another.
+        wall, _, _ = concurrent_calls(lambda i: clients[DEFAULT_JUDGE].generate(
+            png.getvalue(), PROMPT, **{**request, "seed": i}), CONCURRENT, 2 * CONCURRENT)
+        served_images_per_s = 2 * CONCURRENT / wall
+    judge_s = float(np.median([r.timings["judge"] for r in judged]))
+    denoise_s = float(np.median([r.timings["denoise"] for r in judged]))
+    row("rfad onnxruntime (+ judge)", times["in process"], component_calls=calls, judge_s=judge_s, denoise_s=denoise_s,
+        judge_share_of_attempt=judge_s / denoise_s)
+    in_process = float(np.median(times["in process"]))
+    overhead_s = (float(np.median(times["components"])) - in_process) / calls
+    for mode in MODES:
+        extra = {"component_calls": calls, "overhead_per_bls_call_s": overhead_s} if mode == "components" else {}
+        row(f"triton rfad_pipeline (judge: {mode})", times[mode], **extra)
     eager = rows[0]["median_s"]
     for r in rows:
         r["x_diffusers"] = eager / r["median_s"]
-    return rows
+    in_process_images_per_s = len(times["in process"]) / sum(times["in process"])
+    summary = {
+        "served_over_in_process": float(np.median(times[DEFAULT_JUDGE])) / in_process,
+        "served_over_in_process_target": RATIO_TARGETS[shape.name],
+        "overhead_ms_per_bls_call": overhead_s * 1000, "bls_calls_per_request": calls,
+        "overhead_ms_per_bls_call_target": OVERHEAD_TARGET_MS if shape.name == "small" else None,
+        "served_images_per_s_concurrent": served_images_per_s, "concurrent_clients": CONCURRENT,
+        "in_process_images_per_s": in_process_images_per_s,
+        "served_over_in_process_throughput": served_images_per_s / in_process_images_per_s,
+    }
+    return rows, summary
 
 
 def main() -> None:
@@ -144,21 +166,29 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--shapes", default="tiny,small", help="comma-separated: tiny, small")
     args = parser.parse_args()
-    rows = []
+    rows, summary = [], {}
     for name in args.shapes.split(","):
-        repeats = (3 if args.quick else 5) if name == "tiny" else 2
-        rows += bench_shape(SHAPES[name], repeats)
+        repeats = (3 if args.quick else 5) if name == "tiny" else (2 if args.quick else 4)
+        shape_rows, summary[name] = bench_shape(SHAPES[name], repeats)
+        rows += shape_rows
     faster = {}
     for shape in {r["shape"] for r in rows}:
         served = {r["backend"]: r["median_s"] for r in rows if r["shape"] == shape and r["backend"].startswith("triton")}
         faster[shape] = min(served, key=served.get)
     path = write_results("pipeline", rows, {"candidates": 1, "attempts": 1, "guidance": 7.5, "device": "cpu",
-                                            "faster_served_judge": faster,
-                                            "shapes": {n: SHAPES[n].__dict__ for n in args.shapes.split(",")}})
+                                            "faster_served_judge": faster, "default_judge": DEFAULT_JUDGE,
+                                            "pipeline_instances": PIPELINE_INSTANCES,
+                                            "shapes": {n: SHAPES[n].__dict__ for n in args.shapes.split(",")}},
+                         summary=summary)
     print(markdown_table(rows, [("shape", "shape"), ("backend", "backend"), ("median_s", "median s"),
                                 ("min_s", "min s"), ("max_s", "max s"), ("x_diffusers", "x diffusers"),
                                 ("judge_share_of_attempt", "judge / attempt"),
                                 ("overhead_per_bls_call_s", "s / BLS call")]))
+    for name, figures in summary.items():
+        print(f"{name}: served / in process {figures['served_over_in_process']:.3f} (target "
+              f"{figures['served_over_in_process_target']}), {figures['overhead_ms_per_bls_call']:.2f} ms per BLS call, "
+              f"{figures['served_images_per_s_concurrent']:.3f} images/s served to {CONCURRENT} clients vs "
+              f"{figures['in_process_images_per_s']:.3f} in process")
     print(f"faster served judge: {faster}\nwritten to {path}")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SHAPES, markdown_table  # noqa: E402
+from report_serving import perf_analyzer_lines, targets_lines  # noqa: E402
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 # The page sits in docs/; the plots in benchmarks/results/.
@@ -34,6 +35,8 @@ SCRIPT_MEASURES = {
                              "availability rate (set through the threshold), beside the geometric expectation; "
                              "K candidates per attempt vs sequential attempts",
     "soak.py": "N clients x M requests of mixed valid and invalid requests: outcomes, latency, server memory",
+    "perf_analyzer_bench.py": "Triton's perf_analyzer against `rfad_pipeline` and `rfad_judge` at 1, 2 and 4 clients "
+                              "beside rfad's client; the server-side breakdown of every model the pipeline calls",
     "perf_analyzer_input.py": "input files for Triton's perf_analyzer (`perf_analyzer --input-data`): "
                               "`benchmarks/results/perf_analyzer_rfad_pipeline.json`, `..._rfad_judge.json`",
     "rfnet_bench.py": "RFNet judge latency per image (eager vs ONNX Runtime) and training throughput, tiny and "
@@ -177,8 +180,8 @@ def _running() -> list[str]:
             "an empty cache, building and exporting included. Run it on an otherwise idle machine: the numbers "
             "are wall-clock times.", "",
             markdown_table(rows, [("script", "script"), ("measures", "measures"), ("run by", "run by")]), "",
-            "To measure with Triton's own tool (shipped in the tritonclient 2.51 wheel and NGC's SDK container; not "
-            "available on this machine, so these files are checked by decoding them back, not by a perf_analyzer run):",
+            "`perf_analyzer_bench.py` finds Triton's perf_analyzer or installs it from the tritonclient 2.51.0 wheel "
+            "(`benchmarks/perf_analyzer_tool.py` says how); to run it by hand against a server of your own:",
             "", "```bash", "perf_analyzer -m rfad_pipeline -u 127.0.0.1:8001 -i grpc \\",
             "    --input-data benchmarks/results/perf_analyzer_rfad_pipeline.json --concurrency-range 1:4 "
             "--measurement-interval 20000", "```", ""]
@@ -209,7 +212,11 @@ def page() -> str:
                                                     ("x_diffusers", "speed-up vs diffusers"),
                                                     ("judge_share_of_attempt", "judge / generation"),
                                                     ("overhead_per_bls_call_s", "serving overhead per BLS call, s")]),
-                  "", f"![one attempt]({PLOTS}/pipeline.png)", "", _pipeline_notes(pipeline), ""]
+                  "", f"![one attempt]({PLOTS}/pipeline.png)", "", _pipeline_notes(pipeline), "",
+                  *targets_lines(pipeline)]
+    perf_analyzer = load("perf_analyzer")
+    if perf_analyzer:
+        lines += perf_analyzer_lines(perf_analyzer, _machine_line(perf_analyzer))
     export = load("export")
     if export:
         lines += ["## Components and the denoising loop: PyTorch eager vs ONNX Runtime", "", _machine_line(export), "",

@@ -26,6 +26,7 @@ SCRIPTS = (
     ("throughput", "throughput_bench.py", [], ["--quick"]),
     ("availability", "availability_bench.py", [], ["--quick"]),
     ("soak", "soak.py", ["--clients", "8", "--requests", "8"], ["--clients", "4", "--requests", "8"]),
+    ("perf_analyzer", "perf_analyzer_bench.py", [], ["--quick"]),
     ("perf_analyzer input", "perf_analyzer_input.py", [], []),
 )
 

@@ -17,16 +17,22 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHAPES, markdown_table, percentile, served_repo, shape_models, write_results  # noqa: E402
+from common import (  # noqa: E402
+    PIPELINE_INSTANCES,
+    SHAPES,
+    concurrent_calls,
+    markdown_table,
+    percentile,
+    served_repo,
+    shape_models,
+    write_results,
+)
 
 CONCURRENCY = (1, 2, 4, 8)
 CANDIDATES = (1, 4)
-PIPELINE_INSTANCES = 4
 
 
 def run_level(url: str, product: bytes, concurrency: int, candidates: int, steps: int, requests: int) -> dict:
@@ -34,21 +40,16 @@ def run_level(url: str, product: bytes, concurrency: int, candidates: int, steps
 
     clients = [RfadClient(url, retries=0) for _ in range(concurrency)]
 
-    def one(i: int):
-        client = clients[i % concurrency]
-        start = time.perf_counter()
-        result = client.generate(product, "a bottle on a marble table", seed=i * 100, steps=steps,
-                                 candidates=candidates, num_images=candidates, max_attempts=1, threshold=0.0)
-        return time.perf_counter() - start, len(result.images)
+    def one(i: int) -> int:
+        result = clients[i % concurrency].generate(product, "a bottle on a marble table", seed=i * 100, steps=steps,
+                                                   candidates=candidates, num_images=candidates, max_attempts=1,
+                                                   threshold=0.0)
+        return len(result.images)
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, range(requests)))
-    wall = time.perf_counter() - started
+    wall, latencies, counts = concurrent_calls(one, concurrency, requests)
     for client in clients:
         client.close()
-    latencies = [latency for latency, _ in results]
-    images = sum(count for _, count in results)
+    images = sum(counts)
     return {"concurrency": concurrency, "candidates": candidates, "requests": requests, "images": images,
             "wall_s": wall, "images_per_s": images / wall, "requests_per_s": requests / wall,
             "p50_s": percentile(latencies, 0.5), "p90_s": percentile(latencies, 0.9), "p99_s": percentile(latencies, 0.99)}

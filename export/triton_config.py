@@ -109,9 +109,11 @@ def render_config(config: ModelConfig) -> str:
 
 
 def pipeline_config(parameters: PipelineParameters | None = None, instance_count: int = 1,
-                    execution_env: str | None = None) -> ModelConfig:
+                    execution_env: str | None = None, instance_kind: str = "KIND_CPU") -> ModelConfig:
     """The rfad_pipeline BLS model's config: tensors from the request contract, parameters
-    (attempts cap, canvas size, judge mode; defaults from :class:`PipelineParameters`)."""
+    (attempts cap, canvas size, judge mode; defaults from :class:`PipelineParameters`).
+    ``instance_kind`` KIND_GPU keeps the loop's tensors on the instance's GPU (they then stay
+    there between the component calls)."""
     from rfad.contract import PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
 
     values = (parameters or PipelineParameters()).to_config()
@@ -121,5 +123,6 @@ def pipeline_config(parameters: PipelineParameters | None = None, instance_count
         name=PIPELINE_MODEL,
         inputs=tuple(ConfigTensor(f.name, f.datatype, f.shape, f.optional) for f in PIPELINE_INPUTS),
         outputs=tuple(ConfigTensor(f.name, f.datatype, f.shape) for f in PIPELINE_OUTPUTS),
-        backend="python", max_batch_size=0, instance_count=instance_count, parameters=values,
+        backend="python", max_batch_size=0, instance_kind=instance_kind, instance_count=instance_count,
+        parameters=values,
     )

@@ -25,6 +25,7 @@ from rfad.components.specs import ComponentSpec
 from rfad.deploy.memory import shm_need
 from rfad.deploy.profiles import DEFAULT_PROFILE, MIB, ComponentServing, DeploymentProfile, get_profile
 from rfad.export.profile_flags import profile_with_flags
+from rfad.onnx_session import COMPONENT_THREADS
 from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, PipelineParameterError, PipelineParameters
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
@@ -113,9 +114,15 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     for name, spec in specs.items():
         version = out / name / "1"
         version.mkdir(parents=True)
-        # The python backend opens the graph through rfad.onnx_session, which needs its precision.
-        parameters = {"precision": manifest.precision} if backend == "python" else None
-        config = component_config(spec, backend, chosen.component(name), parameters)
+        serving = chosen.component(name)
+        parameters = None
+        if backend == "python":
+            # The graph opens through rfad.onnx_session, which needs its precision and is given
+            # the component threads (chosen, not onnxruntime's defaults: rfad.onnx_session says why).
+            parameters = {"precision": manifest.precision, **COMPONENT_THREADS.to_parameters()}
+            if serving.kind == "KIND_GPU":  # the pipeline's GPU tensors arrive as they are (read by DLPack)
+                parameters["FORCE_CPU_ONLY_INPUT_TENSORS"] = "no"
+        config = component_config(spec, backend, serving, parameters)
         (out / name / "config.pbtxt").write_text(render_config(config))
         if backend == "tensorrt":
             plan = Path(engines) / f"{name}.plan"
@@ -151,7 +158,8 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     # The pipeline's runner builds every BLS call from the specs of the served components.
     replace(manifest, specs=specs, files={}, models={}).write(assets / "components.json")
     (out / "rfad_pipeline" / "config.pbtxt").write_text(render_config(pipeline_config(
-        pipeline_parameters, instance_count=chosen.pipeline.instances)))
+        pipeline_parameters, instance_count=chosen.pipeline.instances,
+        instance_kind="KIND_GPU" if chosen.gpu else "KIND_CPU")))
     record = {"profile": chosen.name, "flags": flags, "settings": asdict(chosen), "backend": backend,
               "precision": chosen.precision,
               "unet": unet_mode, "judge": pipeline_parameters.judge,

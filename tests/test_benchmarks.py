@@ -66,3 +66,30 @@ def test_the_performance_page_is_what_report_renders_from_the_results():
         "docs/performance.md is stale: run python benchmarks/report.py"
     for name in ("pipeline", "throughput", "availability"):  # the page's plots exist where it links them
         assert f"](../benchmarks/results/{name}.png)" in report.page() and (ROOT / "benchmarks" / "results" / f"{name}.png").is_file()
+
+
+def test_perf_analyzer_report_parses_into_client_figures_and_each_models_breakdown():
+    """A real perf_analyzer 2.51 report (rfad_pipeline, tiny shape, --bls-composing-models) parses
+    into the client's figures and, per model, a request latency that its parts add up to."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # its dataclasses need it imported as a module, beside common
+    tool = importlib.import_module("perf_analyzer_tool")
+    text = (ROOT / "tests" / "data" / "perf_analyzer_rfad_pipeline_c1.txt").read_text()
+    report = tool.parse_report(text)
+    client = report["client"]
+    assert client["throughput_infer_per_s"] == pytest.approx(1.83081)
+    assert client["p50_us"] <= client["p90_us"] <= client["p99_us"]
+    server = report["server"]
+    models = {line.split(",")[0].strip() for line in text.splitlines() if line.rstrip().endswith("version: 1")}
+    assert set(server) == models | {""}
+    assert server[""]["success_count"] == 11 and server[""]["request_us"] == 535591
+    for name, block in server.items():
+        parts = ("overhead", "queue", "compute") if "compute_us" in block else (
+            "overhead", "queue", "compute_input", "compute_infer", "compute_output")
+        # perf_analyzer rounds each part to whole microseconds; an ensemble's compute includes its steps' queues.
+        assert abs(sum(block[f"{p}_us"] for p in parts) - block["request_us"]) <= 5 or name == "rfad_judge", name
+    unet = server["controlnet_unet"]  # classifier-free guidance: two samples per call
+    assert unet["inference_count"] == 2 * unet["execution_count"] == 2 * unet["success_count"]
+    with pytest.raises(ValueError, match="no 'Request concurrency:' section"):
+        tool.parse_report("error: failed to connect")

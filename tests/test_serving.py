@@ -78,6 +78,40 @@ def test_served_image_equals_the_torch_runner(client, product, tiny_zoo):
     assert np.allclose(result.probabilities[0], local.images[0].probabilities, atol=1e-4)
 
 
+def _bls_counters(server) -> dict[tuple[str, str], float]:
+    """(metric, component) -> value of rfad_pipeline's BLS counters on Triton's /metrics page."""
+    import urllib.request
+
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    return {(name, component): float(value) for name, component, value in re.findall(
+        r'^(rfad_bls_\w+)\{component="(\w+)",model="rfad_pipeline"\} (\S+)$', text, re.MULTILINE)}
+
+
+def test_each_request_sends_its_own_constants_and_the_bls_calls_are_counted(server, client, product, tiny_onnx):
+    """The pipeline sends a request's constants (prompt embeddings, control image) once and reuses
+    them at every step: requests with other prompts in between get their own, not a stale copy,
+    and each gives the in-process onnxruntime image; the BLS calls per model are counted."""
+    from rfad.pipeline.onnx_runner import OnnxRunner
+
+    request = dict(caption="red bottle", seed=5, steps=3, max_attempts=1, threshold=0.0)
+    before = _bls_counters(server)
+    first = client.generate(product, "a bottle on a marble table", **request)
+    other = client.generate(product, "a bottle in a pine forest at dusk", **request)
+    again = client.generate(product, "a bottle on a marble table", **request)
+    after = _bls_counters(server)
+    assert first.images == again.images and first.images != other.images
+    canvas = prepare_canvas(product, CanvasSpec(width=SIZE, height=SIZE))
+    local = generate(OnnxRunner(tiny_onnx, merged=True), canvas, "a bottle in a pine forest at dusk",
+                     GenerationSettings(steps=3, seed=5, max_attempts=1, threshold=0.0))
+    served = np.asarray(Image.open(io.BytesIO(other.images[0])).convert("RGB"))
+    assert np.abs(served.astype(int) - local.images[0].image.astype(int)).max() <= 2
+    calls = {component: after[("rfad_bls_calls_total", component)] - before.get(("rfad_bls_calls_total", component), 0)
+             for metric, component in after if metric == "rfad_bls_calls_total"}
+    # Per request: the two prompts encoded in one call, the init image once, 3 steps, one decode, one verdict.
+    assert calls == {"text_encoder": 3, "vae_encoder": 3, "controlnet_unet": 9, "vae_decoder": 3, "rfad_judge": 3}
+    assert all(after[("rfad_bls_seconds_total", c)] > before.get(("rfad_bls_seconds_total", c), 0) for c in calls)
+
+
 def test_loop_stops_at_first_available_and_respects_max_attempts(client, product):
     never = client.generate(product, "ad", steps=2, max_attempts=3, threshold=1.0)
     assert never.attempts == 3 and never.available == [False] and len(never.probabilities[0]) == 5

@@ -22,6 +22,7 @@ from rfad.export.triton_config_check import ConfigError, check_repository, parse
 from rfad.export.triton_judge import judge_configs
 from rfad.export.triton_repo import component_config, write_triton_repo
 from rfad.export.trt import deployment_record
+from rfad.onnx_session import COMPONENT_THREADS, ThreadSettings
 from rfad.serving.pipeline_parameters import PipelineParameters
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "deploy" / "Dockerfile"
@@ -107,8 +108,14 @@ def test_written_repositories_check_for_every_profile_and_backend(request, tmp_p
         group = configs[component].instance_group[0]
         assert (ModelInstanceGroup.Kind.Name(group.kind), group.count) == (serving.kind, serving.count)
         assert configs[component].max_batch_size == serving.max_batch_size
+        if backend == "python":  # onnxruntime's threads are written, and GPU tensors are taken as they come
+            parameters = {k: v.string_value for k, v in configs[component].parameters.items()}
+            assert ThreadSettings.from_parameters(parameters) == COMPONENT_THREADS
+            assert parameters.get("FORCE_CPU_ONLY_INPUT_TENSORS") == ("no" if serving.kind == "KIND_GPU" else None)
     pipeline = configs["rfad_pipeline"]
     assert pipeline.instance_group[0].count == profile.pipeline.instances
+    # On a GPU profile the loop runs on the GPU, so its tensors stay there between components.
+    assert ModelInstanceGroup.Kind.Name(pipeline.instance_group[0].kind) == ("KIND_GPU" if profile.gpu else "KIND_CPU")
     assert {k: v.string_value for k, v in pipeline.parameters.items()} == PipelineParameters(
         max_attempts_cap=profile.pipeline.max_attempts_cap, canvas_size=profile.pipeline.canvas_size,
         default_steps=profile.pipeline.default_steps, candidates_cap=profile.pipeline.candidates_cap).to_config()
@@ -185,3 +192,13 @@ def test_local_server_serves_a_profiles_repository_with_its_settings_and_shared_
             assert 'rfad_denoising_steps_total{model="rfad_pipeline"} 2' in metrics
             for series in ("nv_inference_queue_duration_us", "nv_inference_request_success"):
                 assert f'{series}{{model="rfad_pipeline",version="1"}}' in metrics
+
+
+def test_component_thread_parameters_round_trip_and_bad_ones_name_themselves():
+    settings = ThreadSettings(intra_op=1, spinning=False)
+    assert ThreadSettings.from_parameters(settings.to_parameters()) == settings
+    assert ThreadSettings.from_parameters({}) == ThreadSettings()  # onnxruntime's own defaults
+    with pytest.raises(ValueError, match=r"^intra_op_threads: 'two' is not a thread count"):
+        ThreadSettings.from_parameters({"intra_op_threads": "two"})
+    with pytest.raises(ValueError, match=r"^spinning: 'off' is not yes or no"):
+        ThreadSettings.from_parameters({"spinning": "off"})

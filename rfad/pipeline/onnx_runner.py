@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from rfad.components.manifest import ExportManifest
 from rfad.onnx_session import open_session
-from rfad.pipeline.spec_runner import SpecRunner
+from rfad.pipeline.spec_runner import SpecRunner, as_numpy
 
 
 class OnnxRunner(SpecRunner):
@@ -36,4 +38,6 @@ class OnnxRunner(SpecRunner):
         self._load(folder, manifest, merged)
 
     def _execute(self, spec, feed):
-        return self.sessions[spec.name].run(spec.output_names, {tensor.name: value for tensor, value in feed})
+        outputs = self.sessions[spec.name].run(spec.output_names,
+                                               {tensor.name: as_numpy(value, tensor.dtype) for tensor, value in feed})
+        return [torch.from_numpy(out) for out in outputs]

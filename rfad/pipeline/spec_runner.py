@@ -1,9 +1,11 @@
 """Runners over exported components: every component method is one call built from its spec.
 
 The onnxruntime runner (graphs in process) and the Triton runner (BLS requests) differ only in
-how one component call is executed (:meth:`SpecRunner._execute`). Everything else is here:
-values are passed by role, paired with the spec's tensors (names and dtypes) strictly, and the
-outputs come back by role, so a tensor renamed in a spec is followed without a code change.
+how one component call is executed (:meth:`SpecRunner._execute`: the onnxruntime runner hands
+onnxruntime numpy arrays, the Triton runner hands Triton torch tensors by DLPack). Everything
+else is here: values are passed by role, paired with the spec's tensors (names and dtypes)
+strictly, and the outputs come back by role, so a tensor renamed in a spec is followed without a
+code change.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from rfad.components.specs import ComponentSpec, TensorSpec
 from rfad.pipeline.runner import ComponentRunner, RunnerInfo
 
 
-def _numpy(value, dtype: str) -> np.ndarray:
+def as_numpy(value, dtype: str) -> np.ndarray:
+    """A torch tensor or array -> a C-contiguous numpy array of ``dtype`` (copied only where needed)."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     return np.ascontiguousarray(value, dtype=np.dtype(dtype))
@@ -55,9 +58,10 @@ class SpecRunner(ComponentRunner):
         )
 
     @abc.abstractmethod
-    def _execute(self, spec: ComponentSpec, feed: list[tuple[TensorSpec, np.ndarray]]) -> list[np.ndarray]:
-        """Run component ``spec.name`` on ``feed`` (its inputs, in spec order) -> its outputs, in spec
-        order, as writable arrays the caller may keep."""
+    def _execute(self, spec: ComponentSpec, feed: list[tuple[TensorSpec, object]]) -> list[torch.Tensor]:
+        """Run component ``spec.name`` on ``feed`` (its inputs in spec order, each value as the loop
+        passed it: a torch tensor of any dtype, contiguous or not, or a numpy array) -> its outputs,
+        in spec order, as torch tensors the caller may keep."""
 
     def _call(self, component: str, **values) -> dict:
         """One call of ``component`` with its inputs by role -> its outputs by role (torch tensors)."""
@@ -66,9 +70,9 @@ class SpecRunner(ComponentRunner):
             if COMPONENTS[component].group == "judge":
                 raise self._no_judge(component)
             raise RuntimeError(f"{type(self).__name__} has no {component} component: export it with `rfad-export onnx`")
-        feed = [(tensor, _numpy(value, tensor.dtype)) for tensor, value in spec.bind(values)]
+        feed = spec.bind(values)
         self.calls += 1
-        return spec.unbind([torch.from_numpy(out) for out in self._execute(spec, feed)])
+        return spec.unbind(self._execute(spec, feed))
 
     @staticmethod
     def _per_sample(sample: torch.Tensor, scale: float) -> np.ndarray:

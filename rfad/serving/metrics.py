@@ -6,7 +6,11 @@ that a cancelled request stopped stepping:
 
 - ``rfad_denoising_steps_total``: DDIM steps executed (one per batch of candidates);
 - ``rfad_attempts_total``, ``rfad_candidates_total``, ``rfad_candidates_available_total``;
-- ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``.
+- ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``;
+- ``rfad_bls_calls_total{component=...}`` and ``rfad_bls_seconds_total{component=...}``: BLS
+  calls to each model and their round trips as the pipeline sees them (request built, sent,
+  answered, outputs in hand); beside Triton's own time of that model per request
+  (``nv_inference_request_duration_us``) the difference is what a BLS call costs.
 
 Built on ``pb_utils.MetricFamily`` (the python backend's metrics API); created once per model
 instance in ``initialize`` and kept for its lifetime.
@@ -28,11 +32,16 @@ class PipelineMetrics:
             "available": pb_utils.MetricFamily("rfad_candidates_available_total",
                                                "Candidates judged Available", counter),
             "requests": pb_utils.MetricFamily("rfad_requests_total", "rfad_pipeline requests by outcome", counter),
+            "bls_calls": pb_utils.MetricFamily("rfad_bls_calls_total", "BLS calls by rfad_pipeline, per model", counter),
+            "bls_seconds": pb_utils.MetricFamily("rfad_bls_seconds_total",
+                                                 "Round trip of rfad_pipeline's BLS calls, per model", counter),
         }
+        self._labels = labels
         self._metrics = {name: family.Metric(labels=labels) for name, family in self._families.items()
-                         if name != "requests"}
+                         if name not in ("requests", "bls_calls", "bls_seconds")}
         self._requests = {outcome: self._families["requests"].Metric(labels={**labels, "outcome": outcome})
                           for outcome in OUTCOMES}
+        self._bls: dict[str, tuple] = {}
 
     def step(self) -> None:
         self._metrics["steps"].increment(1)
@@ -45,3 +54,13 @@ class PipelineMetrics:
 
     def request(self, outcome: str) -> None:
         self._requests[outcome].increment(1)
+
+    def bls_call(self, component: str, seconds: float) -> None:
+        """One BLS call to ``component`` that took ``seconds`` (the runner reports each one)."""
+        if component not in self._bls:
+            labels = {**self._labels, "component": component}
+            self._bls[component] = (self._families["bls_calls"].Metric(labels=labels),
+                                    self._families["bls_seconds"].Metric(labels=labels))
+        calls, total = self._bls[component]
+        calls.increment(1)
+        total.increment(seconds)

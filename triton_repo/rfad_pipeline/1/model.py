@@ -42,11 +42,14 @@ class TritonPythonModel:
         self.limits = parameters.limits()
         self.default_steps = parameters.default_steps
         self.canvas_spec = CanvasSpec(width=parameters.canvas_size, height=parameters.canvas_size)
-        self.runner = TritonRunner(assets, pb_utils)
+        # A GPU instance keeps the loop's tensors on its GPU; the runner asks the components for
+        # outputs there too, so nothing crosses to the host between components.
+        device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
+        self.metrics = PipelineMetrics(pb_utils, config["name"])
+        self.runner = TritonRunner(assets, pb_utils, device=device, observe=self.metrics.bls_call)
         # Judge modes: rfad.serving.pipeline_parameters.JUDGE_MODES.
         self.judge_mode = parameters.judge
         self.judge = RunnerJudge(self.runner) if self.judge_mode == "components" else None
-        self.metrics = PipelineMetrics(pb_utils, config["name"])
 
     def _inputs(self, request) -> dict:
         inputs = {}
@@ -64,7 +67,8 @@ class TritonPythonModel:
         except (InvalidRequest, CanvasError) as exc:
             self.metrics.request("invalid")
             return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
-        judge = EnsembleJudge(pb_utils, parsed.product_image) if self.judge_mode == "ensemble" else self.judge
+        judge = (EnsembleJudge(pb_utils, parsed.product_image, self.metrics.bls_call) if self.judge_mode == "ensemble"
+                 else self.judge)
         try:
             result = generate(self.runner, canvas, parsed.prompt, settings, negative_prompt=parsed.negative_prompt,
                               caption=parsed.caption, judge=judge, should_stop=request.is_cancelled,
@@ -75,6 +79,8 @@ class TritonPythonModel:
         except ComponentError as exc:
             self.metrics.request("failed")
             return _error(str(exc), pb_utils.TritonError.INTERNAL)
+        finally:
+            self.runner.release()  # this request's constants leave the shared memory with it
         self.metrics.finished(result)
         self.metrics.request("ok")
         outputs = build_pipeline_response(result)
