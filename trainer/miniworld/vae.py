@@ -32,9 +32,9 @@ HELD_LOG_VARIANCE = -12.0
 
 
 def hold_log_variance(vae, value: float = HELD_LOG_VARIANCE) -> None:
-    """Make the encoder's log-variance outputs the constant ``value`` (in place): the last conv's
-    log-variance rows get zero weights and bias ``value``."""
-    conv, latent = vae.encoder.conv_out, vae.config.latent_channels
+    """Make the encoder's log-variance outputs the constant ``value`` (in place): the log-variance rows
+    of the last convolution before the posterior (``quant_conv``, 1 x 1) get zero weights and bias ``value``."""
+    conv, latent = vae.quant_conv, vae.config.latent_channels
     with torch.no_grad():
         conv.weight[latent:] = 0.0
         conv.bias[latent:] = value
