@@ -1,11 +1,11 @@
-"""Render the README's ``## Performance`` section and the plots from benchmarks/results/*.json.
+"""Render docs/performance.md, the whole page, and its plots from benchmarks/results/*.json.
 
-    python benchmarks/report.py [--readme README.md]
+    python benchmarks/report.py [--out docs/performance.md]
 
-Every number in the section comes from a results file written by a benchmark script; nothing
-is typed by hand. The section sits between the markers ``<!-- performance:begin -->`` and
-``<!-- performance:end -->`` of the README and is replaced whole; the plots are written to
-benchmarks/results/*.png.
+Every number on the page comes from a results file written by a benchmark script, or from the
+benchmarks' own settings (:data:`common.SHAPES`, :data:`run_all.SCRIPTS`); nothing is typed by
+hand. The plots are written to benchmarks/results/*.png. tests/test_benchmarks.py checks that
+the committed page is what :func:`page` renders from the committed results.
 """
 
 from __future__ import annotations
@@ -16,9 +16,31 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table  # noqa: E402
+from common import RESULTS, SHAPES, markdown_table  # noqa: E402
 
-BEGIN, END = "<!-- performance:begin -->", "<!-- performance:end -->"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+# The page sits in docs/; the plots in benchmarks/results/.
+PLOTS = "../benchmarks/results"
+
+# What each script measures (the results tables below give the settings each run used).
+SCRIPT_MEASURES = {
+    "export_bench.py": "every component and the whole denoising loop, PyTorch eager vs ONNX Runtime",
+    "pipeline_bench.py": "one attempt: diffusers eager vs rfad's loop on ONNX Runtime in process vs Triton-served "
+                         "`rfad_pipeline` over gRPC; serving overhead per BLS call; the judge's cost against the "
+                         "attempt; pipeline judging through components vs `rfad_judge`",
+    "throughput_bench.py": "served images/s and p50/p90/p99 latency against concurrent clients, dynamic batching "
+                           "on/off, one vs several candidates per attempt",
+    "availability_bench.py": "attempts and latency to the first Available image against the per-candidate "
+                             "availability rate (set through the threshold), beside the geometric expectation; "
+                             "K candidates per attempt vs sequential attempts",
+    "soak.py": "N clients x M requests of mixed valid and invalid requests: outcomes, latency, server memory",
+    "perf_analyzer_input.py": "input files for Triton's perf_analyzer (`perf_analyzer --input-data`): "
+                              "`benchmarks/results/perf_analyzer_rfad_pipeline.json`, `..._rfad_judge.json`",
+    "rfnet_bench.py": "RFNet judge latency per image (eager vs ONNX Runtime) and training throughput, tiny and "
+                      "full shapes",
+    "rfft_step.py": "RFFT step time and memory with and without gradient checkpointing, and an estimate of "
+                    "SD-1.5-shape activation memory",
+}
 
 
 def load(name: str) -> dict | None:
@@ -95,7 +117,7 @@ def _plot_availability(result: dict, path: Path) -> None:
 
 def _pipeline_notes(pipeline: dict) -> str:
     """The two derived figures of the pipeline benchmark, said only as far as the spread allows."""
-    from rfad.export.triton_repo import PIPELINE_JUDGE
+    from rfad.serving.pipeline_parameters import DEFAULT_JUDGE
 
     notes, clear_winner, lower_median = [], {}, {}
     for shape in sorted({r["shape"] for r in pipeline["rows"]}, key=["tiny", "small"].index):
@@ -118,56 +140,95 @@ def _pipeline_notes(pipeline: dict) -> str:
                      f"{ensemble['median_s']:.3f} s ({ensemble['min_s']:.3f}-{ensemble['max_s']:.3f}): "
                      + (f"`{fast[0]}` is faster." if clear else f"`{fast[0]}` has the lower median, inside the spread."))
     # The default is kept wherever it is not slower beyond the spread (the issue's rule).
-    beaten = sorted(shape for shape, winner in clear_winner.items() if winner != PIPELINE_JUDGE)
+    beaten = sorted(shape for shape, winner in clear_winner.items() if winner != DEFAULT_JUDGE)
     if beaten:
         verdict = (f"although in this run the other route was faster beyond the spread at: {', '.join(beaten)} "
                    "(re-check before keeping the default)")
-    elif set(lower_median.values()) == {PIPELINE_JUDGE}:
+    elif set(lower_median.values()) == {DEFAULT_JUDGE}:
         verdict = "it is not slower: it has the lower median at every shape measured here"
     else:
         verdict = "it is not slower beyond the runs' spread at any shape measured here"
-    return ("- " + "\n- ".join(notes) + f"\n\n`rfad-export triton-repo` defaults to `--pipeline-judge {PIPELINE_JUDGE}`: "
+    return ("- " + "\n- ".join(notes) + f"\n\n`rfad-export triton-repo` defaults to `--pipeline-judge {DEFAULT_JUDGE}`: "
             f"{verdict}.")
 
 
-def section() -> str:
-    lines = [BEGIN, "## Performance", "",
-             "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json` (run the suite with "
-             "`make bench`; the suite's own run time is in `benchmarks/results/suite.json`). Random-weight models of the real architectures: speed does "
-             "not depend on the weights; quality and availability numbers of real models are not measured here.",
-             ""]
+def _running() -> list[str]:
+    """How to run the benchmarks and what each script measures (from run_all.SCRIPTS and common.SHAPES)."""
+    from run_all import SCRIPTS
+
+    suite = [script for _, script, _, _ in SCRIPTS]
+    alone = [script for script in SCRIPT_MEASURES if script not in suite]
+    shapes = " and ".join(f"`{s.name}` (UNet channels {'/'.join(map(str, s.unet_channels))}, {s.size} px, {s.steps} steps)"
+                       for s in SHAPES.values())
+    rows = [{"script": f"`{script}`", "measures": SCRIPT_MEASURES[script],
+             "run by": "`make bench`" if script in suite else "on its own"} for script in suite + alone]
+    commands = [("make bench", "the suite, then this page and its plots"),
+                (".venv/bin/python benchmarks/run_all.py --quick --skip soak", "fewer repeats, a subset"),
+                *[(f".venv/bin/python benchmarks/{script}", "run on its own") for script in alone],
+                (".venv/bin/python benchmarks/report.py", "re-render this page from benchmarks/results/*.json")]
+    return ["## Running the benchmarks", "", "```bash", *[f"{command:<60}# {why}" for command, why in commands],
+            "```", "",
+            f"The suite (`make bench`, `benchmarks/run_all.py`) runs {', '.join(f'`{s}`' for s in suite)} in turn, "
+            f"then `report.py`; {' and '.join(f'`{s}`' for s in alone)} are run on their own, and the page renders "
+            "their last results too. Each script writes `benchmarks/results/<name>.json` (machine, versions, "
+            "settings, rows) and prints a Markdown table; `report.py` renders this page and the PNG plots from those "
+            "files only. Models are random-weight builds of the real architectures at two shapes, "
+            f"{shapes}, built and exported once into `benchmarks/.cache/`; the suite's time below was measured from "
+            "an empty cache, building and exporting included. Run it on an otherwise idle machine: the numbers "
+            "are wall-clock times.", "",
+            markdown_table(rows, [("script", "script"), ("measures", "measures"), ("run by", "run by")]), "",
+            "To measure with Triton's own tool (shipped in the tritonclient 2.51 wheel and NGC's SDK container; not "
+            "available on this machine, so these files are checked by decoding them back, not by a perf_analyzer run):",
+            "", "```bash", "perf_analyzer -m rfad_pipeline -u 127.0.0.1:8001 -i grpc \\",
+            "    --input-data benchmarks/results/perf_analyzer_rfad_pipeline.json --concurrency-range 1:4 "
+            "--measurement-interval 20000", "```", ""]
+
+
+def plots() -> None:
+    """Draw the plots of the results that exist into benchmarks/results/*.png."""
+    for name, draw in (("pipeline", _plot_pipeline), ("throughput", _plot_throughput),
+                       ("availability", _plot_availability)):
+        result = load(name)
+        if result:
+            draw(result, RESULTS / f"{name}.png")
+
+
+def page() -> str:
+    """docs/performance.md, whole, from the results files (no plotting: see :func:`plots`)."""
+    lines = ["# Performance", "",
+             "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; do not edit by hand. "
+             "Random-weight models of the real architectures: speed does not depend on the weights; quality and "
+             "availability numbers of real models are not measured here. Back to the [docs index](README.md).", "",
+             *_running()]
     pipeline = load("pipeline")
     if pipeline:
-        _plot_pipeline(pipeline, RESULTS / "pipeline.png")
-        lines += ["### One attempt: diffusers vs rfad in process vs Triton", "", _machine_line(pipeline),
+        lines += ["## One attempt: diffusers vs rfad in process vs Triton", "", _machine_line(pipeline),
                   "One candidate, CFG 7.5, one attempt; median of repeats (min-max in the plot).", "",
                   markdown_table(pipeline["rows"], [("shape", "shape"), ("backend", "backend"), ("median_s", "median s"),
                                                     ("min_s", "min s"), ("max_s", "max s"),
                                                     ("x_diffusers", "speed-up vs diffusers"),
                                                     ("judge_share_of_attempt", "judge / generation"),
                                                     ("overhead_per_bls_call_s", "serving overhead per BLS call, s")]),
-                  "", "![one attempt](benchmarks/results/pipeline.png)", "", _pipeline_notes(pipeline), ""]
+                  "", f"![one attempt]({PLOTS}/pipeline.png)", "", _pipeline_notes(pipeline), ""]
     export = load("export")
     if export:
-        lines += ["### Components and the denoising loop: PyTorch eager vs ONNX Runtime", "", _machine_line(export), "",
+        lines += ["## Components and the denoising loop: PyTorch eager vs ONNX Runtime", "", _machine_line(export), "",
                   markdown_table(export["rows"], [("shape", "shape"), ("scope", "component / loop"), ("batch", "batch"),
                                                   ("backend", "backend"), ("median_s", "median s"),
                                                   ("speedup_vs_eager", "x eager")]), ""]
     throughput = load("throughput")
     if throughput:
-        _plot_throughput(throughput, RESULTS / "throughput.png")
         settings = throughput["settings"]
-        lines += ["### Throughput against concurrency (served, tiny shape)", "", _machine_line(throughput),
+        lines += ["## Throughput against concurrency (served, tiny shape)", "", _machine_line(throughput),
                   f"{settings['steps']} steps, one attempt per request, {settings['pipeline_instances']} "
                   "rfad_pipeline instances.", "",
                   markdown_table(throughput["rows"], [("dynamic_batching", "dynamic batching"), ("candidates", "K"),
                                                       ("concurrency", "clients"), ("images_per_s", "images/s"),
                                                       ("p50_s", "p50 s"), ("p90_s", "p90 s"), ("p99_s", "p99 s")]),
-                  "", "![throughput](benchmarks/results/throughput.png)", ""]
+                  "", f"![throughput]({PLOTS}/throughput.png)", ""]
     availability = load("availability")
     if availability:
-        _plot_availability(availability, RESULTS / "availability.png")
-        lines += ["### Availability economics (served, tiny shape)", "", _machine_line(availability),
+        lines += ["## Availability economics (served, tiny shape)", "", _machine_line(availability),
                   f"{availability['settings']['steps']} steps, up to {availability['settings']['max_attempts']} "
                   "attempts; q set through the threshold; geometric expectation "
                   "E[attempts] with P = 1 - (1 - q)^K per attempt, cut at the cap.", "",
@@ -176,10 +237,10 @@ def section() -> str:
                       ("mean_attempts", "attempts measured"), ("expected_attempts", "attempts geometric"),
                       ("mean_candidates", "candidates generated"), ("mean_latency_s", "latency to result s"),
                       ("latency_per_attempt_s", "s per attempt")]),
-                  "", "![availability](benchmarks/results/availability.png)", ""]
+                  "", f"![availability]({PLOTS}/availability.png)", ""]
     rfnet = load("rfnet")
     if rfnet:
-        lines += ["### RFNet judge cost", "", _machine_line(rfnet), "",
+        lines += ["## RFNet judge cost", "", _machine_line(rfnet), "",
                   markdown_table(rfnet["rows"], [("shape", "shape"), ("mode", "mode"), ("backend", "backend"),
                                                  ("batch", "batch"), ("median_s", "median s"),
                                                  ("per_image_s", "s / image"), ("samples_per_s", "samples / s"),
@@ -188,7 +249,7 @@ def section() -> str:
     if rfft:
         measured = [r for r in rfft["rows"] if "grad_step_s" in r]
         estimated = [r for r in rfft["rows"] if "512px_estimate_mib" in r]
-        lines += ["### RFFT training step", "", _machine_line(rfft), "",
+        lines += ["## RFFT training step", "", _machine_line(rfft), "",
                   markdown_table(measured, [("shape", "shape"), ("grad_checkpointing", "grad checkpointing"),
                                             ("ddim_step_no_grad_s", "DDIM step (no grad) s"),
                                             ("grad_step_s", "differentiable step s"),
@@ -203,7 +264,7 @@ def section() -> str:
         r = soak["rows"][0]
         kinds = [{"kind": kind, **{k: v for k, v in outcomes.items()}} for kind, outcomes in r["outcomes"].items()]
         statuses = sorted({k for row in kinds for k in row if k != "kind"})
-        lines += ["### Soak: mixed valid and invalid requests (served, tiny shape)", "", _machine_line(soak),
+        lines += ["## Soak: mixed valid and invalid requests (served, tiny shape)", "", _machine_line(soak),
                   f"{r['clients']} clients, {r['requests']} requests in {r['seconds']:.0f} s: "
                   f"{r['valid_ok']} of {r['valid']} valid requests succeeded, {r['invalid_rejected']} of "
                   f"{r['invalid']} invalid ones were INVALID_ARGUMENT, {r['unexpected_count']} unexpected outcomes; "
@@ -215,26 +276,20 @@ def section() -> str:
     if suite:
         lines += [f"The whole suite (`make bench`{' --quick' if suite['rows'][0]['quick'] else ''}) took "
                   f"{suite['rows'][0]['seconds'] / 60:.1f} minutes on {suite['machine']['date']}.", ""]
-    lines += ["### What to expect on a GPU (expectations, not measurements)", "",
-              "Published anchors for SD-1.5 at 512 px (DESIGN.md section 8): TensorRT on an A100 about 61 it/s "
+    lines += ["## What to expect on a GPU (expectations, not measurements)", "",
+              "Published anchors for SD-1.5 at 512 px: TensorRT on an A100 about 61 it/s "
               "(0.82 s per image at 50 steps); stable-fast with ControlNet 41 it/s on an A100; Triton's own SD-1.5 "
-              "tutorial 1.37 s average latency. None of these were measured with rfad: no GPU was available here.",
-              END]
-    return "\n".join(lines)
+              "tutorial 1.37 s average latency. None of these were measured with rfad: no GPU was available here."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", type=Path, default=Path(__file__).resolve().parent.parent / "README.md")
+    parser.add_argument("--out", type=Path, default=PAGE, help="the page to write (default: docs/performance.md)")
     args = parser.parse_args()
-    text = args.readme.read_text()
-    new = section()
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + new + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + new + "\n"
-    args.readme.write_text(text)
-    print(f"performance section of {args.readme} rewritten from {RESULTS}")
+    plots()
+    args.out.write_text(page(), encoding="utf-8")
+    print(f"{args.out} rewritten from {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rfad.components.specs import TensorSpec
+from rfad.serving.pipeline_parameters import PipelineParameters
 
 # Triton's config names for the contract's datatypes (BYTES is TYPE_STRING in model configs).
 CONFIG_TYPES = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
@@ -53,6 +54,7 @@ class ModelConfig:
     max_batch_size: int = 0
     dynamic_batching: bool = False
     max_queue_delay_us: int = 2000
+    preferred_batch_sizes: tuple[int, ...] = ()  # dynamic batching: dispatch as soon as one is reached
     instance_kind: str = "KIND_CPU"
     instance_count: int = 1
     parameters: dict = field(default_factory=dict)
@@ -94,7 +96,9 @@ def render_config(config: ModelConfig) -> str:
     lines.append("input [\n" + ",\n".join(_tensor(t) for t in config.inputs) + "\n]")
     lines.append("output [\n" + ",\n".join(_tensor(t) for t in config.outputs) + "\n]")
     if config.dynamic_batching:
-        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}")
+        preferred = (f"  preferred_batch_size: [ {', '.join(map(str, config.preferred_batch_sizes))} ]\n"
+                     if config.preferred_batch_sizes else "")
+        lines.append(f"dynamic_batching {{\n{preferred}  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}")
     if config.backend == "ensemble":  # the ensemble scheduler has no instances of its own
         lines.append("ensemble_scheduling {\n  step [\n" + ",\n".join(_step(s) for s in config.steps) + "\n  ]\n}")
     else:
@@ -104,18 +108,18 @@ def render_config(config: ModelConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pipeline_config(max_attempts_cap: int = 20, canvas_size: int = 512, instance_count: int = 1,
-                    execution_env: str | None = None, judge: str = "components") -> ModelConfig:
-    """The rfad_pipeline BLS model's config, from the request contract. ``judge``: components,
-    ensemble (the rfad_judge model) or none (the repository has no judge models)."""
+def pipeline_config(parameters: PipelineParameters | None = None, instance_count: int = 1,
+                    execution_env: str | None = None) -> ModelConfig:
+    """The rfad_pipeline BLS model's config: tensors from the request contract, parameters
+    (attempts cap, canvas size, judge mode; defaults from :class:`PipelineParameters`)."""
     from rfad.contract import PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
 
-    parameters = {"max_attempts_cap": str(max_attempts_cap), "canvas_size": str(canvas_size), "judge": judge}
+    values = (parameters or PipelineParameters()).to_config()
     if execution_env:
-        parameters["EXECUTION_ENV_PATH"] = execution_env
+        values["EXECUTION_ENV_PATH"] = execution_env
     return ModelConfig(
         name=PIPELINE_MODEL,
         inputs=tuple(ConfigTensor(f.name, f.datatype, f.shape, f.optional) for f in PIPELINE_INPUTS),
         outputs=tuple(ConfigTensor(f.name, f.datatype, f.shape) for f in PIPELINE_OUTPUTS),
-        backend="python", max_batch_size=0, instance_count=instance_count, parameters=parameters,
+        backend="python", max_batch_size=0, instance_count=instance_count, parameters=values,
     )

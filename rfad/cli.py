@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from rfad import __version__
 from rfad.extras import needs_extras, require_extras
+from rfad.contract import DEFAULTS
+from rfad.models.options import MODEL_SET_FLAGS, model_option, model_set_options
+from rfad.pipeline.settings import GenerationSettings
 
 
 def _fail_cleanly(func):
@@ -64,6 +68,36 @@ def tiny(out: Path, seed: int) -> None:
             click.echo(f"  {role:<11} {path}")
 
 
+def _check_runner_flags(runner: str, models, onnx_dir: Path | None, device: str) -> None:
+    """Refuse the flags ``runner`` cannot honour, naming them: nothing is silently ignored (and
+    so nothing is recorded in the sidecar as used when it was not)."""
+    context = click.get_current_context()
+    given = [name for name in MODEL_SET_FLAGS if context.get_parameter_source(name) is not ParameterSource.DEFAULT]
+    if runner == "torch":
+        if onnx_dir is not None:
+            raise click.ClickException("--onnx is read by --runner onnx only (add --runner onnx, or drop --onnx)")
+        if models is None:
+            raise click.ClickException("--runner torch needs --models (a model set, SD-1.5 folder or .safetensors)")
+        return
+    if onnx_dir is None:
+        raise click.ClickException("--runner onnx needs --onnx DIR (an rfad-export onnx folder)")
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.ClickException(f"{flags}: --runner onnx runs the graphs exported into --onnx {onnx_dir}, which "
+                                   "these flags cannot change (export other models with `rfad-export onnx`)")
+    if device != "cpu":
+        raise click.ClickException(f"--device {device}: --runner onnx runs on onnxruntime's CPU provider "
+                                   "(--device is for --runner torch)")
+
+
+def _onnx_provenance(onnx_dir: Path, runner) -> dict:
+    """What ``--runner onnx`` ran, for the sidecar: the folder and its manifest's facts."""
+    manifest = json.loads((onnx_dir / "manifest.json").read_text())
+    return {"folder": str(onnx_dir.resolve()), "precision": manifest.get("precision", "fp32"),
+            "opset": manifest.get("opset"), "facts": manifest["facts"], "models": manifest.get("models", {}),
+            "components": sorted(manifest["components"]), "merged": runner.merged}
+
+
 def _output_paths(out: Path, count: int) -> list[Path]:
     if count == 1:
         return [out]
@@ -71,17 +105,11 @@ def _output_paths(out: Path, count: int) -> list[Path]:
 
 
 @main.command()
-@click.option("--models", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Model set folder (rfad-models.json), diffusers SD-1.5 folder, or single-file .safetensors.")
-@click.option("--controlnet", type=click.Path(exists=True, path_type=Path), help="ControlNet folder (overrides the set's).")
-@click.option("--sd-config", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Diffusers config folder for a single-file checkpoint.")
-@click.option("--lora", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="LoRA .safetensors to fuse.")
-@click.option("--lora-scale", type=float, default=None, help="LoRA scale (default 0.8, the official one).")
-@click.option("--rfnet", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="RFNet folder: judge every candidate and regenerate until Available.")
-@click.option("--depth", type=click.Path(exists=True, file_okay=False, path_type=Path), help="DPT folder (judge).")
-@click.option("--saliency", type=click.Path(exists=True, path_type=Path), help="U2-Net folder or .pth (judge).")
+@model_set_options(help={
+    "models": "Model set folder (rfad-models.json), diffusers SD-1.5 folder, or single-file .safetensors "
+              "(--runner torch).",
+    "rfnet": "RFNet folder: judge every candidate and regenerate until Available [default: the model set's].",
+})
 @click.option("--product", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Product cut-out (PNG/WebP with alpha).")
 @click.option("--prompt", required=True, help="Background prompt.")
@@ -89,33 +117,39 @@ def _output_paths(out: Path, count: int) -> list[Path]:
 @click.option("--caption", default="", help="Product title, read by RFNet.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output PNG; with --num-images N > 1, OUT-0.png .. OUT-(N-1).png. A JSON sidecar OUT.json is written.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--steps", default=40, show_default=True, type=int, help="DDIM steps.")
-@click.option("--guidance", default=7.5, show_default=True, type=float, help="Classifier-free guidance scale.")
-@click.option("--controlnet-scale", default=1.0, show_default=True, type=float)
-@click.option("--num-images", default=1, show_default=True, type=int)
-@click.option("--candidates", default=1, show_default=True, type=int, help="Candidates per attempt (one batch).")
-@click.option("--max-attempts", default=5, show_default=True, type=int,
+@click.option("--seed", default=GenerationSettings.seed, show_default=True, type=int,
+              help="Seed of the first candidate; candidate i uses seed + i.")
+@click.option("--steps", default=GenerationSettings.steps, show_default=True, type=int, help="DDIM steps.")
+@click.option("--guidance", default=GenerationSettings.guidance_scale, show_default=True, type=float,
+              help="Classifier-free guidance scale.")
+@click.option("--controlnet-scale", default=GenerationSettings.controlnet_scale, show_default=True, type=float)
+@click.option("--num-images", default=GenerationSettings.num_images, show_default=True, type=int)
+@click.option("--candidates", default=GenerationSettings.candidates, show_default=True, type=int,
+              help="Candidates per attempt (one batch).")
+@click.option("--max-attempts", default=GenerationSettings.max_attempts, show_default=True, type=int,
               help="Attempts before returning the best candidates flagged not available (with a judge).")
-@click.option("--threshold", default=0.5, show_default=True, type=float, help="p(Available) needed to pass.")
-@click.option("--size", default=512, show_default=True, type=int, help="Canvas side in pixels (multiple of 8).")
-@click.option("--product-scale", default=0.75, show_default=True, type=float,
+@click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
+              help="p(Available) needed to pass.")
+@click.option("--size", default=DEFAULTS.canvas_size, show_default=True, type=int,
+              help="Canvas side in pixels (multiple of 8).")
+@click.option("--product-scale", default=DEFAULTS.product_scale, show_default=True, type=float,
               help="Largest product side as a fraction of the canvas.")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda (--runner torch).")
 @click.option("--runner", default="torch", show_default=True, type=click.Choice(["torch", "onnx"]),
-              help="torch: the PyTorch models; onnx: the exported graphs in --onnx (same loop).")
+              help="torch: the PyTorch models of --models; onnx: the graphs exported into --onnx, on onnxruntime's "
+                   "CPU provider (same loop).")
 @click.option("--onnx", "onnx_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="rfad-export onnx output folder, for --runner onnx.")
 @needs_extras("generate")
 @_fail_cleanly
-def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, saliency, product, prompt, negative_prompt,
+def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, product, prompt, negative_prompt,
              caption, out, seed, steps, guidance, controlnet_scale, num_images, candidates, max_attempts, threshold, size,
              product_scale, device, runner, onnx_dir) -> None:
-    """Generate ad images for a product cut-out with the in-process torch runner.
+    """Generate ad images for a product cut-out, in process (PyTorch models, or their ONNX graphs).
 
-    With an RFNet (in the model set or --rfnet), every candidate is judged and the loop
-    regenerates until --num-images are Available or --max-attempts are used (Recurrent
-    Generation); without one, images are generated once and not judged.
+    With an RFNet (in the model set or --rfnet, or exported into --onnx), every candidate is
+    judged and the loop regenerates until --num-images are Available or --max-attempts are used
+    (Recurrent Generation); without one, images are generated once and not judged.
     """
     if runner == "onnx":
         require_extras("rfad generate --runner onnx", "export")  # onnxruntime
@@ -128,9 +162,9 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
     from rfad.models.model_set import ModelSet
     from rfad.pipeline.generate import generate as run_generation
     from rfad.pipeline.judge import RunnerJudge
-    from rfad.pipeline.settings import GenerationSettings
     from rfad.pipeline.torch_runner import TorchRunner
 
+    _check_runner_flags(runner, models, onnx_dir, device)
     check_text("prompt", prompt, allow_empty=False)
     check_text("negative_prompt", negative_prompt)
     check_text("caption", caption)
@@ -142,25 +176,27 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     canvas = prepare_canvas(product, spec)
-    model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, sd_config=sd_config, lora=lora,
-                                                        lora_scale=lora_scale, rfnet=rfnet, depth=depth,
-                                                        saliency=saliency)
     t0 = time.perf_counter()
     runner_name = runner
     if runner_name == "onnx":
         from rfad.pipeline.onnx_runner import OnnxRunner
 
-        if onnx_dir is None:
-            raise click.ClickException("--runner onnx needs --onnx DIR (an rfad-export onnx folder)")
         runner = OnnxRunner(onnx_dir, merged=(onnx_dir / "controlnet_unet").is_dir())
         judge = RunnerJudge(runner) if runner.info.caption_tokenizer is not None and "rfnet" in runner.sessions else None
+        ran = {"onnx": _onnx_provenance(onnx_dir, runner)}
     else:
+        model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, sd_config=sd_config, lora=lora,
+                                                            lora_scale=lora_scale, rfnet=rfnet, depth=depth,
+                                                            saliency=saliency)
         judge_models = load_judge_models(model_set, device) if model_set.rfnet is not None else None
         runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device, judge=judge_models)
         judge = RunnerJudge(runner) if judge_models is not None else None
+        ran = {"models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items() if v is not None},
+               "device": device}
     load_s = time.perf_counter() - t0
     if judge is None:
-        click.echo("no RFNet in the model set or --rfnet: images are generated once and not judged", err=True)
+        where = "the graphs in --onnx" if runner_name == "onnx" else "the model set or --rfnet"
+        click.echo(f"no RFNet in {where}: images are generated once and not judged", err=True)
 
     with tqdm(total=1, unit="step", desc="denoising", file=sys.stderr) as bar:
         def on_step(done: int, total: int) -> None:
@@ -185,9 +221,10 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
         "judged": judge is not None,
         "runner": runner_name,
         "product": str(product),
-        "models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items() if v is not None},
+        **ran,
         "settings": settings.to_dict(),
-        "canvas": {"width": size, "height": size, "product_scale": product_scale, "box": list(canvas.box)},
+        "canvas": {"width": spec.width, "height": spec.height, "product_scale": spec.product_scale,
+                   "box": list(canvas.box)},
         "outputs": [str(p) for p in paths],
         **result.to_dict(),
     }
@@ -204,12 +241,12 @@ def generate(models, controlnet, sd_config, lora, lora_scale, rfnet, depth, sali
 @main.command()
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Where the zoo, ONNX graphs, repository, images and report go.")
-@click.option("--models", type=click.Path(exists=True, path_type=Path),
-              help="A model set with real weights (default: build the tiny random-weight zoo).")
+@model_option("models", help="A model set with real weights [default: build the tiny random-weight zoo].")
 @click.option("--size", default=256, show_default=True, type=int, help="Canvas side in pixels.")
 @click.option("--steps", default=8, show_default=True, type=int)
 @click.option("--max-attempts", default=3, show_default=True, type=int)
-@click.option("--threshold", default=0.5, show_default=True, type=float)
+@click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
+              help="p(Available) needed to pass.")
 @needs_extras("export", "serve")
 @_fail_cleanly
 def demo(out, models, size, steps, max_attempts, threshold) -> None:

@@ -38,6 +38,32 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a request or a command that gives no value gets: the one home of every default.
+
+    ``GenerationSettings`` and ``CanvasSpec`` take their field defaults from here, the commands'
+    flags and the served pipeline from those, and the contract's docs below are formatted from
+    these values. ``canvas_size`` is the canvas side in pixels (the served pipeline's
+    ``canvas_size`` parameter); ``product_scale`` the largest product side as a fraction of it.
+    """
+
+    steps: int = 40
+    guidance_scale: float = 7.5
+    controlnet_scale: float = 1.0
+    eta: float = 0.0
+    seed: int = 0
+    num_images: int = 1
+    candidates: int = 1
+    max_attempts: int = 5
+    threshold: float = 0.5
+    canvas_size: int = 512
+    product_scale: float = 0.75
+
+
+DEFAULTS = Defaults()
+
 # The largest batch the pipeline sends one component model: every candidate of an attempt,
 # twice under classifier-free guidance. Component models (Triton max_batch_size, TensorRT
 # profiles) must accept it, or a request with the most candidates would fail.
@@ -114,17 +140,24 @@ class TensorField:
 
 PIPELINE_INPUTS = (
     TensorField("product_image", "BYTES", (1,), doc="encoded PNG/WebP with alpha (the product cut-out)"),
-    TensorField("prompt", "BYTES", (1,), doc="background prompt, UTF-8, 1..2000 characters"),
+    TensorField("prompt", "BYTES", (1,), doc=f"background prompt, UTF-8, 1..{DEFAULT_LIMITS.prompt_chars} characters"),
     TensorField("negative_prompt", "BYTES", (1,), optional=True, doc="negative prompt (default empty)"),
     TensorField("caption", "BYTES", (1,), optional=True, doc="product title for RFNet (default empty)"),
-    TensorField("seed", "INT64", (1,), optional=True, doc="seed of the first candidate (default 0)"),
-    TensorField("steps", "INT32", (1,), optional=True, doc="DDIM steps (default 40)"),
-    TensorField("guidance_scale", "FP32", (1,), optional=True, doc="classifier-free guidance (default 7.5)"),
-    TensorField("controlnet_scale", "FP32", (1,), optional=True, doc="ControlNet scale (default 1.0)"),
-    TensorField("candidates", "INT32", (1,), optional=True, doc="candidates per attempt, one batch (default 1)"),
-    TensorField("max_attempts", "INT32", (1,), optional=True, doc="attempts before giving up (default 5)"),
-    TensorField("num_images", "INT32", (1,), optional=True, doc="Available images wanted (default 1)"),
-    TensorField("threshold", "FP32", (1,), optional=True, doc="p(Available) needed to pass (default 0.5)"),
+    TensorField("seed", "INT64", (1,), optional=True, doc=f"seed of the first candidate (default {DEFAULTS.seed})"),
+    TensorField("steps", "INT32", (1,), optional=True, doc=f"DDIM steps (default {DEFAULTS.steps}, or the repository's deployment profile's)"),
+    TensorField("guidance_scale", "FP32", (1,), optional=True,
+                doc=f"classifier-free guidance (default {DEFAULTS.guidance_scale})"),
+    TensorField("controlnet_scale", "FP32", (1,), optional=True,
+                doc=f"ControlNet scale (default {DEFAULTS.controlnet_scale})"),
+    TensorField("candidates", "INT32", (1,), optional=True,
+                doc=f"candidates per attempt, one batch (default {DEFAULTS.candidates}; at most the deployment "
+                    "profile's cap)"),
+    TensorField("max_attempts", "INT32", (1,), optional=True,
+                doc=f"attempts before giving up (default {DEFAULTS.max_attempts}; at most the server's cap, "
+                    f"{DEFAULT_LIMITS.max_attempts[1]} unless its repository sets another)"),
+    TensorField("num_images", "INT32", (1,), optional=True, doc=f"Available images wanted (default {DEFAULTS.num_images})"),
+    TensorField("threshold", "FP32", (1,), optional=True,
+                doc=f"p(Available) needed to pass (default {DEFAULTS.threshold})"),
 )
 
 PIPELINE_OUTPUTS = (
@@ -146,7 +179,7 @@ SETTINGS_INPUTS = ("seed", "steps", "guidance_scale", "controlnet_scale", "candi
 
 JUDGE_MODEL = "rfad_judge"
 JUDGE_MAX_IMAGES = MAX_COMPONENT_BATCH  # one batch through depth, saliency and RFNet
-JUDGE_THRESHOLD = 0.5  # p(Available) needed when the request sends no threshold
+JUDGE_THRESHOLD = DEFAULTS.threshold  # p(Available) needed when the request sends no threshold
 
 
 class JudgeInputs(NamedTuple):

@@ -11,11 +11,12 @@ import json
 import time
 from pathlib import Path
 
+from rfad.contract import DEFAULTS
 from rfad.tiny.products import SAMPLE_PRODUCTS
 
 
 def run_demo(out: Path, models: Path | None = None, size: int = 256, steps: int = 8, max_attempts: int = 3,
-             threshold: float = 0.5, echo=print) -> dict:
+             threshold: float = DEFAULTS.threshold, echo=print) -> dict:
     from rfad.client import RfadClient
     from rfad.export.onnx_export import export_onnx
     from rfad.export.triton_repo import write_triton_repo
@@ -76,4 +77,5 @@ def run_demo(out: Path, models: Path | None = None, size: int = 256, steps: int 
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items())]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     echo(f"report: {out / 'report.md'}, images: {out / 'images'}")
+    echo(f"next: `rfad-serve --repo {out / 'repo'}` serves this repository; the README's tour runs each stage by hand")
     return report

@@ -124,15 +124,32 @@ def test_generate_cli_with_the_onnx_runner_matches_torch(tiny_zoo, tiny_onnx, pr
 
     from rfad.cli import main as rfad_cli
 
-    common = ["generate", "--models", str(tiny_zoo), "--product", str(product_png), "--prompt", "a bottle",
-              "--steps", "2", "--size", "128", "--seed", "9", "--max-attempts", "1"]
+    common = ["generate", "--product", str(product_png), "--prompt", "a bottle", "--steps", "2", "--size", "128",
+              "--seed", "9", "--max-attempts", "1"]
+    onnx = ["--runner", "onnx", "--onnx", str(tiny_onnx)]
     cli = CliRunner()
-    assert cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "t.png")]).exit_code == 0
-    result = cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "o.png"), "--runner", "onnx", "--onnx", str(tiny_onnx)])
+    assert cli.invoke(rfad_cli, common + ["--models", str(tiny_zoo), "--out", str(tmp_path / "t.png")]).exit_code == 0
+    result = cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "o.png"), *onnx])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "o.json").read_text())["runner"] == "onnx"
+    # The sidecar records what ran: the ONNX folder and its manifest, not a model set.
+    sidecar = json.loads((tmp_path / "o.json").read_text())
+    manifest = json.loads((tiny_onnx / "manifest.json").read_text())
+    assert sidecar["runner"] == "onnx" and "models" not in sidecar and sidecar["judged"]
+    assert sidecar["onnx"]["folder"] == str(tiny_onnx.resolve()) and sidecar["onnx"]["precision"] == "fp32"
+    assert sidecar["onnx"]["facts"] == manifest["facts"] and sidecar["onnx"]["models"] == manifest["models"]
     a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("t.png", "o.png"))
     assert np.abs(a - b).max() <= 2
+    # Flags the onnx runner cannot honour are refused, named, in one line; nothing is written.
+    for extra, named in ((["--models", str(tiny_zoo)], "--models"), (["--rfnet", str(tiny_zoo / "rfnet")], "--rfnet"),
+                         (["--lora-scale", "0.5"], "--lora-scale"), (["--device", "cuda"], "--device cuda")):
+        result = cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "x.png"), *onnx, *extra])
+        assert result.exit_code == 1 and named in result.output and "--runner onnx" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+    result = cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "x.png"), "--onnx", str(tiny_onnx),
+                                            "--models", str(tiny_zoo)])
+    assert result.exit_code == 1 and "--onnx is read by --runner onnx only" in result.output
+    result = cli.invoke(rfad_cli, common + ["--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "--runner torch needs --models" in result.output
 
 
 def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tiny_onnx, tmp_path):
@@ -209,3 +226,22 @@ def test_triton_repo_component_configs_take_the_pipelines_largest_batch(tiny_onn
     assert 'key: "precision"' in config and 'string_value: "fp32"' in config
     with pytest.raises(ValueError, match="--max-batch 8"):
         write_triton_repo(tiny_onnx, tmp_path / "small", max_batch_size=8)
+
+
+def test_triton_repo_writes_the_pipeline_parameters_and_refuses_bad_ones(tiny_onnx, tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from rfad.export.triton_repo import write_triton_repo
+    from rfad.serving.pipeline_parameters import PipelineParameters
+
+    repo = write_triton_repo(tiny_onnx, tmp_path / "repo", canvas_size=128)
+    config = text_format.Parse((repo / "rfad_pipeline" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    written = PipelineParameters.from_config({k: v.string_value for k, v in config.parameters.items()})
+    # The judge components were exported: the default judge mode, and the defaults of the rest.
+    assert written == PipelineParameters(canvas_size=128)
+    for options, flag in (({"canvas_size": 100}, "--canvas-size: 100"), ({"max_attempts_cap": 3}, "--max-attempts-cap: 3"),
+                          ({"pipeline_judge": "ensamble"}, "--pipeline-judge: 'ensamble'")):
+        with pytest.raises(ValueError, match=flag):
+            write_triton_repo(tiny_onnx, tmp_path / "bad", **options)
+        assert not (tmp_path / "bad").exists()

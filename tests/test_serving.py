@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from rfad.pipeline.generate import generate
 from rfad.pipeline.judge import RunnerJudge
 from rfad.pipeline.settings import GenerationSettings
 from rfad.pipeline.torch_runner import TorchRunner
+from rfad.serving import ServerStartError
 from rfad.serving.launcher import TritonServer, free_port
 
 SIZE = 128
@@ -272,3 +274,43 @@ def test_deadline_cancels_the_work_on_the_server(client, product):
     start = time.monotonic()
     assert client.generate(product, "ad", steps=1, max_attempts=1).attempts == 1
     assert time.monotonic() - start < 5
+
+
+# rfad_pipeline copies, each with one hand-edited parameter it cannot use -> what its load error says.
+UNUSABLE_PARAMETERS = {
+    "unknown_key": ({"judje": "ensemble"}, "judje: unknown parameter"),
+    "text_cap": ({"max_attempts_cap": "twenty"}, "max_attempts_cap: expected an integer, got 'twenty'"),
+    "small_canvas": ({"canvas_size": "32"}, "canvas_size: 32 is not a canvas side: must be at least 64"),
+    "misspelt_judge": ({"judge": "ensamble"}, "judge: 'ensamble' is not one of ensemble, components, none"),
+    # The copies sit in a repository without rfad_judge and the judge components.
+    "no_rfad_judge": ({"judge": "ensemble"}, "judge: 'ensemble' needs the rfad_judge model"),
+    "no_components": ({"judge": "components"}, "judge: 'components' needs depth, saliency, rfnet_text, rfnet"),
+}
+
+
+def _set_parameter(config: str, key: str, value: str) -> str:
+    """config.pbtxt text with parameter ``key`` set to ``value`` (added if absent), as an operator edits it."""
+    pattern = re.compile(rf'(key: "{key}"\s*value: {{ string_value: )"[^"]*"')
+    if pattern.search(config):
+        return pattern.sub(rf'\1"{value}"', config)
+    return config + f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}\n'
+
+
+def test_unusable_repository_parameters_stop_the_server_naming_model_and_parameter(repo, tmp_path):
+    # One server start for every case: each copy fails its own load, and the error lists them all.
+    broken = tmp_path / "broken"
+    for name, (edit, _) in UNUSABLE_PARAMETERS.items():
+        shutil.copytree(repo / "rfad_pipeline", broken / name)
+        config = (broken / name / "config.pbtxt").read_text().replace('name: "rfad_pipeline"', f'name: "{name}"')
+        for key, value in edit.items():
+            config = _set_parameter(config, key, value)
+        (broken / name / "config.pbtxt").write_text(config)
+    server = TritonServer(broken, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=120)
+    with pytest.raises(ServerStartError) as info:
+        server.start()
+    assert set(info.value.failed_models) == set(UNUSABLE_PARAMETERS)
+    # Each model's own load error (Triton logs one line per model) names its parameter.
+    reasons = dict(re.findall(r"failed to load '([^']+)' version \d+: (.*)", info.value.log_tail))
+    for name, (_, says) in UNUSABLE_PARAMETERS.items():
+        assert says in reasons[name], (name, reasons[name])
+        assert f"{name}: " in str(info.value) and says in str(info.value)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from rfad.pipeline.settings import GenerationSettings
 from rfad.trainer.checkpoints import CheckpointError
 from rfad.trainer.data.manifest import ManifestError
 
@@ -71,7 +72,7 @@ def rfnet(**options) -> None:
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--depth", help="DPT folder, for rows without cached maps.")
 @click.option("--saliency", help="U2-Net folder or .pth, for rows without cached maps.")
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=click.FloatRange(0, 1),
               help="p(Available) at which a sample is judged Available (the serving loop's default).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rfad.contract import DEFAULT_LIMITS, Limits, check_number, check_seed_room
+from rfad.contract import DEFAULT_LIMITS, DEFAULTS, Limits, check_number, check_seed_room
 
 _INTEGER_FIELDS = ("steps", "seed", "num_images", "candidates", "max_attempts")
 _FLOAT_FIELDS = ("guidance_scale", "controlnet_scale", "eta", "threshold")
@@ -17,17 +17,18 @@ class GenerationSettings:
     judged Available (p(Available) >= ``threshold``). Candidate ``i`` (counting across attempts)
     uses seed ``seed + i``, so ``seed`` leaves room for them below the INT64 limit
     (:func:`rfad.contract.check_seed_room`). Raises :class:`rfad.contract.InvalidRequest` naming the field.
+    Defaults: :data:`rfad.contract.DEFAULTS`.
     """
 
-    steps: int = 40
-    guidance_scale: float = 7.5
-    controlnet_scale: float = 1.0
-    eta: float = 0.0
-    seed: int = 0
-    num_images: int = 1
-    candidates: int = 1
-    max_attempts: int = 5
-    threshold: float = 0.5
+    steps: int = DEFAULTS.steps
+    guidance_scale: float = DEFAULTS.guidance_scale
+    controlnet_scale: float = DEFAULTS.controlnet_scale
+    eta: float = DEFAULTS.eta
+    seed: int = DEFAULTS.seed
+    num_images: int = DEFAULTS.num_images
+    candidates: int = DEFAULTS.candidates
+    max_attempts: int = DEFAULTS.max_attempts
+    threshold: float = DEFAULTS.threshold
     limits: Limits = field(default=DEFAULT_LIMITS, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
-from rfad.canvas import CanvasError
+from rfad.canvas import CanvasError, CanvasSpec
 from rfad.contract import InvalidRequest
+from rfad.models.options import model_option, model_set_options
+from rfad.pipeline.settings import GenerationSettings
 from rfad.trainer.checkpoints import CheckpointError
 from rfad.trainer.data.manifest import ManifestError
 
@@ -25,14 +27,11 @@ def _quiet() -> None:
 
 
 @click.command("rfft")
-@click.option("--models", required=True, help="Model set folder (rfad-models.json), diffusers SD-1.5 folder or single-file .safetensors.")
-@click.option("--controlnet", help="Starting ControlNet folder [default: the model set's].")
-@click.option("--rfnet", required=True, help="RFNet folder (rfad-train rfnet output): the feedback judge.")
-@click.option("--depth", help="DPT folder [default: the model set's].")
-@click.option("--saliency", help="U2-Net folder or .pth [default: the model set's].")
-@click.option("--sd-config", help="Diffusers config folder for a single-file base checkpoint.")
-@click.option("--lora", help="LoRA .safetensors fused into the base model (as at serving time).")
-@click.option("--lora-scale", type=float, help="LoRA scale [default: 0.8].")
+@model_set_options(required=("models", "rfnet"), help={
+    "controlnet": "Starting ControlNet folder [default: the model set's].",
+    "rfnet": "RFNet folder (rfad-train rfnet output): the feedback judge.",
+    "lora": "LoRA .safetensors fused into the base model (as at serving time) [default: the model set's].",
+})
 @click.option("--data", required=True, help="Dataset folder (manifest.jsonl/.parquet) or a manifest: product, prompt, caption per row.")
 @click.option("--split", default="train", show_default=True, type=click.Choice(["train", "val", "test", "all"]),
               help="Rows to train on; 'train' includes rows without a split.")
@@ -46,12 +45,16 @@ def _quiet() -> None:
 @click.option("--reg", default="cc", show_default=True, type=click.Choice(["cc", "kl", "none"]),
               help="Regulariser: Consistent Condition (paper), KL-style eps distance, or none (ReFL).")
 @click.option("--beta", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Weight of the regulariser.")
-@click.option("--ddim-steps", default=40, show_default=True, type=click.IntRange(min=1), help="DDIM steps T.")
+@click.option("--ddim-steps", default=GenerationSettings.steps, show_default=True, type=click.IntRange(min=1),
+              help="DDIM steps T.")
 @click.option("--last-k", default=10, show_default=True, type=click.IntRange(min=1), help="t* is drawn among the last K steps.")
-@click.option("--guidance", default=7.5, show_default=True, type=float, help="Classifier-free guidance scale w.")
-@click.option("--controlnet-scale", default=1.0, show_default=True, type=float)
-@click.option("--size", default=512, show_default=True, type=click.IntRange(min=64), help="Canvas side in pixels (multiple of 8).")
-@click.option("--product-scale", default=0.75, show_default=True, type=float)
+@click.option("--guidance", default=GenerationSettings.guidance_scale, show_default=True, type=float,
+              help="Classifier-free guidance scale w.")
+@click.option("--controlnet-scale", default=GenerationSettings.controlnet_scale, show_default=True, type=float)
+@click.option("--size", default=CanvasSpec.width, show_default=True, type=click.IntRange(min=64),
+              help="Canvas side in pixels (multiple of 8).")
+@click.option("--product-scale", default=CanvasSpec.product_scale, show_default=True, type=float,
+              help="Largest product side as a fraction of the canvas.")
 @click.option("--negative-prompt", default="", help="Negative prompt (the CFG branch eps(0)).")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute ControlNet, UNet and VAE-decoder activations in backward.")
 @click.option("--mixed-precision", default="no", show_default=True, type=click.Choice(["no", "fp16", "bf16"]))
@@ -61,7 +64,7 @@ def _quiet() -> None:
 @click.option("--max-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="Stop this invocation at step N with a checkpoint (continue later with --resume).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=GenerationSettings.seed, show_default=True, type=int)
 def rfft(**options) -> None:
     """Fine-tune the ControlNet with RFNet's feedback (RFFT): F_AC + beta * L_CC."""
     from rfad.trainer.rfft.config import RFFTConfig
@@ -76,26 +79,28 @@ def rfft(**options) -> None:
 
 
 @click.command("eval-rfft")
-@click.option("--models", required=True, help="Model set folder, SD-1.5 folder or single-file .safetensors.")
-@click.option("--controlnet", required=True, help="The tuned ControlNet folder (rfad-train rfft output).")
-@click.option("--base-controlnet", help="The base ControlNet to compare with [default: the model set's].")
-@click.option("--rfnet", required=True, help="RFNet folder: the judge.")
-@click.option("--depth", help="DPT folder [default: the model set's].")
-@click.option("--saliency", help="U2-Net folder or .pth [default: the model set's].")
-@click.option("--sd-config", help="Diffusers config folder for a single-file base checkpoint.")
-@click.option("--lora", help="LoRA .safetensors fused into the base model.")
-@click.option("--lora-scale", type=float)
+@model_option("models", required=True)
+@model_option("controlnet", required=True, help="The tuned ControlNet folder (rfad-train rfft output).")
+@model_option("controlnet", "--base-controlnet", "base_controlnet",
+              help="The base ControlNet to compare with [default: the model set's].")
+@model_set_options(("sd_config", "lora", "lora_scale", "rfnet", "depth", "saliency"), required=("rfnet",),
+                   help={"rfnet": "RFNet folder: the judge."})
 @click.option("--data", required=True, help="Dataset folder or manifest (products, prompts, captions).")
 @click.option("--split", default="all", show_default=True, type=click.Choice(["train", "val", "test", "all"]),
               help="Rows to take products from (test: held-out products).")
 @click.option("--products", default=100, show_default=True, type=click.IntRange(min=1), help="Distinct products.")
 @click.option("--seeds", default=4, show_default=True, type=click.IntRange(min=2), help="Seeds per product.")
-@click.option("--steps", default=40, show_default=True, type=click.IntRange(min=1), help="DDIM steps.")
-@click.option("--size", default=512, show_default=True, type=click.IntRange(min=64))
-@click.option("--guidance", default=7.5, show_default=True, type=float)
-@click.option("--max-attempts", default=5, show_default=True, type=click.IntRange(min=1))
-@click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--steps", default=GenerationSettings.steps, show_default=True, type=click.IntRange(min=1),
+              help="DDIM steps.")
+@click.option("--size", default=CanvasSpec.width, show_default=True, type=click.IntRange(min=64),
+              help="Canvas side in pixels (multiple of 8).")
+@click.option("--guidance", default=GenerationSettings.guidance_scale, show_default=True, type=float,
+              help="Classifier-free guidance scale.")
+@click.option("--max-attempts", default=GenerationSettings.max_attempts, show_default=True,
+              type=click.IntRange(min=1), help="Attempts per product and seed (Recurrent Generation).")
+@click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=click.FloatRange(0, 1),
+              help="p(Available) needed to pass.")
+@click.option("--seed", default=GenerationSettings.seed, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "json_out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
 def eval_rfft(json_out: Path, **options) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rfad.canvas import CanvasSpec, prepare_canvas
+from rfad.pipeline.settings import GenerationSettings
 from rfad.trainer.data.manifest import resolve_path
 from rfad.trainer.rfft.sampling import load_rows
 
@@ -61,9 +62,10 @@ def pairwise_distance(images: np.ndarray, region: np.ndarray) -> float:
 def evaluate_rfft(models: str, controlnet: str, data: str, *, base_controlnet: str | None = None,
                   rfnet: str | None = None, depth: str | None = None, saliency: str | None = None,
                   sd_config: str | None = None, lora: str | None = None, lora_scale: float | None = None,
-                  split: str = "all", products: int = 100, seeds: int = 4, steps: int = 40, size: int = 512,
-                  guidance: float = 7.5, max_attempts: int = 5, threshold: float = 0.5, seed: int = 0,
-                  device: str = "cpu", echo=print) -> dict:
+                  split: str = "all", products: int = 100, seeds: int = 4, steps: int = GenerationSettings.steps,
+                  size: int = CanvasSpec.width, guidance: float = GenerationSettings.guidance_scale,
+                  max_attempts: int = GenerationSettings.max_attempts, threshold: float = GenerationSettings.threshold,
+                  seed: int = GenerationSettings.seed, device: str = "cpu", echo=print) -> dict:
     """Generate with both ControlNets and return the metrics dictionary (see the module docstring)."""
     from rfad.models.diffusion import load_controlnet, load_diffusion_models
     from rfad.models.judge import load_judge_models
@@ -71,7 +73,6 @@ def evaluate_rfft(models: str, controlnet: str, data: str, *, base_controlnet: s
     from rfad.pipeline.generate import generate
     from rfad.pipeline.judge import RunnerJudge
     from rfad.pipeline.request import prepare_request
-    from rfad.pipeline.settings import GenerationSettings
     from rfad.pipeline.torch_runner import TorchRunner
 
     if seeds < 2:

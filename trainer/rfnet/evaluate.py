@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from rfad.contract import CLASS_NAMES
+from rfad.contract import CLASS_NAMES, DEFAULTS
 from rfad.trainer.rfnet.dataset import RFNetDataset
 from rfad.trainer.rfnet.train import load_split_rows, predict
 
@@ -53,7 +53,7 @@ def binary_metrics(predicted: list[bool], actual: list[bool]) -> dict[str, float
 
 
 def compute_metrics(probabilities: torch.Tensor, labels: torch.Tensor, train_labels: list[int],
-                    threshold: float = 0.5) -> dict:
+                    threshold: float = DEFAULTS.threshold) -> dict:
     """probabilities [N, 5], labels [N] (class indices) -> the metrics dictionary (fractions)."""
     predicted = probabilities.argmax(-1)
     p_available = probabilities[:, 0].tolist()
@@ -96,7 +96,7 @@ def format_metrics(metrics: dict) -> str:
 
 
 def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | None = None,
-                   saliency: str | None = None, batch_size: int = 32, threshold: float = 0.5, echo=print) -> dict:
+                   saliency: str | None = None, batch_size: int = 32, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
     """Metrics of the RFNet folder ``model_dir`` on ``split`` of ``data`` (see :func:`compute_metrics`).
 
     Maps missing from the manifest are computed by the ``depth``/``saliency`` models; for a model

@@ -14,12 +14,13 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from rfad.canvas import CanvasError, CanvasSpec, prepare_canvas
-from rfad.contract import PIPELINE_INPUTS, InvalidRequest, Limits
+from rfad.contract import PIPELINE_INPUTS, InvalidRequest
 from rfad.pipeline.denoise import GenerationCancelled
 from rfad.pipeline.generate import generate
 from rfad.pipeline.judge import RunnerJudge
 from rfad.pipeline.settings import GenerationSettings
 from rfad.serving.metrics import PipelineMetrics
+from rfad.serving.pipeline_parameters import PipelineParameters
 from rfad.serving.pipeline_io import build_pipeline_response, parse_pipeline_request
 from rfad.serving.responses import error_response, respond_each
 from rfad.serving.triton_runner import ComponentError, EnsembleJudge, TritonRunner
@@ -32,17 +33,18 @@ def _error(message: str, code) -> "pb_utils.InferenceResponse":
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.limits = Limits(max_attempts=(1, int(parameters.get("max_attempts_cap", "20"))))
-        size = int(parameters.get("canvas_size", "512"))
-        self.canvas_spec = CanvasSpec(width=size, height=size)
-        assets = Path(args["model_repository"]) / args["model_version"] / "assets"
+        model_dir = Path(args["model_repository"])
+        assets = model_dir / args["model_version"] / "assets"
+        # Unknown or unusable parameters fail the load, naming the parameter (the server does not start).
+        values = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        parameters = PipelineParameters.from_config(values)
+        parameters.check_judge(model_dir.parent, assets)
+        self.limits = parameters.limits()
+        self.default_steps = parameters.default_steps
+        self.canvas_spec = CanvasSpec(width=parameters.canvas_size, height=parameters.canvas_size)
         self.runner = TritonRunner(assets, pb_utils)
-        # components: depth, saliency, rfnet per attempt (caption once per request);
-        # ensemble: one call to rfad_judge per attempt; none: a repository without a judge.
-        self.judge_mode = parameters.get("judge", "components")
-        if self.judge_mode == "components" and self.runner.info.caption_tokenizer is None:
-            self.judge_mode = "none"
+        # Judge modes: rfad.serving.pipeline_parameters.JUDGE_MODES.
+        self.judge_mode = parameters.judge
         self.judge = RunnerJudge(self.runner) if self.judge_mode == "components" else None
         self.metrics = PipelineMetrics(pb_utils, config["name"])
 
@@ -56,7 +58,8 @@ class TritonPythonModel:
     def _handle(self, request):
         try:
             parsed = parse_pipeline_request(self._inputs(request), self.limits)
-            settings = GenerationSettings(**parsed.settings, limits=self.limits)
+            # A request without steps gets the repository's default (its deployment profile's).
+            settings = GenerationSettings(**{"steps": self.default_steps, **parsed.settings}, limits=self.limits)
             canvas = prepare_canvas(parsed.product_image, self.canvas_spec)
         except (InvalidRequest, CanvasError) as exc:
             self.metrics.request("invalid")
