@@ -42,20 +42,20 @@ class MiniworldTrainConfig:
 
     out: str
     seed: int = 0
-    scenes: int = 12000
+    scenes: int = 6000
     available_share: float = 0.4
-    vae_steps: int = 1800
+    vae_steps: int = 800
     vae_batch: int = 16
     vae_crop: int = 64
     vae_lr: float = 1e-3
     vae_channels: tuple[int, ...] = (32, 32, 64, 64)
     norm_groups: int = 8  # GroupNorm groups of the VAE, UNet and ControlNet
-    unet_steps: int = 8000
+    unet_steps: int = 3000
     unet_batch: int = 16
     unet_lr: float = 4e-4
     unet_channels: tuple[int, ...] = (32, 64)
     text_encoder: str = "train"  # "train": fine-tuned with the UNet; "frozen": the zoo's random weights
-    controlnet_steps: int = 2000
+    controlnet_steps: int = 800
     controlnet_batch: int = 16
     controlnet_lr: float = 4e-4
     uncond_prob: float = 0.1
