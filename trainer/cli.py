@@ -1,4 +1,4 @@
-"""``rfad-train``: train and evaluate the RFNet judge (and, with RFFT, the ControlNet)."""
+"""``rfad-train``: train and evaluate the RFNet judge (and, with RFFT, the ControlNet); train the miniature world's generator."""
 
 from __future__ import annotations
 
@@ -94,10 +94,12 @@ def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, j
 
 
 # RFFT's commands live beside its trainer (rfad.trainer.rfft); the group only registers them.
+from rfad.trainer.miniworld.commands import miniworld  # noqa: E402
 from rfad.trainer.rfft.commands import eval_rfft, rfft  # noqa: E402
 
 main.add_command(rfft)
 main.add_command(eval_rfft)
+main.add_command(miniworld)
 
 
 if __name__ == "__main__":

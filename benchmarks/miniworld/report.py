@@ -4,9 +4,11 @@
 
 Each section sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` and is replaced
 whole: ``oracle-rules`` (from :data:`rfad.trainer.data.oracle.RULES`), ``oracle-agreement``
-(from oracle_agreement.json, written by oracle_agreement.py) and ``generator-step`` (from
-miniworld_step.json, written by generator_step.py). The prose around them is written by hand.
-Also draws docs/miniworld-scenes.png, eight scenes of each class.
+(from oracle_agreement.json, written by oracle_agreement.py), ``generator-step`` (from
+miniworld_step.json, written by generator_step.py), ``generator-training`` (from the shipped
+generator's training record, written by ``rfad-train miniworld``) and ``generator-scenes`` (from
+miniworld_generated.json, written by generated_scenes.py). The prose around them is written by
+hand. Also draws docs/miniworld-scenes.png, eight scenes of each class.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import RESULTS, markdown_table  # noqa: E402
 
 from rfad.contract import CLASS_NAMES  # noqa: E402
+from rfad.miniworld import training_record  # noqa: E402
 from rfad.trainer.data import oracle  # noqa: E402
 from rfad.trainer.data.scenes import draw_scene  # noqa: E402
 
@@ -87,6 +90,54 @@ def step_section(result: dict) -> str:
             f"parameters, {result['settings']['text_encoder_mb']:.2f} MB.")
 
 
+def training_section(record: dict) -> str:
+    settings, phases = record["settings"], record["losses"]
+    rows = []
+    for name, label in (("vae", "VAE"), ("unet", "UNet" + (" + text encoder" if settings["text_encoder"] == "train"
+                                                          else "")), ("controlnet", "ControlNet (UNet frozen)")):
+        curve = phases[name]["curve"]
+        extra = f", {settings['vae_crop']} px crops" if name == "vae" else ""
+        rows.append({"model": label, "params": f"{record['parameters'][name] / 1e6:.2f}",
+                     "steps": phases[name]["steps"], "batch": f"{settings[name + '_batch']}{extra}",
+                     "lr": settings[name + "_lr"], "first": curve[0]["loss"], "last": curve[-1]["loss"],
+                     "minutes": f"{phases[name]['seconds'] / 60:.1f}"})
+    table = markdown_table(rows, [("model", "model"), ("params", "params (M)"), ("steps", "steps"),
+                                  ("batch", "batch"), ("lr", "peak lr"), ("first", "loss, first 50 steps"),
+                                  ("last", "loss, last 50 steps"), ("minutes", "minutes")])
+    timings = record["timings_s"]
+    check = record["vae"]["reconstruction_check"]
+    labels = ", ".join(f"{name} {count}" for name, count in record["scenes"]["labels"].items())
+    return (f"`{' '.join(['rfad-train'] + record['command'][1:])}`, seed {record['seed']}, started "
+            f"{record['started']} on {record['machine']['processor']} with {record['machine']['torch_threads']} torch "
+            f"threads (torch {record['machine']['torch']}, diffusers {record['machine']['diffusers']}): "
+            f"**{record['wall_minutes']} minutes** wall time, **{record['weights_mb']} MB** of files.\n\n"
+            f"{record['scenes']['n']} scenes ({labels}) drawn in {timings['draw_scenes_s'] / 60:.1f} min; "
+            f"latents of all of them encoded once in {timings['encode_s'] / 60:.1f} min (VAE scaling factor "
+            f"{record['vae']['scaling_factor']:.4f}).\n\n" + table + "\n\n"
+            f"The oracle on the VAE's reconstructions of {check['n_per_class']} fresh scenes per class (product pasted "
+            "back), the share labelled as drawn: "
+            + ", ".join(f"{name} {100 * share:.1f} %" for name, share in check["per_class"].items())
+            + f" ({timings['vae_check_s']:.0f} s).")
+
+
+def scenes_section(result: dict) -> str:
+    row, settings = result["rows"][0], result["settings"]
+    rates = markdown_table([{**{SHORT[n]: f"{100 * row['rates'][n]:.1f} %" for n in CLASS_NAMES}, "n": row["images"]}],
+                           [("n", "images")] + [(SHORT[n], n) for n in CLASS_NAMES])
+    matrix = markdown_table(
+        [{"prompt": name, "n": sum(row["by_prompt"][name].values()),
+          **{SHORT[other]: row["by_prompt"][name][other] for other in CLASS_NAMES}} for name in CLASS_NAMES],
+        [("prompt", "prompt drawn for \\ oracle"), ("n", "images")] + [(SHORT[n], SHORT[n]) for n in CLASS_NAMES])
+    fired = ", ".join(f"{name} {100 * share:.1f} %" for name, share in row["fired"].items())
+    return (_machine_line(result).split(", torch")[0] + f": {row['images']} held-out products (request seed "
+            f"{settings['seed']}), one image each, {settings['steps']} DDIM steps, guidance {settings['guidance']}, "
+            f"request prompts with Available share {settings['available_share']}; {row['seconds'] / 60:.1f} min "
+            "(`python benchmarks/miniworld/generated_scenes.py`).\n\nSingle-shot oracle verdicts:\n\n" + rates
+            + "\n\nBy the class of the scene each request's prompt was drawn from (the prompt names the wall, table, "
+            "light and reference object of that scene, never its defect):\n\n" + matrix
+            + f"\n\nShare of images on which each rule fires (several may): {fired}.")
+
+
 def contact_sheet(path: Path, per_class: int = 8, seed: int = 5) -> None:
     """``per_class`` scenes of every class, one row per class (CLASS_NAMES order)."""
     gap = 2
@@ -109,10 +160,15 @@ def render(doc: Path = DOCS / "miniworld.md") -> None:
     text = doc.read_text(encoding="utf-8")
     text = replace_section(text, "oracle-rules", rules_section())
     for name, file, section in (("oracle-agreement", "oracle_agreement", agreement_section),
-                                ("generator-step", "miniworld_step", step_section)):
+                                ("generator-step", "miniworld_step", step_section),
+                                ("generator-scenes", "miniworld_generated", scenes_section)):
         path = RESULTS / f"{file}.json"
         if path.is_file():
             text = replace_section(text, name, section(json.loads(path.read_text())))
+    try:
+        text = replace_section(text, "generator-training", training_section(training_record()))
+    except FileNotFoundError:
+        pass  # no shipped generator in this checkout yet
     doc.write_text(text, encoding="utf-8")
     contact_sheet(doc.parent / "miniworld-scenes.png")
     print(f"wrote {doc} and {doc.parent / 'miniworld-scenes.png'}")

@@ -72,6 +72,9 @@ class TinyZooSpec:
     vae_channels: tuple[int, ...] = (32, 32, 64, 64)
     sample_size: int = 64  # latent side for 512 px, as SD-1.5's config says
     controlnet_output_std: float = 0.05
+    # SD-1.5's 32 groups; with 32-channel blocks that is one channel per group, which normalises away
+    # each channel's mean over the image (a flat colour): the miniature world's trained models use fewer.
+    norm_num_groups: int = 32
 
 
 def _seeded(seed: int, name: str) -> None:
@@ -99,7 +102,7 @@ def tiny_unet(in_channels: int = 4, seed: int = 0, spec: TinyZooSpec = TinyZooSp
         block_out_channels=spec.unet_channels, layers_per_block=2,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(spec.unet_channels) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(spec.unet_channels) - 1) + ("UpBlock2D",),
-        cross_attention_dim=CROSS_ATTENTION_DIM, attention_head_dim=8, norm_num_groups=32,
+        cross_attention_dim=CROSS_ATTENTION_DIM, attention_head_dim=8, norm_num_groups=spec.norm_num_groups,
     ).eval()
 
 
@@ -113,7 +116,8 @@ def tiny_vae(seed: int = 0, spec: TinyZooSpec = TinyZooSpec()):
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=spec.vae_channels,
         down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-        layers_per_block=1, norm_num_groups=32, sample_size=spec.sample_size * 8, scaling_factor=0.18215,
+        layers_per_block=1, norm_num_groups=spec.norm_num_groups, sample_size=spec.sample_size * 8,
+        scaling_factor=0.18215,
     ).eval()
 
 
@@ -209,7 +213,7 @@ def tiny_rfnet(resnet_dir: Path, roberta_dir: Path, seed: int = 0):
     return RFNet.from_backbones(tiny_rfnet_config(), resnet_dir, roberta_dir).eval()
 
 
-def _save_sd_folder(folder: Path, tokenizer, text_encoder, unet, vae) -> None:
+def save_sd_folder(folder: Path, tokenizer, text_encoder, unet, vae) -> None:
     """Write the diffusers layout of an SD-1.5 checkpoint (what ``save_pretrained`` of a pipeline gives)."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(folder / "tokenizer")
@@ -242,8 +246,8 @@ def build_tiny_zoo(out: str | os.PathLike, seed: int = 0, spec: TinyZooSpec = Ti
     text_encoder = tiny_text_encoder(clip_tokenizer, seed)
     vae = tiny_vae(seed, spec)
     unet = tiny_unet(4, seed, spec)
-    _save_sd_folder(root / "sd15", clip_tokenizer, text_encoder, unet, vae)
-    _save_sd_folder(root / "sd15-inpaint", clip_tokenizer, text_encoder, tiny_unet(9, seed, spec), vae)
+    save_sd_folder(root / "sd15", clip_tokenizer, text_encoder, unet, vae)
+    save_sd_folder(root / "sd15-inpaint", clip_tokenizer, text_encoder, tiny_unet(9, seed, spec), vae)
     tiny_controlnet(unet, seed, spec).save_pretrained(root / "controlnet", safe_serialization=True)
 
     roberta_tokenizer = build_roberta_tokenizer()

@@ -1,4 +1,4 @@
-"""``rfad-data``: the synthetic set, miniature-world scenes, the RF1M import, sample checks, the depth/saliency cache."""
+"""``rfad-data``: the synthetic set, miniature-world scenes and RF-mini, the RF1M import, sample checks, the depth/saliency cache."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from rfad.trainer.data.manifest import CLASS_NAMES, SPLITS, ManifestError, check_rows, read_manifest
+from rfad.trainer.data.miniworld import MiniworldSettings
 from rfad.trainer.data.rf1m import RF1MFormatError, import_rf1m
 from rfad.trainer.data.synth import write_synthetic_dataset
 
@@ -57,6 +58,50 @@ def scenes(out_dir: Path, n: int, seed: int) -> None:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {len(rows)} scenes to {out_dir} (manifest.jsonl, scenes.jsonl)")
     _echo_counts("label", [row.label for row in rows], order=CLASS_NAMES)
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Number of images.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the products, prompts, splits and images.")
+@click.option("--models", type=click.Path(exists=True, path_type=Path),
+              help="Generator model set [default: the shipped one, rfad.miniworld.model_dir()].")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=1), help="DDIM steps.")
+@click.option("--guidance", default=MiniworldSettings.guidance, show_default=True, type=float,
+              help="Classifier-free guidance scale.")
+@click.option("--images-per-product", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Candidates generated per product (one attempt, seeds in a row).")
+@click.option("--available-share", default=0.4, show_default=True, type=click.FloatRange(0, 1),
+              help="Class mix of the request prompts: share of Available scenes' prompts.")
+@click.option("--val-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in val.")
+@click.option("--test-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in test.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+def miniworld(out_dir: Path, n: int, seed: int, models: Path | None, steps: int, guidance: float,
+              images_per_product: int, available_share: float, val_fraction: float, test_fraction: float,
+              device: str) -> None:
+    """Write RF-mini: images from the miniature world's generator (the real loop, no judge), labelled by the oracle.
+
+    Splits are by product; labels.jsonl holds the oracle's measurements, summary.json the class rates.
+    """
+    from rfad.logs import quiet_third_party
+    from rfad.models.folders import ModelFolderError
+    from rfad.trainer.data.miniworld import write_miniworld_dataset
+
+    quiet_third_party()
+    try:
+        settings = MiniworldSettings(seed=seed, steps=steps, guidance=guidance, images_per_product=images_per_product,
+                                     available_share=available_share, val_fraction=val_fraction,
+                                     test_fraction=test_fraction)
+        summary = write_miniworld_dataset(out_dir, n, settings, models=models, device=device, progress=True)
+    except (*USER_ERRORS, ModelFolderError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {summary['images']} images of {summary['products']} products to {out_dir} "
+               f"(manifest.jsonl, labels.jsonl, summary.json) in {summary['seconds']} s")
+    _echo_counts("oracle label", [name for name, count in summary["labels"].items() for _ in range(count)],
+                 order=CLASS_NAMES)
+    click.echo("  split     images  products")
+    for split, counts in summary["splits"].items():
+        click.echo(f"  {split:<8}{counts['images']:>7}{counts['products']:>10}")
 
 
 @main.command("import-rf1m")

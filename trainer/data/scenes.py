@@ -79,6 +79,10 @@ SHELF_ABOVE_BASE = (0.35, 0.45)      # x H: Space Mismatch, the shelf's top edge
 SCALES = {"plausible": (0.4, 1.0), "reference too small": (0.12, 0.2), "reference too large": (1.6, 2.2)}
 REFERENCE_WIDTH = (5, 22)            # px: narrow enough to leave each row mostly background
 SHADOW_DARKENING = 0.07
+# Seed streams (the second entry of every per-scene seed): the generator's training scenes, the
+# products RF-mini generates for and the scenes that check the generator's VAE never share a
+# generator state, so RF-mini's products are held out.
+TRAINING_STREAM, REQUEST_STREAM, CHECK_STREAM = 0, 1, 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -184,6 +188,27 @@ def write_scene_dataset(
 
     return write_drawn_dataset(out_dir, n, draw, seed=seed, prefix="scene", val_fraction=val_fraction,
                                test_fraction=test_fraction, progress=progress)
+
+
+def class_mix(available: float) -> dict[str, float]:
+    """The share of each class: ``available`` for Available, the four defects sharing the rest equally."""
+    if not 0 <= available <= 1:
+        raise ValueError(f"available share: must be in [0, 1], got {available}")
+    return {name: available if name == AVAILABLE else (1 - available) / (len(CLASS_NAMES) - 1) for name in CLASS_NAMES}
+
+
+def mixed_labels(n: int, mix: dict[str, float], rng: np.random.Generator) -> list[str]:
+    """``n`` labels in the proportions of ``mix`` (largest remainders, so the counts sum to ``n``), shuffled."""
+    shares = np.array([mix.get(name, 0.0) for name in CLASS_NAMES], np.float64)
+    if shares.min() < 0 or shares.sum() <= 0:
+        raise ValueError(f"class mix: shares must be >= 0 and not all 0, got {mix}")
+    exact = n * shares / shares.sum()
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    labels = [name for name, count in zip(CLASS_NAMES, counts) for _ in range(count)]
+    rng.shuffle(labels)
+    return labels
 
 
 def _solid_box(alpha: np.ndarray) -> tuple[int, int, int, int]:

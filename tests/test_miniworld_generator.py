@@ -1,0 +1,120 @@
+"""The shipped miniature-world generator: present, hashing as its training record says, loadable by every
+``--models`` command, painting scenes (not noise) through the real loop; and RF-mini written from it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from rfad.contract import CLASS_NAMES
+from rfad.miniworld import file_hashes, model_dir, training_record
+
+
+def test_shipped_weights_hash_as_recorded_and_stay_small():
+    record = training_record()
+    assert file_hashes(model_dir()) == record["files"]
+    assert {"sd15/unet/diffusion_pytorch_model.safetensors", "sd15/vae/diffusion_pytorch_model.safetensors",
+            "sd15/text_encoder/model.safetensors", "controlnet/diffusion_pytorch_model.safetensors"} <= set(record["files"])
+    assert sum(f["bytes"] for f in record["files"].values()) < 20e6
+    assert record["wall_minutes"] <= 60  # the budget the generator was trained in
+    assert record["command"][1] == "miniworld"
+
+
+def test_model_dir_is_torch_free_and_a_model_set():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; import rfad.miniworld as m; "
+            "from rfad.models.model_set import ModelSet; s = ModelSet.resolve(m.model_dir()); print(s.sd.name, s.controlnet.name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["sd15", "controlnet"]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    from rfad.trainer.data.miniworld import load_generator
+
+    return load_generator(None)[0]
+
+
+def _row_spread(image: np.ndarray, canvas) -> float:
+    """Median over background pixels of the distance to their row's median colour: a scene's walls and tables
+    change down the image, not across it; noise changes everywhere."""
+    free = canvas.mask == 255
+    pixels = image.astype(np.float32)
+    spreads = []
+    for y in range(image.shape[0]):
+        row = pixels[y][free[y]]
+        if len(row) > 8:
+            spreads.append(np.median(np.linalg.norm(row - np.median(row, axis=0), axis=1)))
+    return float(np.median(spreads))
+
+
+def test_shipped_generator_paints_scenes_through_the_real_loop(runner, tiny_zoo):
+    from rfad.models.diffusion import load_diffusion_models
+    from rfad.models.model_set import ModelSet
+    from rfad.pipeline.torch_runner import TorchRunner
+    from rfad.trainer.data.miniworld import generate_for_product, product_requests
+
+    scene = product_requests(1, seed=3, available_share=1.0)[0]
+    shipped = generate_for_product(runner, scene, 2, 0, steps=8, guidance=7.5)
+    random_weights = TorchRunner(load_diffusion_models(ModelSet.resolve(tiny_zoo)))
+    noise = generate_for_product(random_weights, scene, 1, 0, steps=8, guidance=7.5)
+    solid = scene.canvas.product_alpha == 255
+    for _, image, verdict in shipped:
+        assert np.array_equal(image[solid], scene.canvas.product_rgb[solid])
+        assert verdict.label in CLASS_NAMES
+        # A recognisable scene per the oracle: the table line is painted where the product stands.
+        assert "Space Mismatch" not in verdict.fired, verdict.explain()
+        assert _row_spread(image, scene.canvas) < 20
+    assert _row_spread(noise[0][1], scene.canvas) > 2 * max(_row_spread(image, scene.canvas) for _, image, _ in shipped)
+    assert not np.array_equal(shipped[0][1], shipped[1][1])  # two seeds, two scenes
+
+
+def test_rfad_data_miniworld_writes_a_labelled_manifest_split_by_product(tmp_path):
+    from rfad.trainer.data.cli import main
+    from rfad.trainer.data.manifest import read_manifest
+    from rfad.trainer.data.oracle import label_ad
+
+    args = ["miniworld", "--n", "7", "--images-per-product", "2", "--steps", "2", "--val-fraction", "0.25",
+            "--test-fraction", "0.25"]
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    rows = read_manifest(tmp_path / "a" / "manifest.jsonl", strict_labels=True)
+    assert len(rows) == 7 and len({row.product for row in rows}) == 4
+    splits_of = {}
+    for row in rows:
+        splits_of.setdefault(row.product, set()).add(row.split)
+    assert all(len(splits) == 1 for splits in splits_of.values())  # a product never crosses splits
+    assert sorted(s.pop() for s in splits_of.values()) == ["test", "train", "train", "val"]
+    labels = [json.loads(line) for line in (tmp_path / "a" / "labels.jsonl").read_text().splitlines()]
+    for row, entry in zip(rows, labels):
+        image = np.asarray(Image.open(tmp_path / "a" / row.generated).convert("RGB"))
+        product = Image.open(tmp_path / "a" / row.product)
+        from rfad.canvas import prepare_canvas
+        from rfad.trainer.data.scenes import MINIWORLD_CANVAS
+
+        canvas = prepare_canvas(product, MINIWORLD_CANVAS)
+        assert label_ad(image, np.asarray(canvas.product_rgba), canvas.product_alpha).label == row.label == entry["label"]
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert sum(summary["labels"].values()) == 7 and summary["products"] == 4
+    assert summary["generator_record_sha256"] is not None
+
+    result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    for row in rows:  # same seed, same images
+        assert (tmp_path / "a" / row.generated).read_bytes() == (tmp_path / "b" / row.generated).read_bytes()
+
+
+def test_rfad_data_miniworld_bad_flags_are_one_line_errors(tmp_path):
+    from rfad.trainer.data.cli import main
+
+    result = CliRunner().invoke(main, ["miniworld", "--n", "2", "--out", str(tmp_path / "x"), "--test-fraction", "0.9",
+                                       "--val-fraction", "0.2"])
+    assert result.exit_code == 1 and "must be >= 0 and sum to less than 1" in result.output
+    result = CliRunner().invoke(main, ["miniworld", "--n", "2", "--out", str(tmp_path / "x"), "--models", str(tmp_path)])
+    assert result.exit_code == 1 and "rfad-models.json" in result.output

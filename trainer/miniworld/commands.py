@@ -1,0 +1,66 @@
+"""The ``rfad-train miniworld`` command (registered by :mod:`rfad.trainer.cli`)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import click
+
+from rfad.trainer.data.manifest import ManifestError
+
+USER_ERRORS = (ManifestError, FileNotFoundError, ValueError)
+
+
+def _channels(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        channels = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated ints such as 32,64, got {value!r}") from None
+    if not channels or min(channels) < 8 or any(c % 8 for c in channels):
+        raise click.BadParameter(f"every width must be a positive multiple of 8, got {value!r}")
+    return channels
+
+
+@click.command()
+@click.option("--out", required=True, help="Output model set folder (rfad-models.json, sd15/, controlnet/, training_record.json).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the scenes, the initial weights and every draw.")
+@click.option("--scenes", default=6000, show_default=True, type=click.IntRange(min=1), help="Training scenes to draw.")
+@click.option("--available-share", default=0.4, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of Available scenes; the four defects share the rest equally.")
+@click.option("--vae-steps", default=800, show_default=True, type=click.IntRange(min=1), help="VAE optimiser steps.")
+@click.option("--vae-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Crops per VAE step.")
+@click.option("--vae-crop", default=64, show_default=True, type=click.IntRange(min=8), help="Side of the VAE's training crops (multiple of 8).")
+@click.option("--vae-lr", default=1e-3, show_default=True, type=float, help="VAE peak learning rate (AdamW, warm-up, cosine).")
+@click.option("--vae-channels", default="32,32,64,64", show_default=True, callback=_channels, help="VAE block widths (4 blocks: factor 8).")
+@click.option("--norm-groups", default=8, show_default=True, type=click.IntRange(min=1),
+              help="GroupNorm groups of the VAE, UNet and ControlNet (must divide every width).")
+@click.option("--unet-steps", default=3000, show_default=True, type=click.IntRange(min=1), help="UNet optimiser steps.")
+@click.option("--unet-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Latents per UNet step.")
+@click.option("--unet-lr", default=4e-4, show_default=True, type=float, help="UNet (and text encoder) peak learning rate.")
+@click.option("--unet-channels", default="32,64", show_default=True, callback=_channels, help="UNet block widths.")
+@click.option("--text-encoder", default="train", show_default=True, type=click.Choice(["train", "frozen"]),
+              help="Fine-tune the tiny CLIP with the UNet, or keep the zoo's random weights.")
+@click.option("--controlnet-steps", default=800, show_default=True, type=click.IntRange(min=1), help="ControlNet optimiser steps.")
+@click.option("--controlnet-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Latents per ControlNet step.")
+@click.option("--controlnet-lr", default=4e-4, show_default=True, type=float, help="ControlNet peak learning rate.")
+@click.option("--uncond-prob", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Share of prompts replaced by the empty prompt (classifier-free guidance).")
+@click.option("--snr-gamma", default=5.0, show_default=True, type=click.FloatRange(min=0), help="Min-SNR loss weighting (0: plain MSE).")
+@click.option("--check-per-class", default=40, show_default=True, type=click.IntRange(min=1),
+              help="Scenes per class for the oracle check of the VAE's reconstructions.")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads [default: torch's].")
+@click.option("--log-every", default=50, show_default=True, type=click.IntRange(min=1), help="Steps per point of the recorded loss curves.")
+def miniworld(**options) -> None:
+    """Train the miniature world's generator: tiny VAE, 4-channel UNet (+ tiny CLIP) and canny ControlNet.
+
+    Draws the scenes (rfad.trainer.data.scenes), trains the three models on this machine's CPU and
+    writes a model set folder that every `--models DIR` command loads, with training_record.json
+    (settings, seed, losses, times, SHA-256 of every file). docs/miniworld.md has the shipped run.
+    """
+    from rfad.trainer.miniworld.train import MiniworldTrainConfig, train_miniworld
+
+    known = {f.name for f in fields(MiniworldTrainConfig)}
+    try:
+        train_miniworld(MiniworldTrainConfig(**{k: v for k, v in options.items() if k in known}), echo=click.echo)
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,203 @@
+"""``rfad-train miniworld``: train the miniature world's generator, top to bottom.
+
+config -> scenes (drawn, seeded) -> VAE on crops -> the VAE's reconstructions labelled by the
+oracle (the acceptance check of docs/miniworld.md) -> latents encoded once -> UNet (+ text
+encoder) on the cached latents -> ControlNet from that UNet -> the model set folder
+(``sd15/`` in the diffusers SD-1.5 layout, ``controlnet/``, ``rfad-models.json``) and
+``training_record.json`` (settings, seed, losses, times, SHA-256 of every file).
+
+Seeded end to end: the same config on the same machine and library versions gives the same
+weights (every random draw comes from a generator seeded from ``seed``; CPU kernels are
+deterministic at a fixed thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rfad.miniworld import RECORD_FILE, file_hashes
+from rfad.models.model_set import ModelSet
+from rfad.tiny.tokenizers import build_clip_tokenizer
+from rfad.tiny.zoo import save_sd_folder, tiny_text_encoder
+from rfad.trainer.checkpoints import write_folder_atomically
+from rfad.trainer.data.scenes import MINIWORLD_CANVAS, SIDE, class_mix
+from rfad.trainer.miniworld.bank import draw_scene_bank
+from rfad.trainer.miniworld.diffusion import LatentBank, train_controlnet, train_unet
+from rfad.trainer.miniworld.vae import encode_images, reconstruction_agreement, set_scaling_factor, train_vae
+
+
+@dataclass
+class MiniworldTrainConfig:
+    """Every flag of ``rfad-train miniworld``; the defaults made the shipped generator (docs/miniworld.md)."""
+
+    out: str
+    seed: int = 0
+    scenes: int = 6000
+    available_share: float = 0.4
+    vae_steps: int = 800
+    vae_batch: int = 16
+    vae_crop: int = 64
+    vae_lr: float = 1e-3
+    vae_channels: tuple[int, ...] = (32, 32, 64, 64)
+    norm_groups: int = 8  # GroupNorm groups of the VAE, UNet and ControlNet
+    unet_steps: int = 3000
+    unet_batch: int = 16
+    unet_lr: float = 4e-4
+    unet_channels: tuple[int, ...] = (32, 64)
+    text_encoder: str = "train"  # "train": fine-tuned with the UNet; "frozen": the zoo's random weights
+    controlnet_steps: int = 800
+    controlnet_batch: int = 16
+    controlnet_lr: float = 4e-4
+    uncond_prob: float = 0.1
+    snr_gamma: float = 5.0
+    check_per_class: int = 40
+    threads: int | None = None
+    log_every: int = 50
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+    def __post_init__(self) -> None:
+        for name in ("scenes", "vae_steps", "vae_batch", "unet_steps", "unet_batch", "controlnet_steps",
+                     "controlnet_batch", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
+        for name in ("vae_channels", "unet_channels"):
+            if any(width % self.norm_groups for width in getattr(self, name)):
+                raise ValueError(f"norm-groups: {self.norm_groups} does not divide every width of "
+                                 f"{name.replace('_', '-')} {list(getattr(self, name))}")
+        if self.vae_crop % 8 or not 8 <= self.vae_crop <= SIDE:
+            raise ValueError(f"vae crop: must be a multiple of 8 in [8, {SIDE}], got {self.vae_crop}")
+        if self.text_encoder not in ("train", "frozen"):
+            raise ValueError(f"text-encoder: expected 'train' or 'frozen', got {self.text_encoder!r}")
+        if not 0 <= self.uncond_prob < 1:
+            raise ValueError(f"uncond-prob: must be in [0, 1), got {self.uncond_prob}")
+        class_mix(self.available_share)  # validates the share
+
+
+class LossLog:
+    """Per phase: the mean of every ``every`` steps' losses, and the wall time."""
+
+    def __init__(self, every: int, echo: Callable[[str], None]):
+        self.every, self.echo = every, echo
+        self.phases: dict[str, dict] = {}
+
+    def phase(self, name: str, steps: int) -> Callable[[int, dict], None]:
+        record = self.phases.setdefault(name, {"steps": steps, "curve": [], "started": time.perf_counter()})
+        window: dict[str, list[float]] = {}
+
+        def log(step: int, losses: dict) -> None:
+            for key, value in losses.items():
+                window.setdefault(key, []).append(value)
+            if (step + 1) % self.every == 0 or step + 1 == steps:
+                means = {key: round(float(np.mean(values)), 6) for key, values in window.items()}
+                record["curve"].append({"step": step + 1, **means})
+                window.clear()
+                elapsed = time.perf_counter() - record["started"]
+                if (step + 1) % (self.every * 10) == 0 or step + 1 == steps:
+                    self.echo(f"  {name} step {step + 1}/{steps}  loss {means['loss']:.4f}  {elapsed:.0f} s")
+
+        return log
+
+    def finish(self, name: str) -> None:
+        record = self.phases[name]
+        record["seconds"] = round(time.perf_counter() - record.pop("started"), 1)
+
+
+def _parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def train_miniworld(config: MiniworldTrainConfig, echo: Callable[[str], None] = print) -> dict:
+    """Train the three models and write ``config.out``; returns the training record."""
+    start = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    losses = LossLog(config.log_every, echo)
+    timings = {}
+
+    echo(f"drawing {config.scenes} scenes (Available share {config.available_share})")
+    t0 = time.perf_counter()
+    scenes = draw_scene_bank(config.scenes, class_mix(config.available_share), config.seed, progress=True)
+    timings["draw_scenes_s"] = round(time.perf_counter() - t0, 1)
+
+    echo(f"VAE: {config.vae_steps} steps on {config.vae_crop} px crops")
+    vae = train_vae(scenes.images, config.vae_steps, config.vae_batch, config.vae_crop, config.vae_lr, config.seed,
+                    tuple(config.vae_channels), config.norm_groups, losses.phase("vae", config.vae_steps))
+    losses.finish("vae")
+
+    t0 = time.perf_counter()
+    check = reconstruction_agreement(vae, config.check_per_class, config.seed)
+    timings["vae_check_s"] = round(time.perf_counter() - t0, 1)
+    echo("  oracle agreement on reconstructions: "
+         + ", ".join(f"{name} {share:.0%}" for name, share in check["per_class"].items()))
+
+    t0 = time.perf_counter()
+    mean, std = encode_images(vae, scenes.images)
+    scaling_factor = set_scaling_factor(vae, mean, std)
+    timings["encode_s"] = round(time.perf_counter() - t0, 1)
+    echo(f"encoded {len(scenes)} scenes in {timings['encode_s']} s; scaling factor {scaling_factor:.4f}")
+
+    tokenizer = build_clip_tokenizer()
+    text_encoder = tiny_text_encoder(tokenizer, config.seed)
+    tokens = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,  # noqa: E731
+                                     truncation=True, return_tensors="pt").input_ids
+    bank = LatentBank(mean=mean, std=std, scaling_factor=scaling_factor, input_ids=tokens(scenes.prompts),
+                      empty_ids=tokens([""])[0], controls=scenes.controls)
+    common = {"uncond_prob": config.uncond_prob, "snr_gamma": config.snr_gamma, "seed": config.seed}
+
+    echo(f"UNet: {config.unet_steps} steps (text encoder {config.text_encoder})")
+    unet = train_unet(bank, text_encoder, steps=config.unet_steps, batch=config.unet_batch, lr=config.unet_lr,
+                      train_text_encoder=config.text_encoder == "train", channels=tuple(config.unet_channels),
+                      norm_groups=config.norm_groups,
+                      log=losses.phase("unet", config.unet_steps), **common)
+    losses.finish("unet")
+
+    echo(f"ControlNet: {config.controlnet_steps} steps (UNet frozen)")
+    controlnet = train_controlnet(bank, unet, text_encoder, steps=config.controlnet_steps,
+                                  batch=config.controlnet_batch, lr=config.controlnet_lr,
+                                  log=losses.phase("controlnet", config.controlnet_steps), **common)
+    losses.finish("controlnet")
+
+    out = Path(config.out)
+
+    def write(folder: Path) -> None:
+        save_sd_folder(folder / "sd15", tokenizer, text_encoder, unet, vae)
+        controlnet.save_pretrained(folder / "controlnet", safe_serialization=True)
+        ModelSet(sd=folder / "sd15", controlnet=folder / "controlnet").write(
+            folder, description="rfad miniature-world generator (rfad-train miniworld; 128 px scenes, "
+                                f"canvas {MINIWORLD_CANVAS.width} px, product_scale {MINIWORLD_CANVAS.product_scale})")
+
+    write_folder_atomically(out, write)
+    files = file_hashes(out)
+    record = {
+        "command": config.command,
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items() if k != "command"},
+        "seed": config.seed,
+        "started": started_at,
+        "wall_minutes": round((time.perf_counter() - start) / 60, 2),
+        "timings_s": {**timings, **{f"{name}_s": phase["seconds"] for name, phase in losses.phases.items()}},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "diffusers": __import__("diffusers").__version__},
+        "scenes": {"n": len(scenes), "labels": scenes.label_counts()},
+        "vae": {"scaling_factor": round(scaling_factor, 6), "reconstruction_check": check,
+                "parameters": _parameters(vae)},
+        "parameters": {"vae": _parameters(vae), "unet": _parameters(unet), "controlnet": _parameters(controlnet),
+                       "text_encoder": _parameters(text_encoder)},
+        "losses": losses.phases,
+        "files": files,
+        "weights_mb": round(sum(f["bytes"] for f in files.values()) / 1e6, 2),
+    }
+    (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    echo(f"wrote {out} ({record['weights_mb']} MB) in {record['wall_minutes']} min")
+    return record
