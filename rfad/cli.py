@@ -55,7 +55,7 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True, help="Same seed, same weights.")
 @click.option("--shape", default="tiny", show_default=True, type=click.Choice(["tiny", "sd15"]),
               help="tiny: the test/demo models (seconds, MBs); sd15: the published SD-1.5/ControlNet/CLIP/DPT-Large/"
-                   "U2-Net/RFNet sizes, a twin of production for rehearsing deployments (about 8.6 GB, minutes).")
+                   "U2-Net/RFNet sizes, a twin of production for rehearsing deployments (8.5 GB, about a minute).")
 @needs_extras("generate")
 @_fail_cleanly
 def tiny(out: Path, seed: int, shape: str) -> None:

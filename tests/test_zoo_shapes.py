@@ -43,6 +43,8 @@ def test_fast_init_is_seeded_and_tame():
     assert torch.isfinite(out).all() and 0.05 < float(out.std()) < 20
     controlnet = zoo.tiny_controlnet(a, 3, fast)
     assert all(float(conv.weight.detach().abs().max()) > 0 for conv in controlnet.controlnet_down_blocks)
+    # Layers copied from the UNet get values of their own, as a trained ControlNet has.
+    assert not torch.equal(controlnet.conv_in.weight, a.conv_in.weight)
 
 
 def test_zoo_writes_its_parameter_report(tiny_zoo):
