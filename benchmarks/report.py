@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, markdown_table  # noqa: E402
 
 BEGIN, END = "<!-- performance:begin -->", "<!-- performance:end -->"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def load(name: str) -> dict | None:
@@ -211,6 +212,12 @@ def section() -> str:
                   f"{r['rss_start_mib']:.0f} MiB after warm-up, {r['rss_end_mib']:.0f} MiB at the end (bound: "
                   f"+{r['rss_growth_bound_mib']:.0f} MiB); server alive at the end: {r['server_alive']}.", "",
                   markdown_table(kinds, [("kind", "request kind")] + [(s, s) for s in statuses]), ""]
+    sd15 = load("sd15_shape")
+    if sd15:
+        from sd15_report import readme_summary, write_docs
+
+        write_docs(sd15, _machine_line(sd15), DOCS / "sd15-shape.md")
+        lines += readme_summary(sd15)
     suite = load("suite")
     if suite:
         lines += [f"The whole suite (`make bench`{' --quick' if suite['rows'][0]['quick'] else ''}) took "

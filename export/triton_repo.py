@@ -9,6 +9,7 @@ folders; ``README.md`` says what is inside and how it was built.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import replace
@@ -100,7 +101,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
             shutil.copy2(plan, version / "model.plan")
             continue
         for file in (onnx_dir / name).iterdir():  # model.onnx (+ external data)
-            shutil.copy2(file, version / file.name)
+            _place(file, version / file.name)
         if backend == "python":
             shutil.copy2(TEMPLATES / "onnx_component" / "1" / "model.py", version / "model.py")
     judge_models = []
@@ -131,6 +132,15 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, backend: str = "pyt
     _write_readme(out, onnx_dir, backend, unet_mode, components + judge_models, manifest, max_batch_size,
                   pipeline_parameters.judge)
     return out
+
+
+def _place(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` where both are on one file system (GBs of graph
+    weights then cost neither time nor disk), else a copy. Served files are only read."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, models: list[str], manifest: ExportManifest,
