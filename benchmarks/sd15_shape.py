@@ -1,16 +1,22 @@
 """SD-1.5 + ControlNet at their published sizes, on this machine: export, steps, memory, serving.
 
     python benchmarks/sd15_shape.py [--work DIR] [--parts export,steps,activations,serve]
+                                    [--precisions fp32,fp16] [--rebuild-zoo]
     make bench-sd15
+
+The twin is built (``rfad tiny --shape sd15``, timed like the exports) when ``--work`` has none
+or with ``--rebuild-zoo``. Parts replace only their own rows of the results file (the export
+part only the precisions it ran), so they can be run one at a time.
 
 Not part of ``make bench`` (the 15-minute suite): it builds the random-weight twin of production
 (``rfad tiny --shape sd15``, 8.5 GB), exports it in fp32 and fp16 (``rfad-export onnx``, about
 13 and 6.6 GB), and needs up to about 8 GB of memory and an hour or more on two cores. Parts:
 
 - ``export``: per component, the wall time and peak resident memory of its steps, file sizes and
-  parity (from the export manifest); per export, the wall time, the peak of the process tree
-  (sampled every 0.1 s) and the largest single process's peak (``wait4``, what ``/usr/bin/time``
-  reports), against the bound 2.5x the fp32 weights of the largest graph;
+  parity (from the export manifest); per export, run under ``/usr/bin/time -v``, the wall time,
+  the peak of the process tree (sampled every 0.1 s: steps and the parent at once) and
+  ``/usr/bin/time``'s maximum resident set size (the largest single process), against the bound
+  2.5x the fp32 weights of the largest graph;
 - ``steps``: one step per graph, PyTorch eager vs onnxruntime, batch 2, 512 px, each in a fresh process;
 - ``activations``: memory one onnxruntime run adds over its loaded session, per component at
   batch 1, 2 and 4 (512 px), and the line through them (batches 8 and 16: ESTIMATES from it);
@@ -20,7 +26,7 @@ Not part of ``make bench`` (the 15-minute suite): it builds the random-weight tw
   serving overhead per BLS call = (served - in process) / component calls.
 
 Writes benchmarks/results/sd15_shape.json (rows tagged by ``part``); ``report.py`` renders
-docs/sd15-shape.md and the README's summary from it.
+docs/performance.md from it and ``docs/render.py`` the measured block of docs/export.md.
 """
 
 from __future__ import annotations
@@ -46,45 +52,54 @@ PARTS = ("export", "steps", "activations", "serve")
 PROMPT = "a bottle on a marble table, studio light"
 
 
+def _time_v(report: Path) -> dict:
+    """``/usr/bin/time -v``'s maximum resident set size (the largest single process: the command's
+    own or a child it reaped) and elapsed wall time, from its report."""
+    fields = dict(line.strip().rsplit(": ", 1) for line in report.read_text().splitlines() if ": " in line)
+    clock = [float(part) for part in fields["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")]
+    return {"time_v_max_rss_bytes": int(fields["Maximum resident set size (kbytes)"]) * 1024,
+            "time_v_wall_s": sum(value * 60**i for i, value in enumerate(reversed(clock)))}
+
+
 def _run_measured(command: list[str], log: Path) -> dict:
-    """Run ``command``; its wall time, the sampled peak RSS of its process tree, and its largest
-    single process's peak (``wait4``'s rusage: the child and the descendants it reaped, which is
-    what ``/usr/bin/time`` reports)."""
+    """Run ``command`` under ``/usr/bin/time -v``; its wall time, the peak RSS of its whole process
+    tree (sampled every 0.1 s: several processes can be alive at once) and ``/usr/bin/time``'s own
+    numbers (:func:`_time_v`)."""
+    report = log.with_suffix(".time")
     start = time.perf_counter()
     with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        root, tree_peak, finished = psutil.Process(process.pid), 0, None
-        while finished is None:
+        process = subprocess.Popen(["/usr/bin/time", "-v", "-o", str(report)] + command, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        root, tree_peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
             total = 0
             try:
-                for p in [root] + root.children(recursive=True):
+                for p in root.children(recursive=True):  # not /usr/bin/time itself
                     total += p.memory_info().rss
             except psutil.Error:
                 pass
             tree_peak = max(tree_peak, total)
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                finished = (os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
-            else:
-                time.sleep(0.1)
-        process.returncode = finished[0]  # reaped by wait4 above
-    if finished[0]:
-        raise SystemExit(f"{' '.join(command)} failed (exit {finished[0]}); see {log}")
-    return {"wall_s": time.perf_counter() - start, "tree_peak_bytes": tree_peak, "max_process_peak_bytes": finished[1]}
+            time.sleep(0.1)
+    if process.returncode:
+        raise SystemExit(f"{' '.join(command)} failed (exit {process.returncode}); see {log}")
+    return {"wall_s": time.perf_counter() - start, "tree_peak_bytes": tree_peak, **_time_v(report),
+            "command": " ".join(["/usr/bin/time", "-v"] + command[:1] + [Path(c).name if c.startswith("/") else c
+                                                                        for c in command[1:]])}
 
 
-def export_part(zoo: Path, work: Path) -> list[dict]:
+def export_part(zoo: Path, work: Path, precisions: list[str]) -> list[dict]:
     rows = []
-    for precision in ("fp32", "fp16"):
+    for precision in precisions:
         out = work / f"onnx-{precision}"
-        command = [str(BIN / "rfad-export"), "onnx", "--models", str(zoo), "--out", str(out)]
+        command = ["rfad-export", "onnx", "--models", str(zoo), "--out", str(out)] + (["--fp16"] * (precision == "fp16"))
         print(f"[export] {precision}: {' '.join(command)}", flush=True)
-        usage = _run_measured(command + (["--fp16"] if precision == "fp16" else []), work / f"export-{precision}.log")
+        usage = _run_measured([str(BIN / command[0])] + command[1:], work / f"export-{precision}.log")
         manifest = json.loads((out / "manifest.json").read_text())
         parity = json.loads((out / "parity.json").read_text())["rows"]
         largest = max(f["weight_bytes_fp32"] for f in manifest["files"].values())
         rows.append({"part": "export", "precision": precision, "component": "all", **usage,
-                     "bound_bytes": 2.5 * largest, "within_bound": usage["tree_peak_bytes"] <= 2.5 * largest})
+                     "bound_bytes": 2.5 * largest,
+                     "within_bound": max(usage["tree_peak_bytes"], usage["time_v_max_rss_bytes"]) <= 2.5 * largest})
         for name, files in manifest["files"].items():
             diffs = [r for r in parity if r["component"] == name]
             rows.append({"part": "export", "precision": precision, "component": name, "bytes": files["bytes"],
@@ -205,6 +220,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=CACHE / "sd15", help="zoo, graphs and repositories (GBs)")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
+    parser.add_argument("--precisions", default="fp32,fp16", help="the exports of the export part, comma-separated")
+    parser.add_argument("--rebuild-zoo", action="store_true", help="build the twin again even if --work has one")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
@@ -212,13 +229,19 @@ def main() -> None:
         parser.error(f"--parts: unknown {sorted(unknown)}")
     work, zoo = args.work, args.work / "zoo"
     work.mkdir(parents=True, exist_ok=True)
-    if not (zoo / "rfad-models.json").is_file():
-        subprocess.run([str(BIN / "rfad"), "tiny", "--shape", "sd15", "--out", str(zoo)], check=True)
     previous = RESULTS / "sd15_shape.json"
-    kept = [r for r in json.loads(previous.read_text())["rows"] if r["part"] not in parts] if previous.is_file() else []
+    kept = json.loads(previous.read_text())["rows"] if previous.is_file() else []
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"fp32", "fp16"}:
+        parser.error(f"--precisions: {args.precisions!r} is not a list of fp32, fp16")
     rows = []
+    if args.rebuild_zoo or not (zoo / "rfad-models.json").is_file():
+        print(f"[zoo] rfad tiny --shape sd15 --out {zoo}", flush=True)
+        usage = _run_measured([str(BIN / "rfad"), "tiny", "--shape", "sd15", "--out", str(zoo)], work / "zoo.log")
+        rows.append({"part": "zoo", "component": "all", **usage,
+                     "bytes": sum(f.stat().st_size for f in zoo.rglob("*") if f.is_file())})
     if "export" in parts:
-        rows += export_part(zoo, work)
+        rows += export_part(zoo, work, precisions)
     onnx, onnx_fp16 = work / "onnx-fp32", work / "onnx-fp16"
     if "steps" in parts:
         rows += steps_part(zoo, onnx)
@@ -228,6 +251,8 @@ def main() -> None:
         rows += serve_part(onnx, work)
     settings = {"size": SIZE, "batch": BATCH, "serve_steps": STEPS, "activation_batches": list(ACTIVATION_BATCHES),
                 "cpu_count": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total}
+    replaced = {(r["part"], r.get("precision")) for r in rows}
+    kept = [r for r in kept if (r["part"], r.get("precision")) not in replaced]
     path = write_results("sd15_shape", kept + rows, settings)
     print(f"written to {path}")
 

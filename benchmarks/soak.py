@@ -16,8 +16,8 @@ Every valid request must succeed and every invalid one must be INVALID_ARGUMENT;
 is listed under ``unexpected``. The resident memory of the server's process tree (tritonserver
 and its python stubs, read from /proc) is sampled after a warm-up (every model at its largest
 batch once, then the same concurrency) and at the end; growth beyond ``max(100 MiB, 10 %)``
-is a failure. Writes benchmarks/results/soak.json (the README's
-reliability figures) unless ``--no-write``. ``--long``: 16 clients x 200 requests, 30 minutes cap.
+is a failure. Writes benchmarks/results/soak.json (the soak
+figures of docs/performance.md) unless ``--no-write``. ``--long``: 16 clients x 200 requests, 30 minutes cap.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ weights into one external-data file) therefore works on the structure alone:
   float32 bytes to float16 on the way where the graph now declares float16.
 
 Peak memory is then the structure plus one tensor, whatever the graph's size (measured on the
-SD-1.5 twin: docs/sd15-shape.md). polygraphy's ``fold_constants`` on the loaded UNet, for
+SD-1.5 twin: docs/export.md, "Memory at SD-1.5 sizes"). polygraphy's ``fold_constants`` on the loaded UNet, for
 comparison, peaks at 4.4x its weights (16.6 GiB): it serialises the model for ONNX Runtime and
 for shape inference, and copies it between onnx-graphsurgeon and protobuf at every pass.
 """

@@ -2,7 +2,7 @@
 
 Each component is traced and finished in processes of their own (:mod:`rfad.export.isolated`),
 one at a time, so the export needs its largest step plus the processes that stay up. Measured
-on the SD-1.5 twin (docs/sd15-shape.md), a step's peak resident memory is its component's fp32
+on the SD-1.5 twin (docs/export.md, "Memory at SD-1.5 sizes"), a step's peak resident memory is its component's fp32
 weight bytes times :data:`STEP_FACTOR` plus :data:`STEP_OVERHEAD` (the imported libraries and
 the trace's activations at the small check size), and the exporting process and the
 forkserver take :data:`RESIDENT_PROCESSES` together.

@@ -70,7 +70,7 @@ def export_onnx(model_set: ModelSet, out: str | Path, components: list[str] | No
     """Export ``components`` (default: all the set provides) to ``out``; returns the manifest.
 
     ``fp16``: every graph with float16 weights and arithmetic (float32 inputs and outputs),
-    checked against the float32 PyTorch modules with :data:`rfad.export.parity.PARITY_TOLERANCE`
+    checked against the float32 PyTorch modules with :data:`rfad.export.tolerances.PARITY_TOLERANCE`
     ``["fp16"]``. ``renames``: component -> {tensor key -> name}, tensors named otherwise than
     their roles (:func:`rfad.components.registry.component_specs`); the graphs, the manifest and
     everything built from it use those names. ``memory_check``: refuse, before exporting, an

@@ -14,11 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rfad.components.specs import ComponentSpec, ModelFacts
-
-# Max abs difference allowed per output, relative to max(1, max |PyTorch output|). fp32: the
-# tiny zoo's graphs differ by at most 6e-6. fp16: float16 carries about 3 significant digits and
-# the UNet/VAE stack many layers; the tiny zoo's fp16 graphs differ by at most 4.3e-3.
-PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
+from rfad.export.tolerances import PARITY_TOLERANCE
 
 
 class ParityError(RuntimeError):
