@@ -62,8 +62,9 @@ def activations_table(result: dict) -> str:
 def plan_table(result: dict) -> str:
     rows = [{**r, "w": f"{r['weights_gb']:.1f}", "a": f"{r['activations_gb']:.1f}", "t": f"{r['total_gb']:.1f}"}
             for r in _part(result, "plan")]
-    return markdown_table(rows, [("deployment", "deployment"), ("unet", "ControlNet+UNet"), ("w", "weights GB"),
-                                 ("a", "activations GB"), ("t", "total GB")] + [(d, d) for d in DEVICES])
+    return markdown_table(rows, [("deployment", "profile"), ("unet", "ControlNet+UNet"), ("batch", "largest batch"),
+                                 ("instances", "model instances"), ("w", "weights GB"), ("a", "activations GB"),
+                                 ("t", "total GB")] + [(d, d) for d in DEVICES])
 
 
 def serve_table(result: dict) -> str:
@@ -94,7 +95,8 @@ def page_section(result: dict, machine_line: str) -> list[str]:
                   "are ESTIMATES from the least-squares line through batches 1, 2 and 4.", "", activations_table(result),
                   ""]
     if _part(result, "plan"):
-        lines += ["### Memory plan (ESTIMATES)", "", PLAN_ASSUMPTIONS, "", plan_table(result), ""]
+        lines += ["### Memory plan (ESTIMATES)", "", PLAN_ASSUMPTIONS[0].upper() + PLAN_ASSUMPTIONS[1:], "",
+                  plan_table(result), ""]
     if _part(result, "serve"):
         lines += ["### One served request at 512 px, 2 steps (CPU)", "",
                   "One candidate, one attempt, the judge through the component models; overhead per BLS call = "
@@ -103,8 +105,9 @@ def page_section(result: dict, machine_line: str) -> list[str]:
 
 
 PLAN_ASSUMPTIONS = (
-    f"Weights: the fp16 graphs; activations: {FP16_ACTIVATION_FACTOR} x the CPU fp32 peaks above, of the largest "
-    "component at its batch (diffusion 2K under guidance, VAE and judge K), per pipeline instance; plus "
+    "the GPU deployment profiles (docs/deploying.md), every model instance counted with its own fp16 weights (the "
+    f"fp16 graphs' files) and its own activations at the profile's max_batch_size for it, {FP16_ACTIVATION_FACTOR} x "
+    "the fp32 peaks measured on CPU (larger batches from the line through the measured ones); plus "
     f"{RUNTIME_OVERHEAD / 1e9:.1f} GB for CUDA context, runtime workspaces and processes; a Jetson's memory is shared "
     f"with its CPU and OS, {JETSON_USABLE:.0%} of it counted usable. Judge models (DPT-Large, U2-Net, RFNet) included.")
 
