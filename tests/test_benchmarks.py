@@ -66,3 +66,29 @@ def test_the_performance_page_is_what_report_renders_from_the_results():
         "docs/performance.md is stale: run python benchmarks/report.py"
     for name in ("pipeline", "throughput", "availability"):  # the page's plots exist where it links them
         assert f"](../benchmarks/results/{name}.png)" in report.page() and (ROOT / "benchmarks" / "results" / f"{name}.png").is_file()
+
+
+def test_the_memory_plan_counts_every_model_instance_of_a_profile_at_its_largest_batch():
+    from rfad.deploy.memory import SERVED
+    from rfad.deploy.profiles import PROFILES
+
+    plan = _script("memory_plan")
+    gb = 1e9
+    weights = {name: 1 * gb for name in SERVED["separate"] + ("controlnet_unet",)}
+    # Activations 0.1 GB per image (fp32, CPU), measured at batch 1 only: larger batches follow the line.
+    fits = {name: (0.0, 0.1 * gb, {1: 0.1 * gb}) for name in weights}
+    rows = {row["deployment"]: row for row in plan.plan_rows(weights, fits, "merged")}
+    for name, row in rows.items():
+        profile = PROFILES[name]
+        servings = [profile.component(c) for c in SERVED["merged"]]
+        instances = sum(s.count for s in servings)
+        assert row["instances"] == instances and row["weights_gb"] == pytest.approx(instances)
+        expected = sum(plan.FP16_ACTIVATION_FACTOR * 0.1 * s.max_batch_size * s.count for s in servings)
+        assert row["activations_gb"] == pytest.approx(expected)
+        assert row["total_gb"] == pytest.approx(instances + expected + plan.RUNTIME_OVERHEAD / gb)
+        for device, (memory, kind) in plan.DEVICES.items():
+            usable = memory * (plan.JETSON_USABLE if kind == "jetson" else 1.0)
+            assert row[device] == ("fits" if row["total_gb"] <= usable else "no")
+    # The datacenter profile batches 16 and runs two denoiser instances: it needs more than the edge one.
+    assert rows["datacenter"]["total_gb"] > rows["edge"]["total_gb"]
+    assert {row[d] for row in rows.values() for d in plan.DEVICES} == {"fits", "no"}
