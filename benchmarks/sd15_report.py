@@ -118,8 +118,9 @@ def export_page_block(result: dict | None, machine_line: str = "") -> str:
     if result is None or not _part(result, "export"):
         return ("Not measured yet on this checkout: `make bench-sd15` (or `python benchmarks/sd15_shape.py "
                 "--parts export`) writes `benchmarks/results/sd15_shape.json`, then `python docs/render.py`.")
-    lines = [f"Measured by `benchmarks/sd15_shape.py` ({machine_line.strip()}); every table of that run is on "
-             "[Performance](performance.md#sd-15--controlnet-at-their-published-sizes-random-weight-twin).", "",
+    lines = [f"From `benchmarks/sd15_shape.py`. {machine_line.strip()} Every table of that run is on "
+             "[Performance](performance.md#sd-15--controlnet-at-their-published-sizes-random-weight-twin); "
+             "\"fp32 weights\" are those of the model(s) a component is made from (the whole VAE, the whole RFNet).", "",
              export_table(result)]
     if _part(result, "plan"):
         lines += ["", "Memory plan, ESTIMATES: " + PLAN_ASSUMPTIONS, "", plan_table(result)]

@@ -84,8 +84,7 @@ def _run_measured(command: list[str], log: Path) -> dict:
     if process.returncode:
         raise SystemExit(f"{' '.join(command)} failed (exit {process.returncode}); see {log}")
     return {"wall_s": time.perf_counter() - start, "tree_peak_bytes": tree_peak, **_time_v(report),
-            "command": " ".join(["/usr/bin/time", "-v"] + command[:1] + [Path(c).name if c.startswith("/") else c
-                                                                        for c in command[1:]])}
+            "command": " ".join(["/usr/bin/time", "-v"] + [Path(c).name if c.startswith("/") else c for c in command])}
 
 
 def export_part(zoo: Path, work: Path, precisions: list[str]) -> list[dict]:
