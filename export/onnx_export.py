@@ -97,7 +97,8 @@ def _export_isolated(model_set: ModelSet, out: Path, components, opset, external
     if unknown:
         raise ExportError(f"unknown or unavailable components {unknown}; available: {available}"
                           + ("" if plan["has_judge"] else " (judge components need --rfnet, --depth, --saliency)"))
-    shortfall = memory_shortfall({name: plan["weight_bytes"][name] for name in chosen}, memory_available())
+    shortfall = memory_shortfall({name: plan["weight_bytes"][name] for name in chosen}, memory_available(),
+                                 external_data_threshold)
     if memory_check and shortfall:
         raise ExportError(f"this export {shortfall}")
     precision = "fp16" if fp16 else "fp32"

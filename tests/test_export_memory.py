@@ -43,8 +43,8 @@ def test_an_export_that_would_not_fit_says_so_before_starting(tiny_zoo, tmp_path
     monkeypatch.setattr(memory_check, "memory_available", lambda: 512 * 1024**2)
     result = CliRunner().invoke(export_cli, ["onnx", "--models", str(tiny_zoo), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
-    assert "needs about 1.9 GiB of memory and 0.5 GiB is available (MemAvailable)" in result.output
-    assert "its largest component, controlnet_unet" in result.output and "--components" in result.output
+    assert "needs about 2.5 GiB of memory and 0.5 GiB is available (MemAvailable)" in result.output
+    assert "its largest step is controlnet_unet's" in result.output and "--components" in result.output
     assert not any((tmp_path / "o").glob("*/model.onnx"))  # refused before any component was exported
 
 
@@ -59,3 +59,20 @@ def test_memory_estimate_and_meminfo(tmp_path):
     assert memory_check.memory_shortfall(weights, needed) is None
     assert memory_check.memory_shortfall(weights, None) is None  # unknown: no refusal
     assert "controlnet_unet" in memory_check.memory_shortfall(weights, needed - 1)
+
+
+def test_the_estimate_covers_every_step_measured_at_sd15_sizes():
+    """The refusal is only as good as the estimate: it must not be below what the SD-1.5 twin's
+    export measured (benchmarks/sd15_shape.py), per step and for the whole process tree."""
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "sd15_shape.json"
+    rows = [r for r in json.loads(results.read_text())["rows"] if r["part"] == "export" and r["precision"] == "fp32"]
+    steps = [r for r in rows if r["component"] != "all"]
+    assert len(steps) >= 9
+    for r in steps:
+        assert max(r["trace_peak_bytes"], r["finish_peak_bytes"]) <= memory_check.step_peak_estimate(
+            r["weight_bytes_fp32"]), r["component"]
+    (total,) = [r for r in rows if r["component"] == "all"]
+    weights = {r["component"]: r["weight_bytes_fp32"] for r in steps}
+    assert total["tree_peak_bytes"] <= memory_check.export_peak_estimate(weights)
