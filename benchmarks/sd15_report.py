@@ -79,7 +79,8 @@ def serve_table(result: dict) -> str:
 def page_section(result: dict, machine_line: str) -> list[str]:
     """docs/performance.md's section on the SD-1.5 twin (tables of the parts that were run)."""
     lines = ["## SD-1.5 + ControlNet at their published sizes (random-weight twin)", "", machine_line,
-             "`benchmarks/sd15_shape.py` (`make bench-sd15`); what the numbers mean for an export and a "
+             "Run by `make bench-sd15` (`benchmarks/sd15_shape.py`, not part of `make bench`) on a machine shared "
+             "with other jobs, so wall times are upper bounds; what the numbers mean for an export and a "
              "deployment: [export.md](export.md#memory-at-sd-15-sizes).", ""]
     if _part(result, "zoo"):
         zoo = _part(result, "zoo")[0]
