@@ -44,24 +44,49 @@ def steps_table(result: dict) -> str:
                                  ("x", "x eager"), ("load", "session load s"), ("session", "session RSS GiB")])
 
 
+def _file_bytes(result: dict, precision: str) -> dict[str, int]:
+    return {r["component"]: r["bytes"] for r in _part(result, "export")
+            if r["component"] != "all" and r["precision"] == precision}
+
+
+def plan(result: dict) -> tuple[list[dict], str]:
+    """The memory plan's rows (merged and separate) from the activation rows and the exports'
+    file sizes, and where its fp16 weights came from: the fp16 export's files, else half the fp32
+    ones (said in the table's text)."""
+    from memory_plan import fit_line, plan_rows
+
+    measured: dict[str, dict[int, float]] = {}
+    for r in _part(result, "activations"):
+        if not r["estimate"]:
+            measured.setdefault(r["component"], {})[r["batch"]] = r["activation_bytes"]
+    fits = {name: (*fit_line(points), points) for name, points in measured.items() if len(points) >= 2}
+    weights, source = _file_bytes(result, "fp16"), "the fp16 export's files"
+    if not weights:
+        weights = {name: size // 2 for name, size in _file_bytes(result, "fp32").items()}
+        source = "half the fp32 export's files (no fp16 export measured yet)"
+    if not fits or not weights:
+        return [], source
+    return [row for mode in ("merged", "separate") for row in plan_rows(weights, fits, mode)], source
+
+
 def activations_table(result: dict) -> str:
     by_component: dict[str, dict] = {}
     for r in _part(result, "activations"):
         cell = _gib(r["activation_bytes"]) + (" (est.)" if r["estimate"] else "")
         by_component.setdefault(r["component"], {"component": r["component"]})[str(r["batch"])] = cell
     batches = sorted({r["batch"] for r in _part(result, "activations")})
-    weights = {r["component"]: r for r in _part(result, "weights")}
+    fp32, fp16 = _file_bytes(result, "fp32"), _file_bytes(result, "fp16")
     for name, row in by_component.items():
-        row["fp32"] = f"{weights[name]['fp32_bytes'] / 1e9:.3f}" if name in weights else ""
-        row["fp16"] = f"{weights[name]['fp16_file_bytes'] / 1e9:.3f}" if weights.get(name, {}).get("fp16_file_bytes") else ""
+        row["fp32"] = f"{fp32[name] / 1e9:.3f}" if name in fp32 else ""
+        row["fp16"] = f"{fp16[name] / 1e9:.3f}" if name in fp16 else ""
     return markdown_table(list(by_component.values()),
-                          [("component", "component"), ("fp32", "fp32 weights GB"), ("fp16", "fp16 graph GB")]
+                          [("component", "component"), ("fp32", "fp32 graph GB"), ("fp16", "fp16 graph GB")]
                           + [(str(b), f"batch {b}, GiB") for b in batches])
 
 
-def plan_table(result: dict) -> str:
+def plan_table(rows: list[dict]) -> str:
     rows = [{**r, "w": f"{r['weights_gb']:.1f}", "a": f"{r['activations_gb']:.1f}", "t": f"{r['total_gb']:.1f}"}
-            for r in _part(result, "plan")]
+            for r in rows]
     return markdown_table(rows, [("deployment", "profile"), ("unet", "ControlNet+UNet"), ("batch", "largest batch"),
                                  ("instances", "model instances"), ("w", "weights GB"), ("a", "activations GB"),
                                  ("t", "total GB")] + [(d, d) for d in DEVICES])
@@ -95,9 +120,10 @@ def page_section(result: dict, machine_line: str) -> list[str]:
                   "Memory one run adds over the loaded session, measured in a fresh process per cell; batches 8 and 16 "
                   "are ESTIMATES from the least-squares line through batches 1, 2 and 4.", "", activations_table(result),
                   ""]
-    if _part(result, "plan"):
-        lines += ["### Memory plan (ESTIMATES)", "", PLAN_ASSUMPTIONS[0].upper() + PLAN_ASSUMPTIONS[1:], "",
-                  plan_table(result), ""]
+    rows, source = plan(result)
+    if rows:
+        lines += ["### Memory plan (ESTIMATES)", "", _plan_text(source)[0].upper() + _plan_text(source)[1:], "",
+                  plan_table(rows), ""]
     if _part(result, "serve"):
         lines += ["### One served request at 512 px, 2 steps (CPU)", "",
                   "One candidate, one attempt, the judge through the component models; overhead per BLS call = "
@@ -105,12 +131,14 @@ def page_section(result: dict, machine_line: str) -> list[str]:
     return lines
 
 
-PLAN_ASSUMPTIONS = (
-    "the GPU deployment profiles (docs/deploying.md), every model instance counted with its own fp16 weights (the "
-    f"fp16 graphs' files) and its own activations at the profile's max_batch_size for it, {FP16_ACTIVATION_FACTOR} x "
-    "the fp32 peaks measured on CPU (larger batches from the line through the measured ones); plus "
-    f"{RUNTIME_OVERHEAD / 1e9:.1f} GB for CUDA context, runtime workspaces and processes; a Jetson's memory is shared "
-    f"with its CPU and OS, {JETSON_USABLE:.0%} of it counted usable. Judge models (DPT-Large, U2-Net, RFNet) included.")
+def _plan_text(weights_source: str) -> str:
+    """How the memory plan was computed, for the text above its table."""
+    return ("the GPU deployment profiles (docs/deploying.md), every model instance counted with its own fp16 weights "
+            f"({weights_source}) and its own activations at the profile's max_batch_size for it, "
+            f"{FP16_ACTIVATION_FACTOR} x the fp32 peaks measured on CPU (larger batches from the line through the "
+            f"measured ones); plus {RUNTIME_OVERHEAD / 1e9:.1f} GB for CUDA context, runtime workspaces and processes; "
+            f"a Jetson's memory is shared with its CPU and OS, {JETSON_USABLE:.0%} of it counted usable. Judge models "
+            "(DPT-Large, U2-Net, RFNet) included.")
 
 
 def export_page_block(result: dict | None, machine_line: str = "") -> str:
@@ -123,8 +151,9 @@ def export_page_block(result: dict | None, machine_line: str = "") -> str:
              "[Performance](performance.md#sd-15--controlnet-at-their-published-sizes-random-weight-twin); "
              "\"fp32 weights\" are those of the model(s) a component is made from (the whole VAE, the whole RFNet).", "",
              export_table(result)]
-    if _part(result, "plan"):
-        lines += ["", "Memory plan, ESTIMATES: " + PLAN_ASSUMPTIONS, "", plan_table(result)]
+    rows, source = plan(result)
+    if rows:
+        lines += ["", "Memory plan, ESTIMATES: " + _plan_text(source), "", plan_table(rows)]
     else:
         lines += ["", "Memory plan: not measured yet (`python benchmarks/sd15_shape.py --parts activations`)."]
     return "\n".join(lines)

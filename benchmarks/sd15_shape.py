@@ -20,7 +20,7 @@ Not part of ``make bench`` (the 15-minute suite): it builds the random-weight tw
 - ``steps``: one step per graph, PyTorch eager vs onnxruntime, batch 2, 512 px, each in a fresh process;
 - ``activations``: memory one onnxruntime run adds over its loaded session, per component at
   batch 1, 2 and 4 (512 px), and the line through them (batches 8 and 16: ESTIMATES from it);
-  with the fp16 weights, the memory plan (:mod:`memory_plan`);
+  ``sd15_report.py`` computes the memory plan (:mod:`memory_plan`) from them and the exports;
 - ``serve``: one ``rfad_pipeline`` request (512 px, 2 steps, one candidate, the judge) on the
   local Triton server, merged and separate ControlNet+UNet, against the same loop in process;
   serving overhead per BLS call = (served - in process) / component calls.
@@ -43,7 +43,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CACHE, RESULTS, write_results  # noqa: E402
-from memory_plan import fit_line, plan_rows  # noqa: E402
+from memory_plan import fit_line  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SIZE, BATCH, STEPS = 512, 2, 2
@@ -134,12 +134,15 @@ def steps_part(zoo: Path, onnx: Path) -> list[dict]:
     return rows
 
 
-def activations_part(onnx: Path, onnx_fp16: Path) -> list[dict]:
+def activations_part(onnx: Path) -> list[dict]:
+    """What one onnxruntime run adds over its loaded session, per component and measured batch,
+    and the least-squares line through them at :data:`ESTIMATED_BATCHES` (rows marked estimates).
+    The memory plan is computed from these rows and the exports' file sizes by sd15_report.py."""
     from sd15_steps import onnxruntime_step
 
     from rfad.export.isolated import run_isolated, step_processes
 
-    manifest, rows, fits = _manifest(onnx), [], {}
+    manifest, rows = _manifest(onnx), []
     with step_processes():
         for name, spec in manifest["components"].items():
             measured = {}
@@ -151,16 +154,10 @@ def activations_part(onnx: Path, onnx_fp16: Path) -> list[dict]:
                 rows.append({"part": "activations", "component": name, "batch": batch, "estimate": False,
                              "activation_bytes": result["activation_bytes"], "seconds": result["seconds"]})
             intercept, slope = fit_line(measured)
-            fits[name] = (intercept, slope, measured)
             for batch in ESTIMATED_BATCHES:
                 rows.append({"part": "activations", "component": name, "batch": batch, "estimate": True,
                              "activation_bytes": intercept + slope * batch})
-    fp16 = {name: files["bytes"] for name, files in _manifest(onnx_fp16)["files"].items()}
-    weights = [{"part": "weights", "component": name, "fp32_bytes": files["weight_bytes_fp32"],
-                "fp32_file_bytes": files["bytes"], "fp16_file_bytes": fp16.get(name)}
-               for name, files in manifest["files"].items()]
-    plan = [{"part": "plan", **row} for mode in ("merged", "separate") for row in plan_rows(fp16, fits, mode)]
-    return rows + weights + plan
+    return rows
 
 
 def _in_process(onnx: str, merged: bool, steps: int, size: int) -> dict:
@@ -242,11 +239,11 @@ def main() -> None:
                      "bytes": sum(f.stat().st_size for f in zoo.rglob("*") if f.is_file())})
     if "export" in parts:
         rows += export_part(zoo, work, precisions)
-    onnx, onnx_fp16 = work / "onnx-fp32", work / "onnx-fp16"
+    onnx = work / "onnx-fp32"
     if "steps" in parts:
         rows += steps_part(zoo, onnx)
     if "activations" in parts:
-        rows += activations_part(onnx, onnx_fp16)
+        rows += activations_part(onnx)
     if "serve" in parts:
         rows += serve_part(onnx, work)
     settings = {"size": SIZE, "batch": BATCH, "serve_steps": STEPS, "activation_batches": list(ACTIVATION_BATCHES),
