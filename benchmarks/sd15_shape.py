@@ -1,12 +1,12 @@
 """SD-1.5 + ControlNet at their published sizes, on this machine: export, steps, memory, serving.
 
     python benchmarks/sd15_shape.py [--work DIR] [--parts export,steps,activations,serve]
-                                    [--precisions fp32,fp16] [--rebuild-zoo]
+                                    [--precisions fp32,fp16] [--unet merged,separate] [--rebuild-zoo]
     make bench-sd15
 
 The twin is built (``rfad tiny --shape sd15``, timed like the exports) when ``--work`` has none
 or with ``--rebuild-zoo``. Parts replace only their own rows of the results file (the export
-part only the precisions it ran), so they can be run one at a time.
+part only the precisions it ran, the serve part only its routes), so they can be run one at a time.
 
 Not part of ``make bench`` (the 15-minute suite): it builds the random-weight twin of production
 (``rfad tiny --shape sd15``, 8.5 GB), exports it in fp32 and fp16 (``rfad-export onnx``, about
@@ -177,7 +177,7 @@ def _in_process(onnx: str, merged: bool, steps: int, size: int) -> dict:
     return {"seconds": time.perf_counter() - start, "calls": runner.calls}
 
 
-def serve_part(onnx: Path, work: Path) -> list[dict]:
+def serve_part(onnx: Path, work: Path, modes: list[str]) -> list[dict]:
     import io
 
     from rfad.client import RfadClient
@@ -189,7 +189,7 @@ def serve_part(onnx: Path, work: Path) -> list[dict]:
     png = io.BytesIO()
     draw_product("bottle").save(png, format="PNG")
     rows = []
-    for mode in ("merged", "separate"):
+    for mode in modes:
         print(f"[serve] {mode}: in process", flush=True)
         with step_processes():
             local, usage = run_isolated(_in_process, str(onnx), mode == "merged", STEPS, SIZE)
@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=CACHE / "sd15", help="zoo, graphs and repositories (GBs)")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     parser.add_argument("--precisions", default="fp32,fp16", help="the exports of the export part, comma-separated")
+    parser.add_argument("--unet", default="merged,separate", help="the serve part's ControlNet+UNet routes")
     parser.add_argument("--rebuild-zoo", action="store_true", help="build the twin again even if --work has one")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -245,11 +246,15 @@ def main() -> None:
     if "activations" in parts:
         rows += activations_part(onnx)
     if "serve" in parts:
-        rows += serve_part(onnx, work)
+        modes = [m.strip() for m in args.unet.split(",") if m.strip()]
+        if not modes or set(modes) - {"merged", "separate"}:
+            parser.error(f"--unet: {args.unet!r} is not a list of merged, separate")
+        rows += serve_part(onnx, work, modes)
     settings = {"size": SIZE, "batch": BATCH, "serve_steps": STEPS, "activation_batches": list(ACTIVATION_BATCHES),
                 "cpu_count": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total}
-    replaced = {(r["part"], r.get("precision")) for r in rows}
-    kept = [r for r in kept if (r["part"], r.get("precision")) not in replaced]
+    # A part replaces its own rows only: the export's of the precisions it ran, serve's of its modes.
+    replaced = {(r["part"], r.get("precision"), r.get("unet")) for r in rows}
+    kept = [r for r in kept if (r["part"], r.get("precision"), r.get("unet")) not in replaced]
     path = write_results("sd15_shape", kept + rows, settings)
     print(f"written to {path}")
 
