@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench bench-sd15 clean
 
 $(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt constraints/triton-2.51.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ demo: setup
 # (the dev extra includes the bench one).
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# SD-1.5 + ControlNet at their published sizes (not in `make bench`): builds the 8.5 GB random-weight
+# twin, exports it (fp32 and fp16), times steps, measures memory and serves one 512 px request.
+bench-sd15: setup
+	$(BIN)/python benchmarks/sd15_shape.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/report.py
+	$(BIN)/python docs/render.py
 
 clean:
 	rm -rf $(VENV) $(OUT)

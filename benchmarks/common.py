@@ -31,10 +31,10 @@ class BenchShape:
     size: int
     steps: int
 
-    def zoo_spec(self):
-        from rfad.tiny.zoo import TinyZooSpec
+    def zoo_shape(self):
+        from rfad.tiny.shapes import tiny_shape
 
-        return TinyZooSpec(unet_channels=self.unet_channels)
+        return tiny_shape(unet_channels=self.unet_channels)
 
 
 # rfad_pipeline instances of the served benchmarks: up to this many requests run their loops at
@@ -58,7 +58,7 @@ def shape_models(shape: BenchShape, echo=print) -> tuple[Path, Path]:
     zoo, onnx = root / "zoo", root / "onnx"
     if not (zoo / "rfad-models.json").is_file():
         echo(f"[{shape.name}] building random-weight models (UNet channels {shape.unet_channels})")
-        build_tiny_zoo(zoo, seed=0, spec=shape.zoo_spec())
+        build_tiny_zoo(zoo, seed=0, shape=shape.zoo_shape())
     if not (onnx / "manifest.json").is_file():
         echo(f"[{shape.name}] exporting ONNX")
         export_onnx(ModelSet.resolve(zoo), onnx, echo=lambda line: echo("    " + line))

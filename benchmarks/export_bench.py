@@ -33,7 +33,8 @@ LOOP_BATCH = {"text_encoder": 2, "controlnet": 2, "unet": 2, "controlnet_unet": 
 
 
 def component_rows(shape, zoo: Path, onnx: Path, repeats: int) -> list[dict]:
-    from rfad.export.onnx_export import component_graphs, load_models, sample_inputs, vocab_size_of
+    from rfad.export.onnx_steps import component_graphs, load_models, vocab_size_of
+    from rfad.export.parity import sample_inputs
 
     from rfad.components.manifest import ExportManifest
     from rfad.models.model_set import ModelSet

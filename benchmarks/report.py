@@ -43,6 +43,9 @@ SCRIPT_MEASURES = {
                       "full shapes",
     "rfft_step.py": "RFFT step time and memory with and without gradient checkpointing, and an estimate of "
                     "SD-1.5-shape activation memory",
+    "sd15_shape.py": "SD-1.5 + ControlNet at their published sizes (`make bench-sd15`): the twin's build, "
+                     "`rfad-export onnx` wall time and peak memory per component, steps, activations, the memory "
+                     "plan, one served 512 px request",
 }
 
 
@@ -279,6 +282,11 @@ def page() -> str:
                   f"{r['rss_start_mib']:.0f} MiB after warm-up, {r['rss_end_mib']:.0f} MiB at the end (bound: "
                   f"+{r['rss_growth_bound_mib']:.0f} MiB); server alive at the end: {r['server_alive']}.", "",
                   markdown_table(kinds, [("kind", "request kind")] + [(s, s) for s in statuses]), ""]
+    sd15 = load("sd15_shape")
+    if sd15:
+        from sd15_report import page_section
+
+        lines += page_section(sd15, _machine_line(sd15))
     suite = load("suite")
     if suite:
         lines += [f"The whole suite (`make bench`{' --quick' if suite['rows'][0]['quick'] else ''}) took "

@@ -328,12 +328,25 @@ def model_set_roles() -> str:
     return _table(("key", "model", "flag (as in `rfad generate`)"), rows)
 
 
+def sd15_export() -> str:
+    """The SD-1.5 twin's measured export and memory plan (benchmarks/results/sd15_shape.json)."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from report import _machine_line
+    from sd15_report import export_page_block
+
+    path = ROOT / "benchmarks" / "results" / "sd15_shape.json"
+    result = json.loads(path.read_text()) if path.is_file() else None
+    return export_page_block(result, _machine_line(result) if result else "")
+
+
 BLOCKS: dict[str, Callable[..., str]] = {
     "flags": flags, "pipeline-inputs": pipeline_inputs, "pipeline-outputs": pipeline_outputs,
     "judge-inputs": judge_inputs, "judge-outputs": judge_outputs, "classes": classes,
     "settings-limits": settings_limits, "request-limits": request_limits, "pipeline-parameters": pipeline_parameters,
     "canvas": canvas, "components": components, "export-numbers": export_numbers, "rfnet-config": rfnet_config,
-    "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles,
+    "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles, "sd15-export": sd15_export,
 }
 
 

@@ -71,14 +71,8 @@ def check_component(model_set: ModelSet, onnx_dir: str | Path, component: str, e
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator, SimpleCompareFunc
 
-    from rfad.export.onnx_export import (
-        component_graphs,
-        load_models,
-        pixel_multiple,
-        quiet_export_logs,
-        sample_inputs,
-        vocab_size_of,
-    )
+    from rfad.export.onnx_steps import component_graphs, load_models, quiet_export_logs, vocab_size_of
+    from rfad.export.parity import check_side, pixel_multiple, sample_inputs
     from rfad.onnx_session import open_session
 
     quiet_export_logs()
@@ -91,7 +85,7 @@ def check_component(model_set: ModelSet, onnx_dir: str | Path, component: str, e
         raise FileNotFoundError(f"--onnx {onnx_dir}: {manifest.files[component]['file']} is missing")
     spec, precision = manifest.specs[component], manifest.precision
     multiple = pixel_multiple(manifest.facts)
-    height = height or max(64, 2 * multiple)
+    height = height or check_side(manifest.facts)
     width = width or height
     if spec.spatial and (height % multiple or width % multiple):
         raise ValueError(f"--height/--width {height}x{width}: must be multiples of {multiple} for this model")

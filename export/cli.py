@@ -29,8 +29,14 @@ def main() -> None:
 @click.option("--components", help="Comma-separated subset (default: every component the models provide).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 21))
 @click.option("--fp16", is_flag=True, help="float16 weights and arithmetic (float32 inputs/outputs); for GPU serving.")
-def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, out, components, opset, fp16) -> None:
-    """Every component to ONNX, checked against PyTorch at two shapes (OUT/parity.json)."""
+@click.option("--memory-check/--no-memory-check", default=True, show_default=True,
+              help="Refuse, before starting, an export whose estimated peak memory exceeds MemAvailable.")
+def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, out, components, opset, fp16,
+         memory_check) -> None:
+    """Every component to ONNX, checked against PyTorch at two shapes (OUT/parity.json).
+
+    Each component is traced and finished in processes of its own, so the export needs the
+    memory of its largest component, not of all of them."""
     from rfad.export.onnx_export import ExportError, export_onnx
     from rfad.models.folders import ModelFolderError
     from rfad.models.model_set import ModelSet
@@ -40,7 +46,7 @@ def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency
                                                             lora_scale=lora_scale, rfnet=rfnet, depth=depth,
                                                             saliency=saliency)
         export_onnx(model_set, out, components.split(",") if components else None, opset=opset, fp16=fp16,
-                    echo=click.echo)
+                    echo=click.echo, memory_check=memory_check)
     except (ExportError, ModelFolderError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"ONNX graphs, manifest.json and parity.json written to {out}")

@@ -1,7 +1,7 @@
 """How close an exported graph must stay to PyTorch, per graph precision (torch-free).
 
 Two checks read these: the parity check every ``rfad-export onnx`` runs
-(:func:`rfad.export.onnx_export.check_parity`) and ``rfad-export check``
+(:func:`rfad.export.parity.compare_with_references`) and ``rfad-export check``
 (:func:`rfad.export.check.check_component`). They live apart from both so that the command's
 ``--help`` and the docs (docs/render.py) state them without importing torch.
 """

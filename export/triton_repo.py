@@ -10,6 +10,7 @@ folders; ``README.md`` says what is inside and how it was built.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from dataclasses import asdict, replace
@@ -131,7 +132,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
             shutil.copy2(plan, version / "model.plan")
             continue
         for file in (onnx_dir / name).iterdir():  # model.onnx (+ external data)
-            shutil.copy2(file, version / file.name)
+            _place(file, version / file.name)
         if backend == "python":
             shutil.copy2(TEMPLATES / "onnx_component" / "1" / "model.py", version / "model.py")
     judge_models = []
@@ -171,6 +172,15 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
                   pipeline_parameters.judge)
     check_repository(out)  # every config as Triton's own ModelConfig: a wrong field fails here, not at deploy
     return out
+
+
+def _place(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` where both are on one file system (GBs of graph
+    weights then cost neither time nor disk), else a copy. Served files are only read."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _check_precision(profile: DeploymentProfile, backend: str, manifest: ExportManifest, onnx_dir: Path,

@@ -53,15 +53,28 @@ def main() -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the zoo to (created).")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same weights.")
+@click.option("--shape", default="tiny", show_default=True, type=click.Choice(["tiny", "sd15"]),
+              help="tiny: the test/demo models (seconds, MBs); sd15: the published SD-1.5/ControlNet/CLIP/DPT-Large/"
+                   "U2-Net/RFNet sizes, a twin of production for rehearsing deployments (8.5 GB, about a minute).")
 @needs_extras("generate")
 @_fail_cleanly
-def tiny(out: Path, seed: int) -> None:
-    """Build the tiny random-weight model zoo (for tests and the demo; NOT for real images)."""
-    from rfad.tiny.zoo import build_tiny_zoo
+def tiny(out: Path, seed: int, shape: str) -> None:
+    """Build the random-weight model zoo (for tests, the demo and rehearsals; NOT for real images)."""
+    from rfad.tiny.shapes import SHAPES
+    from rfad.tiny.zoo import build_tiny_zoo, zoo_disk_need
 
+    zoo_shape = SHAPES[shape]
+    echo = None
+    if shape != "tiny":
+        needed, free = zoo_disk_need(zoo_shape, out)
+        if free < needed:
+            raise click.ClickException(f"--out {out}: the {shape} zoo needs about {needed / 1e9:.1f} GB of disk, "
+                                       f"{free / 1e9:.1f} GB free there")
+        click.echo(f"building the {shape} zoo: about {needed / 1e9:.1f} GB of fp32 weights, one model at a time")
+        echo = click.echo
     start = time.perf_counter()
-    model_set = build_tiny_zoo(out, seed=seed)
-    click.echo(f"tiny zoo (seed {seed}, random weights) written to {out} in {time.perf_counter() - start:.1f} s")
+    model_set = build_tiny_zoo(out, seed=seed, shape=zoo_shape, echo=echo)
+    click.echo(f"{shape} zoo (seed {seed}, random weights) written to {out} in {time.perf_counter() - start:.1f} s")
     for role in ("sd", "controlnet", "depth", "saliency", "rfnet", "roberta", "resnet"):
         path = getattr(model_set, role)
         if path is not None:

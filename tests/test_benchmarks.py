@@ -93,3 +93,29 @@ def test_perf_analyzer_report_parses_into_client_figures_and_each_models_breakdo
     assert unet["inference_count"] == 2 * unet["execution_count"] == 2 * unet["success_count"]
     with pytest.raises(ValueError, match="no 'Request concurrency:' section"):
         tool.parse_report("error: failed to connect")
+
+
+def test_the_memory_plan_counts_every_model_instance_of_a_profile_at_its_largest_batch():
+    from rfad.deploy.memory import SERVED
+    from rfad.deploy.profiles import PROFILES
+
+    plan = _script("memory_plan")
+    gb = 1e9
+    weights = {name: 1 * gb for name in SERVED["separate"] + ("controlnet_unet",)}
+    # Activations 0.1 GB per image (fp32, CPU), measured at batch 1 only: larger batches follow the line.
+    fits = {name: (0.0, 0.1 * gb, {1: 0.1 * gb}) for name in weights}
+    rows = {row["deployment"]: row for row in plan.plan_rows(weights, fits, "merged")}
+    for name, row in rows.items():
+        profile = PROFILES[name]
+        servings = [profile.component(c) for c in SERVED["merged"]]
+        instances = sum(s.count for s in servings)
+        assert row["instances"] == instances and row["weights_gb"] == pytest.approx(instances)
+        expected = sum(plan.FP16_ACTIVATION_FACTOR * 0.1 * s.max_batch_size * s.count for s in servings)
+        assert row["activations_gb"] == pytest.approx(expected)
+        assert row["total_gb"] == pytest.approx(instances + expected + plan.RUNTIME_OVERHEAD / gb)
+        for device, (memory, kind) in plan.DEVICES.items():
+            usable = memory * (plan.JETSON_USABLE if kind == "jetson" else 1.0)
+            assert row[device] == ("fits" if row["total_gb"] <= usable else "no")
+    # The datacenter profile batches 16 and runs two denoiser instances: it needs more than the edge one.
+    assert rows["datacenter"]["total_gb"] > rows["edge"]["total_gb"]
+    assert {row[d] for row in rows.values() for d in plan.DEVICES} == {"fits", "no"}

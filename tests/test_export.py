@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -245,3 +246,11 @@ def test_triton_repo_writes_the_pipeline_parameters_and_refuses_bad_ones(tiny_on
         with pytest.raises(ValueError, match=flag):
             write_triton_repo(tiny_onnx, tmp_path / "bad", **options)
         assert not (tmp_path / "bad").exists()
+
+
+def test_triton_repo_links_the_graphs_rather_than_copying_them(tiny_onnx, tmp_path):
+    from rfad.export.triton_repo import write_triton_repo
+
+    repo = write_triton_repo(tiny_onnx, tmp_path / "separate", unet_mode="separate")
+    # Same file system: the served graph is the export's file (GBs at SD-1.5 sizes), not a copy.
+    assert os.stat(repo / "unet" / "1" / "model.onnx").st_ino == os.stat(tiny_onnx / "unet" / "model.onnx").st_ino

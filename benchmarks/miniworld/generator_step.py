@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import write_results  # noqa: E402
 
 from rfad.tiny.tokenizers import build_clip_tokenizer  # noqa: E402
+from rfad.tiny.shapes import tiny_shape  # noqa: E402
 from rfad.tiny.zoo import (  # noqa: E402
-    CROSS_ATTENTION_DIM, TinyZooSpec, tiny_controlnet, tiny_text_encoder, tiny_unet, tiny_vae,
+    CROSS_ATTENTION_DIM, tiny_controlnet, tiny_text_encoder, tiny_unet, tiny_vae,
 )
 
 SIDE, LATENT, TEXT_LENGTH = 128, 16, 77
@@ -53,7 +54,7 @@ def _time_steps(step, parameters, repeats: int) -> float:
 
 
 def vae_row(channels, side: int, batch: int, repeats: int) -> dict:
-    vae = tiny_vae(0, TinyZooSpec(vae_channels=channels)).train()
+    vae = tiny_vae(0, tiny_shape(vae_channels=channels)).train()
     images = torch.rand(batch, 3, side, side) * 2 - 1
 
     def step():
@@ -68,7 +69,7 @@ def vae_row(channels, side: int, batch: int, repeats: int) -> dict:
 
 
 def unet_rows(channels, batch: int, repeats: int) -> list[dict]:
-    spec = TinyZooSpec(unet_channels=channels, sample_size=LATENT)
+    spec = tiny_shape(unet_channels=channels, sample_size=LATENT)
     unet = tiny_unet(4, 0, spec).train()
     latents, noise = torch.randn(batch, 4, LATENT, LATENT), torch.randn(batch, 4, LATENT, LATENT)
     timesteps = torch.randint(0, 1000, (batch,))

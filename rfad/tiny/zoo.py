@@ -1,30 +1,37 @@
-"""The tiny model zoo: random-weight models of the real architectures, in the real folder layouts.
+"""The random-weight model zoo: the real architectures in the real folder layouts, at a chosen shape.
 
 Tests, the demo and CI have no model hub, so they build SD-1.5-shaped models small enough for
-two CPU cores and save them exactly as real weights are laid out on disk. Everything
-downstream (loading, the generation loop, export, serving) then runs the same code paths it
-runs for real weights. Same seed, same weights: each model is built under its own seed.
+two CPU cores (shape ``tiny``) and save them exactly as real weights are laid out on disk.
+Everything downstream (loading, the generation loop, export, serving) then runs the same code
+paths it runs for real weights. The same builders, at shape ``sd15``
+(:data:`rfad.tiny.shapes.SD15_SHAPE`), write a twin of production at the published sizes.
+Same seed and shape, same weights: each model is built under its own seed.
 
 Layout written by :func:`build_tiny_zoo`::
 
     zoo/
       rfad-models.json      the model set (roles -> folders), read by --models zoo
+      parameters.json       parameter count per model (and the published count it was checked against)
       sd15/                 diffusers SD-1.5 folder: 4-channel UNet, VAE (factor 8), CLIP, tokenizer, scheduler
-      sd15-inpaint/         the same with a 9-channel inpainting UNet
+      sd15-inpaint/         the same with a 9-channel inpainting UNet (shapes with inpaint_unet)
       controlnet/           ControlNet (canny role) built from the 4-channel UNet, non-zero output convs
       roberta/              RoBERTa + byte-level BPE tokenizer (RFNet's text backbone)
       resnet/               ResNet (RFNet's image backbone)
       dpt/                  DPT depth model + image processor config
-      u2net/                U2-Net saliency model (tiny widths, official parameter names)
+      u2net/                U2-Net saliency model (official parameter names)
       rfnet/                RFNet judge, UNTRAINED (backbones from resnet/ and roberta/) + caption tokenizer
       samples/              sample product cut-outs (RGBA PNG) drawn in code
+
+Models are built, saved and freed one at a time (at most the UNet and its ControlNet are held
+together), so a zoo needs about the memory of its two largest models, whatever its size.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
-from dataclasses import dataclass
+import shutil
 from pathlib import Path
 
 import torch
@@ -33,95 +40,54 @@ from torch import nn
 from rfad.models.model_set import ModelSet
 from rfad.models.u2net import U2Net
 from rfad.models.u2net_config import U2NetConfig
+from rfad.tiny.init import random_module
 from rfad.tiny.products import write_sample_products
+from rfad.tiny.shapes import PARAMETER_TOLERANCE, SD15_SCHEDULER_CONFIG, ZooShape, tiny_shape
 from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
 
-# SD-1.5's scheduler config as shipped with the real weights (PNDM; the loop builds DDIM from it).
-SD15_SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
-
-CROSS_ATTENTION_DIM = 32
+TINY = tiny_shape()
+CROSS_ATTENTION_DIM = TINY.unet["cross_attention_dim"]
 # Seeds per model, offset from the zoo seed, so that adding a model never changes the others.
 _SEED_OFFSETS = {"clip": 1, "unet": 2, "unet_inpaint": 3, "vae": 4, "controlnet": 5, "roberta": 6,
                  "resnet": 7, "dpt": 8, "u2net": 9, "rfnet": 10}
-# Widths of the tiny U2-Net: same names as the official model, a few channels each, and
-# deliberately non-uniform so that every width is plumbed through correctly.
-TINY_U2NET_WIDTHS = {
-    "encoder_mid_channels": (4, 4, 8, 8, 8, 8),
-    "encoder_out_channels": (8, 8, 16, 16, 16, 16),
-    "decoder_mid_channels": (4, 4, 4, 8, 8),
-    "decoder_out_channels": (8, 8, 8, 16, 16),
-}
 
 
-@dataclass(frozen=True)
-class TinyZooSpec:
-    """Sizes of the tiny models (defaults: NOTES.md's, about 1.4M UNet parameters)."""
-
-    unet_channels: tuple[int, ...] = (32, 64)
-    vae_channels: tuple[int, ...] = (32, 32, 64, 64)
-    sample_size: int = 64  # latent side for 512 px, as SD-1.5's config says
-    controlnet_output_std: float = 0.05
-    # SD-1.5's 32 groups; with 32-channel blocks that is one channel per group, which normalises away
-    # each channel's mean over the image (a flat colour): the miniature world's trained models use fewer.
-    norm_num_groups: int = 32
+class ParameterCountError(RuntimeError):
+    """A model built at a shape does not have the published parameter count of that shape."""
 
 
-def _seeded(seed: int, name: str) -> None:
-    torch.manual_seed(seed * 100 + _SEED_OFFSETS[name])
+def _seed(seed: int, name: str) -> int:
+    return seed * 100 + _SEED_OFFSETS[name]
 
 
-def tiny_text_encoder(tokenizer, seed: int = 0):
+def tiny_text_encoder(tokenizer, seed: int = 0, shape: ZooShape = TINY):
+    """CLIP text model; token ids (and, where the shape leaves them out, vocabulary and positions)
+    from ``tokenizer``, so its ids are always in range."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    _seeded(seed, "clip")
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=CROSS_ATTENTION_DIM, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(config).eval()
+    config = CLIPTextConfig(**{
+        "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length, **shape.clip,
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    })
+    return random_module(lambda: CLIPTextModel(config), _seed(seed, "clip"), shape.fast_init)
 
 
-def tiny_unet(in_channels: int = 4, seed: int = 0, spec: TinyZooSpec = TinyZooSpec()):
+def tiny_unet(in_channels: int = 4, seed: int = 0, shape: ZooShape = TINY):
     from diffusers import UNet2DConditionModel
 
-    _seeded(seed, "unet" if in_channels == 4 else "unet_inpaint")
-    return UNet2DConditionModel(
-        sample_size=spec.sample_size, in_channels=in_channels, out_channels=4,
-        block_out_channels=spec.unet_channels, layers_per_block=2,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(spec.unet_channels) - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (len(spec.unet_channels) - 1) + ("UpBlock2D",),
-        cross_attention_dim=CROSS_ATTENTION_DIM, attention_head_dim=8, norm_num_groups=spec.norm_num_groups,
-    ).eval()
+    name = "unet" if in_channels == 4 else "unet_inpaint"
+    return random_module(lambda: UNet2DConditionModel(in_channels=in_channels, **shape.unet), _seed(seed, name),
+                         shape.fast_init)
 
 
-def tiny_vae(seed: int = 0, spec: TinyZooSpec = TinyZooSpec()):
+def tiny_vae(seed: int = 0, shape: ZooShape = TINY):
     from diffusers import AutoencoderKL
 
-    _seeded(seed, "vae")
-    # Four blocks so the downscale factor is 8 like SD's: the ControlNet conditioning
-    # embedding shrinks the control image by 8 and must land on the latent grid.
-    blocks = len(spec.vae_channels)
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=spec.vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-        layers_per_block=1, norm_num_groups=spec.norm_num_groups, sample_size=spec.sample_size * 8,
-        scaling_factor=0.18215,
-    ).eval()
+    return random_module(lambda: AutoencoderKL(**shape.vae), _seed(seed, "vae"), shape.fast_init)
 
 
-def tiny_controlnet(unet, seed: int = 0, spec: TinyZooSpec = TinyZooSpec()):
+def tiny_controlnet(unet, seed: int = 0, shape: ZooShape = TINY):
     """A ControlNet from the 4-channel UNet whose residual outputs are NOT zero.
 
     ``ControlNetModel.from_unet`` zero-initialises the output convolutions (right for training
@@ -129,60 +95,68 @@ def tiny_controlnet(unet, seed: int = 0, spec: TinyZooSpec = TinyZooSpec()):
     """
     from diffusers import ControlNetModel
 
-    _seeded(seed, "controlnet")
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 48, 64))
+    from rfad.tiny.init import seeded_fill
+
+    def build():
+        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=shape.controlnet_embedding)
+
+    seed = _seed(seed, "controlnet")
+    if shape.fast_init:
+        from transformers.initialization import no_init_weights
+
+        # Every weight gets its own values, the layers copied from the UNet included: a real
+        # ControlNet is trained away from its UNet, and copies equal to the UNet's would let the
+        # ONNX exporter deduplicate them (the merged graph would come out 1.2 GB lighter than real).
+        with no_init_weights():
+            controlnet = build()
+        seeded_fill(controlnet, seed)
+        generator = torch.Generator().manual_seed(seed)
+    else:
+        controlnet, generator = random_module(build, seed, fast=False), None  # None: the global RNG, seeded
+    std = shape.controlnet_output_std
     with torch.no_grad():
         for conv in list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]:
-            conv.weight.normal_(0.0, spec.controlnet_output_std)
-            conv.bias.normal_(0.0, spec.controlnet_output_std)
+            conv.weight.normal_(0.0, std, generator=generator)
+            conv.bias.normal_(0.0, std, generator=generator)
         # The conditioning embedding's last conv is zero-initialised too; without this the
         # control image would have no influence at all.
-        out = controlnet.controlnet_cond_embedding.conv_out
-        out.weight.normal_(0.0, spec.controlnet_output_std)
+        controlnet.controlnet_cond_embedding.conv_out.weight.normal_(0.0, std, generator=generator)
     return controlnet.eval()
 
 
-def tiny_roberta(tokenizer, seed: int = 0):
+def tiny_roberta(tokenizer, seed: int = 0, shape: ZooShape = TINY):
     from transformers import RobertaConfig, RobertaModel
 
-    _seeded(seed, "roberta")
-    config = RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    config = RobertaConfig(**{
         # RoBERTa's positions start after the padding index, hence the +2.
-        max_position_embeddings=tokenizer.model_max_length + 2, type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    return RobertaModel(config, add_pooling_layer=False).eval()
+        "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length + 2, **shape.roberta,
+        "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    })
+    return random_module(lambda: RobertaModel(config, add_pooling_layer=False), _seed(seed, "roberta"),
+                         shape.fast_init)
 
 
-def tiny_resnet(seed: int = 0):
+def tiny_resnet(seed: int = 0, shape: ZooShape = TINY):
     from transformers import ResNetConfig, ResNetModel
 
-    _seeded(seed, "resnet")
-    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], layer_type="basic")
-    return ResNetModel(config).eval()
+    return random_module(lambda: ResNetModel(ResNetConfig(**shape.resnet)), _seed(seed, "resnet"), shape.fast_init)
 
 
-def tiny_dpt(seed: int = 0):
+def tiny_dpt(seed: int = 0, shape: ZooShape = TINY):
     from transformers import DPTConfig, DPTForDepthEstimation
 
-    _seeded(seed, "dpt")
-    config = DPTConfig(
-        hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37, image_size=64,
-        patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-        head_in_index=-1, is_hybrid=False,
-        # DPT's default init (std 0.02) through this many small layers gives depth values of
-        # ~1e-9: a flat map. A wider init gives maps that vary with the image, like real depth.
-        initializer_range=0.1,
-    )
-    return DPTForDepthEstimation(config).eval()
+    return random_module(lambda: DPTForDepthEstimation(DPTConfig(**shape.dpt)), _seed(seed, "dpt"), shape.fast_init)
 
 
-def build_tiny_u2net(seed: int = 0) -> U2Net:
-    """A tiny "custom" U2-Net (official module names, 4-16 channels, about 86k parameters) with
-    deterministic random weights and batch-norm statistics: the same seed gives identical
-    weights, and the global RNG is left untouched. Returned in eval mode."""
-    model = U2Net(U2NetConfig(variant="custom", **TINY_U2NET_WIDTHS))
+def build_tiny_u2net(seed: int = 0, shape: ZooShape = TINY) -> U2Net:
+    """A U2-Net of the shape's widths (tiny: official module names, 4-16 channels, about 86k
+    parameters) with deterministic random weights and batch-norm statistics: the same seed gives
+    identical weights, and the global RNG is left untouched. Returned in eval mode."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every parameter and statistic is written below
+        model = U2Net(U2NetConfig(**shape.u2net))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -201,25 +175,23 @@ def build_tiny_u2net(seed: int = 0) -> U2Net:
     return model.eval()
 
 
-def tiny_rfnet(resnet_dir: Path, roberta_dir: Path, seed: int = 0):
-    """An untrained tiny RFNet whose encoders start from the zoo's ResNet and RoBERTa folders.
+def tiny_rfnet(resnet_dir: Path, roberta_dir: Path, seed: int = 0, shape: ZooShape = TINY):
+    """An untrained RFNet whose encoders start from the zoo's ResNet and RoBERTa folders.
 
     Its verdicts are random-weight verdicts (near-uniform probabilities); ``rfad-train rfnet``
-    trains a real one.
+    trains a real one. Built with the library init at every shape: the backbones, most of its
+    weights, are loaded over it.
     """
-    from rfad.models.rfnet import RFNet, tiny_rfnet_config
+    from rfad.models.rfnet import RFNet
 
-    _seeded(seed, "rfnet")
-    return RFNet.from_backbones(tiny_rfnet_config(), resnet_dir, roberta_dir).eval()
+    torch.manual_seed(_seed(seed, "rfnet"))
+    return RFNet.from_backbones(shape.rfnet(), resnet_dir, roberta_dir).eval()
 
 
-def save_sd_folder(folder: Path, tokenizer, text_encoder, unet, vae) -> None:
-    """Write the diffusers layout of an SD-1.5 checkpoint (what ``save_pretrained`` of a pipeline gives)."""
+def _write_sd_skeleton(folder: Path, tokenizer) -> None:
+    """Everything of a diffusers SD-1.5 folder but the weights: tokenizer, scheduler, model_index.json."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(folder / "tokenizer")
-    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
     (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER_CONFIG, indent=2) + "\n")
     model_index = {
@@ -236,34 +208,119 @@ def save_sd_folder(folder: Path, tokenizer, text_encoder, unet, vae) -> None:
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n")
 
 
-def build_tiny_zoo(out: str | os.PathLike, seed: int = 0, spec: TinyZooSpec = TinyZooSpec()) -> ModelSet:
-    """Build every tiny model under ``seed`` and save the zoo to ``out``; returns its model set."""
+def save_sd_folder(folder: Path, tokenizer, text_encoder, unet, vae) -> None:
+    """Write the diffusers layout of an SD-1.5 checkpoint (what ``save_pretrained`` of a pipeline gives)."""
+    _write_sd_skeleton(folder, tokenizer)
+    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def check_parameter_counts(counts: dict[str, int], shape: ZooShape) -> dict[str, dict]:
+    """``{role: {"parameters", "published"}}``; a count off its published value by more than
+    :data:`PARAMETER_TOLERANCE` is a :class:`ParameterCountError` (the shape is not the published one)."""
+    report = {}
+    for role, count in counts.items():
+        published = shape.published_parameters.get(role)
+        if published is not None and abs(count - published) > PARAMETER_TOLERANCE * published:
+            raise ParameterCountError(f"shape {shape.name}: {role} has {count:,} parameters, published {published:,}")
+        report[role] = {"parameters": count, "published": published}
+    return report
+
+
+def shape_parameter_counts(shape: ZooShape) -> dict[str, int]:
+    """Parameter count per model of ``shape``, from models built on the meta device (no memory,
+    seconds at any size): what a zoo of that shape will hold, before it is built."""
+    from rfad.models.rfnet import RFNet
+
+    with torch.device("meta"):
+        unet, roberta, resnet = tiny_unet(4, 0, shape), tiny_roberta(build_roberta_tokenizer(), 0, shape), tiny_resnet(0, shape)
+        rfnet_config = shape.rfnet()
+        rfnet_config.resnet, rfnet_config.roberta = resnet.config.to_dict(), roberta.config.to_dict()
+        counts = {
+            "text_encoder": parameter_count(tiny_text_encoder(build_clip_tokenizer(), 0, shape)),
+            "vae": parameter_count(tiny_vae(0, shape)),
+            "unet": parameter_count(unet),
+            "controlnet": parameter_count(tiny_controlnet(unet, 0, shape)),
+            "roberta": parameter_count(roberta),
+            "resnet": parameter_count(resnet),
+            "depth": parameter_count(tiny_dpt(0, shape)),
+            "saliency": parameter_count(build_tiny_u2net(0, shape)),
+            "rfnet": parameter_count(RFNet(rfnet_config)),
+        }
+        if shape.inpaint_unet:
+            counts["unet_inpaint"] = parameter_count(tiny_unet(9, 0, shape))
+    return counts
+
+
+def zoo_disk_need(shape: ZooShape, out: str | os.PathLike) -> tuple[int, int]:
+    """(bytes of fp32 weights a zoo of ``shape`` writes, bytes free on the disk under ``out``),
+    known before anything is built."""
+    needed = 4 * sum(shape_parameter_counts(shape).values())
+    existing = Path(out).resolve()
+    while not existing.exists():
+        existing = existing.parent
+    return needed, shutil.disk_usage(existing).free
+
+
+def _saved(counts: dict[str, int], role: str, model, folder: Path, echo) -> None:
+    """Count, save (safetensors) and report one model; the caller drops its reference after."""
+    counts[role] = parameter_count(model)
+    model.save_pretrained(folder)  # safetensors: the default of diffusers, transformers and rfad's models
+    if echo is not None:
+        echo(f"  {role:<13} {counts[role] / 1e6:9.2f}M parameters -> {folder}")
+
+
+def build_tiny_zoo(out: str | os.PathLike, seed: int = 0, shape: ZooShape = TINY, echo=None) -> ModelSet:
+    """Build every model of ``shape`` under ``seed`` and save the zoo to ``out``; returns its model set.
+
+    ``echo``: called with one line per model saved (None: silent).
+    """
     from transformers import DPTImageProcessor
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
     clip_tokenizer = build_clip_tokenizer()
-    text_encoder = tiny_text_encoder(clip_tokenizer, seed)
-    vae = tiny_vae(seed, spec)
-    unet = tiny_unet(4, seed, spec)
-    save_sd_folder(root / "sd15", clip_tokenizer, text_encoder, unet, vae)
-    save_sd_folder(root / "sd15-inpaint", clip_tokenizer, text_encoder, tiny_unet(9, seed, spec), vae)
-    tiny_controlnet(unet, seed, spec).save_pretrained(root / "controlnet", safe_serialization=True)
+    sd = root / "sd15"
+    _write_sd_skeleton(sd, clip_tokenizer)
+    _saved(counts, "text_encoder", tiny_text_encoder(clip_tokenizer, seed, shape), sd / "text_encoder", echo)
+    _saved(counts, "vae", tiny_vae(seed, shape), sd / "vae", echo)
+    unet = tiny_unet(4, seed, shape)
+    _saved(counts, "unet", unet, sd / "unet", echo)
+    controlnet = tiny_controlnet(unet, seed, shape)
+    del unet
+    _saved(counts, "controlnet", controlnet, root / "controlnet", echo)
+    del controlnet
+    gc.collect()
+    if shape.inpaint_unet:
+        shutil.copytree(sd, root / "sd15-inpaint", ignore=shutil.ignore_patterns("unet"), dirs_exist_ok=True)
+        _saved(counts, "unet_inpaint", tiny_unet(9, seed, shape), root / "sd15-inpaint" / "unet", echo)
+        gc.collect()
 
     roberta_tokenizer = build_roberta_tokenizer()
-    tiny_roberta(roberta_tokenizer, seed).save_pretrained(root / "roberta", safe_serialization=True)
+    _saved(counts, "roberta", tiny_roberta(roberta_tokenizer, seed, shape), root / "roberta", echo)
     roberta_tokenizer.save_pretrained(root / "roberta")
-    tiny_resnet(seed).save_pretrained(root / "resnet", safe_serialization=True)
-    tiny_dpt(seed).save_pretrained(root / "dpt", safe_serialization=True)
-    DPTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(root / "dpt")
-    build_tiny_u2net(seed * 100 + _SEED_OFFSETS["u2net"]).save_pretrained(root / "u2net")
-    tiny_rfnet(root / "resnet", root / "roberta", seed).save_pretrained(root / "rfnet")
+    _saved(counts, "resnet", tiny_resnet(seed, shape), root / "resnet", echo)
+    _saved(counts, "depth", tiny_dpt(seed, shape), root / "dpt", echo)
+    DPTImageProcessor(size={"height": shape.depth_size, "width": shape.depth_size}).save_pretrained(root / "dpt")
+    _saved(counts, "saliency", build_tiny_u2net(_seed(seed, "u2net"), shape), root / "u2net", echo)
+    gc.collect()
+    _saved(counts, "rfnet", tiny_rfnet(root / "resnet", root / "roberta", seed, shape), root / "rfnet", echo)
     roberta_tokenizer.save_pretrained(root / "rfnet")  # the judge's folder carries its caption tokenizer
+    gc.collect()
 
+    report = check_parameter_counts(counts, shape)
+    (root / "parameters.json").write_text(json.dumps({"shape": shape.name, "models": report}, indent=2) + "\n")
     write_sample_products(root / "samples")
     model_set = ModelSet(
         sd=root / "sd15", controlnet=root / "controlnet", roberta=root / "roberta", resnet=root / "resnet",
         depth=root / "dpt", saliency=root / "u2net", rfnet=root / "rfnet",
     )
-    model_set.write(root, description=f"rfad tiny zoo (random weights, seed {seed}); not for real images")
+    model_set.write(root, description=f"rfad {shape.description} (shape {shape.name}, seed {seed}); "
+                                      "not for real images")
     return ModelSet.resolve(root)

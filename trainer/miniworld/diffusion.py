@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rfad.tiny.zoo import SD15_SCHEDULER_CONFIG, TinyZooSpec, tiny_unet
+from rfad.tiny.shapes import tiny_shape
+from rfad.tiny.zoo import SD15_SCHEDULER_CONFIG, tiny_unet
 from rfad.trainer.miniworld.schedule import make_optimiser
 
 
@@ -94,7 +95,7 @@ def train_unet(bank: LatentBank, text_encoder, *, steps: int, batch: int, lr: fl
     """Train a 4-channel UNet (and, if ``train_text_encoder``, the text encoder); returns the UNet in eval mode."""
     torch.manual_seed(seed)
     side = bank.mean.shape[-1]
-    unet = tiny_unet(4, seed, TinyZooSpec(unet_channels=channels, sample_size=side, norm_num_groups=norm_groups))
+    unet = tiny_unet(4, seed, tiny_shape(unet_channels=channels, sample_size=side, norm_num_groups=norm_groups))
     unet.train()
     text_encoder.train(train_text_encoder).requires_grad_(train_text_encoder)
     objective = NoisingObjective(bank, batch, uncond_prob, snr_gamma, seed)

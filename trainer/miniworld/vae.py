@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rfad.tiny.zoo import TinyZooSpec, tiny_vae
+from rfad.tiny.shapes import tiny_shape
+from rfad.tiny.zoo import tiny_vae
 from rfad.trainer.miniworld.schedule import make_optimiser
 
 
@@ -48,7 +49,7 @@ def train_vae(images: np.ndarray, steps: int, batch: int, crop: int, lr: float, 
     """
     side = images.shape[1]
     torch.manual_seed(seed)
-    vae = tiny_vae(seed, TinyZooSpec(vae_channels=channels, sample_size=side // 8, norm_num_groups=norm_groups))
+    vae = tiny_vae(seed, tiny_shape(vae_channels=channels, sample_size=side // 8, norm_num_groups=norm_groups))
     vae.train()
     hold_log_variance(vae)
     optimiser, scheduler = make_optimiser(vae.parameters(), lr, steps)

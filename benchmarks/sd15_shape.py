@@ -1,0 +1,263 @@
+"""SD-1.5 + ControlNet at their published sizes, on this machine: export, steps, memory, serving.
+
+    python benchmarks/sd15_shape.py [--work DIR] [--parts export,steps,activations,serve]
+                                    [--precisions fp32,fp16] [--unet merged,separate] [--rebuild-zoo]
+    make bench-sd15
+
+The twin is built (``rfad tiny --shape sd15``, timed like the exports) when ``--work`` has none
+or with ``--rebuild-zoo``. Parts replace only their own rows of the results file (the export
+part only the precisions it ran, the serve part only its routes), so they can be run one at a time.
+
+Not part of ``make bench`` (the 15-minute suite): it builds the random-weight twin of production
+(``rfad tiny --shape sd15``, 8.5 GB), exports it in fp32 and fp16 (``rfad-export onnx``, about
+13 and 6.6 GB), and needs up to about 8 GB of memory and an hour or more on two cores. Parts:
+
+- ``export``: per component, the wall time and peak resident memory of its steps, file sizes and
+  parity (from the export manifest); per export, run under ``/usr/bin/time -v``, the wall time,
+  the peak of the process tree (sampled every 0.1 s: steps and the parent at once) and
+  ``/usr/bin/time``'s maximum resident set size (the largest single process), against the bound
+  2.5x the fp32 weights of the largest graph;
+- ``steps``: one step per graph, PyTorch eager vs onnxruntime, batch 2, 512 px, each in a fresh process;
+- ``activations``: memory one onnxruntime run adds over its loaded session, per component at
+  batch 1, 2 and 4 (512 px), and the line through them (batches 8 and 16: ESTIMATES from it);
+  ``sd15_report.py`` computes the memory plan (:mod:`memory_plan`) from them and the exports;
+- ``serve``: one ``rfad_pipeline`` request (512 px, 2 steps, one candidate, the judge) on the
+  local Triton server, merged and separate ControlNet+UNet, against the same loop in process;
+  serving overhead per BLS call = (served - in process) / component calls.
+
+Writes benchmarks/results/sd15_shape.json (rows tagged by ``part``); ``report.py`` renders
+docs/performance.md from it and ``docs/render.py`` the measured block of docs/export.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CACHE, RESULTS, write_results  # noqa: E402
+from memory_plan import fit_line  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SIZE, BATCH, STEPS = 512, 2, 2
+ACTIVATION_BATCHES = (1, 2, 4)
+ESTIMATED_BATCHES = (8, 16)  # the profiles' largest (datacenter: 16), from the line through the measured ones
+PARTS = ("export", "steps", "activations", "serve")
+PROMPT = "a bottle on a marble table, studio light"
+
+
+def _time_v(report: Path) -> dict:
+    """``/usr/bin/time -v``'s maximum resident set size (the largest single process: the command's
+    own or a child it reaped) and elapsed wall time, from its report."""
+    fields = dict(line.strip().rsplit(": ", 1) for line in report.read_text().splitlines() if ": " in line)
+    clock = [float(part) for part in fields["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")]
+    return {"time_v_max_rss_bytes": int(fields["Maximum resident set size (kbytes)"]) * 1024,
+            "time_v_wall_s": sum(value * 60**i for i, value in enumerate(reversed(clock)))}
+
+
+def _run_measured(command: list[str], log: Path) -> dict:
+    """Run ``command`` under ``/usr/bin/time -v``; its wall time, the peak RSS of its whole process
+    tree (sampled every 0.1 s: several processes can be alive at once) and ``/usr/bin/time``'s own
+    numbers (:func:`_time_v`)."""
+    report = log.with_suffix(".time")
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(["/usr/bin/time", "-v", "-o", str(report)] + command, stdout=out,
+                                   stderr=subprocess.STDOUT)
+        root, tree_peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            total = 0
+            try:
+                for p in root.children(recursive=True):  # not /usr/bin/time itself
+                    total += p.memory_info().rss
+            except psutil.Error:
+                pass
+            tree_peak = max(tree_peak, total)
+            time.sleep(0.1)
+    if process.returncode:
+        raise SystemExit(f"{' '.join(command)} failed (exit {process.returncode}); see {log}")
+    return {"wall_s": time.perf_counter() - start, "tree_peak_bytes": tree_peak, **_time_v(report),
+            "command": " ".join(["/usr/bin/time", "-v"] + [Path(c).name if c.startswith("/") else c for c in command])}
+
+
+def export_part(zoo: Path, work: Path, precisions: list[str]) -> list[dict]:
+    rows = []
+    for precision in precisions:
+        out = work / f"onnx-{precision}"
+        command = ["rfad-export", "onnx", "--models", str(zoo), "--out", str(out)] + (["--fp16"] * (precision == "fp16"))
+        print(f"[export] {precision}: {' '.join(command)}", flush=True)
+        usage = _run_measured([str(BIN / command[0])] + command[1:], work / f"export-{precision}.log")
+        manifest = json.loads((out / "manifest.json").read_text())
+        parity = json.loads((out / "parity.json").read_text())["rows"]
+        largest = max(f["weight_bytes_fp32"] for f in manifest["files"].values())
+        rows.append({"part": "export", "precision": precision, "component": "all", **usage,
+                     "bound_bytes": 2.5 * largest,
+                     "within_bound": max(usage["tree_peak_bytes"], usage["time_v_max_rss_bytes"]) <= 2.5 * largest})
+        for name, files in manifest["files"].items():
+            diffs = [r for r in parity if r["component"] == name]
+            rows.append({"part": "export", "precision": precision, "component": name, "bytes": files["bytes"],
+                         "weight_bytes_fp32": files["weight_bytes_fp32"], "external_data": files["external_data"],
+                         "trace_s": files["trace"]["seconds"], "trace_peak_bytes": files["trace"]["peak_rss_bytes"],
+                         "finish_s": files["finish"]["seconds"], "finish_peak_bytes": files["finish"]["peak_rss_bytes"],
+                         "max_abs_diff": max(r["max_abs_diff"] for r in diffs),
+                         "parity_ok": all(r["ok"] for r in diffs)})
+    return rows
+
+
+def _manifest(onnx: Path) -> dict:
+    return json.loads((onnx / "manifest.json").read_text())
+
+
+def steps_part(zoo: Path, onnx: Path) -> list[dict]:
+    from sd15_steps import onnxruntime_step, torch_step
+
+    from rfad.export.isolated import run_isolated, step_processes
+
+    manifest, rows = _manifest(onnx), []
+    with step_processes():
+        for name, spec in manifest["components"].items():
+            print(f"[steps] {name}", flush=True)
+            repeats = 1 if name in ("unet", "controlnet_unet", "controlnet") else 2
+            eager, _ = run_isolated(torch_step, str(zoo), name, manifest["facts"], BATCH, SIZE, repeats)
+            ort, _ = run_isolated(onnxruntime_step, str(onnx / manifest["files"][name]["file"]), spec, "fp32", BATCH,
+                                  SIZE, repeats)
+            rows.append({"part": "steps", "component": name, "batch": BATCH, "size": SIZE,
+                         "torch_eager_s": eager["seconds"], "onnxruntime_s": ort["seconds"],
+                         "onnxruntime_load_s": ort["load_s"], "session_bytes": ort["session_bytes"]})
+    return rows
+
+
+def activations_part(onnx: Path) -> list[dict]:
+    """What one onnxruntime run adds over its loaded session, per component and measured batch,
+    and the least-squares line through them at :data:`ESTIMATED_BATCHES` (rows marked estimates).
+    The memory plan is computed from these rows and the exports' file sizes by sd15_report.py."""
+    from sd15_steps import onnxruntime_step
+
+    from rfad.export.isolated import run_isolated, step_processes
+
+    manifest, rows = _manifest(onnx), []
+    with step_processes():
+        for name, spec in manifest["components"].items():
+            measured = {}
+            for batch in ACTIVATION_BATCHES:
+                print(f"[activations] {name} batch {batch}", flush=True)
+                result, _ = run_isolated(onnxruntime_step, str(onnx / manifest["files"][name]["file"]), spec, "fp32",
+                                         batch, SIZE, 0)
+                measured[batch] = result["activation_bytes"]
+                rows.append({"part": "activations", "component": name, "batch": batch, "estimate": False,
+                             "activation_bytes": result["activation_bytes"], "seconds": result["seconds"]})
+            intercept, slope = fit_line(measured)
+            for batch in ESTIMATED_BATCHES:
+                rows.append({"part": "activations", "component": name, "batch": batch, "estimate": True,
+                             "activation_bytes": intercept + slope * batch})
+    return rows
+
+
+def _in_process(onnx: str, merged: bool, steps: int, size: int) -> dict:
+    """One attempt of the loop over the onnxruntime runner, with the judge (in a process of its own)."""
+    from rfad.canvas import CanvasSpec, prepare_canvas
+    from rfad.pipeline.generate import generate
+    from rfad.pipeline.judge import RunnerJudge
+    from rfad.pipeline.onnx_runner import OnnxRunner
+    from rfad.pipeline.settings import GenerationSettings
+    from rfad.tiny.products import draw_product
+
+    runner = OnnxRunner(Path(onnx), merged=merged)
+    canvas = prepare_canvas(draw_product("bottle"), CanvasSpec(width=size, height=size))
+    settings = GenerationSettings(steps=steps, seed=0, candidates=1, max_attempts=1, threshold=0.0)
+    start = time.perf_counter()
+    generate(runner, canvas, PROMPT, settings, caption="red bottle", judge=RunnerJudge(runner))
+    return {"seconds": time.perf_counter() - start, "calls": runner.calls}
+
+
+def serve_part(onnx: Path, work: Path, modes: list[str]) -> list[dict]:
+    import io
+
+    from rfad.client import RfadClient
+    from rfad.export.isolated import run_isolated, step_processes
+    from rfad.export.triton_repo import write_triton_repo
+    from rfad.serving.launcher import TritonServer
+    from rfad.tiny.products import draw_product
+
+    png = io.BytesIO()
+    draw_product("bottle").save(png, format="PNG")
+    rows = []
+    for mode in modes:
+        print(f"[serve] {mode}: in process", flush=True)
+        with step_processes():
+            local, usage = run_isolated(_in_process, str(onnx), mode == "merged", STEPS, SIZE)
+        repo = write_triton_repo(onnx, work / f"repo-{mode}", unet_mode=mode, canvas_size=SIZE)
+        print(f"[serve] {mode}: Triton", flush=True)
+        with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=900) as server:
+            client = RfadClient(server.grpc_url, retries=0, timeout_s=3600)
+            times = []
+            for _ in range(2):  # the first request also grows the python stubs' shared memory
+                start = time.perf_counter()
+                client.generate(png.getvalue(), PROMPT, caption="red bottle", seed=0, steps=STEPS, max_attempts=1,
+                                threshold=0.0)
+                times.append(time.perf_counter() - start)
+            group = psutil.Process(server.process.pid)
+            served_rss = sum(p.memory_info().rss for p in [group] + group.children(recursive=True))
+        rows.append({"part": "serve", "unet": mode, "size": SIZE, "steps": STEPS, "in_process_s": local["seconds"],
+                     "in_process_peak_bytes": usage["peak_rss_bytes"], "served_first_s": times[0],
+                     "served_s": times[1], "server_rss_bytes": served_rss, "component_calls": local["calls"],
+                     "overhead_per_bls_call_s": (times[1] - local["seconds"]) / local["calls"],
+                     "startup_s": server.startup_s})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=CACHE / "sd15", help="zoo, graphs and repositories (GBs)")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
+    parser.add_argument("--precisions", default="fp32,fp16", help="the exports of the export part, comma-separated")
+    parser.add_argument("--unet", default="merged,separate", help="the serve part's ControlNet+UNet routes")
+    parser.add_argument("--rebuild-zoo", action="store_true", help="build the twin again even if --work has one")
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"--parts: unknown {sorted(unknown)}")
+    work, zoo = args.work, args.work / "zoo"
+    work.mkdir(parents=True, exist_ok=True)
+    previous = RESULTS / "sd15_shape.json"
+    kept = json.loads(previous.read_text())["rows"] if previous.is_file() else []
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"fp32", "fp16"}:
+        parser.error(f"--precisions: {args.precisions!r} is not a list of fp32, fp16")
+    rows = []
+    if args.rebuild_zoo or not (zoo / "rfad-models.json").is_file():
+        print(f"[zoo] rfad tiny --shape sd15 --out {zoo}", flush=True)
+        usage = _run_measured([str(BIN / "rfad"), "tiny", "--shape", "sd15", "--out", str(zoo)], work / "zoo.log")
+        rows.append({"part": "zoo", "component": "all", **usage,
+                     "bytes": sum(f.stat().st_size for f in zoo.rglob("*") if f.is_file())})
+    if "export" in parts:
+        rows += export_part(zoo, work, precisions)
+    onnx = work / "onnx-fp32"
+    if "steps" in parts:
+        rows += steps_part(zoo, onnx)
+    if "activations" in parts:
+        rows += activations_part(onnx)
+    if "serve" in parts:
+        modes = [m.strip() for m in args.unet.split(",") if m.strip()]
+        if not modes or set(modes) - {"merged", "separate"}:
+            parser.error(f"--unet: {args.unet!r} is not a list of merged, separate")
+        rows += serve_part(onnx, work, modes)
+    settings = {"size": SIZE, "batch": BATCH, "serve_steps": STEPS, "activation_batches": list(ACTIVATION_BATCHES),
+                "cpu_count": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total}
+    # A part replaces its own rows only: the export's of the precisions it ran, serve's of its modes.
+    replaced = {(r["part"], r.get("precision"), r.get("unet")) for r in rows}
+    kept = [r for r in kept if (r["part"], r.get("precision"), r.get("unet")) not in replaced]
+    path = write_results("sd15_shape", kept + rows, settings)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

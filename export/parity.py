@@ -1,0 +1,100 @@
+"""Export parity: sample inputs of a spec's shapes, PyTorch reference outputs, and their comparison
+with onnxruntime, in separate steps.
+
+The references are computed where the PyTorch module is (the trace step) and saved as
+``reference.npz``: the inputs and outputs of two cases, another batch than the export's 2 and
+then a non-square image. The graph is compared with them later, in a process that holds only
+the ONNX graph, so the two never need memory at the same time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rfad.components.specs import ComponentSpec, ModelFacts
+from rfad.export.tolerances import PARITY_TOLERANCE
+
+
+class ParityError(RuntimeError):
+    """A graph's output does not have the PyTorch output's shape."""
+
+
+def pixel_multiple(facts: ModelFacts) -> int:
+    """Image sides must be multiples of this: the latent is halved down to the coarsest residual."""
+    return 8 * max([facts.mid_residual[1]] + [f for _, f in facts.down_residuals])
+
+
+def check_side(facts: ModelFacts) -> int:
+    """Image side of the export trace and the parity cases: small, and valid for every residual."""
+    return max(64, 2 * pixel_multiple(facts))
+
+
+def sample_inputs(spec: ComponentSpec, batch: int, height: int, width: int, seed: int = 0,
+                  vocab: int = 300) -> dict[str, np.ndarray]:
+    """Random inputs of the spec's shapes by tensor name, in the ranges the loop feeds (ids in the
+    vocabulary, timesteps in [0, 1000), images in [0, 1], masks with padding after the first tokens)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for tensor in spec.inputs:
+        shape = spec.shape_of(tensor, batch, height, width)
+        if tensor.role == "input_ids":
+            arrays[tensor.name] = rng.integers(3, vocab, shape).astype(np.int64)
+        elif tensor.dtype == "int64":  # attention / caption masks
+            mask = np.ones(shape, np.int64)
+            mask[:, max(2, shape[1] // 2):] = 0
+            arrays[tensor.name] = mask
+        elif tensor.role == "timestep":
+            arrays[tensor.name] = rng.uniform(0, 999, shape).astype(np.float32)
+        elif tensor.role == "conditioning_scale":
+            arrays[tensor.name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        else:
+            arrays[tensor.name] = rng.random(shape, dtype=np.float32)
+    return arrays
+
+
+def torch_outputs(graph, spec: ComponentSpec, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The module's outputs (float32 numpy, in spec order) for the named inputs."""
+    import torch
+
+    with torch.no_grad():
+        out = graph(*(torch.from_numpy(arrays[name]) for name in spec.input_names))
+    out = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.float().numpy() for o in out]
+
+
+def reference_cases(graph, spec: ComponentSpec, facts: ModelFacts, vocab: int) -> dict[str, np.ndarray]:
+    """Inputs and PyTorch outputs of the two parity cases, keyed ``case/in|out/name`` (an npz's layout)."""
+    side = check_side(facts)
+    shapes = [(3, side, side), (1, side, side + pixel_multiple(facts))]  # batch != 2; then H != W
+    cases = {}
+    for i, (batch, height, width) in enumerate(shapes):
+        arrays = sample_inputs(spec, batch, height, width, seed=i + 1, vocab=vocab)
+        cases.update({f"{i}/in/{name}": value for name, value in arrays.items()})
+        outputs = torch_outputs(graph, spec, arrays)
+        cases.update({f"{i}/out/{name}": value for name, value in zip(spec.output_names, outputs, strict=True)})
+    return cases
+
+
+def compare_with_references(spec: ComponentSpec, graph_path: Path, cases: dict[str, np.ndarray],
+                            precision: str = "fp32") -> list[dict]:
+    """Max abs difference per output and case between the graph in onnxruntime and the references."""
+    from rfad.onnx_session import open_session
+
+    session = open_session(graph_path, precision)
+    rows = []
+    for case in sorted({key.split("/")[0] for key in cases}):
+        feed = {name: cases[f"{case}/in/{name}"] for name in spec.input_names}
+        results = session.run(spec.output_names, feed)
+        for name, got in zip(spec.output_names, results, strict=True):
+            ref = cases[f"{case}/out/{name}"]
+            if got.shape != ref.shape:
+                raise ParityError(f"{spec.name}: output {name} has shape {got.shape} in onnxruntime, {ref.shape} in "
+                                  f"PyTorch for inputs {[tuple(v.shape) for v in feed.values()]}")
+            scale = max(1.0, float(np.abs(ref).max()))
+            diff = float(np.abs(got.astype(np.float32) - ref).max())
+            tolerance = PARITY_TOLERANCE[precision] * scale
+            rows.append({"component": spec.name, "output": name, "shape": list(ref.shape), "max_abs_diff": diff,
+                         "tolerance": tolerance, "ok": diff <= tolerance})
+    return rows
