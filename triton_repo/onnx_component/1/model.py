@@ -25,7 +25,8 @@ class TritonPythonModel:
         self.batched = config.get("max_batch_size", 0) > 0
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         graph = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.session = open_session(graph, parameters.get("precision", "fp32"))
+        # The model is named after its component, whose memory options (rfad.onnx_session) apply.
+        self.session = open_session(graph, parameters.get("precision", "fp32"), component=self.name)
 
     def execute(self, requests):
         try:
