@@ -10,7 +10,7 @@ OUT ?= out
 
 .PHONY: setup test demo bench clean
 
-$(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt
+$(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt constraints/triton-2.51.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints/cpu.txt -e ".[dev]"
@@ -24,7 +24,7 @@ test: setup
 demo: setup
 	$(BIN)/rfad demo --out $(OUT)
 
-# The benchmark suite: every benchmarks/*.py, then the README's Performance section and plots
+# The benchmark suite: every benchmarks/*.py, then docs/performance.md and its plots
 # (the dev extra includes the bench one).
 bench: setup
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

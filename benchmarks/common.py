@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: machine facts, timing, JSON results and Markdown tables.
 
 Every benchmark writes ``benchmarks/results/<name>.json`` with the machine and versions it ran
-on; tables in the README are rendered from those files, never typed by hand.
+on; the tables of docs/performance.md are rendered from those files, never typed by hand.
 """
 
 from __future__ import annotations

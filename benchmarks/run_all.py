@@ -1,9 +1,9 @@
-"""The benchmark suite: every script in turn, then the README tables and plots.
+"""The benchmark suite: every script in turn, then docs/performance.md and its plots.
 
     python benchmarks/run_all.py [--quick] [--skip NAME,...]
 
 Each script writes its own benchmarks/results/<name>.json; ``report.py`` then rewrites the
-README's ``## Performance`` section and the plots from those files (including the results of
+whole docs/performance.md page and the plots from those files (including the results of
 ``rfnet_bench.py`` and ``rfft_step.py``, the RFNet and RFFT benchmarks, which are run on their
 own: ``python benchmarks/rfnet_bench.py``, ``python benchmarks/rfft_step.py``). Models are built and
 exported once into benchmarks/.cache and shared by the scripts. Run it on an otherwise idle

@@ -24,7 +24,8 @@ of the run (least squares), and the same for the total. Bounds (``passed``): no 
 :data:`RSS_GROWTH_BOUND`, and, for runs of at least :data:`SLOPE_MIN_REQUESTS` requests (a
 shorter run's slope is noise), the total's slope within :data:`SLOPE_BOUND_KB`.
 
-Writes benchmarks/results/soak.json (soak_long.json with ``--long``) unless ``--no-write``.
+Writes benchmarks/results/soak.json (soak_long.json with ``--long``; both feed
+docs/performance.md) unless ``--no-write``.
 ``--long``: 16 clients x 625 requests (10,000) with mixed sizes, no time cap before 4 hours.
 """
 

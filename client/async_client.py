@@ -17,16 +17,16 @@ class AsyncRfadClient(ClientSettings):
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
-                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL):
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0):
         aioclient = import_tritonclient("tritonclient.grpc.aio")
-        super().__init__(url, timeout_s, retries, backoff_s, model)
+        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s)
         self._aio = aioclient
-        self._client = None
+        self._connections = None
 
-    def _channel(self):
-        if self._client is None:
-            self._client = self._connect(self._aio)
-        return self._client
+    def _channel(self) -> dict:
+        if self._connections is None:
+            self._connections = self._connect(self._aio)
+        return self._connections
 
     async def generate(self, product, prompt: str, caption: str = "", negative_prompt: str = "",
                        seed: int | None = None, steps: int | None = None, guidance_scale: float | None = None,
@@ -60,10 +60,11 @@ class AsyncRfadClient(ClientSettings):
         await run_async(self._ready_steps(self._channel(), timeout_s, poll_s))
 
     async def close(self) -> None:
-        """Close the gRPC channel (if one was opened)."""
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        """Close the gRPC channels (if they were opened)."""
+        if self._connections is not None:
+            for connection in self._connections.values():
+                await connection.close()
+            self._connections = None
 
     async def __aenter__(self) -> "AsyncRfadClient":
         return self

@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from rfad.client import AsyncRfadClient, RfadClient, RfadClientError
-from rfad.client.transport import DEFAULT_URL
 from rfad.client.jsonl import beside, jsonl_objects
+from rfad.client.options import url_option
 from rfad.contract import PIPELINE_INPUTS, SETTINGS_INPUTS
 
 _SETTING_SPECS = {spec.name: spec for spec in PIPELINE_INPUTS if spec.name in SETTINGS_INPUTS}
@@ -50,7 +50,7 @@ def connection_options(command):
                            help="First wait before retrying an unavailable server (doubles each retry).")(command)
     command = click.option("--retries", default=3, show_default=True, type=click.IntRange(0),
                            help="Retries while the server is UNAVAILABLE (never for rejected requests).")(command)
-    return click.option("--url", default=DEFAULT_URL, show_default=True, help="Triton gRPC endpoint host:port.")(command)
+    return url_option(command)
 
 
 @click.group()
@@ -164,15 +164,20 @@ async def _checked_batch(jobs: list[dict], client: AsyncRfadClient, out: Path, c
     """:func:`_run_batch` after a health check: an unreachable server is one error, not N failed jobs."""
     try:
         state = await client.health()
-        if not state["model_ready"]:
+        states = state.get("endpoints", {client.url: state})
+        if not any(s["model_ready"] for s in states.values()):
             raise click.ClickException(_one_line(f"{client.url} is not ready: {state['error']}"))
+        for endpoint, endpoint_state in states.items():  # the others join once a health check passes
+            if not endpoint_state["model_ready"]:
+                client.endpoints.failed(endpoint, f"not ready at the start: {endpoint_state['error']}", counted=False)
         return await _run_batch(jobs, client, out, concurrency, deadline_s, progress)
     finally:
         await client.close()
 
 
-def batch_summary(records: list[dict], seconds: float) -> dict:
-    """Counts of a finished batch: done, failed by status, attempts histogram, images and available images."""
+def batch_summary(records: list[dict], seconds: float, endpoints: dict[str, dict]) -> dict:
+    """Counts of a finished batch: done, failed by status, attempts histogram, images and available
+    images, and per endpoint the requests it answered and the UNAVAILABLE ones."""
     done = [r for r in records if r["status"] == "done"]
     failed = Counter((r["error"]["status"] or r["error"]["type"]) for r in records if r["status"] == "failed")
     attempts = Counter(r["attempts"] for r in done)
@@ -180,7 +185,7 @@ def batch_summary(records: list[dict], seconds: float) -> dict:
             "failed_by_reason": dict(failed.most_common()),
             "attempts_histogram": {str(k): attempts[k] for k in sorted(attempts)},
             "images": sum(len(r["images"]) for r in done), "available": sum(sum(r["available"]) for r in done),
-            "seconds": round(seconds, 3)}
+            "seconds": round(seconds, 3), "endpoints": endpoints}
 
 
 _BATCH_HELP = f"""Run every job of a JSONL file, CONCURRENCY at a time; exit code 1 if any job failed
@@ -212,7 +217,7 @@ def batch(url, retries, backoff_s, jobs_file, out, concurrency, deadline_s, prog
         records = asyncio.run(_checked_batch(jobs, client, out, concurrency, deadline_s, progress))
     except OSError as exc:  # the output folder cannot be written: one line, not a traceback per worker
         raise _fail(exc) from None
-    summary = batch_summary(records, time.monotonic() - started)
+    summary = batch_summary(records, time.monotonic() - started, client.endpoints.summary())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     reasons = ", ".join(f"{k}: {v}" for k, v in summary["failed_by_reason"].items())
     click.echo(f"{summary['jobs']} job(s) in {summary['seconds']:.1f} s: {summary['done']} done, "
@@ -220,16 +225,22 @@ def batch(url, retries, backoff_s, jobs_file, out, concurrency, deadline_s, prog
     histogram = ", ".join(f"{k}: {v}" for k, v in summary["attempts_histogram"].items())
     click.echo(f"attempts (attempts: jobs): {histogram or 'none'}; images {summary['images']}, "
                f"available {summary['available']}; results in {out / 'results.jsonl'}")
+    for endpoint, counts in summary["endpoints"].items():
+        if counts["unavailable"]:
+            click.echo(_one_line(f"endpoint {endpoint} failed: {counts['unavailable']} request(s) UNAVAILABLE, "
+                                 f"{counts['requests']} answered; last error: {counts['last_error']}"))
+        elif counts["last_error"]:
+            click.echo(_one_line(f"endpoint {endpoint} was not used: {counts['last_error']}"))
     if summary["failed"]:
         sys.exit(1)
 
 
 @main.command()
-@click.option("--url", default=DEFAULT_URL, show_default=True, help="Triton gRPC endpoint host:port.")
+@url_option
 @click.option("--wait", "wait_s", default=0.0, show_default=True, type=float,
               help="Wait up to this many seconds for the server to become ready.")
 def health(url, wait_s) -> None:
-    """Exit 0 if the server is ready and serves rfad_pipeline, else print why and exit 1."""
+    """Exit 0 if the server (every server of --url) is ready and serves rfad_pipeline, else print why and exit 1."""
     with RfadClient(url, retries=0) as client:
         if wait_s > 0:
             try:

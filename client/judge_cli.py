@@ -17,7 +17,8 @@ import click
 
 from rfad.client import RfadClient, RfadClientError
 from rfad.client.jsonl import beside, jsonl_objects
-from rfad.contract import CLASS_NAMES, JUDGE_MAX_IMAGES
+from rfad.client.options import url_option
+from rfad.contract import CLASS_NAMES, JUDGE_MAX_IMAGES, JUDGE_THRESHOLD
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _ITEM_FIELDS = {"image", "id", "product", "caption"}
@@ -83,14 +84,14 @@ def summary_table(records: list[dict]) -> str:
 
 
 @click.command()
-@click.option("--url", default="127.0.0.1:8001", show_default=True, help="Triton gRPC endpoint host:port.")
+@url_option
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0), help="Retries while UNAVAILABLE.")
 @click.option("--images", required=True, type=click.Path(exists=True, path_type=Path),
               help="A folder of images, or a JSONL file of {\"image\": path, \"id\"?, \"product\"?, \"caption\"?}.")
 @click.option("--product", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The product cut-out the images show (PNG/WebP with alpha).")
 @click.option("--caption", default="", help="Product title, RFNet's text input.")
-@click.option("--threshold", type=click.FloatRange(0, 1), help="p(Available) needed [server default: 0.5].")
+@click.option("--threshold", type=click.FloatRange(0, 1), help=f"p(Available) needed [server default: {JUDGE_THRESHOLD}].")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, JUDGE_MAX_IMAGES),
               help="Images per request.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="verdicts.jsonl to write.")

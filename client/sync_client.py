@@ -10,20 +10,24 @@ from rfad.contract import JUDGE_INPUTS, JUDGE_MODEL, JUDGE_OUTPUTS, PIPELINE_INP
 
 
 class RfadClient(ClientSettings):
-    """Blocking client of ``rfad_pipeline`` at ``url`` (host:port of Triton's gRPC endpoint).
+    """Blocking client of ``rfad_pipeline`` at ``url``: host:port of Triton's gRPC endpoint, or
+    several (``"a:8001,b:8001"`` or a list) that requests go to in turn.
 
     ``timeout_s`` is the default deadline of a request (None: no deadline), overridden per
     call by ``deadline_s``; retries of UNAVAILABLE count against the same deadline. ``retries``
     is how many times an UNAVAILABLE request is retried, waiting ``backoff_s``, 2x, 4x, ...
-    between tries. Safe to share between threads for ``generate``.
+    between tries (with several endpoints: after every endpoint failed it). An endpoint that
+    answered UNAVAILABLE is skipped for ``endpoint_backoff_s`` (doubling while it keeps failing)
+    and comes back once a health check passes; ``endpoints.summary()`` counts per endpoint.
+    Safe to share between threads for ``generate``.
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
-                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL):
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0):
         grpcclient = import_tritonclient("tritonclient.grpc")
-        super().__init__(url, timeout_s, retries, backoff_s, model)
+        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s)
         self._grpc = grpcclient
-        self._client = self._connect(grpcclient)
+        self._connections = self._connect(grpcclient)
 
     def generate(self, product, prompt: str, caption: str = "", negative_prompt: str = "", seed: int | None = None,
                  steps: int | None = None, guidance_scale: float | None = None,
@@ -40,7 +44,7 @@ class RfadClient(ClientSettings):
                                 guidance_scale=guidance_scale, controlnet_scale=controlnet_scale, candidates=candidates,
                                 max_attempts=max_attempts, num_images=num_images, threshold=threshold)
         return Result.from_outputs(*run_blocking(self._infer_steps(
-            self._client, self._grpc, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)))
+            self._connections, self._grpc, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)))
 
     def judge(self, images, product, caption: str = "", threshold: float | None = None,
               deadline_s: float | None = None) -> JudgeResult:
@@ -53,14 +57,15 @@ class RfadClient(ClientSettings):
         """
         tensors = build_judge_request(images, product, caption, threshold)
         return JudgeResult.from_outputs(*run_blocking(self._infer_steps(
-            self._client, self._grpc, JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s)))
+            self._connections, self._grpc, JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s)))
 
     def health(self, timeout_s: float = 5.0) -> dict:
-        """Server and model state: ``{"url", "live", "ready", "model", "model_ready", "server_version", "error"}``.
+        """Server and model state: ``{"url", "live", "ready", "model", "model_ready", "server_version", "error"}``
+        (several endpoints: ready when every one is, each state under ``"endpoints"``).
 
         Never raises for an unreachable server: ``error`` says why it is not ready.
         """
-        return run_blocking(self._health_steps(self._client, timeout_s))
+        return run_blocking(self._health_steps(self._connections, timeout_s))
 
     def is_ready(self, timeout_s: float = 5.0) -> bool:
         """True when the server is ready and serves the pipeline model."""
@@ -68,11 +73,12 @@ class RfadClient(ClientSettings):
 
     def wait_until_ready(self, timeout_s: float = 60.0, poll_s: float = 0.25) -> None:
         """Block until :meth:`is_ready`; raises :class:`UnavailableError` after ``timeout_s``."""
-        run_blocking(self._ready_steps(self._client, timeout_s, poll_s))
+        run_blocking(self._ready_steps(self._connections, timeout_s, poll_s))
 
     def close(self) -> None:
-        """Close the gRPC channel."""
-        self._client.close()
+        """Close the gRPC channels."""
+        for connection in self._connections.values():
+            connection.close()
 
     def __enter__(self) -> "RfadClient":
         return self

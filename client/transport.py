@@ -8,7 +8,9 @@ the call's result sent back (or its ``InferenceServerException`` thrown in). One
 :func:`_drive`, performs the steps for both: :func:`run_blocking` with plain calls and
 ``time.sleep``, :func:`run_async` with awaits and ``asyncio.sleep``. Only UNAVAILABLE (server down or restarting) is
 retried, with exponential backoff inside the request's deadline: a bad request or a
-server-side failure would fail the same way again.
+server-side failure would fail the same way again. With several endpoints (``url="a:8001,b:8001"``)
+requests go round-robin; one that answers UNAVAILABLE is left out for a while and the request
+goes to the next at once (:mod:`rfad.client.endpoints`); the backoff applies when none is left.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from rfad.client.endpoints import EndpointPool, parse_endpoints
 from rfad.client.errors import DeadlineExceededError, RfadClientError, UnavailableError, error_from_exception
 from rfad.client.request import infer_inputs
 from rfad.contract import PIPELINE_MODEL, TensorField
@@ -135,19 +138,49 @@ class RetryPolicy:
         return wait
 
 
-def infer_steps(client, model: str, inputs: list, outputs: tuple[TensorField, ...], policy: RetryPolicy,
-                url: str) -> Steps[tuple[dict[str, np.ndarray], float]]:
-    """One inference, retried while UNAVAILABLE; returns (output arrays by name, seconds of the last try)."""
+def infer_steps(connections: Mapping[str, Any], pool: EndpointPool, model: str, inputs: list,
+                outputs: tuple[TensorField, ...], policy: RetryPolicy, url: str,
+                health_timeout_s: float = 2.0) -> Steps[tuple[dict[str, np.ndarray], float]]:
+    """One inference over the endpoints of ``pool`` (``connections``: url -> tritonclient client);
+    returns (output arrays by name, seconds of the last try).
+
+    The next endpoint in turn takes it; one back from its back-off must pass a health check
+    first. UNAVAILABLE: that endpoint is left out and the next one tried at once; when every
+    endpoint has failed this request (or backs off), the policy's backoff is waited and the next
+    endpoint in turn tried anyway (one endpoint: plain retries). Any other error is the request's own.
+    """
     server_exception = _server_exception()
-    attempt = 0
+    attempt, tried, last = 0, [], None
     while True:
+        endpoint, check = pool.pick(exclude=tried)
+        if endpoint is None:
+            if tried:  # every usable endpoint failed this request: a retry, after the backoff
+                yield Sleep(policy.delay(last, attempt, url))
+                attempt, tried = attempt + 1, []
+            endpoint, check = pool.pick(force=True)
+        client = connections[endpoint]
+        if check:
+            state = yield from health_steps(client, endpoint, model, min(health_timeout_s, policy.remaining() or
+                                                                         health_timeout_s))
+            if not state["model_ready"]:
+                pool.failed(endpoint, f"health check: {state['error']}", counted=False)
+                tried.append(endpoint)
+                last = UnavailableError(f"{endpoint}: {state['error']}", "UNAVAILABLE")
+                continue
+            pool.restored(endpoint)
         started = time.perf_counter()
         try:
             response = yield Call(client.infer, (model, inputs), {"client_timeout": policy.remaining()})
         except server_exception as exc:
-            yield Sleep(policy.delay(error_from_exception(exc), attempt, url))
-            attempt += 1
+            error = error_from_exception(exc)
+            if not isinstance(error, UnavailableError):
+                pool.answered(endpoint)
+                raise error from None
+            pool.failed(endpoint, f"{error.status}: {error}")
+            tried.append(endpoint)
+            last = error
             continue
+        pool.answered(endpoint)
         return {spec.name: response.as_numpy(spec.name) for spec in outputs}, time.perf_counter() - started
 
 
@@ -170,11 +203,27 @@ def health_steps(client, url: str, model: str, timeout_s: float) -> Steps[dict]:
     return state
 
 
-def ready_steps(client, url: str, model: str, timeout_s: float, poll_s: float) -> Steps[None]:
-    """Poll :func:`health_steps` until the model is ready; raises :class:`UnavailableError` after ``timeout_s``."""
+def endpoints_health_steps(connections: Mapping[str, Any], model: str, timeout_s: float) -> Steps[dict]:
+    """:func:`health_steps` of every endpoint. One endpoint: its state. Several: ready only when
+    every one is, the not-ready ones named in ``error``, each state under ``endpoints``."""
+    states = {}
+    for endpoint, client in connections.items():
+        states[endpoint] = yield from health_steps(client, endpoint, model, timeout_s)
+    if len(states) == 1:
+        return next(iter(states.values()))
+    versions = sorted({s["server_version"] for s in states.values() if s["server_version"]})
+    return {"url": ",".join(states), "model": model, "endpoints": states,
+            **{key: all(s[key] for s in states.values()) for key in ("live", "ready", "model_ready")},
+            "server_version": ", ".join(versions),
+            "error": "; ".join(f"{e}: {s['error']}" for e, s in states.items() if s["error"])}
+
+
+def ready_steps(connections: Mapping[str, Any], url: str, model: str, timeout_s: float, poll_s: float) -> Steps[None]:
+    """Poll :func:`endpoints_health_steps` until the model is ready (on every endpoint); raises
+    :class:`UnavailableError` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        state = yield from health_steps(client, url, model, min(5.0, max(0.1, deadline - time.monotonic())))
+        state = yield from endpoints_health_steps(connections, model, min(5.0, max(0.1, deadline - time.monotonic())))
         if state["model_ready"]:
             return
         if time.monotonic() >= deadline:
@@ -204,28 +253,33 @@ def channel_args(backoff_s: float) -> list[tuple[str, int]]:
 
 
 class ClientSettings:
-    """What the blocking and asyncio clients share: where the server is and how to retry
+    """What the blocking and asyncio clients share: where the servers are and how to retry
     (the arguments are :class:`rfad.client.RfadClient`'s)."""
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
-                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL):
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0):
         if retries < 0 or backoff_s < 0:
             raise ValueError("retries and backoff_s must not be negative")
-        self.url, self.timeout_s, self.retries, self.backoff_s, self.model = url, timeout_s, retries, backoff_s, model
+        self.urls = parse_endpoints(url)
+        self.url = ",".join(self.urls)
+        self.timeout_s, self.retries, self.backoff_s, self.model = timeout_s, retries, backoff_s, model
+        self.endpoints = EndpointPool(self.urls, endpoint_backoff_s, max(60.0, endpoint_backoff_s))
 
-    def _infer_steps(self, client, grpc_module, model: str, tensors: Mapping[str, np.ndarray],
+    def _infer_steps(self, connections, grpc_module, model: str, tensors: Mapping[str, np.ndarray],
                      inputs: tuple[TensorField, ...], outputs: tuple[TensorField, ...],
                      deadline_s: float | None) -> Steps[tuple[dict[str, np.ndarray], float]]:
         """:func:`infer_steps` for request ``tensors`` under this client's retry policy."""
         policy = RetryPolicy(self.retries, self.backoff_s, self.timeout_s if deadline_s is None else deadline_s)
-        return infer_steps(client, model, infer_inputs(tensors, grpc_module, inputs), outputs, policy, self.url)
+        return infer_steps(connections, self.endpoints, model, infer_inputs(tensors, grpc_module, inputs), outputs,
+                           policy, self.url)
 
-    def _connect(self, grpc_module):
-        """A tritonclient (``grpc_module``: tritonclient.grpc or .aio) client of ``url``."""
-        return grpc_module.InferenceServerClient(self.url, channel_args=channel_args(self.backoff_s))
+    def _connect(self, grpc_module) -> dict:
+        """One tritonclient (``grpc_module``: tritonclient.grpc or .aio) client per endpoint, by url."""
+        return {url: grpc_module.InferenceServerClient(url, channel_args=channel_args(self.backoff_s))
+                for url in self.urls}
 
-    def _health_steps(self, client, timeout_s: float) -> Steps[dict]:
-        return health_steps(client, self.url, self.model, timeout_s)
+    def _health_steps(self, connections, timeout_s: float) -> Steps[dict]:
+        return endpoints_health_steps(connections, self.model, timeout_s)
 
-    def _ready_steps(self, client, timeout_s: float, poll_s: float) -> Steps[None]:
-        return ready_steps(client, self.url, self.model, timeout_s, poll_s)
+    def _ready_steps(self, connections, timeout_s: float, poll_s: float) -> Steps[None]:
+        return ready_steps(connections, self.url, self.model, timeout_s, poll_s)

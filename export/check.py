@@ -23,10 +23,8 @@ from polygraphy.common import TensorMetadata
 
 from rfad.components.manifest import ExportManifest
 from rfad.components.specs import ComponentSpec
+from rfad.export.tolerances import CHECK_TOLERANCES
 from rfad.models.model_set import ModelSet
-
-# Default tolerances of the elementwise check, per graph precision.
-TOLERANCES = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "fp16": {"atol": 2e-2, "rtol": 2e-2}}
 
 
 class TorchModuleRunner(BaseRunner):
@@ -97,8 +95,8 @@ def check_component(model_set: ModelSet, onnx_dir: str | Path, component: str, e
     width = width or height
     if spec.spatial and (height % multiple or width % multiple):
         raise ValueError(f"--height/--width {height}x{width}: must be multiples of {multiple} for this model")
-    tolerances = {"atol": TOLERANCES[precision]["atol"] if atol is None else atol,
-                  "rtol": TOLERANCES[precision]["rtol"] if rtol is None else rtol}
+    tolerances = {"atol": CHECK_TOLERANCES[precision]["atol"] if atol is None else atol,
+                  "rtol": CHECK_TOLERANCES[precision]["rtol"] if rtol is None else rtol}
 
     diffusion, judge = load_models(model_set)
     graphs = component_graphs(diffusion, judge)

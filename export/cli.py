@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 
+from rfad.deploy.profiles import DEFAULT_PROFILE
 from rfad.contract import MAX_COMPONENT_BATCH
+from rfad.export.tolerances import check_tolerance_help
 from rfad.models.options import model_set_options
-from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, JUDGE_MODES, PipelineParameters
+from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, JUDGE_MODES
 
 
 @click.group()
@@ -47,20 +49,30 @@ def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency
 @main.command()
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--engines", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--fp16", is_flag=True)
+@click.option("--profile", "profile_name", default="datacenter", show_default=True,
+              help="Deployment profile whose engines to build: edge (static 512 px, batch 1-2) or datacenter "
+                   "(256-768 px, batch 1-16); docs/deploying.md.")
+@click.option("--fp16/--fp32", default=None, help="Precision [default: the profile's].")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--max-batch", default=MAX_COMPONENT_BATCH, show_default=True, type=click.IntRange(min=MAX_COMPONENT_BATCH),
-              help="Largest batch of the engines' profiles (the pipeline sends up to this many).")
-def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
-    """TensorRT engines (GPU only) with profiles from the component specs."""
+@click.option("--max-batch", type=int, help="Largest batch of the engines [default: the profile's].")
+def trt(onnx_dir, engines, profile_name, fp16, timing_cache, max_batch) -> None:
+    """TensorRT engines (GPU only) of the profile's shapes, with profiles from the component specs."""
+    from rfad.export.profile_flags import profile_with_flags
     from rfad.export.trt import TensorRTUnavailable, build_engines
 
     try:
-        build_engines(onnx_dir, engines, fp16=fp16, batch=(1, 2, max_batch), timing_cache=timing_cache, echo=click.echo)
+        profile, _ = profile_with_flags(profile_name, {"--fp16": fp16, "--max-engine-batch": max_batch},
+                                        shown={"--max-engine-batch": "--max-batch"})
+        if profile.engines is None:
+            raise ValueError(f"--profile {profile.name}: names no TensorRT engines (its backends: "
+                             f"{', '.join(profile.backends)})")
+        build_engines(onnx_dir, engines, fp16=profile.precision == "fp16", batch=profile.engines.batch,
+                      image=profile.engines.image, timing_cache=timing_cache, echo=click.echo,
+                      profile_name=profile.name)
     except TensorRTUnavailable as exc:
         click.echo(f"rfad-export trt: {exc}", err=True)
         sys.exit(2)
-    except (FileNotFoundError, ValueError) as exc:  # no manifest, or one of another format
+    except (FileNotFoundError, ValueError) as exc:  # no manifest, one of another format, a bad profile or flag
         raise click.ClickException(str(exc)) from None
 
 
@@ -75,8 +87,8 @@ def trt(onnx_dir, engines, fp16, timing_cache, max_batch) -> None:
 @click.option("--height", type=click.IntRange(8, 4096), help="Image height in pixels [default: the export check's].")
 @click.option("--width", type=click.IntRange(8, 4096), help="Image width in pixels [default: --height].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random inputs.")
-@click.option("--atol", type=float, help="Absolute tolerance [default: 1e-4; 2e-2 for an fp16 export].")
-@click.option("--rtol", type=float, help="Relative tolerance [default: 1e-3; 2e-2 for an fp16 export].")
+@click.option("--atol", type=float, help=check_tolerance_help("atol"))
+@click.option("--rtol", type=float, help=check_tolerance_help("rtol"))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here.")
 def check(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, onnx_dir, engines, component, batch, height, width, seed, atol,
           rtol, json_out) -> None:
@@ -107,35 +119,41 @@ def check(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, salienc
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path), help="For --backend tensorrt.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--backend", default="python", show_default=True, type=click.Choice(["python", "onnxruntime", "tensorrt"]))
+@click.option("--profile", default=DEFAULT_PROFILE, show_default=True,
+              help="Deployment profile: cpu (what rfad-serve runs here), edge or datacenter (docs/deploying.md). "
+                   "The flags below refine it; one that contradicts it is an error.")
+@click.option("--backend", type=click.Choice(["python", "onnxruntime", "tensorrt"]),
+              help="Backend of the component models [default: the profile's].")
 @click.option("--unet", "unet_mode", default="merged", show_default=True, type=click.Choice(["merged", "separate"]))
-@click.option("--canvas-size", default=PipelineParameters.canvas_size, show_default=True, type=int,
-              help="Canvas side in pixels of rfad_pipeline (a multiple of 8).")
-@click.option("--max-attempts-cap", default=PipelineParameters.max_attempts_cap, show_default=True, type=int,
-              help="The largest max_attempts a request may ask for.")
-@click.option("--max-batch", default=MAX_COMPONENT_BATCH, show_default=True, type=int,
-              help="max_batch_size of the component models (at least the pipeline's largest batch).")
+@click.option("--canvas-size", type=int, help="Canvas side in pixels of rfad_pipeline, a multiple of 8 [default: the profile's].")
+@click.option("--max-attempts-cap", type=int, help="The largest max_attempts a request may ask for [default: the profile's].")
+@click.option("--max-batch", type=int,
+              help="max_batch_size of the component models, at least the pipeline's largest batch [default: the profile's].")
 @click.option("--pipeline-judge", default=None, type=click.Choice(JUDGE_MODES),
               help=f"How rfad_pipeline judges: one call to rfad_judge, BLS calls to depth/saliency/rfnet, or not "
                    f"at all [default: {DEFAULT_JUDGE} where the judge components were exported, none otherwise].")
-@click.option("--pipeline-instances", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="rfad_pipeline instances: requests whose loops run at the same time.")
-@click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,
-              help="Triton's dynamic batcher on the component models.")
-def triton_repo(onnx_dir, engines, out, backend, unet_mode, canvas_size, max_attempts_cap, max_batch, pipeline_judge,
-                pipeline_instances, dynamic_batching) -> None:
-    """A Triton model repository: component models, rfad_pipeline (BLS) and the rfad_judge ensemble."""
+@click.option("--pipeline-instances", type=click.IntRange(1, 64),
+              help="rfad_pipeline instances: requests whose loops run at the same time [default: the profile's].")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=None,
+              help="Triton's dynamic batcher on the component models [default: the profile's].")
+def triton_repo(onnx_dir, engines, out, profile, backend, unet_mode, canvas_size, max_attempts_cap, max_batch,
+                pipeline_judge, pipeline_instances, dynamic_batching) -> None:
+    """A Triton model repository of a deployment profile: component models, rfad_pipeline (BLS), rfad_judge."""
     from rfad.export.triton_repo import write_triton_repo
 
     try:
-        write_triton_repo(onnx_dir, out, backend=backend, engines=engines, unet_mode=unet_mode,
+        write_triton_repo(onnx_dir, out, profile=profile, backend=backend, engines=engines, unet_mode=unet_mode,
                           max_batch_size=max_batch, canvas_size=canvas_size, max_attempts_cap=max_attempts_cap,
                           pipeline_judge=pipeline_judge, pipeline_instances=pipeline_instances,
                           dynamic_batching=dynamic_batching)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Triton repository written to {out} (see {out / 'README.md'})")
+    click.echo(f"Triton repository of profile {profile} written to {out} (see {out / 'README.md'})")
 
+
+from rfad.export.k8s_cli import k8s  # noqa: E402  (its own module: the Kubernetes writer)
+
+main.add_command(k8s)
 
 if __name__ == "__main__":
     main()

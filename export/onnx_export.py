@@ -25,6 +25,7 @@ import torch
 from rfad.components.manifest import ExportManifest
 from rfad.components.registry import COMPONENTS, component_specs
 from rfad.components.specs import ComponentSpec, ModelFacts
+from rfad.export.tolerances import PARITY_TOLERANCE
 from rfad.models.model_set import ModelSet
 
 PROTOBUF_LIMIT = 2 * 1024**3
@@ -195,12 +196,6 @@ def export_component(graph, spec: ComponentSpec, path: Path, facts: ModelFacts, 
             leftover.unlink()
     return {"file": f"{spec.name}/model.onnx", "external_data": external,
             "bytes": sum(p.stat().st_size for p in path.parent.iterdir())}
-
-
-# Max abs difference allowed per output, relative to max(1, max |PyTorch output|). fp32: the
-# tiny zoo's graphs differ by at most 6e-6. fp16: float16 carries about 3 significant digits and
-# the UNet/VAE stack many layers; the tiny zoo's fp16 graphs differ by at most 4.3e-3.
-PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
 
 def check_parity(graph, spec: ComponentSpec, path: Path, facts: ModelFacts, vocab: int,

@@ -54,6 +54,7 @@ class ModelConfig:
     max_batch_size: int = 0
     dynamic_batching: bool = False
     max_queue_delay_us: int = 2000
+    preferred_batch_sizes: tuple[int, ...] = ()  # dynamic batching: dispatch as soon as one is reached
     instance_kind: str = "KIND_CPU"
     instance_count: int = 1
     parameters: dict = field(default_factory=dict)
@@ -95,7 +96,9 @@ def render_config(config: ModelConfig) -> str:
     lines.append("input [\n" + ",\n".join(_tensor(t) for t in config.inputs) + "\n]")
     lines.append("output [\n" + ",\n".join(_tensor(t) for t in config.outputs) + "\n]")
     if config.dynamic_batching:
-        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}")
+        preferred = (f"  preferred_batch_size: [ {', '.join(map(str, config.preferred_batch_sizes))} ]\n"
+                     if config.preferred_batch_sizes else "")
+        lines.append(f"dynamic_batching {{\n{preferred}  max_queue_delay_microseconds: {config.max_queue_delay_us}\n}}")
     if config.backend == "ensemble":  # the ensemble scheduler has no instances of its own
         lines.append("ensemble_scheduling {\n  step [\n" + ",\n".join(_step(s) for s in config.steps) + "\n  ]\n}")
     else:

@@ -35,9 +35,17 @@ def engine_profiles(spec: ComponentSpec, batch: tuple[int, int, int],
     return [(name, *shapes) for name, shapes in spec.profile(batch, image).items()]
 
 
+def deployment_record(profile_name: str | None, fp16: bool, batch, image) -> dict:
+    """What ``engines.json`` says the engines were built for (read by ``rfad-export triton-repo``)."""
+    return {"name": profile_name, "precision": "fp16" if fp16 else "fp32", "batch": list(batch), "image": list(image)}
+
+
 def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False, batch=(1, 2, MAX_COMPONENT_BATCH),
-                  image=(256, 512, 768), timing_cache: str | Path | None = None, echo=print) -> dict:
-    """One ``<component>.plan`` per graph in ``onnx_dir`` plus ``engines.json`` (shapes, precision, versions)."""
+                  image=(256, 512, 768), timing_cache: str | Path | None = None, echo=print,
+                  profile_name: str | None = None) -> dict:
+    """One ``<component>.plan`` per graph in ``onnx_dir`` plus ``engines.json`` (shapes, precision,
+    versions, and the deployment profile they were built for: ``rfad-export triton-repo``
+    checks it against the repository's)."""
     check_tensorrt()
     import tensorrt
     import torch
@@ -46,7 +54,9 @@ def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False,
     onnx_dir, engines = Path(onnx_dir), Path(engines)
     manifest = ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}")
     engines.mkdir(parents=True, exist_ok=True)
-    record = {"tensorrt": tensorrt.__version__, "gpu": torch.cuda.get_device_name(0), "fp16": fp16, "engines": {}}
+    record = {"tensorrt": tensorrt.__version__, "gpu": torch.cuda.get_device_name(0), "fp16": fp16,
+              "deployment_profile": deployment_record(profile_name, fp16, batch, image),
+              "engines": {}}
     for name, spec in manifest.specs.items():
         profile = Profile()
         shapes = engine_profiles(spec, batch, image)

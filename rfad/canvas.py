@@ -26,6 +26,9 @@ from rfad.contract import DEFAULTS
 # Formats a product cut-out plausibly arrives in. PIL knows dozens more, several rarely used and
 # historically fragile; untrusted bytes never reach those decoders.
 DECODED_FORMATS = ("PNG", "WEBP", "TIFF", "GIF", "BMP", "JPEG")
+MIN_CANVAS_SIDE = 64  # smallest canvas side in pixels
+# The VAE downsamples by 8; other canvas sides would be cropped or padded silently downstream.
+CANVAS_MULTIPLE = 8
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
@@ -59,10 +62,9 @@ class CanvasSpec:
     def __post_init__(self) -> None:
         for name in ("width", "height"):
             value = getattr(self, name)
-            _check_int(name, value, 64)
-            # The VAE downsamples by 8; other sizes would be cropped or padded silently downstream.
-            if value % 8:
-                raise ValueError(f"{name}: must be a multiple of 8, got {value}")
+            _check_int(name, value, MIN_CANVAS_SIDE)
+            if value % CANVAS_MULTIPLE:
+                raise ValueError(f"{name}: must be a multiple of {CANVAS_MULTIPLE}, got {value}")
         if isinstance(self.product_scale, bool) or not isinstance(self.product_scale, (int, float)):
             raise ValueError(f"product_scale: expected a number, got {type(self.product_scale).__name__}")
         if not 0 < self.product_scale <= 1:

@@ -144,13 +144,14 @@ PIPELINE_INPUTS = (
     TensorField("negative_prompt", "BYTES", (1,), optional=True, doc="negative prompt (default empty)"),
     TensorField("caption", "BYTES", (1,), optional=True, doc="product title for RFNet (default empty)"),
     TensorField("seed", "INT64", (1,), optional=True, doc=f"seed of the first candidate (default {DEFAULTS.seed})"),
-    TensorField("steps", "INT32", (1,), optional=True, doc=f"DDIM steps (default {DEFAULTS.steps})"),
+    TensorField("steps", "INT32", (1,), optional=True, doc=f"DDIM steps (default {DEFAULTS.steps}, or the repository's deployment profile's)"),
     TensorField("guidance_scale", "FP32", (1,), optional=True,
                 doc=f"classifier-free guidance (default {DEFAULTS.guidance_scale})"),
     TensorField("controlnet_scale", "FP32", (1,), optional=True,
                 doc=f"ControlNet scale (default {DEFAULTS.controlnet_scale})"),
     TensorField("candidates", "INT32", (1,), optional=True,
-                doc=f"candidates per attempt, one batch (default {DEFAULTS.candidates})"),
+                doc=f"candidates per attempt, one batch (default {DEFAULTS.candidates}; at most the deployment "
+                    "profile's cap)"),
     TensorField("max_attempts", "INT32", (1,), optional=True,
                 doc=f"attempts before giving up (default {DEFAULTS.max_attempts}; at most the server's cap, "
                     f"{DEFAULT_LIMITS.max_attempts[1]} unless its repository sets another)"),

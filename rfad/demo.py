@@ -77,4 +77,5 @@ def run_demo(out: Path, models: Path | None = None, size: int = 256, steps: int 
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items())]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     echo(f"report: {out / 'report.md'}, images: {out / 'images'}")
+    echo(f"next: `rfad-serve --repo {out / 'repo'}` serves this repository; the README's tour runs each stage by hand")
     return report

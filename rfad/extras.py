@@ -20,7 +20,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "client": ("tritonclient", "grpc", "numpy", "PIL", "click", "tqdm"),
     "generate": ("torch", "diffusers", "transformers", "tokenizers", "safetensors", "peft", "cv2"),
     "train": ("accelerate", "tensorboard", "pyarrow"),
-    "export": ("onnx", "onnxruntime", "onnxscript", "polygraphy", "onnx_graphsurgeon", "onnxconverter_common"),
+    "export": ("onnx", "onnxruntime", "onnxscript", "polygraphy", "onnx_graphsurgeon", "onnxconverter_common", "yaml"),
     "serve": ("onnxruntime", "pytriton"),
 }
 

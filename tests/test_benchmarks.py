@@ -57,3 +57,12 @@ def test_expected_attempts_is_the_geometric_mean_cut_at_the_cap(q, k):
     rng = np.random.default_rng(0)
     draws = np.minimum(rng.geometric(p, 200_000), availability.MAX_ATTEMPTS)
     assert availability.expected_attempts(q, k) == pytest.approx(draws.mean(), rel=0.01)
+
+
+def test_the_performance_page_is_what_report_renders_from_the_results():
+    """docs/performance.md is generated whole; a changed result or renderer fails until it is re-rendered."""
+    report = _script("report")
+    assert (ROOT / "docs" / "performance.md").read_text(encoding="utf-8") == report.page(), \
+        "docs/performance.md is stale: run python benchmarks/report.py"
+    for name in ("pipeline", "throughput", "availability"):  # the page's plots exist where it links them
+        assert f"](../benchmarks/results/{name}.png)" in report.page() and (ROOT / "benchmarks" / "results" / f"{name}.png").is_file()

@@ -42,8 +42,9 @@ COMMANDS = {
     "rfad demo": (_command(rfad_cli, "demo"), {"models"}, {"threshold": SETTINGS.threshold}),
     "rfad-export onnx": (_command(export_cli, "onnx"), set(MODEL_SET_FLAGS), {}),
     "rfad-export check": (_command(export_cli, "check"), set(MODEL_SET_FLAGS), {}),
-    "rfad-export triton-repo": (_command(export_cli, "triton-repo"), set(), {
-        "canvas_size": CANVAS.width, "max_attempts_cap": DEFAULT_LIMITS.max_attempts[1]}),
+    # triton-repo's flags default to its --profile's values (the cpu profile's are these defaults:
+    # tests/test_profiles.py); its help says so.
+    "rfad-export triton-repo": (_command(export_cli, "triton-repo"), set(), {"profile": "cpu"}),
     "rfad-train rfft": (_command(train_cli, "rfft"), set(MODEL_SET_FLAGS), {
         "ddim_steps": SETTINGS.steps, "guidance": SETTINGS.guidance_scale,
         "controlnet_scale": SETTINGS.controlnet_scale, "size": CANVAS.width, "product_scale": CANVAS.product_scale,

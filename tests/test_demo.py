@@ -16,6 +16,7 @@ def test_demo_writes_images_and_a_report(tmp_path):
                                            "--max-attempts", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output
+    assert f"rfad-serve --repo {out / 'repo'}" in result.output  # where the README's tour picks up
     report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] and len(report["requests"]) == 3
     for request in report["requests"]:

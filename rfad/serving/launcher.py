@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import json
 import os
 import re
 import signal
@@ -185,7 +186,18 @@ class TritonServer:
                 "--metrics-address", self.host, "--metrics-port", str(self.metrics_port),
                 "--allow-metrics", "true", "--allow-gpu-metrics", "false",
                 "--log-verbose", "0",
-                *self.extra_args]
+                *self.repository_args(), *self.extra_args]
+
+    def repository_args(self) -> list[str]:
+        """The python backend's flags the repository was written for (its ``deployment.json``:
+        the deployment profile's shared memory), unless ``extra_args`` set python backend flags."""
+        record = self.repo / "deployment.json"
+        if not record.is_file() or any(arg.startswith("--backend-config=python,") for arg in self.extra_args):
+            return []
+        try:
+            return [str(arg) for arg in json.loads(record.read_text()).get("server_args", [])]
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ServerStartError(f"{record}: unreadable ({exc}); rewrite the repository with rfad-export triton-repo") from None
 
     def start(self, cancel: threading.Event | None = None) -> "TritonServer":
         """Launch the server and wait until it is ready; returns ``self``.

@@ -24,7 +24,7 @@ from rfad.contract import DEFAULT_LIMITS, DEFAULTS, JUDGE_MODEL, Limits
 #   none       - no judge: num_images candidates are generated once and returned unjudged.
 JUDGE_MODES = ("ensemble", "components", "none")
 # The default where the repository has the judge: one call to rfad_judge per attempt, which is
-# not slower (benchmarks/pipeline_bench.py measures both routes; README, Performance).
+# not slower (benchmarks/pipeline_bench.py measures both routes; docs/performance.md).
 DEFAULT_JUDGE = "ensemble"
 JUDGE_COMPONENTS = components_in("judge")  # the models judge=components calls
 CAPTION_TOKENIZER = "caption_tokenizer"  # folder in the pipeline model's assets (RFNet's tokenizer)
@@ -47,22 +47,28 @@ class PipelineParameterError(ValueError):
 
 @dataclass(frozen=True)
 class PipelineParameters:
-    """What one ``rfad_pipeline`` model serves: the attempts cap, the canvas side, the judge route.
+    """What one ``rfad_pipeline`` model serves: the attempts cap, the canvas side, the judge route,
+    and what a deployment profile sets (:mod:`rfad.deploy.profiles`).
 
     ``max_attempts_cap``: the largest ``max_attempts`` a request may ask for; at least the
     default ``max_attempts`` (a request that sends none would otherwise be refused).
     ``canvas_size``: the canvas side in pixels (a valid :class:`rfad.canvas.CanvasSpec` side).
     ``judge``: one of :data:`JUDGE_MODES`.
+    ``default_steps``: the DDIM steps of a request that sends none (within the contract's limits).
+    ``candidates_cap``: the largest ``candidates`` a request may ask for (the component models
+    were sized for twice that batch); at least the default ``candidates``.
     """
 
     max_attempts_cap: int = DEFAULT_LIMITS.max_attempts[1]
     canvas_size: int = DEFAULTS.canvas_size
     judge: str = DEFAULT_JUDGE
+    default_steps: int = DEFAULTS.steps
+    candidates_cap: int = DEFAULT_LIMITS.candidates[1]
 
     def __post_init__(self) -> None:
         from rfad.canvas import CanvasSpec
 
-        for name in ("max_attempts_cap", "canvas_size"):
+        for name in ("max_attempts_cap", "canvas_size", "default_steps", "candidates_cap"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise PipelineParameterError(name, f"expected an integer, got {value!r}")
@@ -78,6 +84,10 @@ class PipelineParameters:
             # CanvasSpec names its own field (width); the rule is what matters here.
             rule = str(exc).split(": ", 1)[-1]
             raise PipelineParameterError("canvas_size", f"{self.canvas_size} is not a canvas side: {rule}") from None
+        for name, low, high in (("default_steps", *DEFAULT_LIMITS.steps),
+                                ("candidates_cap", DEFAULTS.candidates, DEFAULT_LIMITS.candidates[1])):
+            if not low <= getattr(self, name) <= high:
+                raise PipelineParameterError(name, f"{getattr(self, name)} is outside [{low}, {high}]")
         if self.judge not in JUDGE_MODES:
             raise PipelineParameterError("judge", f"{self.judge!r} is not one of {', '.join(JUDGE_MODES)}")
 
@@ -108,8 +118,10 @@ class PipelineParameters:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
     def limits(self) -> Limits:
-        """The request limits this model enforces: the contract's, with ``max_attempts`` capped."""
-        return replace(DEFAULT_LIMITS, max_attempts=(DEFAULT_LIMITS.max_attempts[0], self.max_attempts_cap))
+        """The request limits this model enforces: the contract's, with ``max_attempts`` and
+        ``candidates`` capped."""
+        return replace(DEFAULT_LIMITS, max_attempts=(DEFAULT_LIMITS.max_attempts[0], self.max_attempts_cap),
+                       candidates=(DEFAULT_LIMITS.candidates[0], self.candidates_cap))
 
     def check_judge(self, repository: str | Path, assets: str | Path) -> None:
         """Raise :class:`PipelineParameterError` if ``judge`` cannot work in ``repository`` (the

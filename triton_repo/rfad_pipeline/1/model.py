@@ -40,6 +40,7 @@ class TritonPythonModel:
         parameters = PipelineParameters.from_config(values)
         parameters.check_judge(model_dir.parent, assets)
         self.limits = parameters.limits()
+        self.default_steps = parameters.default_steps
         self.canvas_spec = CanvasSpec(width=parameters.canvas_size, height=parameters.canvas_size)
         self.runner = TritonRunner(assets, pb_utils)
         # Judge modes: rfad.serving.pipeline_parameters.JUDGE_MODES.
@@ -57,7 +58,8 @@ class TritonPythonModel:
     def _handle(self, request):
         try:
             parsed = parse_pipeline_request(self._inputs(request), self.limits)
-            settings = GenerationSettings(**parsed.settings, limits=self.limits)
+            # A request without steps gets the repository's default (its deployment profile's).
+            settings = GenerationSettings(**{"steps": self.default_steps, **parsed.settings}, limits=self.limits)
             canvas = prepare_canvas(parsed.product_image, self.canvas_spec)
         except (InvalidRequest, CanvasError) as exc:
             self.metrics.request("invalid")

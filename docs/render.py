@@ -1,0 +1,394 @@
+"""Render the generated blocks of README.md and docs/*.md from the code, or check that they are current.
+
+    python docs/render.py           # rewrite every block
+    python docs/render.py --check   # exit 1 naming each stale block (tests/test_docs.py runs the same check)
+
+A page marks where a fact of the code goes; everything between the markers is replaced whole:
+
+    <!-- generated:pipeline-inputs -->
+    ...
+    <!-- /generated:pipeline-inputs -->
+
+``<!-- generated:flags rfad-export triton-repo -->`` renders that command's options as its
+``--help`` lists them. The prose around the blocks is written by hand and states no number
+that comes from the code; measured numbers live on docs/performance.md, which
+benchmarks/report.py writes whole. docs/miniworld.md has its own renderer
+(benchmarks/miniworld/report.py) and markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"<!-- generated:(?P<key>[^>]*?) -->\n(?P<body>.*?)<!-- /generated:(?P<end>[\w-]+) -->", re.S)
+
+
+def pages() -> list[Path]:
+    """The pages whose blocks this script owns: the README and every page under docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+def programs() -> dict[str, str]:
+    """Console script -> ``module:click object`` (pyproject.toml's [project.scripts])."""
+    from rfad.console_scripts import SCRIPTS
+
+    return {"rfad": "rfad.cli:main", **{name: target for name, (_, target) in SCRIPTS.items()}}
+
+
+def load_program(name: str) -> click.Command:
+    module, attribute = programs()[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def command(path: str) -> click.Command:
+    """The click command of ``path``, e.g. ``"rfad-export triton-repo"``."""
+    program, *subcommands = path.split()
+    found = load_program(program)
+    for name in subcommands:
+        if not isinstance(found, click.Group) or name not in found.commands:
+            raise KeyError(f"{path}: no command {name!r}")
+        found = found.commands[name]
+    return found
+
+
+def help_records(path: str) -> list[tuple[str, str]]:
+    """(flags, help) of every option ``--help`` lists for ``path``, in its order, without --help itself."""
+    cmd = command(path)
+    context = click.Context(cmd, info_name=path)
+    records = [param.get_help_record(context) for param in cmd.get_params(context)
+               if isinstance(param, click.Option) and "--help" not in param.opts]
+    return [record for record in records if record is not None]
+
+
+# --- formatting -----------------------------------------------------------------------------
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell on one line: pipes escaped, ``<`` kept visible (not an HTML tag)."""
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    from rfad.contract import MAX_SEED
+
+    if value == MAX_SEED:
+        return "2^63−1"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _range(bounds: tuple) -> str:
+    return f"{_number(bounds[0])}–{_number(bounds[1])}"
+
+
+def _pixels(count: int) -> str:
+    side = math.isqrt(count)
+    return f"{side}×{side} px" if side * side == count else f"{count} pixels"
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2**20:g} MiB"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "`[" + ", ".join("N" if dim == -1 else str(dim) for dim in shape) + "]`"
+
+
+def _code_list(names) -> str:
+    return ", ".join(f"`{name}`" for name in names)
+
+
+# --- the blocks -----------------------------------------------------------------------------
+
+def flags(path: str) -> str:
+    rows = [(f"`{_cell(flag)}`", _cell(text)) for flag, text in help_records(path)]
+    return _table(("option", f"what it does (`{path} --help`)"), rows)
+
+
+def _image_limits() -> str:
+    from rfad.canvas import CanvasSpec
+    from rfad.contract import MAX_IMAGE_BYTES
+
+    return (f"≤ {_mib(MAX_IMAGE_BYTES)} encoded, ≤ {_pixels(CanvasSpec.max_pixels)}, "
+            f"sides ≥ {CanvasSpec.min_side} px")
+
+
+def _input_limits(name: str) -> str:
+    from rfad.contract import DEFAULT_LIMITS as LIMITS, JUDGE_MAX_IMAGES
+
+    special = {
+        "product_image": _image_limits(),
+        "generated_image": f"1–{JUDGE_MAX_IMAGES} images of one size, each {_image_limits()}",
+        "prompt": f"1–{LIMITS.prompt_chars} characters",
+        "negative_prompt": f"≤ {LIMITS.prompt_chars} characters",
+        "caption": f"≤ {LIMITS.prompt_chars} characters",
+        "seed": f"{_range(LIMITS.seed)}, with room for the request's candidate seeds (below)",
+        "max_attempts": f"{_range(LIMITS.max_attempts)}, and at most the server's cap",
+    }
+    if name in special:
+        return special[name]
+    return _range(getattr(LIMITS, name))
+
+
+def _inputs_table(inputs) -> str:
+    rows = [(f"`{f.name}`", f.datatype, _shape(f.shape), "no" if f.optional else "yes", _cell(_input_limits(f.name)),
+             _cell(f.doc)) for f in inputs]
+    return _table(("input", "type", "shape", "required", "limits", "what it is"), rows)
+
+
+def _outputs_table(outputs) -> str:
+    rows = [(f"`{f.name}`", f.datatype, _shape(f.shape), _cell(f.doc)) for f in outputs]
+    return _table(("output", "type", "shape", "what it is"), rows)
+
+
+def pipeline_inputs() -> str:
+    from rfad.contract import DEFAULT_LIMITS, PIPELINE_INPUTS
+
+    highest = _number(DEFAULT_LIMITS.seed[1])
+    return (_inputs_table(PIPELINE_INPUTS) + "\n\n"
+            f"Seeds: candidate *i* (counting across attempts) uses `seed` + *i*, so `seed` + N − 1 must stay ≤ "
+            f"{highest} with N = `candidates` × max(`max_attempts`, ⌈`num_images` / `candidates`⌉) (absent fields "
+            "at their defaults); a larger seed is INVALID_ARGUMENT naming the largest seed the request allows. "
+            "`rfad generate` and the client apply the same rule (`rfad.contract.check_seed_room`).")
+
+
+def pipeline_outputs() -> str:
+    from rfad.contract import PIPELINE_OUTPUTS
+
+    return _outputs_table(PIPELINE_OUTPUTS)
+
+
+def judge_inputs() -> str:
+    from rfad.contract import JUDGE_INPUTS
+
+    return _inputs_table(JUDGE_INPUTS)
+
+
+def judge_outputs() -> str:
+    from rfad.contract import JUDGE_OUTPUTS
+
+    return _outputs_table(JUDGE_OUTPUTS)
+
+
+def classes() -> str:
+    from rfad.contract import CLASS_NAMES
+
+    return _table(("column", "class"), [(i, name) for i, name in enumerate(CLASS_NAMES)])
+
+
+def settings_limits() -> str:
+    from rfad.contract import DEFAULT_LIMITS, DEFAULTS, SETTINGS_INPUTS
+
+    rows = [(f"`{name}`", _number(getattr(DEFAULTS, name)), _range(getattr(DEFAULT_LIMITS, name)))
+            for name in SETTINGS_INPUTS]
+    return _table(("setting", "default", "allowed"), rows)
+
+
+def request_limits() -> str:
+    from rfad.canvas import DECODED_FORMATS, CanvasSpec
+    from rfad.contract import DEFAULT_LIMITS as LIMITS, JUDGE_MAX_IMAGES, MAX_IMAGE_BYTES
+    from rfad.serving.pipeline_parameters import PipelineParameters
+
+    return "\n".join([
+        f"- Images: ≤ {_mib(MAX_IMAGE_BYTES)} encoded (larger requests are refused unread) and ≤ "
+        f"{_pixels(CanvasSpec.max_pixels)} (from the header, before decoding), each side ≥ {CanvasSpec.min_side} px; "
+        f"only the {', '.join(DECODED_FORMATS)} decoders are reachable.",
+        f"- Texts: ≤ {LIMITS.prompt_chars} characters of valid UTF-8; the prompt must not be empty.",
+        f"- Work per request: ≤ {LIMITS.candidates[1]} candidates per attempt, ≤ {LIMITS.num_images[1]} images, "
+        f"`max_attempts` ≤ the server's cap (`rfad-export triton-repo --max-attempts-cap`, default "
+        f"{PipelineParameters.max_attempts_cap}), "
+        f"≤ {LIMITS.steps[1]} steps; ≤ {JUDGE_MAX_IMAGES} images per `rfad_judge` request.",
+    ])
+
+
+def pipeline_parameters() -> str:
+    from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, INT32_MAX, JUDGE_MODES, PipelineParameters
+    from rfad.contract import DEFAULTS
+    from rfad.canvas import CANVAS_MULTIPLE, MIN_CANVAS_SIDE
+
+    from rfad.contract import DEFAULT_LIMITS
+
+    accepted = {"max_attempts_cap": f"{DEFAULTS.max_attempts} (the default `max_attempts`) – {INT32_MAX} (INT32)",
+                "canvas_size": f"a multiple of {CANVAS_MULTIPLE}, ≥ {MIN_CANVAS_SIDE}",
+                "judge": " \\| ".join(f"`{mode}`" for mode in JUDGE_MODES),
+                "default_steps": _range(DEFAULT_LIMITS.steps),
+                "candidates_cap": f"{DEFAULTS.candidates} (the default `candidates`) – {DEFAULT_LIMITS.candidates[1]}"}
+    # default_steps and candidates_cap come from the deployment profile (--profile), not a flag of their own.
+    option = {"judge": "--pipeline-judge", "default_steps": "--profile", "candidates_cap": "--profile"}
+    default = {"judge": f"`{DEFAULT_JUDGE}` where the judge components were exported, else `none`"}
+    rows = [(f"`{f.name}`", default.get(f.name, getattr(PipelineParameters, f.name)), accepted[f.name],
+             f"`{option.get(f.name, '--' + f.name.replace('_', '-'))}`") for f in fields(PipelineParameters)]
+    return _table(("parameter", "default", "accepted", "`rfad-export triton-repo` option"), rows)
+
+
+def canvas() -> str:
+    from rfad.canvas import CANVAS_MULTIPLE, MIN_CANVAS_SIDE, CanvasSpec
+
+    spec = CanvasSpec()
+    return "\n".join([
+        f"- canvas {spec.width}×{spec.height} px by default (a side is a multiple of {CANVAS_MULTIPLE}, ≥ "
+        f"{MIN_CANVAS_SIDE});",
+        f"- the product, cropped to its alpha bounding box, fits {spec.product_scale:g} of each side, centred; "
+        + ("enlarged when smaller;" if spec.upscale else "shrunk when larger, never enlarged by default;"),
+        f"- generate-mask: 255 − alpha, dilated with a {spec.mask_dilation}×{spec.mask_dilation} kernel;",
+        f"- control image: Canny ({spec.canny_low}/{spec.canny_high}) of the product on black;",
+        f"- init image: the product over RGB {spec.background};",
+        f"- a product image must be ≥ {spec.min_side} px per side (its alpha bounding box too) and ≤ "
+        f"{_pixels(spec.max_pixels)}.",
+    ])
+
+
+def components() -> str:
+    from rfad.components.registry import COMPONENTS
+
+    rows = [(f"`{c.name}`", c.group, _cell(c.description), "batch, height, width" if c.spatial else "batch")
+            for c in COMPONENTS.values()]
+    return _table(("component", "group", "what it computes", "dynamic axes"), rows)
+
+
+def export_numbers() -> str:
+    from rfad.contract import DEFAULT_LIMITS, MAX_COMPONENT_BATCH
+    from rfad.deploy.profiles import PROFILES
+    from rfad.export.onnx_export import PROTOBUF_LIMIT
+    from rfad.export.tolerances import CHECK_TOLERANCES, PARITY_TOLERANCE
+
+    engines = "; ".join(f"`{p.name}` batch {'/'.join(map(str, p.engines.batch))}, "
+                        + (f"static {p.engines.image[0]}x{p.engines.image[0]} px" if p.engines.static_image
+                           else f"square images {'/'.join(map(str, p.engines.image))} px")
+                        for p in PROFILES.values() if p.engines is not None)
+    return "\n".join([
+        f"- Largest batch a component sees: {MAX_COMPONENT_BATCH} ({DEFAULT_LIMITS.candidates[1]} candidates, twice "
+        "under classifier-free guidance; a deployment profile with a lower candidates cap sends less); component "
+        "models take the profile's `max_batch_size`, and a `rfad-export triton-repo --max-batch` below what the "
+        "pipeline sends is refused.",
+        f"- Parity at export: max abs difference per output ≤ tolerance × max(1, max |PyTorch output|), tolerance "
+        + ", ".join(f"{value:g} for {precision}" for precision, value in PARITY_TOLERANCE.items()) + ".",
+        "- `rfad-export check` passes where |a − b| ≤ atol + rtol × |PyTorch| elementwise, by default "
+        + "; ".join(f"{precision}: atol {t['atol']:g}, rtol {t['rtol']:g}" for precision, t in CHECK_TOLERANCES.items())
+        + ".",
+        f"- TensorRT optimisation profiles (min/opt/max) come from the deployment profile: {engines} (for the "
+        "components with dynamic image axes; the others take the batch range).",
+        f"- Weights go to ONNX external data above {PROTOBUF_LIMIT / 2**30:g} GiB (protobuf's limit).",
+    ])
+
+
+def rfnet_config() -> str:
+    from transformers import ResNetConfig, RobertaConfig
+
+    from rfad.models.rfnet import MODALITIES, FeatureFilter, RFNetConfig
+
+    c = RFNetConfig()
+    kernel = FeatureFilter(c.heads, c.heads, 2, 0.0).conv_out.kernel_size[0]  # a narrow one: only the kernel is read
+    return "\n".join([
+        f"- inputs: {', '.join(MODALITIES)} and the caption; images in [0, 1] at any size, resized to "
+        f"{c.image_size} px and normalised inside;",
+        f"- image encoder: ResNet-50 (transformers `ResNetModel`, {ResNetConfig().hidden_sizes[-1]} channels on a "
+        f"{c.grid}×{c.grid} map at {c.image_size} px) → a pointwise conv to width {c.width}, plus a learned modality "
+        "embedding; " + ("one backbone shared by the four images" if c.shared_backbone else "one backbone per image")
+        + " (`shared_backbone` in the config);",
+        f"- caption encoder: RoBERTa (hidden size {RobertaConfig().hidden_size}, up to {c.max_caption_tokens} tokens) → "
+        f"linear to width {c.width};",
+        f"- Feature Filter Module: {c.filter_layers} layer(s), {c.heads}-head cross-attention, {kernel}×{kernel} "
+        f"convolutions on the {c.grid}×{c.grid} token grid;",
+        f"- fusion: a cls token and the image tokens through {c.fusion_layers} transformer layers, width {c.width}, "
+        f"{c.heads} heads, dropout {c.dropout:g};",
+        f"- head: linear on the cls token → {c.num_classes} classes, cross-entropy.",
+    ])
+
+
+def rf1m_labels() -> str:
+    from rfad.trainer.data.rf1m import RF1M_LABELS
+
+    return _table(("index", "label in RF1M's release"), list(enumerate(RF1M_LABELS)))
+
+
+def model_set_roles() -> str:
+    from rfad.models.model_set import ROLES, ModelSet
+    from rfad.models.options import MODEL_SET_FLAGS
+
+    rows = [(f"`{role}`", _cell(text), f"`--{role.replace('_', '-')}`" if role in MODEL_SET_FLAGS else "")
+            for role, text in ROLES.items()]
+    rows.append(("`lora_scale`", f"LoRA scale (default {ModelSet.lora_scale:g})", "`--lora-scale`"))
+    return _table(("key", "model", "flag (as in `rfad generate`)"), rows)
+
+
+BLOCKS: dict[str, Callable[..., str]] = {
+    "flags": flags, "pipeline-inputs": pipeline_inputs, "pipeline-outputs": pipeline_outputs,
+    "judge-inputs": judge_inputs, "judge-outputs": judge_outputs, "classes": classes,
+    "settings-limits": settings_limits, "request-limits": request_limits, "pipeline-parameters": pipeline_parameters,
+    "canvas": canvas, "components": components, "export-numbers": export_numbers, "rfnet-config": rfnet_config,
+    "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles,
+}
+
+
+def render_block(key: str) -> str:
+    kind, _, argument = key.partition(" ")
+    if kind not in BLOCKS:
+        raise ValueError(f"<!-- generated:{key} -->: unknown block {kind!r} (known: {', '.join(BLOCKS)})")
+    return BLOCKS[kind](argument) if argument else BLOCKS[kind]()
+
+
+def render(text: str, where: str = "page") -> str:
+    """``text`` with every generated block rendered from the code."""
+    def replace(match: re.Match) -> str:
+        key, end = match["key"].strip(), match["end"]
+        if key.partition(" ")[0] != end:
+            raise ValueError(f"{where}: <!-- generated:{key} --> is closed by <!-- /generated:{end} -->")
+        return f"<!-- generated:{key} -->\n{render_block(key)}\n<!-- /generated:{end} -->"
+
+    rendered = BLOCK.sub(replace, text)
+    opened, closed = text.count("<!-- generated:"), text.count("<!-- /generated:")
+    if opened != closed or opened != len(BLOCK.findall(text)):
+        raise ValueError(f"{where}: {opened} block(s) opened, {closed} closed: a marker is malformed")
+    return rendered
+
+
+def stale_pages() -> list[str]:
+    """Pages whose committed text differs from the rendered one, with the blocks that differ."""
+    stale = []
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        rendered = render(text, page.name)
+        if rendered != text:
+            old = {m["key"]: m["body"] for m in BLOCK.finditer(text)}
+            new = {m["key"]: m["body"] for m in BLOCK.finditer(rendered)}
+            keys = [key for key in new if old.get(key) != new[key]]
+            stale.append(f"{page.relative_to(ROOT)}: {', '.join(keys)}")
+    return stale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report stale blocks (exit 1 if any)")
+    args = parser.parse_args()
+    if args.check:
+        stale = stale_pages()
+        for line in stale:
+            print(f"stale: {line} (run python docs/render.py)")
+        sys.exit(1 if stale else 0)
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        rendered = render(text, page.name)
+        if rendered != text:
+            page.write_text(rendered, encoding="utf-8")
+            print(f"rewrote {page.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
