@@ -185,7 +185,8 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, help="Triton repository (default: the tiny zoo's, built into the cache)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=25, help="requests per client")
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds before the clients stop sending")
+    parser.add_argument("--duration", type=float, help="seconds before the clients stop sending (default 600; "
+                        "--long: 4 hours)")
     parser.add_argument("--sizes", choices=("fixed", "mixed"), default="fixed",
                         help="fixed: one product and canvas-sized ads; mixed: sizes drawn per request (soak_requests.py)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between memory samples")
@@ -193,7 +194,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
     args = parser.parse_args()
     if args.long:
-        args.clients, args.requests, args.duration, args.sizes = 16, 625, 4 * 3600.0, "mixed"
+        args.clients, args.requests, args.sizes = 16, 625, "mixed"
+    if args.duration is None:
+        args.duration = 4 * 3600.0 if args.long else 600.0
     shape = SHAPES["tiny"]
     repo = args.repo
     if repo is None:
