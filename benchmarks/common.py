@@ -50,6 +50,7 @@ SHAPES = {
 
 def shape_models(shape: BenchShape, echo=print) -> tuple[Path, Path]:
     """(zoo folder, ONNX folder) of ``shape``, built and exported once into :data:`CACHE`."""
+    from rfad.components.manifest import MANIFEST_FORMAT
     from rfad.export.onnx_export import export_onnx
     from rfad.models.model_set import ModelSet
     from rfad.tiny.zoo import build_tiny_zoo
@@ -59,10 +60,15 @@ def shape_models(shape: BenchShape, echo=print) -> tuple[Path, Path]:
     if not (zoo / "rfad-models.json").is_file():
         echo(f"[{shape.name}] building random-weight models (UNet channels {shape.unet_channels})")
         build_tiny_zoo(zoo, seed=0, shape=shape.zoo_shape())
-    if not (onnx / "manifest.json").is_file():
+    if not (onnx / "manifest.json").is_file() or _manifest_format(onnx) != MANIFEST_FORMAT:
         echo(f"[{shape.name}] exporting ONNX")
         export_onnx(ModelSet.resolve(zoo), onnx, echo=lambda line: echo("    " + line))
     return zoo, onnx
+
+
+def _manifest_format(onnx: Path) -> int:
+    """The format of a cached export's manifest (an export by an older rfad is redone)."""
+    return json.loads((onnx / "manifest.json").read_text()).get("format", 1)
 
 
 def machine() -> dict:

@@ -34,9 +34,12 @@ SCRIPT_MEASURES = {
     "availability_bench.py": "attempts and latency to the first Available image against the per-candidate "
                              "availability rate (set through the threshold), beside the geometric expectation; "
                              "K candidates per attempt vs sequential attempts",
-    "soak.py": "N clients x M requests of mixed valid and invalid requests: outcomes, latency, server memory",
     "perf_analyzer_bench.py": "Triton's perf_analyzer against `rfad_pipeline` and `rfad_judge` at 1, 2 and 4 clients "
                               "beside rfad's client; the server-side breakdown of every model the pipeline calls",
+    "soak.py": "N clients x M requests of mixed valid and invalid requests: outcomes, latency, server memory per "
+               "process and its slope per request (the long mode: 10,000 requests, mixed image sizes)",
+    "session_memory_bench.py": "each component's onnxruntime session: memory after warm-up and after mixed batches, "
+                               "and latency, under onnxruntime's defaults, rfad's memory options and the alternatives",
     "perf_analyzer_input.py": "input files for Triton's perf_analyzer (`perf_analyzer --input-data`): "
                               "`benchmarks/results/perf_analyzer_rfad_pipeline.json`, `..._rfad_judge.json`",
     "rfnet_bench.py": "RFNet judge latency per image (eager vs ONNX Runtime) and training throughput, tiny and "
@@ -272,8 +275,6 @@ def page() -> str:
     soak = load("soak")
     if soak:
         r = soak["rows"][0]
-        kinds = [{"kind": kind, **{k: v for k, v in outcomes.items()}} for kind, outcomes in r["outcomes"].items()]
-        statuses = sorted({k for row in kinds for k in row if k != "kind"})
         lines += ["## Soak: mixed valid and invalid requests (served, tiny shape)", "", _machine_line(soak),
                   f"{r['clients']} clients, {r['requests']} requests in {r['seconds']:.0f} s: "
                   f"{r['valid_ok']} of {r['valid']} valid requests succeeded, {r['invalid_rejected']} of "
@@ -281,7 +282,22 @@ def page() -> str:
                   f"valid latency p50 {r['latency_p50_s']:.2f} s, p99 {r['latency_p99_s']:.2f} s; server RSS "
                   f"{r['rss_start_mib']:.0f} MiB after warm-up, {r['rss_end_mib']:.0f} MiB at the end (bound: "
                   f"+{r['rss_growth_bound_mib']:.0f} MiB); server alive at the end: {r['server_alive']}.", "",
-                  markdown_table(kinds, [("kind", "request kind")] + [(s, s) for s in statuses]), ""]
+                  _soak_kinds(r), ""]
+    soak_long = load("soak_long")
+    if soak_long:
+        r = soak_long["rows"][0]
+        lines += ["## Long soak: memory per process (served, tiny shape, mixed image sizes)", "",
+                  _machine_line(soak_long), _soak_summary(r), "",
+                  "Resident memory per process after warm-up, at the end and at most, its anonymous and shared-memory "
+                  "parts at the end, the stub's python-backend shared-memory region, and the slope over the second half "
+                  "of the run (least squares, KB per request):", "",
+                  markdown_table(r["processes"] + [r["memory_total"]],
+                                 [("process", "process"), ("rss_start_mib", "after warm-up MiB"),
+                                  ("rss_end_mib", "end MiB"), ("peak_over_start", "max / after warm-up"),
+                                  ("anon_end_mib", "anon MiB"), ("shmem_end_mib", "shm MiB"),
+                                  ("shm_region_end_mib", "shm region MiB"),
+                                  ("slope_kb_per_request", "slope KB / request")]), "",
+                  _soak_kinds(r), ""]
     sd15 = load("sd15_shape")
     if sd15:
         from sd15_report import page_section
@@ -296,6 +312,30 @@ def page() -> str:
               "(0.82 s per image at 50 steps); stable-fast with ControlNet 41 it/s on an A100; Triton's own SD-1.5 "
               "tutorial 1.37 s average latency. None of these were measured with rfad: no GPU was available here."]
     return "\n".join(lines) + "\n"
+
+
+def _soak_summary(r: dict) -> str:
+    """One paragraph of a long soak: requests, outcomes, latency by kind, total memory and its bounds."""
+    by_kind = r["latency_by_kind"]
+    latency = "; ".join(f"{kind} p50 {v['p50_s']:.2f} s, p99 {v['p99_s']:.2f} s" for kind, v in by_kind.items()
+                        if v.get("count"))
+    slope = r.get("rss_slope_kb_per_request")
+    return (f"{r['clients']} clients, {r['requests']} requests ({r['sizes']} image sizes) in "
+            f"{r['seconds']:.0f} s: {r['valid_ok']} of {r['valid']} valid requests succeeded, {r['invalid_rejected']} of "
+            f"{r['invalid']} invalid ones were INVALID_ARGUMENT, {r['unexpected_count']} unexpected outcomes; "
+            f"latency {latency or 'n/a'}. Server RSS (tritonserver and its stubs) {r['rss_start_mib']:.0f} MiB after "
+            f"warm-up, {r['rss_end_mib']:.0f} MiB at the end, {r['rss_max_mib']:.0f} MiB at most (bound: "
+            f"+{r['rss_growth_bound_mib']:.0f} MiB; every process within {r['peak_bound']}x its size after warm-up: "
+            f"{not r['processes_over_peak_bound']}); slope over the second half "
+            + ("n/a" if slope is None else f"{slope:.2f} KB per request")
+            + (f" (bound {r['slope_bound_kb_per_request']} KB)" if r["slope_judged"] else " (too short a run to judge)")
+            + f"; server alive at the end: {r['server_alive']}.")
+
+
+def _soak_kinds(r: dict) -> str:
+    kinds = [{"kind": kind, **outcomes} for kind, outcomes in r["outcomes"].items()]
+    statuses = sorted({k for row in kinds for k in row if k != "kind"})
+    return markdown_table(kinds, [("kind", "request kind")] + [(s, s) for s in statuses])
 
 
 def main() -> None:

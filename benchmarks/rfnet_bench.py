@@ -46,7 +46,7 @@ def onnx_session(model: RFNet, workdir: Path, tokens: int):
     from rfad.onnx_session import open_session
 
     facts = ModelFacts(text_dim=32, rfnet_width=model.config.width, caption_tokens=tokens,
-                       num_classes=model.config.num_classes)
+                       num_classes=model.config.num_classes, judge_size=model.config.image_size)
     spec = component_specs(facts)["rfnet"]
     path = workdir / "rfnet" / "model.onnx"
     export_component(RFNetJudge(model).eval(), spec, path, facts, opset=17, external_data_threshold=2**31, vocab=300)

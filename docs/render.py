@@ -262,6 +262,17 @@ def components() -> str:
     return _table(("component", "group", "what it computes", "dynamic axes"), rows)
 
 
+def memory_options() -> str:
+    from rfad.onnx_session import MEMORY_OPTIONS
+
+    def on(flag: bool) -> str:
+        return "on" if flag else "off"
+
+    rows = [(f"`{name}`", on(o.arena), on(o.memory_pattern), "by what is asked" if o.exact_arena else "powers of two")
+            for name, o in MEMORY_OPTIONS.items()]
+    return _table(("component", "CPU arena", "memory pattern", "arena grows"), rows)
+
+
 def export_numbers() -> str:
     from rfad.contract import DEFAULT_LIMITS, MAX_COMPONENT_BATCH
     from rfad.deploy.profiles import PROFILES
@@ -345,8 +356,8 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "flags": flags, "pipeline-inputs": pipeline_inputs, "pipeline-outputs": pipeline_outputs,
     "judge-inputs": judge_inputs, "judge-outputs": judge_outputs, "classes": classes,
     "settings-limits": settings_limits, "request-limits": request_limits, "pipeline-parameters": pipeline_parameters,
-    "canvas": canvas, "components": components, "export-numbers": export_numbers, "rfnet-config": rfnet_config,
-    "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles, "sd15-export": sd15_export,
+    "canvas": canvas, "components": components, "memory-options": memory_options, "export-numbers": export_numbers,
+    "rfnet-config": rfnet_config, "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles, "sd15-export": sd15_export,
 }
 
 

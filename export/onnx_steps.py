@@ -77,7 +77,8 @@ def probe_facts(diffusion, judge=None) -> ModelFacts:
     judge_facts = {}
     if judge is not None:
         judge_facts = dict(rfnet_width=int(judge.rfnet.config.width), num_classes=int(judge.rfnet.config.num_classes),
-                           caption_tokens=int(judge.caption_tokenizer.model_max_length))
+                           caption_tokens=int(judge.caption_tokenizer.model_max_length),
+                           judge_size=int(judge.rfnet.config.image_size))
     return ModelFacts(
         text_dim=text_dim, text_tokens=int(diffusion.tokenizer.model_max_length),
         latent_channels=int(diffusion.vae.config.latent_channels), unet_in_channels=int(diffusion.unet.config.in_channels),

@@ -2,7 +2,8 @@
 
 The onnxruntime runner, the export parity check, ``rfad-export check``, the Triton python
 component model and the benchmarks all open graphs through :func:`open_session`, so a
-workaround for one runtime quirk is made once.
+workaround for one runtime quirk is made once. Callers that serve a component name it, and get
+its memory options (:data:`MEMORY_OPTIONS`, :func:`memory_options`).
 """
 
 from __future__ import annotations
@@ -31,14 +32,101 @@ def session_options(precision: str = "fp32"):
     return options
 
 
+@dataclass(frozen=True)
+class MemoryOptions:
+    """How a component's session manages its CPU memory.
+
+    ``arena``: onnxruntime's CPU memory arena (``enable_cpu_mem_arena``); ``memory_pattern``:
+    plan each input shape's allocations once and take them as one block per run
+    (``enable_mem_pattern``); ``exact_arena``: the arena grows by what is asked
+    (``kSameAsRequested``) rather than to the next power of two.
+    """
+
+    arena: bool = True
+    memory_pattern: bool = True
+    exact_arena: bool = False
+
+
+# Per component, measured by benchmarks/session_memory_bench.py on 2026-12-01 (that run's JSON
+# was not kept in benchmarks/results/; rerun the bench to check the figures below):
+# a warm-up at the largest batch, then 40 runs of batches drawn as the dynamic batcher hands
+# them out (1 to MAX_COMPONENT_BATCH), RSS after both.
+#
+# Memory patterns are OFF for every batched component. onnxruntime caches one pattern per input
+# shape and takes it from the arena as ONE block per run; with up to 16 batch sizes the blocks
+# of different sizes fragment the arena, which extends (by powers of two) to fit the next one
+# and never gives memory back: with patterns, vae_decoder grew 1.46x and saliency 2.41x over
+# the 40 runs; without, 1.00x and 1.08x. Per-tensor allocation from the arena costs little
+# here: these graphs' kernels dominate (the bench's latency columns).
+#
+# The arena stays ON: without it every tensor is a malloc/free, glibc keeps the freed heap
+# (saliency still grew 1.6x), and runs are slower.
+#
+# The arena grows by exactly what is asked (kSameAsRequested) for saliency: U2-Net works at
+# 320 px whatever the input, so its activations are the largest of the judge (about 0.9 GB at
+# batch 16 for the tiny zoo's widths) and a power-of-two extension can reserve almost twice that;
+# without patterns it still crept 1.06x over 150 runs, with exact extension 1.00x. The others'
+# activations are small enough that the default extension settles at once.
+_NO_PATTERN = MemoryOptions(memory_pattern=False)
+MEMORY_OPTIONS: dict[str, MemoryOptions] = {
+    "text_encoder": _NO_PATTERN,
+    "controlnet": _NO_PATTERN,
+    "unet": _NO_PATTERN,
+    "controlnet_unet": _NO_PATTERN,
+    "vae_encoder": _NO_PATTERN,
+    "vae_decoder": _NO_PATTERN,
+    "depth": _NO_PATTERN,
+    "saliency": MemoryOptions(memory_pattern=False, exact_arena=True),
+    "rfnet_text": _NO_PATTERN,
+    "rfnet": _NO_PATTERN,
+}
+
+_exact_arena_registered = False
+
+
+def _use_exact_arena(options) -> None:
+    """Let the session allocate from the process's shared CPU arena that grows by what is asked.
+
+    onnxruntime sets a CPU arena's extension strategy only on an allocator registered with its
+    environment (once per process), which sessions then opt into; a Triton stub runs one session,
+    so the arena is that component's.
+    """
+    import onnxruntime
+
+    global _exact_arena_registered
+    if not _exact_arena_registered:
+        info = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                         onnxruntime.OrtMemType.DEFAULT)
+        # max_mem 0 (no cap), extend strategy 1 = kSameAsRequested, defaults for the chunk sizes.
+        onnxruntime.create_and_register_allocator(info, onnxruntime.OrtArenaCfg(0, 1, -1, -1))
+        _exact_arena_registered = True
+    options.add_session_config_entry("session.use_env_allocators", "1")
+
+
+def memory_options(options, component: str):
+    """Apply ``component``'s :data:`MEMORY_OPTIONS` to ``options`` (a SessionOptions); returns it."""
+    if component not in MEMORY_OPTIONS:
+        raise ValueError(f"component: {component!r} has no memory options (known: {', '.join(MEMORY_OPTIONS)})")
+    chosen = MEMORY_OPTIONS[component]
+    options.enable_cpu_mem_arena = chosen.arena
+    options.enable_mem_pattern = chosen.memory_pattern
+    if chosen.exact_arena:
+        _use_exact_arena(options)
+    return options
+
+
 def open_session(path: str | Path, precision: str = "fp32", providers: list | None = None,
-                 threads: "ThreadSettings | None" = None):
-    """An ``onnxruntime.InferenceSession`` of the graph at ``path`` (CPU provider unless told
-    otherwise; ``threads``: onnxruntime's own defaults unless given)."""
+                 component: str | None = None, threads: "ThreadSettings | None" = None):
+    """An ``onnxruntime.InferenceSession`` of the graph at ``path`` (CPU provider unless told otherwise);
+    with ``component``, that component's memory options on the CPU provider; with ``threads``, those
+    CPU threads (onnxruntime's own defaults for what is not given)."""
     import onnxruntime
 
     providers = providers or ["CPUExecutionProvider"]
-    options = session_options(precision if "CPUExecutionProvider" in providers[:1] else "fp32")
+    on_cpu = "CPUExecutionProvider" in providers[:1]
+    options = session_options(precision if on_cpu else "fp32")
+    if component is not None and on_cpu:
+        memory_options(options, component)
     if threads is not None:
         threads.apply(options)
     return onnxruntime.InferenceSession(str(path), options, providers=providers)

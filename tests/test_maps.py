@@ -45,3 +45,22 @@ def test_missing_models_are_clear_errors(tmp_path):
         DepthEstimator.from_pretrained(tmp_path / "nope")
     with pytest.raises(ModelFolderError, match="U2-Net"):
         SaliencyEstimator.from_pretrained(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("height, width, size", [(16, 4096, 64), (1200, 900, 384), (37, 53, 64), (64, 64, 64)])
+def test_the_judge_view_resizes_alike_in_numpy_and_torch(height, width, size):
+    """The rfad_judge endpoint (numpy, no torch) and every runner's judge (torch) see the same pixels."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from rfad.pipeline.judge_view import resize_array, resize_tensor
+
+    images = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(height + width))
+    expected = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    got = resize_array(images.numpy(), size)
+    assert got.shape == (2, 3, size, size) and got.dtype == np.float32
+    assert np.abs(got - expected.numpy()).max() < 1e-6
+    assert torch.equal(resize_tensor(images, size), expected)
+    grown = images[:, :, :8, :8].clone().requires_grad_(True)  # and it passes gradients on (RFFT)
+    resize_tensor(grown, size).sum().backward()
+    assert grown.grad.abs().sum() > 0

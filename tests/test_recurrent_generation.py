@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from rfad.canvas import CanvasSpec, prepare_canvas
@@ -86,9 +87,13 @@ def test_judge_equals_rfnet_on_the_same_inputs(runner, canvas):
     assert probabilities.shape == (3, 5) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     # The same verdict computed by hand from the models: maps of the generated images, caption, product.
     models = runner.judge_models
-    generated = torch.cat([image_to_tensor(i, runner.device, torch.float32, signed=False) for i in images])
+    # Both images at the judge's working size first (rfad.pipeline.judge_view), as every runner sees them.
+    size = runner.info.judge_size
+    generated = F.interpolate(torch.cat([image_to_tensor(i, runner.device, torch.float32, signed=False) for i in images]),
+                              size=(size, size), mode="bilinear", align_corners=False)
     ids, mask = tokenize_caption(models.caption_tokenizer, "blue ceramic mug 350ml")
-    product = image_to_tensor(canvas.init_image, runner.device, torch.float32, signed=False).expand(3, -1, -1, -1)
+    product = F.interpolate(image_to_tensor(canvas.init_image, runner.device, torch.float32, signed=False),
+                            size=(size, size), mode="bilinear", align_corners=False).expand(3, -1, -1, -1)
     with torch.no_grad():
         logits = models.rfnet(product, generated, models.depth(generated), models.saliency(generated),
                               ids.expand(3, -1), mask.expand(3, -1))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from rfad.canvas import CanvasSpec, prepare_canvas
 from rfad.client import RfadClient
+from rfad.components.manifest import MANIFEST_FORMAT
 from rfad.components.registry import component_specs
 from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.export.onnx_export import export_onnx
@@ -164,7 +165,8 @@ def test_an_export_of_the_old_manifest_format_is_refused_in_one_line(tiny_onnx, 
     manifest = json.loads((tiny_onnx / "manifest.json").read_text())
     del manifest["format"]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="has format 1, this rfad reads format 2: re-export with `rfad-export onnx`"):
+    with pytest.raises(ValueError, match=f"has format 1, this rfad reads format {MANIFEST_FORMAT}: re-export with "
+                                         "`rfad-export onnx`"):
         OnnxRunner(tmp_path)
     result = CliRunner().invoke(export_cli, ["triton-repo", "--onnx", str(tmp_path), "--out", str(tmp_path / "repo")])
     assert result.exit_code == 1 and "re-export with `rfad-export onnx`" in result.output

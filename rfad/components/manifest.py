@@ -16,7 +16,9 @@ from pathlib import Path
 
 from rfad.components.specs import ComponentSpec, ModelFacts
 
-MANIFEST_FORMAT = 2  # 1 (no "format" key): specs inside each component entry, runner.json beside
+# 1 (no "format" key): specs inside each component entry, runner.json beside; 2: judge
+# components with free image sizes; 3: judge components at facts.judge_size.
+MANIFEST_FORMAT = 3
 
 
 @dataclass(frozen=True)

@@ -130,14 +130,19 @@ def _vae_decoder(f: ModelFacts):
     return (_f32("latents", _latent(f.latent_channels)),), (_image("images", 3),)
 
 
-@_register("depth", "judge", "DPT depth, [0,1] in and out")
+def _judge_image(role: str, channels: int, f: ModelFacts) -> TensorSpec:
+    """An image at the judge's fixed working size (rfad.pipeline.judge_view says why)."""
+    return _f32(role, ("B", channels, f.judge_size, f.judge_size))
+
+
+@_register("depth", "judge", "DPT depth, [0,1] in and out, at the judge's size", spatial=False)
 def _depth(f: ModelFacts):
-    return (_image("images", 3),), (_image("depth_map", 1),)
+    return (_judge_image("images", 3, f),), (_judge_image("depth_map", 1, f),)
 
 
-@_register("saliency", "judge", "U2-Net saliency, [0,1]")
+@_register("saliency", "judge", "U2-Net saliency, [0,1], at the judge's size", spatial=False)
 def _saliency(f: ModelFacts):
-    return (_image("images", 3),), (_image("saliency_map", 1),)
+    return (_judge_image("images", 3, f),), (_judge_image("saliency_map", 1, f),)
 
 
 @_register("rfnet_text", "judge", "RFNet caption encoder (once per request)", spatial=False)
@@ -146,8 +151,9 @@ def _rfnet_text(f: ModelFacts):
             (_f32("caption_embeddings", ("B", "L", f.rfnet_width)),))
 
 
-@_register("rfnet", "judge", "RFNet judge: class probabilities")
+@_register("rfnet", "judge", "RFNet judge: class probabilities", spatial=False)
 def _rfnet(f: ModelFacts):
-    inputs = (_image("product_image", 3), _image("generated_image", 3), _image("depth_map", 1), _image("saliency_map", 1),
+    inputs = (_judge_image("product_image", 3, f), _judge_image("generated_image", 3, f),
+              _judge_image("depth_map", 1, f), _judge_image("saliency_map", 1, f),
               _f32("caption_embeddings", ("B", "L", f.rfnet_width)), TensorSpec("caption_mask", "int64", ("B", "L")))
     return inputs, (_f32("probabilities", ("B", f.num_classes)),)

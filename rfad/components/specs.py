@@ -202,6 +202,9 @@ class ModelFacts:
     down_residuals: tuple[tuple[int, int], ...] = ()
     mid_residual: tuple[int, int] = (1280, 8)
     rfnet_width: int | None = None  # None: no judge components
+    # Side of the square images depth, saliency and rfnet take (RFNet's image_size): fixed, so
+    # their graphs see one shape per batch size whatever the ad's size (rfad.pipeline.judge_view).
+    judge_size: int = 384
     caption_tokens: int = 64
     num_classes: int = len(CLASS_NAMES)  # RFNet's outputs
 

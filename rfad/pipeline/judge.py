@@ -2,7 +2,8 @@
 
 Per request, ``prepare`` encodes the caption once (``rfnet_text`` -> e_c) and keeps the product
 image; per attempt, the candidates are judged as one batch: depth and saliency maps of every
-generated image, then RFNet over (I_o, I_g, I_d, I_s, e_c).
+generated image, then RFNet over (I_o, I_g, I_d, I_s, e_c). Images are resized to the judge's
+working size first (:mod:`rfad.pipeline.judge_view`), as the ``rfad_judge`` endpoint does.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import torch
 
 from rfad.canvas import AdCanvas
 from rfad.pipeline.caption import tokenize_caption
+from rfad.pipeline.judge_view import resize_tensor
 from rfad.pipeline.request import image_to_tensor
 from rfad.pipeline.runner import ComponentRunner
 
 
 @dataclass
 class JudgeState:
-    """Per-request judge constants: product image [1, 3, H, W] in [0, 1], caption embeddings [1, L, d] and mask [1, L]."""
+    """Per-request judge constants: product image [1, 3, S, S] in [0, 1] (S: the judge's size), caption
+    embeddings [1, L, d] and mask [1, L]."""
 
     product_image: torch.Tensor
     caption_embeddings: torch.Tensor
@@ -31,7 +34,7 @@ class RunnerJudge:
     """The ``Judge`` of :func:`rfad.pipeline.generate.generate`, backed by a runner's judge components."""
 
     def __init__(self, runner: ComponentRunner):
-        if runner.info.caption_tokenizer is None:
+        if runner.info.caption_tokenizer is None or runner.info.judge_size is None:
             raise ValueError("this runner has no judge models (RFNet, depth, saliency): pass --rfnet/--depth/--saliency")
         self.runner = runner
 
@@ -39,8 +42,9 @@ class RunnerJudge:
         runner = self.runner
         ids, mask = tokenize_caption(runner.info.caption_tokenizer, caption)
         ids, mask = ids.to(runner.device), mask.to(runner.device)
+        product = image_to_tensor(canvas.init_image, runner.device, runner.dtype, signed=False)
         return JudgeState(
-            product_image=image_to_tensor(canvas.init_image, runner.device, runner.dtype, signed=False),
+            product_image=resize_tensor(product, runner.info.judge_size),
             caption_embeddings=runner.rfnet_text(ids, mask),
             caption_mask=mask,
         )
@@ -49,7 +53,8 @@ class RunnerJudge:
         """uint8 [N, H, W, 3] -> class probabilities float [N, 5]."""
         runner = self.runner
         n = images.shape[0]
-        generated = torch.cat([image_to_tensor(image, runner.device, runner.dtype, signed=False) for image in images])
+        generated = resize_tensor(torch.cat([image_to_tensor(image, runner.device, runner.dtype, signed=False)
+                                             for image in images]), runner.info.judge_size)
         with torch.no_grad():
             depth = runner.depth(generated)
             saliency = runner.saliency(generated)

@@ -32,7 +32,7 @@ class OnnxRunner(SpecRunner):
             if not graph.is_file():
                 raise FileNotFoundError(f"ONNX folder {folder}: {entry['file']} is missing")
             try:
-                self.sessions[name] = open_session(graph, self.precision, providers)
+                self.sessions[name] = open_session(graph, self.precision, providers, component=name)
             except Exception as exc:  # onnxruntime raises its own types for corrupt files
                 raise ValueError(f"ONNX folder {folder}: {entry['file']} cannot be loaded: {exc}") from exc
         self._load(folder, manifest, merged)

@@ -29,6 +29,8 @@ class RunnerInfo:
     latent_channels: 4 for SD-1.5.
     vae_scale_factor: 8 for SD-1.5.
     caption_tokenizer: RFNet's RoBERTa tokenizer, or None for a runner without judge models.
+    judge_size: the side of the square images the judge components take (RFNet's image_size;
+        rfad.pipeline.judge_view), or None for a runner without judge models.
     """
 
     tokenizer: object
@@ -37,6 +39,7 @@ class RunnerInfo:
     latent_channels: int = 4
     vae_scale_factor: int = 8
     caption_tokenizer: object | None = None
+    judge_size: int | None = None
 
 
 class ComponentRunner(abc.ABC):
@@ -84,12 +87,14 @@ class ComponentRunner(abc.ABC):
 
     # Judge components. Not abstract: a runner may serve generation without a judge, and then
     # says so when the loop asks for one.
+    # The judge components take images at ``info.judge_size`` (S below); the torch runner's
+    # modules accept any size, the exported graphs only S.
     def depth(self, images: torch.Tensor) -> torch.Tensor:
-        """images float [B, 3, H, W] in [0, 1] -> depth map float [B, 1, H, W] in [0, 1]."""
+        """images float [B, 3, S, S] in [0, 1] -> depth map float [B, 1, S, S] in [0, 1]."""
         raise self._no_judge("depth")
 
     def saliency(self, images: torch.Tensor) -> torch.Tensor:
-        """images float [B, 3, H, W] in [0, 1] -> saliency map float [B, 1, H, W] in [0, 1]."""
+        """images float [B, 3, S, S] in [0, 1] -> saliency map float [B, 1, S, S] in [0, 1]."""
         raise self._no_judge("saliency")
 
     def rfnet_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ class ComponentRunner(abc.ABC):
 
     def rfnet(self, product_image: torch.Tensor, generated_image: torch.Tensor, depth_map: torch.Tensor,
               saliency_map: torch.Tensor, caption_embeddings: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] and maps [B, 1, H, W] in [0, 1], caption [B, L, d] + mask [B, L]
+        """images [B, 3, S, S] and maps [B, 1, S, S] in [0, 1], caption [B, L, d] + mask [B, L]
         -> class probabilities float [B, 5] (CLASS_NAMES order)."""
         raise self._no_judge("rfnet")
 

@@ -55,6 +55,7 @@ class SpecRunner(ComponentRunner):
             unet_in_channels=manifest.facts.unet_in_channels, latent_channels=manifest.facts.latent_channels,
             vae_scale_factor=int(manifest.vae_scale_factor),
             caption_tokenizer=AutoTokenizer.from_pretrained(caption, local_files_only=True) if caption.is_dir() else None,
+            judge_size=manifest.facts.judge_size if "rfnet" in self.specs else None,
         )
 
     @abc.abstractmethod

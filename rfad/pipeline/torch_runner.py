@@ -26,6 +26,7 @@ class TorchRunner(ComponentRunner):
             latent_channels=int(vae_config.latent_channels),
             vae_scale_factor=2 ** (len(vae_config.block_out_channels) - 1),
             caption_tokenizer=judge.caption_tokenizer if judge is not None else None,
+            judge_size=int(judge.rfnet.config.image_size) if judge is not None else None,
         )
 
     def text_encoder(self, input_ids):

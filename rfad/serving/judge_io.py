@@ -9,7 +9,7 @@ every check is testable without Triton:
 - :func:`judge_tensors` decodes the images and builds exactly what the pipeline's own judge
   (:class:`rfad.pipeline.judge.RunnerJudge`) feeds the component models: generated images and
   I_o (the product placed on a canvas of the images' size, as the pipeline places it) in
-  [0, 1], the caption's token ids and mask; one row per image;
+  [0, 1], resized to the judge's working size, the caption's token ids and mask; one row per image;
 - :func:`verdicts` turns probabilities into Available flags.
 
 The caption is tokenised once and repeated per image, so ``rfnet_text`` encodes N copies: an
@@ -36,6 +36,7 @@ from rfad.contract import (
     check_text,
 )
 from rfad.pipeline.caption import tokenize_caption
+from rfad.pipeline.judge_view import resize_array
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,11 @@ def parse_judge_request(inputs: Mapping[str, np.ndarray | None]) -> JudgeRequest
     return JudgeRequest(images, _checked_image_bytes("product_image", product[0]), caption, threshold)
 
 
-def _to_unit(image: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1] (the same arithmetic as the pipeline's image_to_tensor)."""
-    return np.ascontiguousarray(image.astype(np.float32).transpose(2, 0, 1) / np.float32(255.0))
+def _to_unit(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [3, size, size] in [0, 1]: the judge's resize (rfad.pipeline.judge_view)
+    and the pipeline's image_to_tensor scaling. Resized from the uint8 pixels (the same values up to
+    float rounding, as both steps are linear), so a 4096-px image never exists as float32."""
+    return np.ascontiguousarray(resize_array(image.transpose(2, 0, 1), size) / np.float32(255.0), dtype=np.float32)
 
 
 def product_view(product_image, width: int, height: int, spec: CanvasSpec = CanvasSpec()) -> np.ndarray:
@@ -113,32 +116,35 @@ def product_view(product_image, width: int, height: int, spec: CanvasSpec = Canv
     return init
 
 
-def judge_tensors(request: JudgeRequest, tokenizer, spec: CanvasSpec = CanvasSpec()) -> dict[str, np.ndarray]:
+def judge_tensors(request: JudgeRequest, tokenizer, size: int, spec: CanvasSpec = CanvasSpec()) -> dict[str, np.ndarray]:
     """The component inputs for ``request``'s N images, by the roles of rfnet's and rfnet_text's inputs:
 
-    generated_image, product_image float32 [N, 3, H, W] in [0, 1]; input_ids, attention_mask
-    int64 [N, L] (the caption, tokenised by :func:`rfad.pipeline.caption.tokenize_caption`).
+    generated_image, product_image float32 [N, 3, size, size] in [0, 1] (``size``: the judge's,
+    :attr:`rfad.components.specs.ModelFacts.judge_size`); input_ids, attention_mask int64 [N, L]
+    (the caption, tokenised by :func:`rfad.pipeline.caption.tokenize_caption`). Each image is
+    resized as soon as it is decoded, so a request holds one full-size image at a time.
     """
-    decoded = []
+    generated, first = [], None
     for i, data in enumerate(request.images):
         try:
-            decoded.append(load_ad_image(data, spec.max_pixels, spec.min_side, label=f"generated_image[{i}]"))
+            image = load_ad_image(data, spec.max_pixels, spec.min_side, label=f"generated_image[{i}]")
         except CanvasError as exc:
             raise InvalidRequest(str(exc)) from None
-        if decoded[-1].shape != decoded[0].shape:
-            height, width = decoded[0].shape[:2]
-            raise InvalidRequest(f"generated_image[{i}]: {decoded[-1].shape[1]}x{decoded[-1].shape[0]} px, but "
-                                 f"generated_image[0] is {width}x{height}; send images of one size per request")
-    height, width = decoded[0].shape[:2]
+        first = first or image.shape
+        if image.shape != first:
+            raise InvalidRequest(f"generated_image[{i}]: {image.shape[1]}x{image.shape[0]} px, but "
+                                 f"generated_image[0] is {first[1]}x{first[0]}; send images of one size per request")
+        generated.append(_to_unit(image, size))
+    height, width = first[:2]
     try:
         product = product_view(request.product_image, width, height, spec)
     except CanvasError as exc:
         raise InvalidRequest(str(exc)) from None
     ids, mask = tokenize_caption(tokenizer, request.caption, return_tensors="np")
-    n = len(decoded)
+    n = len(generated)
     return {
-        "generated_image": np.stack([_to_unit(image) for image in decoded]),
-        "product_image": np.repeat(_to_unit(product)[None], n, axis=0),
+        "generated_image": np.stack(generated),
+        "product_image": np.repeat(_to_unit(product, size)[None], n, axis=0),
         "input_ids": np.repeat(ids.astype(np.int64), n, axis=0),
         "attention_mask": np.repeat(mask.astype(np.int64), n, axis=0),
     }

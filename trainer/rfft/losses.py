@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from rfad.pipeline.denoise import combine_guidance, guided_noise
+from rfad.pipeline.judge_view import resize_tensor
 from rfad.pipeline.settings import GenerationSettings
 from rfad.pipeline.torch_runner import TorchRunner
 from rfad.trainer.rfft.micro_batch import MicroBatch
@@ -25,7 +26,8 @@ REG_LOG_NAMES = {"cc": "L_CC", "kl": "L_KL"}
 @dataclass
 class FeedbackLosses:
     """Scalar losses of one micro-step, and the intermediate tensors of the differentiable path
-    (x0_hat [B,4,h,w], decoded/image [B,3,H,W], depth/saliency [B,1,H,W], logits [B,5]) for diagnostics."""
+    (x0_hat [B,4,h,w], decoded/image [B,3,H,W], depth/saliency [B,1,S,S] at the judge's size S,
+    logits [B,5]) for diagnostics."""
 
     f_ac: torch.Tensor
     reg: torch.Tensor
@@ -50,10 +52,13 @@ def feedback_losses(student: TorchRunner, teacher: TorchRunner | None, micro: Mi
     generated = (decoded.float() / 2 + 0.5).clamp(0, 1)  # as the pipeline's postprocessing (to_uint8) does
     # paste_back as a blend: exact product pixels where alpha is 1, differentiable elsewhere.
     image = generated * (1 - micro.product_alpha) + micro.product_rgb * micro.product_alpha
-    depth = student.depth(image)
-    saliency = student.saliency(image)
+    # The judge sees what it sees when served: both images at its working size (differentiable resize).
+    size = student.info.judge_size
+    judged = resize_tensor(image, size)
+    depth = student.depth(judged)
+    saliency = student.saliency(judged)
     # Logits, not the runner's probabilities: log_softmax is the numerically stable route to log p.
-    logits = student.judge_models.rfnet.judge(micro.product_image, image, depth, saliency,
+    logits = student.judge_models.rfnet.judge(resize_tensor(micro.product_image, size), judged, depth, saliency,
                                               micro.caption_embeddings, micro.caption_mask)
     log_p_available = logits.float().log_softmax(dim=-1)[:, 0]
     f_ac = -log_p_available.mean()

@@ -44,7 +44,9 @@ class TritonPythonModel:
                 raise RuntimeError(f"{self.name}: a KIND_GPU instance needs onnxruntime's CUDA execution provider "
                                    "(install onnxruntime-gpu), or write the repository with --kind KIND_CPU")
             providers = [("CUDAExecutionProvider", {"device_id": self.device_id})]
-        self.session = open_session(graph, parameters.get("precision", "fp32"), providers, threads)
+        # The model is named after its component, whose memory options (rfad.onnx_session) apply on CPU.
+        self.session = open_session(graph, parameters.get("precision", "fp32"), providers, component=self.name,
+                                    threads=threads)
 
     def _run(self, feed: dict) -> list:
         """OrtValues by input name -> the outputs as OrtValues on this instance's device."""

@@ -1,7 +1,8 @@
 """rfad_judge_prepare: the first step of the rfad_judge ensemble (python).
 
 Parse and check the request (rfad.serving.judge_io), decode the images, place the product as
-the pipeline does, tokenise the caption: the inputs of depth, saliency, rfnet_text and rfnet.
+the pipeline does, resize both to the judge's working size, tokenise the caption: the inputs
+of depth, saliency, rfnet_text and rfnet.
 A bad request is INVALID_ARGUMENT naming the field (and the image's index); the model never
 raises out of execute(), so the server keeps serving.
 """
@@ -22,6 +23,9 @@ class TritonPythonModel:
 
         config = json.loads(args["model_config"])
         self.outputs = [o["name"] for o in config["output"]]
+        # The judge's working size, from the config rfad-export wrote from the specs: the
+        # generated images' dims are [-1, 3, S, S].
+        self.size = int(next(o for o in config["output"] if o["name"] == "generated_image")["dims"][-1])
         assets = Path(args["model_repository"]) / args["model_version"] / "assets"
         self.tokenizer = AutoTokenizer.from_pretrained(assets / "caption_tokenizer", local_files_only=True)
 
@@ -31,7 +35,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, field.name)
             inputs[field.name] = None if tensor is None else tensor.as_numpy()
         try:
-            tensors = judge_tensors(parse_judge_request(inputs), self.tokenizer)
+            tensors = judge_tensors(parse_judge_request(inputs), self.tokenizer, self.size)
         except InvalidRequest as exc:
             return error_response(pb_utils, str(exc), pb_utils.TritonError.INVALID_ARG)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, tensors[name]) for name in self.outputs])
