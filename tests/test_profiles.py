@@ -71,7 +71,7 @@ def test_parameter_counts_are_those_of_the_architectures():
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation
 
-    from rfad.export.onnx_export import probe_facts
+    from rfad.export.onnx_steps import probe_facts
     from rfad.models.rfnet import RFNet, RFNetConfig
     from rfad.models.u2net import U2NET_PARAM_COUNT
 
