@@ -69,7 +69,7 @@ def _session(onnx: Path, component: str, option_set: str):
 
 def _feeds(onnx: Path, component: str, size: int) -> dict[int, dict]:
     from rfad.components.manifest import ExportManifest
-    from rfad.export.onnx_export import sample_inputs
+    from rfad.export.parity import sample_inputs
 
     spec = ExportManifest.read(onnx / "manifest.json", f"--onnx {onnx}").specs[component]
     return {b: sample_inputs(spec, b, size, size) for b in sorted(set(BATCHES + LATENCY_BATCHES))}
