@@ -6,12 +6,21 @@ import io
 import struct
 import warnings
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from rfad.canvas import AdCanvas, CanvasError, CanvasSpec, load_product_image, paste_back, prepare_canvas
+from rfad.canvas import (
+    AdCanvas,
+    CanvasError,
+    CanvasSpec,
+    load_product_image,
+    paste_back,
+    place_product,
+    prepare_canvas,
+)
 
 RNG_SEED = 1234
 
@@ -186,6 +195,30 @@ def test_paste_back_on_a_batch(soft_canvas):
     assert out.shape == (3, 128, 128, 3) and out.dtype == np.uint8
     for i in range(3):
         assert np.array_equal(out[i], paste_back(generated[i], soft_canvas))
+
+
+def test_compositing_is_exact_rounding_for_every_alpha_and_colour():
+    """All 256^3 (front, back, alpha) triples: (f*a + b*(255-a) + 127) // 255, as the docs state."""
+    values = np.arange(256, dtype=np.int64)
+    front, back = np.meshgrid(values, values, indexing="ij")
+    pixels = np.zeros((256, 256, 4), np.uint8)
+    canvas = prepare_canvas(Image.fromarray(cutout(64, 64, (8, 8, 56, 56))), CanvasSpec(width=256, height=256))
+    for alpha in range(256):
+        pixels[..., :3] = front[..., None]
+        pixels[..., 3] = alpha
+        soft = replace(canvas, product_rgb=pixels[..., :3].copy(), product_alpha=pixels[..., 3].copy())
+        out = paste_back(np.repeat(back[..., None], 3, axis=2).astype(np.uint8), soft)
+        expected = (front * alpha + back * (255 - alpha) + 127) // 255
+        assert np.array_equal(out[..., 0], expected), alpha
+
+
+@pytest.mark.parametrize("spec", [CanvasSpec(width=128, height=128), CanvasSpec(width=200, height=96),
+                                  CanvasSpec(width=64, height=64, background=(10, 200, 30))])
+def test_place_product_is_the_canvas_init_image(spec):
+    pixels = cutout(90, 70, (10, 5, 80, 60), seed=3)
+    pixels[5:60, 10, 3] = 77  # a soft edge, so partial alpha is composited too
+    source = Image.fromarray(pixels)
+    assert np.array_equal(place_product(source, spec), prepare_canvas(source, spec).init_image)
 
 
 @pytest.mark.parametrize("generated", [np.zeros((64, 64, 3), np.uint8), np.zeros((128, 128, 3), np.float32),

@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
-from rfad.canvas import CanvasError, CanvasSpec, load_ad_image, prepare_canvas
+from rfad.canvas import CanvasError, CanvasSpec, load_ad_image, place_product
 from rfad.contract import (
     DEFAULT_LIMITS,
     JUDGE_INPUTS,
@@ -110,7 +110,7 @@ def product_view(product_image, width: int, height: int, spec: CanvasSpec = Canv
     canvas of that size (uint8 [H, W, 3]). The canvas needs sides that are multiples of 8 (and
     at least 64); other sizes are built at the nearest such size and resized."""
     canvas_w, canvas_h = max(64, width // 8 * 8), max(64, height // 8 * 8)
-    init = prepare_canvas(product_image, replace(spec, width=canvas_w, height=canvas_h)).init_image
+    init = place_product(product_image, replace(spec, width=canvas_w, height=canvas_h))
     if (canvas_w, canvas_h) != (width, height):
         init = np.asarray(Image.fromarray(init).resize((width, height), Image.Resampling.BILINEAR))
     return init
