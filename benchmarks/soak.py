@@ -15,7 +15,7 @@ until ``--duration`` seconds pass), half valid, half invalid, drawn with a seede
 
 Every valid request must succeed and every invalid one must be INVALID_ARGUMENT; anything else
 is listed under ``unexpected``. Memory: after a warm-up (every model at its largest batch and
-largest images once, then the same concurrency), the resident memory of tritonserver and of
+largest images, the largest generation from every client at once, then the same concurrency), the resident memory of tritonserver and of
 every python stub, by model instance (benchmarks/server_memory.py), is sampled every
 ``--interval`` seconds with the number of requests done. The report gives per process the RSS
 after warm-up, at the end and at most, and the slope in KB per request over the second half
@@ -107,8 +107,9 @@ def soak(url: str, server_pid: int, clients: int = 8, requests: int = 25, durati
          size: int = 128, seed: int = 0, echo=print, mixed: bool = False, interval_s: float = 2.0) -> dict:
     """Run the soak against ``url`` (the server process ``server_pid``); returns the report.
 
-    A warm-up first sends every kind once, one request per model at its largest batch (and, with
-    ``mixed`` sizes, its largest images), then the same load (``clients`` threads, a few
+    A warm-up first sends every kind once, then each model's largest request (with ``mixed``
+    sizes, its largest images too; the largest generation from all ``clients`` at once, so every
+    pipeline instance serves one: :meth:`RequestMix.largest`), then the same load (``clients`` threads, a few
     requests each): model instances, onnxruntime's arenas and the python backend's shared
     memory reach their working size, so the memory measured afterwards shows growth from the
     soak itself, not first use.
@@ -120,7 +121,7 @@ def soak(url: str, server_pid: int, clients: int = 8, requests: int = 25, durati
     mix = RequestMix(size, mixed)
     warm = {"rfad": RfadClient(url, retries=0), "raw": grpcclient.InferenceServerClient(url)}
     warm_up = {kind: mix.send(kind, random.Random(seed), warm) for kind in VALID + INVALID}  # every path once
-    mix.largest(warm)
+    mix.largest(url, clients)
     _, _, warm_unexpected = _load(mix, url, clients, 4, time.monotonic() + duration_s, seed + 1)
     done = [0]
     with MemorySampler(server_pid, lambda: done[0], interval_s) as sampler:

@@ -102,18 +102,32 @@ class RequestMix:
         code = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(4, 9)))
         return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 10))) + f" {code}"
 
-    def largest(self, clients: dict) -> None:
-        """One request of each model at its largest batch and, in mixed mode, its largest images
-        (16 ads at 4096 x 4096, a 2048-px product): the working memory every process needs for the
-        biggest request it will see is reached here, so later growth is the soak's own."""
+    def largest(self, url: str, concurrency: int) -> None:
+        """The largest request of each model at once from ``concurrency`` clients: the judge at its
+        largest batch and, in mixed mode, its largest images (16 ads at 4096 x 4096, a 2048-px
+        product), once (its models have one instance each), and the largest generation (the
+        largest product, the most candidates and images) from every client at the same time, so
+        that EVERY ``rfad_pipeline`` instance serves one: each instance's python-backend
+        shared-memory region (and the pages of it the server touches) grows to the size the
+        largest request needs here, not during the soak. Later growth is the soak's own."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from rfad.client import RfadClient
         from rfad.contract import JUDGE_MAX_IMAGES
         from rfad.tiny.products import draw_product
 
         rng = random.Random(0)
         images = [ad_image(rng, JUDGE_SIDES[1], JUDGE_SIDES[1])] if self.mixed else [self.ads[0]]
         product = _png(draw_product("box", PRODUCT_SIDES[1], PRODUCT_SIDES[1])) if self.mixed else self.product
-        clients["rfad"].judge(images * JUDGE_MAX_IMAGES, product, deadline_s=600)
-        clients["rfad"].generate(product, "an ad", steps=1, candidates=8, num_images=8, max_attempts=1, deadline_s=600)
+        with RfadClient(url, retries=0) as client:
+            client.judge(images * JUDGE_MAX_IMAGES, product, deadline_s=600)
+
+        def generate(_) -> None:
+            with RfadClient(url, retries=0) as client:
+                client.generate(product, "an ad", steps=1, candidates=8, num_images=8, max_attempts=1, deadline_s=600)
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(generate, range(concurrency)))
 
     # Sending --------------------------------------------------------------------------------------
     def _raw(self, client, model: str, tensors: dict) -> str:
