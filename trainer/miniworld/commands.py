@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 import click
 
 from rfad.trainer.data.manifest import ManifestError
+from rfad.trainer.miniworld.config import MiniworldTrainConfig
 
 USER_ERRORS = (ManifestError, FileNotFoundError, ValueError)
+
+
+def _default(name: str):
+    """The option's default: MiniworldTrainConfig's (widths as the comma-separated text the option takes)."""
+    field = next(f for f in fields(MiniworldTrainConfig) if f.name == name)
+    value = field.default if field.default is not MISSING else field.default_factory()
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
 
 def _channels(ctx, param, value: str) -> tuple[int, ...]:
@@ -23,33 +31,33 @@ def _channels(ctx, param, value: str) -> tuple[int, ...]:
 
 @click.command()
 @click.option("--out", required=True, help="Output model set folder (rfad-models.json, sd15/, controlnet/, training_record.json).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the scenes, the initial weights and every draw.")
-@click.option("--scenes", default=6000, show_default=True, type=click.IntRange(min=1), help="Training scenes to draw.")
-@click.option("--available-share", default=0.4, show_default=True, type=click.FloatRange(0, 1),
+@click.option("--seed", default=_default("seed"), show_default=True, type=int, help="Seeds the scenes, the initial weights and every draw.")
+@click.option("--scenes", default=_default("scenes"), show_default=True, type=click.IntRange(min=1), help="Training scenes to draw.")
+@click.option("--available-share", default=_default("available_share"), show_default=True, type=click.FloatRange(0, 1),
               help="Share of Available scenes; the four defects share the rest equally.")
-@click.option("--vae-steps", default=800, show_default=True, type=click.IntRange(min=1), help="VAE optimiser steps.")
-@click.option("--vae-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Crops per VAE step.")
-@click.option("--vae-crop", default=64, show_default=True, type=click.IntRange(min=8), help="Side of the VAE's training crops (multiple of 8).")
-@click.option("--vae-lr", default=1e-3, show_default=True, type=float, help="VAE peak learning rate (AdamW, warm-up, cosine).")
-@click.option("--vae-channels", default="32,32,64,64", show_default=True, callback=_channels, help="VAE block widths (4 blocks: factor 8).")
-@click.option("--norm-groups", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--vae-steps", default=_default("vae_steps"), show_default=True, type=click.IntRange(min=1), help="VAE optimiser steps.")
+@click.option("--vae-batch", default=_default("vae_batch"), show_default=True, type=click.IntRange(min=1), help="Crops per VAE step.")
+@click.option("--vae-crop", default=_default("vae_crop"), show_default=True, type=click.IntRange(min=8), help="Side of the VAE's training crops (multiple of 8).")
+@click.option("--vae-lr", default=_default("vae_lr"), show_default=True, type=float, help="VAE peak learning rate (AdamW, warm-up, cosine).")
+@click.option("--vae-channels", default=_default("vae_channels"), show_default=True, callback=_channels, help="VAE block widths (4 blocks: factor 8).")
+@click.option("--norm-groups", default=_default("norm_groups"), show_default=True, type=click.IntRange(min=1),
               help="GroupNorm groups of the VAE, UNet and ControlNet (must divide every width).")
-@click.option("--unet-steps", default=3000, show_default=True, type=click.IntRange(min=1), help="UNet optimiser steps.")
-@click.option("--unet-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Latents per UNet step.")
-@click.option("--unet-lr", default=4e-4, show_default=True, type=float, help="UNet (and text encoder) peak learning rate.")
-@click.option("--unet-channels", default="32,64", show_default=True, callback=_channels, help="UNet block widths.")
-@click.option("--text-encoder", default="train", show_default=True, type=click.Choice(["train", "frozen"]),
+@click.option("--unet-steps", default=_default("unet_steps"), show_default=True, type=click.IntRange(min=1), help="UNet optimiser steps.")
+@click.option("--unet-batch", default=_default("unet_batch"), show_default=True, type=click.IntRange(min=1), help="Latents per UNet step.")
+@click.option("--unet-lr", default=_default("unet_lr"), show_default=True, type=float, help="UNet (and text encoder) peak learning rate.")
+@click.option("--unet-channels", default=_default("unet_channels"), show_default=True, callback=_channels, help="UNet block widths.")
+@click.option("--text-encoder", default=_default("text_encoder"), show_default=True, type=click.Choice(["train", "frozen"]),
               help="Fine-tune the tiny CLIP with the UNet, or keep the zoo's random weights.")
-@click.option("--controlnet-steps", default=800, show_default=True, type=click.IntRange(min=1), help="ControlNet optimiser steps.")
-@click.option("--controlnet-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Latents per ControlNet step.")
-@click.option("--controlnet-lr", default=4e-4, show_default=True, type=float, help="ControlNet peak learning rate.")
-@click.option("--uncond-prob", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--controlnet-steps", default=_default("controlnet_steps"), show_default=True, type=click.IntRange(min=1), help="ControlNet optimiser steps.")
+@click.option("--controlnet-batch", default=_default("controlnet_batch"), show_default=True, type=click.IntRange(min=1), help="Latents per ControlNet step.")
+@click.option("--controlnet-lr", default=_default("controlnet_lr"), show_default=True, type=float, help="ControlNet peak learning rate.")
+@click.option("--uncond-prob", default=_default("uncond_prob"), show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Share of prompts replaced by the empty prompt (classifier-free guidance).")
-@click.option("--snr-gamma", default=5.0, show_default=True, type=click.FloatRange(min=0), help="Min-SNR loss weighting (0: plain MSE).")
-@click.option("--check-per-class", default=40, show_default=True, type=click.IntRange(min=1),
+@click.option("--snr-gamma", default=_default("snr_gamma"), show_default=True, type=click.FloatRange(min=0), help="Min-SNR loss weighting (0: plain MSE).")
+@click.option("--check-per-class", default=_default("check_per_class"), show_default=True, type=click.IntRange(min=1),
               help="Scenes per class for the oracle check of the VAE's reconstructions.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads [default: torch's].")
-@click.option("--log-every", default=50, show_default=True, type=click.IntRange(min=1), help="Steps per point of the recorded loss curves.")
+@click.option("--log-every", default=_default("log_every"), show_default=True, type=click.IntRange(min=1), help="Steps per point of the recorded loss curves.")
 def miniworld(**options) -> None:
     """Train the miniature world's generator: tiny VAE, 4-channel UNet (+ tiny CLIP) and canny ControlNet.
 
@@ -57,7 +65,7 @@ def miniworld(**options) -> None:
     writes a model set folder that every `--models DIR` command loads, with training_record.json
     (settings, seed, losses, times, SHA-256 of every file). docs/miniworld.md has the shipped run.
     """
-    from rfad.trainer.miniworld.train import MiniworldTrainConfig, train_miniworld
+    from rfad.trainer.miniworld.train import train_miniworld
 
     known = {f.name for f in fields(MiniworldTrainConfig)}
     try:

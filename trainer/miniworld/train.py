@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -30,57 +29,11 @@ from rfad.models.model_set import ModelSet
 from rfad.tiny.tokenizers import build_clip_tokenizer
 from rfad.tiny.zoo import save_sd_folder, tiny_text_encoder
 from rfad.trainer.checkpoints import write_folder_atomically
-from rfad.trainer.data.scenes import MINIWORLD_CANVAS, SIDE, class_mix
+from rfad.trainer.data.scenes import MINIWORLD_CANVAS, class_mix
 from rfad.trainer.miniworld.bank import draw_scene_bank
+from rfad.trainer.miniworld.config import MiniworldTrainConfig
 from rfad.trainer.miniworld.diffusion import LatentBank, train_controlnet, train_unet
 from rfad.trainer.miniworld.vae import encode_images, reconstruction_agreement, set_scaling_factor, train_vae
-
-
-@dataclass
-class MiniworldTrainConfig:
-    """Every flag of ``rfad-train miniworld``; the defaults made the shipped generator (docs/miniworld.md)."""
-
-    out: str
-    seed: int = 0
-    scenes: int = 6000
-    available_share: float = 0.4
-    vae_steps: int = 800
-    vae_batch: int = 16
-    vae_crop: int = 64
-    vae_lr: float = 1e-3
-    vae_channels: tuple[int, ...] = (32, 32, 64, 64)
-    norm_groups: int = 8  # GroupNorm groups of the VAE, UNet and ControlNet
-    unet_steps: int = 3000
-    unet_batch: int = 16
-    unet_lr: float = 4e-4
-    unet_channels: tuple[int, ...] = (32, 64)
-    text_encoder: str = "train"  # "train": fine-tuned with the UNet; "frozen": the zoo's random weights
-    controlnet_steps: int = 800
-    controlnet_batch: int = 16
-    controlnet_lr: float = 4e-4
-    uncond_prob: float = 0.1
-    snr_gamma: float = 5.0
-    check_per_class: int = 40
-    threads: int | None = None
-    log_every: int = 50
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
-
-    def __post_init__(self) -> None:
-        for name in ("scenes", "vae_steps", "vae_batch", "unet_steps", "unet_batch", "controlnet_steps",
-                     "controlnet_batch", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
-        for name in ("vae_channels", "unet_channels"):
-            if any(width % self.norm_groups for width in getattr(self, name)):
-                raise ValueError(f"norm-groups: {self.norm_groups} does not divide every width of "
-                                 f"{name.replace('_', '-')} {list(getattr(self, name))}")
-        if self.vae_crop % 8 or not 8 <= self.vae_crop <= SIDE:
-            raise ValueError(f"vae crop: must be a multiple of 8 in [8, {SIDE}], got {self.vae_crop}")
-        if self.text_encoder not in ("train", "frozen"):
-            raise ValueError(f"text-encoder: expected 'train' or 'frozen', got {self.text_encoder!r}")
-        if not 0 <= self.uncond_prob < 1:
-            raise ValueError(f"uncond-prob: must be in [0, 1), got {self.uncond_prob}")
-        class_mix(self.available_share)  # validates the share
 
 
 class LossLog:

@@ -1,0 +1,56 @@
+"""The settings of ``rfad-train miniworld``: one declaration, read by the command's options
+(their defaults) and by the trainer. Torch-free, so the CLI builds its help without importing torch."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from rfad.trainer.data.scenes import SIDE, class_mix
+
+
+@dataclass
+class MiniworldTrainConfig:
+    """Every flag of ``rfad-train miniworld``; the defaults made the shipped generator (docs/miniworld.md)."""
+
+    out: str
+    seed: int = 0
+    scenes: int = 6000
+    available_share: float = 0.4
+    vae_steps: int = 800
+    vae_batch: int = 16
+    vae_crop: int = 64
+    vae_lr: float = 1e-3
+    vae_channels: tuple[int, ...] = (32, 32, 64, 64)
+    norm_groups: int = 8  # GroupNorm groups of the VAE, UNet and ControlNet
+    unet_steps: int = 3000
+    unet_batch: int = 16
+    unet_lr: float = 4e-4
+    unet_channels: tuple[int, ...] = (32, 64)
+    text_encoder: str = "train"  # "train": fine-tuned with the UNet; "frozen": the zoo's random weights
+    controlnet_steps: int = 800
+    controlnet_batch: int = 16
+    controlnet_lr: float = 4e-4
+    uncond_prob: float = 0.1
+    snr_gamma: float = 5.0
+    check_per_class: int = 40
+    threads: int | None = None
+    log_every: int = 50
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+    def __post_init__(self) -> None:
+        for name in ("scenes", "vae_steps", "vae_batch", "unet_steps", "unet_batch", "controlnet_steps",
+                     "controlnet_batch", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')}: must be at least 1, got {getattr(self, name)}")
+        for name in ("vae_channels", "unet_channels"):
+            if any(width % self.norm_groups for width in getattr(self, name)):
+                raise ValueError(f"norm-groups: {self.norm_groups} does not divide every width of "
+                                 f"{name.replace('_', '-')} {list(getattr(self, name))}")
+        if self.vae_crop % 8 or not 8 <= self.vae_crop <= SIDE:
+            raise ValueError(f"vae crop: must be a multiple of 8 in [8, {SIDE}], got {self.vae_crop}")
+        if self.text_encoder not in ("train", "frozen"):
+            raise ValueError(f"text-encoder: expected 'train' or 'frozen', got {self.text_encoder!r}")
+        if not 0 <= self.uncond_prob < 1:
+            raise ValueError(f"uncond-prob: must be in [0, 1), got {self.uncond_prob}")
+        class_mix(self.available_share)  # validates the share
