@@ -25,6 +25,7 @@ INVALID = ("not_an_image", "no_alpha", "steps_out_of_range", "nan_guidance", "em
 ASPECTS = (1.0, 4 / 3, 3 / 4, 3 / 2, 16 / 9, 9 / 16, 2.0, 0.5)
 JUDGE_SIDES = (16, 4096)  # the judge endpoint's range (CanvasSpec.min_side, sqrt of max_pixels)
 PRODUCT_SIDES = (32, 2048)
+JUDGE_IMAGES_PER_REQUEST = (1, 4)  # ads per judge request in mixed mode
 WORDS = ("bottle", "mug", "box", "on", "a", "marble", "table", "wooden", "shelf", "studio", "light", "kitchen",
          "garden", "sunny", "beach", "minimal", "red", "blue", "green", "premium", "gift", "soft", "shadow")
 
@@ -86,7 +87,7 @@ class RequestMix:
         if not self.mixed:
             return self.ads
         width, height = draw_size(rng, *JUDGE_SIDES)
-        return [ad_image(rng, width, height) for _ in range(rng.randint(1, 4))]
+        return [ad_image(rng, width, height) for _ in range(rng.randint(*JUDGE_IMAGES_PER_REQUEST))]
 
     def product_image(self, rng: random.Random) -> bytes:
         from rfad.tiny.products import SAMPLE_PRODUCTS, draw_product
@@ -103,13 +104,17 @@ class RequestMix:
         return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 10))) + f" {code}"
 
     def largest(self, url: str, concurrency: int) -> None:
-        """The largest request of each model at once from ``concurrency`` clients: the judge at its
-        largest batch and, in mixed mode, its largest images (16 ads at 4096 x 4096, a 2048-px
-        product), once (its models have one instance each), and the largest generation (the
-        largest product, the most candidates and images) from every client at the same time, so
-        that EVERY ``rfad_pipeline`` instance serves one: each instance's python-backend
-        shared-memory region (and the pages of it the server touches) grows to the size the
-        largest request needs here, not during the soak. Later growth is the soak's own."""
+        """The largest requests, first alone, then from ``concurrency`` clients at once.
+
+        Alone: the judge at its largest batch and, in mixed mode, its largest images (16 ads at
+        4096 x 4096, a 2048-px product): its models have one instance each. Then every client
+        sends the largest generation (the largest product, the most candidates and images) and
+        the largest judge request of the mix (:data:`JUDGE_IMAGES_PER_REQUEST` ads at the
+        largest size) at the same time, so that EVERY ``rfad_pipeline`` instance serves one
+        (each instance's python-backend shared-memory region grows to what the largest request
+        needs) and the server holds as many of the largest requests in flight as the soak can
+        send. The memory measured afterwards is the soak's own growth, not first use.
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         from rfad.client import RfadClient
@@ -122,12 +127,13 @@ class RequestMix:
         with RfadClient(url, retries=0) as client:
             client.judge(images * JUDGE_MAX_IMAGES, product, deadline_s=600)
 
-        def generate(_) -> None:
+        def largest_of_the_mix(_) -> None:
             with RfadClient(url, retries=0) as client:
                 client.generate(product, "an ad", steps=1, candidates=8, num_images=8, max_attempts=1, deadline_s=600)
+                client.judge(images * (JUDGE_IMAGES_PER_REQUEST[1] if self.mixed else 1), product, deadline_s=600)
 
         with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(generate, range(concurrency)))
+            list(pool.map(largest_of_the_mix, range(concurrency)))
 
     # Sending --------------------------------------------------------------------------------------
     def _raw(self, client, model: str, tensors: dict) -> str:
