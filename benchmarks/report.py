@@ -40,6 +40,8 @@ SCRIPT_MEASURES = {
                "process and its slope per request (the long mode: 10,000 requests, mixed image sizes)",
     "session_memory_bench.py": "each component's onnxruntime session: memory after warm-up and after mixed batches, "
                                "and latency, under onnxruntime's defaults, rfad's memory options and the alternatives",
+    "judge_prepare_memory.py": "the judge endpoint's prepare step: peak working memory and time for its largest "
+                               "requests (4096-px ads, a 2048-px product), beside the generation canvas of that size",
     "perf_analyzer_input.py": "input files for Triton's perf_analyzer (`perf_analyzer --input-data`): "
                               "`benchmarks/results/perf_analyzer_rfad_pipeline.json`, `..._rfad_judge.json`",
     "rfnet_bench.py": "RFNet judge latency per image (eager vs ONNX Runtime) and training throughput, tiny and "
@@ -303,6 +305,17 @@ def page() -> str:
                                   ("shm_region_end_mib", "shm region MiB"),
                                   ("slope_kb_per_request", "slope KB / request")]), "",
                   _soak_kinds(r), ""]
+    prepare = load("judge_prepare_memory")
+    if prepare:
+        lines += ["## The judge endpoint's prepare step: working memory of its largest requests", "",
+                  _machine_line(prepare),
+                  "Each case in a fresh process: peak resident memory added while `judge_tensors` prepares the request "
+                  f"(ads of {prepare['settings']['side']} x {prepare['settings']['side']} px, a "
+                  f"{prepare['settings']['product_side']}-px product), and, beside it, the generation canvas of that "
+                  "size (`prepare_canvas`), which the step built for the judge's product view before `place_product`.",
+                  "", markdown_table(prepare["rows"], [("case", "case"), ("ads", "ads"),
+                                                       ("peak_added_mib", "peak added, MiB"),
+                                                       ("after_added_mib", "kept after, MiB"), ("seconds", "s")]), ""]
     sd15 = load("sd15_shape")
     if sd15:
         from sd15_report import page_section

@@ -119,3 +119,28 @@ def test_the_memory_plan_counts_every_model_instance_of_a_profile_at_its_largest
     # The datacenter profile batches 16 and runs two denoiser instances: it needs more than the edge one.
     assert rows["datacenter"]["total_gb"] > rows["edge"]["total_gb"]
     assert {row[d] for row in rows.values() for d in plan.DEVICES} == {"fits", "no"}
+
+
+def test_bls_overhead_is_the_round_trip_beyond_tritons_own_time_weighted_by_calls():
+    """pipeline_bench's overhead_ms_per_bls_call: per called model, the pipeline's round trip per
+    call minus Triton's queue + compute per request, between two scrapes; averaged over calls."""
+    metrics = _script("bls_metrics")
+    before = {("rfad_bls_calls_total", "unet"): 10, ("rfad_bls_seconds_total", "unet"): 1.0,
+              ("nv_inference_request_success", "unet"): 10, ("nv_inference_request_duration_us", "unet"): 900_000,
+              ("nv_inference_request_success", "rfad_pipeline"): 1,
+              ("nv_inference_request_duration_us", "rfad_pipeline"): 5_000_000}
+    after = {**before, ("rfad_bls_calls_total", "unet"): 30, ("rfad_bls_seconds_total", "unet"): 3.5,
+             ("nv_inference_request_success", "unet"): 30, ("nv_inference_request_duration_us", "unet"): 2_900_000,
+             ("rfad_bls_calls_total", "vae_decoder"): 5, ("rfad_bls_seconds_total", "vae_decoder"): 1.0,
+             ("nv_inference_request_success", "vae_decoder"): 5,
+             ("nv_inference_request_duration_us", "vae_decoder"): 950_000,
+             ("nv_inference_request_success", "rfad_pipeline"): 2,
+             ("nv_inference_request_duration_us", "rfad_pipeline"): 11_000_000}
+    breakdown = metrics.bls_breakdown(before, after)
+    assert set(breakdown) == {"unet", "vae_decoder"}  # the pipeline itself is not a BLS call
+    assert breakdown["unet"]["round_trip_ms"] == pytest.approx(125.0)
+    assert breakdown["unet"]["triton_request_ms"] == pytest.approx(100.0)
+    assert breakdown["unet"]["bls_overhead_ms"] == pytest.approx(25.0)
+    assert breakdown["vae_decoder"]["bls_overhead_ms"] == pytest.approx(10.0)
+    assert metrics.overhead_ms_per_call(breakdown) == pytest.approx((25.0 * 20 + 10.0 * 5) / 25)
+    assert metrics.overhead_ms_per_call({}) is None
