@@ -23,7 +23,8 @@ Not part of ``make bench`` (the 15-minute suite): it builds the random-weight tw
   ``sd15_report.py`` computes the memory plan (:mod:`memory_plan`) from them and the exports;
 - ``serve``: one ``rfad_pipeline`` request (512 px, 2 steps, one candidate, the judge) on the
   local Triton server, merged and separate ControlNet+UNet, against the same loop in process;
-  serving overhead per BLS call = (served - in process) / component calls.
+  (served - in process) / component calls, and the BLS overhead per call from the server's
+  metrics (bls_metrics.py: round trip minus the called model's queue + compute).
 
 Writes benchmarks/results/sd15_shape.json (rows tagged by ``part``); ``report.py`` renders
 docs/performance.md from it and ``docs/render.py`` the measured block of docs/export.md.
@@ -42,6 +43,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bls_metrics import bls_breakdown, overhead_ms_per_call, scrape  # noqa: E402
 from common import CACHE, RESULTS, write_results  # noqa: E402
 from memory_plan import fit_line  # noqa: E402
 
@@ -62,10 +64,10 @@ def _time_v(report: Path) -> dict:
             "time_v_wall_s": sum(value * 60**i for i, value in enumerate(reversed(clock)))}
 
 
-def _run_measured(command: list[str], log: Path) -> dict:
+def _run_measured(command: list[str], log: Path, check: bool = True) -> dict:
     """Run ``command`` under ``/usr/bin/time -v``; its wall time, the peak RSS of its whole process
-    tree (sampled every 0.1 s: several processes can be alive at once) and ``/usr/bin/time``'s own
-    numbers (:func:`_time_v`)."""
+    tree (sampled every 0.1 s: several processes can be alive at once), ``/usr/bin/time``'s own
+    numbers (:func:`_time_v`) and its exit code (``check``: a failure stops the benchmark)."""
     report = log.with_suffix(".time")
     start = time.perf_counter()
     with open(log, "w") as out:
@@ -81,25 +83,54 @@ def _run_measured(command: list[str], log: Path) -> dict:
                 pass
             tree_peak = max(tree_peak, total)
             time.sleep(0.1)
-    if process.returncode:
+    if process.returncode and check:
         raise SystemExit(f"{' '.join(command)} failed (exit {process.returncode}); see {log}")
     return {"wall_s": time.perf_counter() - start, "tree_peak_bytes": tree_peak, **_time_v(report),
+            "exit_code": process.returncode,
             "command": " ".join(["/usr/bin/time", "-v"] + [Path(c).name if c.startswith("/") else c for c in command])}
 
 
+def _failed_export_rows(out: Path, precision: str) -> list[dict]:
+    """Per component of an export that stopped on its parity check (it writes no manifest): the
+    files it wrote and the parity rows it recorded; the "all" row gets the error line."""
+    parity = json.loads((out / "parity.json").read_text())["rows"] if (out / "parity.json").is_file() else []
+    rows = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir() and (p / "model.onnx").is_file()):
+        diffs = [r for r in parity if r["component"] == folder.name]
+        worst = max(diffs, key=lambda r: r["max_abs_diff"] / r["tolerance"], default=None)
+        rows.append({"part": "export", "precision": precision, "component": folder.name,
+                     "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
+                     "max_abs_diff": worst and worst["max_abs_diff"], "tolerance": worst and worst["tolerance"],
+                     "parity_ok": all(r["ok"] for r in diffs) if diffs else None})
+    return rows
+
+
 def export_part(zoo: Path, work: Path, precisions: list[str]) -> list[dict]:
+    """Each export under /usr/bin/time. An export that fails its parity check is recorded (with
+    what it wrote and the error), not fatal: at these sizes that is itself a result."""
     rows = []
     for precision in precisions:
         out = work / f"onnx-{precision}"
         command = ["rfad-export", "onnx", "--models", str(zoo), "--out", str(out)] + (["--fp16"] * (precision == "fp16"))
         print(f"[export] {precision}: {' '.join(command)}", flush=True)
-        usage = _run_measured([str(BIN / command[0])] + command[1:], work / f"export-{precision}.log")
-        manifest = json.loads((out / "manifest.json").read_text())
+        log = work / f"export-{precision}.log"
+        usage = _run_measured([str(BIN / command[0])] + command[1:], log, check=False)
+        if usage["exit_code"] and not (out / "parity.json").is_file():
+            raise SystemExit(f"{' '.join(command)} failed (exit {usage['exit_code']}); see {log}")
+        # The bound is 2.5 x the fp32 weights of the largest graph, whichever precision is exported
+        # (a failed export writes no manifest: the fp32 export's says the same weights).
+        manifest_path = (work / "onnx-fp32" if usage["exit_code"] else out) / "manifest.json"
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        bound = 2.5 * max(f["weight_bytes_fp32"] for f in manifest["files"].values()) if manifest else None
+        errors = [line for line in log.read_text().splitlines() if line.startswith("Error:")]
+        rows.append({"part": "export", "precision": precision, "component": "all", **usage, "bound_bytes": bound,
+                     "within_bound": bound is not None
+                     and max(usage["tree_peak_bytes"], usage["time_v_max_rss_bytes"]) <= bound,
+                     "error": errors[-1] if usage["exit_code"] and errors else None})
+        if usage["exit_code"]:
+            rows += _failed_export_rows(out, precision)
+            continue
         parity = json.loads((out / "parity.json").read_text())["rows"]
-        largest = max(f["weight_bytes_fp32"] for f in manifest["files"].values())
-        rows.append({"part": "export", "precision": precision, "component": "all", **usage,
-                     "bound_bytes": 2.5 * largest,
-                     "within_bound": max(usage["tree_peak_bytes"], usage["time_v_max_rss_bytes"]) <= 2.5 * largest})
         for name, files in manifest["files"].items():
             diffs = [r for r in parity if r["component"] == name]
             rows.append({"part": "export", "precision": precision, "component": name, "bytes": files["bytes"],
@@ -199,16 +230,19 @@ def serve_part(onnx: Path, work: Path, modes: list[str]) -> list[dict]:
             client = RfadClient(server.grpc_url, retries=0, timeout_s=3600)
             times = []
             for _ in range(2):  # the first request also grows the python stubs' shared memory
+                before = scrape(server.metrics_url)
                 start = time.perf_counter()
                 client.generate(png.getvalue(), PROMPT, caption="red bottle", seed=0, steps=STEPS, max_attempts=1,
                                 threshold=0.0)
                 times.append(time.perf_counter() - start)
+            bls = bls_breakdown(before, scrape(server.metrics_url))  # the second request's calls
             group = psutil.Process(server.process.pid)
             served_rss = sum(p.memory_info().rss for p in [group] + group.children(recursive=True))
         rows.append({"part": "serve", "unet": mode, "size": SIZE, "steps": STEPS, "in_process_s": local["seconds"],
                      "in_process_peak_bytes": usage["peak_rss_bytes"], "served_first_s": times[0],
                      "served_s": times[1], "server_rss_bytes": served_rss, "component_calls": local["calls"],
                      "overhead_per_bls_call_s": (times[1] - local["seconds"]) / local["calls"],
+                     "bls": bls, "bls_overhead_ms_per_call": overhead_ms_per_call(bls),
                      "startup_s": server.startup_s})
     return rows
 
