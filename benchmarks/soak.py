@@ -15,8 +15,9 @@ until ``--duration`` seconds pass), half valid, half invalid, drawn with a seede
 
 Every valid request must succeed and every invalid one must be INVALID_ARGUMENT; anything else
 is listed under ``unexpected``. Memory: after a warm-up (every model at its largest batch and
-largest images, the largest requests of the mix from every client at once, then the same load), the resident memory of tritonserver and of
-every python stub, by model instance (benchmarks/server_memory.py), is sampled every
+largest images, the largest requests of the mix from every client at once, then the same load),
+the resident memory of tritonserver and of every python stub, by model instance
+(benchmarks/server_memory.py), is sampled every
 ``--interval`` seconds with the number of requests done. The report gives per process the RSS
 after warm-up, at the end and at most, and the slope in KB per request over the second half
 of the run (least squares), and the same for the total. Bounds (``passed``): no process above
@@ -109,8 +110,8 @@ def soak(url: str, server_pid: int, clients: int = 8, requests: int = 25, durati
 
     A warm-up first sends every kind once, then each model's largest request (with ``mixed``
     sizes, its largest images too), then the largest requests of the mix from all ``clients`` at
-    once, so every pipeline instance serves one (:meth:`RequestMix.largest`), then the same load (``clients`` threads, a few
-    requests each): model instances, onnxruntime's arenas and the python backend's shared
+    once, so every pipeline instance serves one (:meth:`RequestMix.largest`), then the same load
+    (``clients`` threads, a few requests each): model instances, onnxruntime's arenas and the python backend's shared
     memory reach their working size, so the memory measured afterwards shows growth from the
     soak itself, not first use.
     """
