@@ -47,26 +47,27 @@ class MemoryOptions:
     exact_arena: bool = False
 
 
-# Per component, measured by benchmarks/session_memory_bench.py on 2026-12-01 (that run's JSON
-# was not kept in benchmarks/results/; rerun the bench to check the figures below):
-# a warm-up at the largest batch, then 40 runs of batches drawn as the dynamic batcher hands
-# them out (1 to MAX_COMPONENT_BATCH), RSS after both.
+# Per component, measured by benchmarks/session_memory_bench.py (benchmarks/results/
+# session_memory.json, 2026-12-02, tiny zoo): a warm-up at the largest batch, then 40 runs of
+# batches drawn as the dynamic batcher hands them out (1 to MAX_COMPONENT_BATCH), RSS after both.
 #
 # Memory patterns are OFF for every batched component. onnxruntime caches one pattern per input
 # shape and takes it from the arena as ONE block per run; with up to 16 batch sizes the blocks
 # of different sizes fragment the arena, which extends (by powers of two) to fit the next one
-# and never gives memory back: with patterns, vae_decoder grew 1.46x and saliency 2.41x over
-# the 40 runs; without, 1.00x and 1.08x. Per-tensor allocation from the arena costs little
-# here: these graphs' kernels dominate (the bench's latency columns).
+# and never gives memory back: with patterns (onnxruntime's defaults), vae_decoder grew 1.64x,
+# vae_encoder 1.85x and saliency 2.27x over the 40 runs; without, 1.01x, 1.00x and 1.06x.
+# Per-tensor allocation from the arena costs little for the diffusion and text graphs (their
+# latency beside the defaults: 0.88-1.16x at batch 4-16, within the run's noise).
 #
-# The arena stays ON: without it every tensor is a malloc/free, glibc keeps the freed heap
-# (saliency still grew 1.6x), and runs are slower.
+# The arena stays ON: without it every tensor is a malloc/free and glibc keeps the freed heap
+# (vae_encoder grew 5.4x and vae_decoder 6.8x without an arena).
 #
 # The arena grows by exactly what is asked (kSameAsRequested) for saliency: U2-Net works at
-# 320 px whatever the input, so its activations are the largest of the judge (about 0.9 GB at
-# batch 16 for the tiny zoo's widths) and a power-of-two extension can reserve almost twice that;
-# without patterns it still crept 1.06x over 150 runs, with exact extension 1.00x. The others'
-# activations are small enough that the default extension settles at once.
+# 320 px whatever the input, so its activations are the largest of the judge and a power-of-two
+# extension can reserve almost twice them; without patterns it still crept 1.06x over the 40
+# runs, with exact extension 1.00x. That costs saliency latency: 1.15-1.21x the defaults' at
+# batches 1-16, the price of a flat judge. The others' activations are small enough that the
+# default extension settles at once.
 _NO_PATTERN = MemoryOptions(memory_pattern=False)
 MEMORY_OPTIONS: dict[str, MemoryOptions] = {
     "text_encoder": _NO_PATTERN,
