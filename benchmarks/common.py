@@ -164,6 +164,16 @@ def concurrent_calls(call: Callable[[int], object], concurrency: int, requests: 
     return time.perf_counter() - started, [latency for latency, _ in done], [result for _, result in done]
 
 
+def warm_instances(call: Callable[[int], object], instances: int = PIPELINE_INSTANCES) -> None:
+    """Warm up every ``rfad_pipeline`` instance before timing: ``instances`` requests at once,
+    twice, so each instance serves one. An instance's first request pays for the stub's lazy
+    imports; warmed by one request, the timed ones could meet cold instances (2026-12-02, tiny
+    shape: served min 0.56 s, median 2.34 s over 5 repeats, where perf_analyzer's p50 for the
+    same request on a server it had loaded longer was 0.35 s)."""
+    for _ in range(2):
+        concurrent_calls(call, instances, instances)
+
+
 def served_repo(shape: BenchShape, onnx: Path, name: str, **options) -> Path:
     """A Triton repository of ``shape``'s export (python backend) under the cache, written afresh."""
     from rfad.export.triton_repo import write_triton_repo

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bls_metrics import bls_breakdown, scrape  # noqa: E402
 from common import PIPELINE_INSTANCES, SHAPES, concurrent_calls, markdown_table, percentile  # noqa: E402
-from common import served_repo, shape_models, write_results  # noqa: E402
+from common import served_repo, shape_models, warm_instances, write_results  # noqa: E402
 from perf_analyzer_input import judge_request, pipeline_request, plain_ad  # noqa: E402
 from perf_analyzer_tool import TOOL_DIR, PerfAnalyzer, PerfAnalyzerUnavailable, locate, parse_report  # noqa: E402
 
@@ -105,7 +105,7 @@ def measure(tool: PerfAnalyzer, shape, quick: bool) -> list[dict]:
         for model, request in inputs.items():
             data = work / f"{model}.json"
             data.write_text(json.dumps({"data": [request]}))
-            calls[model](0)  # warm-up: first requests pay for lazy imports in the python stubs
+            warm_instances(calls[model])  # first requests pay for lazy imports in the python stubs
             for concurrency in CONCURRENCY:
                 per_window = max(3, concurrency * (2 if quick else 3))
                 print(f"[{shape.name}] {model}, {concurrency} concurrent: perf_analyzer, then rfad.client", flush=True)

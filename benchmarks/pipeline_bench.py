@@ -46,6 +46,7 @@ from common import (  # noqa: E402
     served_repo,
     shape_models,
     timing_summary,
+    warm_instances,
     write_results,
 )
 
@@ -125,7 +126,7 @@ def bench_shape(shape, repeats: int) -> list[dict]:
             server = stack.enter_context(TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0))
             clients[mode] = RfadClient(server.grpc_url, retries=0)
             metrics_urls[mode] = server.metrics_url
-            clients[mode].generate(png.getvalue(), PROMPT, **request)  # warm-up
+            warm_instances(lambda i, m=mode: clients[m].generate(png.getvalue(), PROMPT, **request))
         judged_run()  # warm-up
         calls_before = runner.calls
         # All up, runs alternating: drift of the machine hits the three alike.
