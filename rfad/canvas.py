@@ -138,7 +138,9 @@ def _decode_rgb(image: Image.Image, max_pixels: int, min_side: int, label: str) 
     if width < min_side or height < min_side:
         raise CanvasError(f"{label}: {width}x{height} px is too small; each side must be at least {min_side} px")
     try:
-        return np.asarray(image.convert("RGB"))
+        # convert() copies even an RGB image, and asarray copies once more: a 4096-px JPEG would
+        # briefly need three times its 48 MB; an RGB image goes straight to the array.
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise CanvasError(f"{label}: too many pixels ({exc}); the limit is {max_pixels} px") from exc
     except Exception as exc:
@@ -255,13 +257,19 @@ def _place(source, spec: CanvasSpec) -> tuple[np.ndarray, tuple[int, int, int, i
     return product_rgba, (x0, y0, x0 + w, y0 + h)
 
 
+_BAND_ROWS = 256  # rows composited at a time: the temporaries of a 4096-px canvas stay a few MB
+
+
 def _init_image(product_rgba: np.ndarray, box: tuple[int, int, int, int], spec: CanvasSpec) -> np.ndarray:
     """The product over the background colour, uint8 [H, W, 3]. Outside the box alpha is 0, so
-    the pixels there are the background and only the box is composited."""
+    the pixels there are the background and only the box is composited, in bands of rows."""
     x0, y0, x1, y1 = box
     init = np.empty((spec.height, spec.width, 3), np.uint8)
     init[...] = np.array(spec.background, np.uint8)
-    init[y0:y1, x0:x1] = _composite(product_rgba[..., :3], product_rgba[..., 3], init[y0:y1, x0:x1])
+    for top in range(0, y1 - y0, _BAND_ROWS):
+        band = product_rgba[top:top + _BAND_ROWS]
+        rows = slice(y0 + top, y0 + top + len(band))
+        init[rows, x0:x1] = _composite(band[..., :3], band[..., 3], init[rows, x0:x1])
     return init
 
 

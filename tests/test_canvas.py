@@ -221,6 +221,22 @@ def test_place_product_is_the_canvas_init_image(spec):
     assert np.array_equal(place_product(source, spec), prepare_canvas(source, spec).init_image)
 
 
+def test_place_product_composites_a_tall_product_exactly_band_by_band():
+    """A product taller than the compositing bands: every pixel is (rgb*a + bg*(255-a) + 127) // 255."""
+    rng = np.random.default_rng(RNG_SEED)
+    pixels = np.zeros((700, 420, 4), np.uint8)
+    pixels[..., :3] = rng.integers(0, 256, (700, 420, 3))
+    pixels[..., 3] = rng.integers(1, 256, (700, 420))  # soft everywhere inside the bbox
+    pixels[0, :, 3] = 0  # a transparent top row: the product is cropped to its alpha first
+    spec = CanvasSpec(width=640, height=800, product_scale=1.0, background=(200, 100, 50))
+    canvas = prepare_canvas(Image.fromarray(pixels), spec)
+    placed = place_product(Image.fromarray(pixels), spec)
+    a = canvas.product_alpha.astype(np.int64)[..., None]
+    expected = (canvas.product_rgb.astype(np.int64) * a + np.array(spec.background) * (255 - a) + 127) // 255
+    assert canvas.box[3] - canvas.box[1] == 699  # taller than one band of rows
+    assert np.array_equal(placed, expected.astype(np.uint8))
+
+
 @pytest.mark.parametrize("generated", [np.zeros((64, 64, 3), np.uint8), np.zeros((128, 128, 3), np.float32),
                                        np.zeros((128, 128), np.uint8)])
 def test_paste_back_refuses_wrong_images(soft_canvas, generated):
