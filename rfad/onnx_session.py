@@ -172,11 +172,14 @@ class ThreadSettings:
 
 
 # The threads of the python component models (triton_repo/onnx_component), written into their
-# configs by rfad-export triton-repo. Several component stubs and pipeline instances share the
-# cores: idle workers that spin-wait take them from the stub that runs next, so they sleep; and
-# one thread per stub, as requests in flight already keep the cores busy. Measured 2026-12-01 on
-# 2 cores (another job busy on them), small shape, default judge route, 4 rfad_pipeline
-# instances, one served attempt (median of 3) and images/s to 4 clients: onnxruntime's defaults
-# (a thread per core, spinning) 12.5 s, 0.096/s; spinning off 8.0 s, 0.160/s; one thread,
-# spinning off 6.9 s, 0.188/s.
-COMPONENT_THREADS = ThreadSettings(intra_op=1, spinning=False)
+# configs by rfad-export triton-repo: a thread per core, and idle workers sleep instead of
+# spin-waiting, because several component stubs and pipeline instances share the cores and a
+# spinning worker takes a core from the stub that runs next. Measured by pipeline_bench.py on
+# 2 idle cores, 2026-12-02, two runs back to back (4 rfad_pipeline instances; served attempt /
+# in-process attempt, and images/s to 4 clients served vs in process):
+#   one thread per component, no spinning: tiny 0.80, 3.25 vs 2.36/s; small 1.44, 0.229 vs 0.286/s
+#   a thread per core, no spinning:        tiny 0.79, 3.59 vs 2.14/s; small 0.94, 0.308 vs 0.264/s
+# One thread left the denoiser, which dominates an attempt, one core of the two. (An earlier
+# measurement on a machine another job was loading had favoured one thread; onnxruntime's
+# defaults, spinning, were the slowest there: 12.5 s per small attempt against 8.0 s without.)
+COMPONENT_THREADS = ThreadSettings(intra_op=0, spinning=False)
