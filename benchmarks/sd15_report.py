@@ -147,7 +147,8 @@ def page_section(result: dict, machine_line: str) -> list[str]:
         lines += ["### One served request at 512 px, 2 steps (CPU)", "",
                   "One candidate, one attempt, the judge through the component models, in process (one onnxruntime "
                   "session per component, onnxruntime's default threads: one per core) and served (one instance per "
-                  "component, `rfad.onnx_session.COMPONENT_THREADS`: one thread each). (second served request - in "
+                  "component, one onnxruntime thread each: the `rfad.onnx_session.COMPONENT_THREADS` of that run, "
+                  "2026-12-02; a thread per core since). (second served request - in "
                   "process) / component calls is the served request's extra time spread over its calls; at these "
                   "sizes each call computes for seconds, so it measures mostly the served components' one thread "
                   "against the in-process loop's two on this 2-core machine, not what crossing the BLS boundary "
