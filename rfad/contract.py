@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 CLASS_NAMES = ("Available", "Space Mismatch", "Size Mismatch", "Indistinctiveness", "Shape Hallucination")
+# What an RFNet ablation can switch off (RFNetConfig.ablate, `rfad-train rfnet --ablate`).
+RFNET_ABLATIONS = ("product", "caption", "depth", "saliency", "filter")
 
 MAX_SEED = 2**63 - 1  # seeds travel as INT64 over Triton
 

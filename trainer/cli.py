@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from rfad.contract import RFNET_ABLATIONS
 from rfad.pipeline.settings import GenerationSettings
 from rfad.trainer.checkpoints import CheckpointError
 from rfad.trainer.data.manifest import ManifestError
@@ -48,6 +49,8 @@ def main() -> None:
 @click.option("--max-steps", default=0, show_default=True, type=click.IntRange(min=0),
               help="Stop after N optimiser steps with a checkpoint (continue later with --resume).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
+@click.option("--ablate", multiple=True, type=click.Choice(RFNET_ABLATIONS),
+              help="Switch off an input (zeros in its place) or the Feature Filter Module; repeatable (ablation studies).")
 def rfnet(**options) -> None:
     """Train RFNet (AdamW, cross-entropy over the 5 classes, lr x0.1 from the middle epoch).
 

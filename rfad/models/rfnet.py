@@ -13,6 +13,10 @@ I_g, its depth map I_d and saliency map I_s, and the product caption. Output: lo
   are 3x3 on the token grid (they see neighbouring regions of the product).
 - Fusion: N2 pre-norm transformer encoder layers over [cls, e_f, e_g, e_d, e_s].
 - Head: linear on the cls token.
+- Ablations (``RFNetConfig.ablate``, the paper's modality ablation in miniature): ``product``,
+  ``caption``, ``depth`` and ``saliency`` replace that input by zeros inside :meth:`RFNet.judge` (the graph keeps its
+  inputs, so serving code never changes; the model cannot learn from what it never sees),
+  ``filter`` skips the Feature Filter Module (e_f = e_o).
 
 For serving RFNet splits in two graphs: ``rfnet_text`` (:meth:`RFNet.encode_caption`, once per
 request) and ``rfnet`` (:meth:`RFNet.judge`, per candidate batch).
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rfad.contract import CLASS_NAMES
+from rfad.contract import CLASS_NAMES, RFNET_ABLATIONS
 from rfad.models.config_json import config_from_dict
 
 CONFIG_NAME = "config.json"
@@ -37,6 +41,7 @@ WEIGHTS_NAME = "model.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODALITIES = ("product", "generated", "depth", "saliency")
+ABLATIONS = RFNET_ABLATIONS
 
 
 def _default_resnet() -> dict:
@@ -66,8 +71,12 @@ class RFNetConfig:
     resnet: dict = field(default_factory=_default_resnet)
     roberta: dict = field(default_factory=_default_roberta)
     max_caption_tokens: int = 64
+    ablate: list[str] = field(default_factory=list)  # inputs/modules switched off (ABLATIONS); [] = the full model
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.ablate) - set(ABLATIONS))
+        if unknown:
+            raise ValueError(f"ablate: unknown {unknown}; expected any of {', '.join(ABLATIONS)}")
         if self.width % self.heads:
             raise ValueError(f"width: {self.width} is not divisible by heads={self.heads}")
         if self.image_size % 32:
@@ -231,6 +240,15 @@ class RFNet(nn.Module):
         float [B, 1, H, W] in [0, 1]; caption_embeddings [B, L, d]; caption_mask int [B, L]
         (1 = token) -> logits float [B, num_classes].
         """
+        ablate = self.config.ablate
+        if "product" in ablate:
+            product_image = torch.zeros_like(product_image)
+        if "depth" in ablate:
+            depth_map = torch.zeros_like(depth_map)
+        if "saliency" in ablate:
+            saliency_map = torch.zeros_like(saliency_map)
+        if "caption" in ablate:
+            caption_embeddings = torch.zeros_like(caption_embeddings)
         e_o, e_g, e_d, e_s = self.encode_images([product_image, generated_image, depth_map, saliency_map],
                                                 [0, 1, 2, 3])
         padding = caption_mask == 0
@@ -239,7 +257,7 @@ class RFNet(nn.Module):
         padding = padding.clone()
         padding[:, 0] = False
         e_f = e_o
-        for layer in self.filters:
+        for layer in ([] if "filter" in ablate else self.filters):
             e_f = layer(e_f, caption_embeddings, padding)
         cls = self.cls_token.expand(e_f.shape[0], -1, -1)
         sequence = torch.cat([cls, e_f, e_g, e_d, e_s], dim=1) + self.position_embedding

@@ -55,6 +55,10 @@ def _quiet() -> None:
               help="Canvas side in pixels (multiple of 8).")
 @click.option("--product-scale", default=CanvasSpec.product_scale, show_default=True, type=float,
               help="Largest product side as a fraction of the canvas.")
+@click.option("--upscale/--no-upscale", default=CanvasSpec.upscale, show_default=True,
+              help="Enlarge products smaller than --product-scale (the miniature world's canvas: --upscale).")
+@click.option("--mask-dilation", default=CanvasSpec.mask_dilation, show_default=True, type=click.IntRange(min=0),
+              help="Dilation of the generate-mask in pixels (the miniature world's canvas: 5).")
 @click.option("--negative-prompt", default="", help="Negative prompt (the CFG branch eps(0)).")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute ControlNet, UNet and VAE-decoder activations in backward.")
 @click.option("--mixed-precision", default="no", show_default=True, type=click.Choice(["no", "fp16", "bf16"]))

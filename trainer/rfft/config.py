@@ -17,7 +17,7 @@ WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 # Settings a resumed run must share with the run it continues (anything else would change the
 # trajectory); --steps may grow, checkpoint cadence and --max-steps may change.
 TRAJECTORY_FIELDS = ("split", "batch_size", "grad_accum", "lr", "weight_decay", "max_grad_norm", "reg", "beta",
-                     "ddim_steps", "last_k", "guidance", "controlnet_scale", "size", "product_scale",
+                     "ddim_steps", "last_k", "guidance", "controlnet_scale", "size", "product_scale", "upscale", "mask_dilation",
                      "negative_prompt", "mixed_precision", "grad_checkpointing", "seed")
 
 
@@ -57,6 +57,8 @@ class RFFTConfig:
     controlnet_scale: float = GenerationSettings.controlnet_scale
     size: int = CanvasSpec.width  # the canvas is square: one side for width and height
     product_scale: float = CanvasSpec.product_scale
+    upscale: bool = CanvasSpec.upscale  # enlarge small products to product_scale (the miniature world's canvas does)
+    mask_dilation: int = CanvasSpec.mask_dilation
     negative_prompt: str = ""
     grad_checkpointing: bool = False
     mixed_precision: str = "no"
@@ -96,4 +98,5 @@ class RFFTConfig:
                                   controlnet_scale=self.controlnet_scale, eta=0.0, seed=self.seed)
 
     def canvas_spec(self) -> CanvasSpec:
-        return CanvasSpec(width=self.size, height=self.size, product_scale=self.product_scale)
+        return CanvasSpec(width=self.size, height=self.size, product_scale=self.product_scale, upscale=self.upscale,
+                          mask_dilation=self.mask_dilation)

@@ -75,6 +75,7 @@ class RFNetTrainConfig:
     keep_checkpoints: int = 2
     max_steps: int = 0  # stop after N optimiser steps in total, with a checkpoint (0: run all epochs)
     resume: bool = False
+    ablate: tuple[str, ...] = ()  # RFNet inputs/modules switched off (rfad.models.rfnet.ABLATIONS)
 
     def resolved(self) -> "RFNetTrainConfig":
         values = asdict(self)
@@ -141,6 +142,7 @@ def build_model_and_tokenizer(config: RFNetTrainConfig):
         tokenizer = build_roberta_tokenizer()
         model_config = tiny_rfnet_config()
         model_config.image_size = config.image_size
+        model_config.ablate = list(config.ablate)
         model_config.roberta["vocab_size"] = len(tokenizer)
         return RFNet(model_config), tokenizer
     if config.resnet is None or config.roberta is None:
@@ -151,7 +153,8 @@ def build_model_and_tokenizer(config: RFNetTrainConfig):
 
     tokenizer = AutoTokenizer.from_pretrained(check_tokenizer_folder(config.roberta, "RoBERTa tokenizer"),
                                               local_files_only=True)
-    model = RFNet.from_backbones(RFNetConfig(image_size=config.image_size), config.resnet, config.roberta)
+    model = RFNet.from_backbones(RFNetConfig(image_size=config.image_size, ablate=list(config.ablate)), config.resnet,
+                                 config.roberta)
     return model, tokenizer
 
 
@@ -255,7 +258,9 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
         epoch, step, step_in_epoch, history = state["epoch"], state["step"], state["step_in_epoch"], state["history"]
         train_loss = state["train_loss"]
         say(f"resuming from {latest} (epoch {epoch + 1}, step {step})")
-    accelerator.init_trackers("rfnet", config={k: v for k, v in asdict(config).items() if v is not None})
+    # TensorBoard's hparams take scalars and strings only: --ablate goes in as "depth,filter".
+    accelerator.init_trackers("rfnet", config={k: ",".join(v) if isinstance(v, (tuple, list)) else v
+                                               for k, v in asdict(config).items() if v is not None})
 
     def checkpoint() -> None:
         state = {"epoch": epoch, "step_in_epoch": step_in_epoch, "train_loss": train_loss, "history": history,
