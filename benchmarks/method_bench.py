@@ -8,9 +8,13 @@ The paper's chain (DESIGN.md section 9) with the oracle in the annotators' place
 - ``data``: RF-mini (``--n`` images, 4 per product, seed 0; reused if ``DIR/rf-mini`` exists),
   then its depth and saliency maps from the tiny zoo's DPT and U2-Net (``rfad-data prepare``):
   the maps the judge computes at serving time, from the same models;
-- ``rfnet``: RFNet on RF-mini's train split (``rfad-train rfnet --tiny``, 128 px);
-- ``judges``: its ablations (caption, depth, saliency, Feature Filter Module off) and the
-  ResNet-only and majority baselines, on the test split (:mod:`method.judges`);
+- ``pretrain``: RFNet on ``--pretrain-scenes`` drawn scenes (``rfad-data scenes``, labels by
+  construction; the stand-in for the paper's ImageNet-pretrained backbones);
+- ``rfnet``: that RFNet fine-tuned on RF-mini's train split (``rfad-train rfnet --tiny --init``,
+  128 px): the judge of the loop and of RFFT;
+- ``judges``: its ablations (product, caption, depth, saliency, Feature Filter Module off), the
+  same RFNet trained from scratch, and the ResNet-only and majority baselines, on the test split
+  (:mod:`method.judges`);
 - ``loop``: the shipped generator on the test products, ``--seeds`` requests each: single-shot
   oracle availability, RFNet's verdicts, the early signal (RFNet on the decoded x0-prediction at
   25/50/75 % of the steps vs the final oracle verdict, AUC) and Recurrent Generation with RFNet
@@ -35,7 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "method"))
 
-PARTS = ("data", "rfnet", "judges", "loop", "rfft", "report")
+PARTS = ("data", "pretrain", "rfnet", "judges", "loop", "rfft", "report")
+PRETRAIN_SEED = 11  # the drawn scenes' seed: neither the generator's (0) nor RF-mini's request stream
 REGULARISERS = ("cc", "kl", "none")
 EARLY_FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -72,21 +77,41 @@ def data_manifest(work: Path) -> Path:
     return work / "rf-mini-maps" / "manifest.jsonl"
 
 
+def part_pretrain(args) -> dict:
+    from rfad.trainer.data.scenes import write_scene_dataset
+    from rfad.trainer.rfnet.train import TINY_LR, TRAIN_LOG, RFNetTrainConfig, train_rfnet
+
+    scenes, out = args.work / "pretrain-scenes", args.work / "rfnet-scenes"
+    if not (scenes / "manifest.jsonl").is_file():
+        write_scene_dataset(scenes, args.pretrain_scenes, seed=PRETRAIN_SEED)
+    start = time.perf_counter()
+    if not (out / TRAIN_LOG).is_file():
+        train_rfnet(RFNetTrainConfig(data=str(scenes), out=str(out), tiny=True, epochs=args.pretrain_epochs,
+                                     image_size=args.image_size, lr=TINY_LR, batch_size=args.batch_size,
+                                     seed=args.seed), echo=lambda *_: None)
+    history = json.loads((out / TRAIN_LOG).read_text())["history"]
+    return {"scenes": args.pretrain_scenes, "epochs": args.pretrain_epochs, "history": history,
+            "seconds_if_trained_here": round(time.perf_counter() - start, 1)}
+
+
 def part_rfnet(args) -> dict:
     from judges import VARIANTS, train_variant
 
     name, ablate = VARIANTS[0]
     return {"judge": name, **train_variant(data_manifest(args.work), args.work / "rfnet-full", ablate, args.epochs,
-                                           args.image_size, args.batch_size, args.seed)}
+                                           args.image_size, args.batch_size, args.seed, args.work / "rfnet-scenes")}
 
 
 def part_judges(args) -> dict:
-    from judges import judge_table
+    from judges import judge_table, train_variant
 
     from rfad.trainer.rfnet.train import TINY_LR
 
-    rows = judge_table(data_manifest(args.work), args.work, args.epochs, args.image_size, args.batch_size, TINY_LR,
-                       args.seed)
+    rows = judge_table(data_manifest(args.work), args.work / "pretrain-scenes", args.work, args.work / "rfnet-scenes",
+                       args.pretrain_epochs, args.epochs, args.image_size, args.batch_size, TINY_LR, args.seed)
+    scratch = train_variant(data_manifest(args.work), args.work / "rfnet-scratch", (), args.epochs, args.image_size,
+                            args.batch_size, args.seed)
+    rows.insert(1, {"judge": "RFNet, no pretraining", **scratch})
     return {"rows": rows}
 
 
@@ -190,7 +215,7 @@ def part_report(args) -> dict:
 
     from common import write_results
 
-    parts = {name: _done(args.work, name) for name in ("data", "rfnet", "judges", "loop", "rfft")}
+    parts = {name: _done(args.work, name) for name in ("data", "pretrain", "rfnet", "judges", "loop", "rfft")}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("parts",)}
     path = write_results("method", result_rows(parts), settings)
     render()
@@ -203,6 +228,8 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--n", type=int, default=1200, help="RF-mini images (4 per product).")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--pretrain-scenes", type=int, default=4000, help="Drawn scenes the judges are pretrained on.")
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--products", type=int, default=None, help="Test products to generate for [default: all].")

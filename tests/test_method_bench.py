@@ -123,3 +123,24 @@ def test_single_shot_returns_generate_s_images_with_oracle_and_early_verdicts(ti
     loops = recurrent(runner, judge, [product], 1, settings, max_attempts=2)
     assert loops[0]["oracle_first"] == shots[0]["oracle"]  # the loop's first attempt is the single shot
     assert 1 <= loops[0]["attempts"] <= 2
+
+
+def test_rfnet_training_can_start_from_a_trained_judge(tmp_path):
+    """``rfad-train rfnet --init DIR``: the judge the benchmark pretrains on drawn scenes, then fine-tunes."""
+    from rfad.models.rfnet import RFNet, tiny_rfnet_config
+    from rfad.tiny.tokenizers import build_roberta_tokenizer
+    from rfad.trainer.rfnet.train import RFNetTrainConfig, build_model_and_tokenizer
+
+    tokenizer = build_roberta_tokenizer()
+    config = tiny_rfnet_config()
+    config.roberta["vocab_size"] = len(tokenizer)
+    trained = RFNet(config)
+    trained.save_pretrained(tmp_path / "judge")
+    tokenizer.save_pretrained(tmp_path / "judge")
+    run = RFNetTrainConfig(data="d", out="o", tiny=True, init=str(tmp_path / "judge"), ablate=("depth",)).resolved()
+    model, loaded_tokenizer = build_model_and_tokenizer(run)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
+    assert model.config.ablate == ["depth"] and model.training and len(loaded_tokenizer) == len(tokenizer)
+    with pytest.raises(ValueError, match="--init .* image size is 64, not --image-size 128"):
+        build_model_and_tokenizer(RFNetTrainConfig(data="d", out="o", tiny=True, init=str(tmp_path / "judge"),
+                                                   image_size=128).resolved())

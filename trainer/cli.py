@@ -51,6 +51,9 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @click.option("--ablate", multiple=True, type=click.Choice(RFNET_ABLATIONS),
               help="Switch off an input (zeros in its place) or the Feature Filter Module; repeatable (ablation studies).")
+@click.option("--init", type=click.Path(exists=True, file_okay=False),
+              help="Start from this RFNet folder's weights and tokenizer (fine-tuning, e.g. a judge pretrained on "
+                   "drawn scenes); --image-size must match it.")
 def rfnet(**options) -> None:
     """Train RFNet (AdamW, cross-entropy over the 5 classes, lr x0.1 from the middle epoch).
 

@@ -3,9 +3,13 @@
 Every RFNet variant is trained by the product's own trainer (:func:`rfad.trainer.rfnet.train.
 train_rfnet`, ``--tiny`` backbones, the paper's schedule: lr x0.1 from the middle epoch) on the
 same rows with cached depth and saliency maps, and scored by ``rfad-train eval-rfnet``'s code
-(:func:`rfad.trainer.rfnet.evaluate.evaluate_rfnet`). The ablations switch one input or the
-Feature Filter Module off (``rfad-train rfnet --ablate``); the baselines are the majority class
-and a ResNet that sees the generated image alone (:mod:`resnet_baseline`).
+(:func:`rfad.trainer.rfnet.evaluate.evaluate_rfnet`). Like the paper's ImageNet-pretrained
+backbones, every judge starts from one pretrained on drawn scenes (labels by construction, no
+RF-mini image; ``rfad-train rfnet --init``): from scratch, the tiny judge stayed at the majority
+baseline on RF-mini's 840 training images. The ablations switch one input or the Feature Filter
+Module off during fine-tuning and test (``rfad-train rfnet --ablate``); the baselines are the
+majority class and a ResNet that sees the generated image alone (:mod:`resnet_baseline`),
+pretrained on the same scenes.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ def _summary(metrics: dict) -> dict:
 
 
 def train_variant(data: Path, out: Path, ablate: tuple[str, ...], epochs: int, image_size: int, batch_size: int,
-                  seed: int) -> dict:
-    """Train one RFNet variant into ``out`` (skipped if its folder is complete) and score it on the test split."""
+                  seed: int, init: Path | None = None) -> dict:
+    """Train one RFNet variant into ``out`` (from ``init``'s weights if given; skipped if its folder is
+    complete) and score it on the test split."""
     from rfad.trainer.rfnet.evaluate import evaluate_rfnet
     from rfad.trainer.rfnet.train import TRAIN_LOG, RFNetTrainConfig, train_rfnet
 
@@ -44,7 +49,8 @@ def train_variant(data: Path, out: Path, ablate: tuple[str, ...], epochs: int, i
     if not (out / TRAIN_LOG).is_file():
         start = time.perf_counter()
         train_rfnet(RFNetTrainConfig(data=str(data), out=str(out), tiny=True, epochs=epochs, image_size=image_size,
-                                     batch_size=batch_size, seed=seed, ablate=ablate), echo=lambda *_: None)
+                                     batch_size=batch_size, seed=seed, ablate=ablate,
+                                     init=None if init is None else str(init)), echo=lambda *_: None)
         timing.write_text(f"{time.perf_counter() - start:.1f}\n")
     seconds = float(timing.read_text()) if timing.is_file() else float("nan")
     metrics = evaluate_rfnet(str(out), str(data), "test", echo=lambda *_: None)
@@ -53,36 +59,33 @@ def train_variant(data: Path, out: Path, ablate: tuple[str, ...], epochs: int, i
             "val_accuracy_last": history[-1].get("val_accuracy"), "model": str(out)}
 
 
-def resnet_only(data: Path, epochs: int, image_size: int, batch_size: int, lr: float, seed: int) -> dict:
-    """The ResNet-only baseline on the same rows, scored with the same metrics."""
-    from rfad.contract import CLASS_NAMES
-    from rfad.tiny.tokenizers import build_roberta_tokenizer
-    from rfad.trainer.rfnet.dataset import RFNetDataset
+def resnet_only(data: Path, scenes: Path, pretrain_epochs: int, epochs: int, image_size: int, batch_size: int,
+                lr: float, seed: int) -> dict:
+    """The ResNet-only baseline: pretrained on ``scenes``, fine-tuned on ``data``, scored like the judges."""
     from rfad.trainer.rfnet.evaluate import compute_metrics
-    from rfad.trainer.rfnet.train import load_split_rows
 
-    from resnet_baseline import predict_resnet_only, train_resnet_only
+    from resnet_baseline import ImageRows, ResNetOnly, predict_resnet_only, train_resnet_only
 
     start = time.perf_counter()
-    tokenizer = build_roberta_tokenizer()
-    rows = {split: load_split_rows(data, split, lambda *_: None) for split in ("train", "test")}
-    sets = {split: RFNetDataset(found, root, tokenizer, image_size, 8) for split, (found, root) in rows.items()}
-    model = train_resnet_only(sets["train"], epochs, batch_size, lr, seed)
-    probabilities, labels = predict_resnet_only(model, sets["test"])
-    train_labels = [CLASS_NAMES.index(row.label) for row in rows["train"][0]]
-    metrics = compute_metrics(probabilities, labels, train_labels)
+    model = train_resnet_only(ResNetOnly(seed), ImageRows(scenes, "train", image_size), pretrain_epochs, batch_size,
+                              lr, seed)
+    train = ImageRows(data, "train", image_size)
+    model = train_resnet_only(model, train, epochs, batch_size, lr, seed)
+    probabilities, labels = predict_resnet_only(model, ImageRows(data, "test", image_size))
+    metrics = compute_metrics(probabilities, labels, train.labels)
     return {**_summary(metrics), "ablate": ["product", "caption", "depth", "saliency", "filter"],
             "train_seconds": round(time.perf_counter() - start, 1)}
 
 
-def judge_table(data: Path, work: Path, epochs: int, image_size: int, batch_size: int, lr: float, seed: int,
-                variants=VARIANTS, echo=print) -> list[dict]:
-    """Rows of the judge table: every RFNet variant, the ResNet-only baseline and the majority class."""
+def judge_table(data: Path, scenes: Path, work: Path, pretrained: Path, pretrain_epochs: int, epochs: int,
+                image_size: int, batch_size: int, lr: float, seed: int, variants=VARIANTS, echo=print) -> list[dict]:
+    """Rows of the judge table: every RFNet variant (fine-tuned from ``pretrained``) and the ResNet-only baseline."""
     rows = []
     for name, ablate in variants:
         echo(f"judge: training {name}")
         rows.append({"judge": name, **train_variant(data, work / ("rfnet-" + ("-".join(ablate) or "full")), ablate,
-                                                    epochs, image_size, batch_size, seed)})
+                                                    epochs, image_size, batch_size, seed, pretrained)})
     echo("judge: training ResNet-only")
-    rows.append({"judge": "ResNet only (generated image)", **resnet_only(data, epochs, image_size, batch_size, lr, seed)})
+    rows.append({"judge": "ResNet only (generated image)",
+                 **resnet_only(data, scenes, pretrain_epochs, epochs, image_size, batch_size, lr, seed)})
     return rows

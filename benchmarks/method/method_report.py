@@ -32,6 +32,8 @@ def result_rows(parts: dict) -> list[dict]:
     if parts.get("data"):
         rows.append({"kind": "rf_mini", **{k: v for k, v in parts["data"]["rf_mini"].items() if k != "settings"},
                      "settings": parts["data"]["rf_mini"]["settings"]})
+    if parts.get("pretrain"):
+        rows.append({"kind": "pretrain", **parts["pretrain"]})
     for row in (parts.get("judges") or {}).get("rows", []):
         rows.append({"kind": "judge", **row})
     loop = parts.get("loop")
@@ -68,7 +70,15 @@ def judges_section(rows: list[dict]) -> str:
     first = judges[0]
     support = ", ".join(f"{n} {first['support'][n]}" for n in names)
     lines += ["", f"Test split: {first['n']} images ({support}); majority class baseline accuracy "
-                  f"{_pct(first['majority_baseline'])}. The paper's AP is on 1,000 RF1M test images, in percent."]
+                  f"{_pct(first['majority_baseline'])}; AP of a judge that guesses is the share of Available, "
+                  f"{_pct(first['support']['Available'] / first['n'])}. The paper's AP is on 1,000 RF1M test images, "
+                  "in percent."]
+    pretrain = next((r for r in rows if r["kind"] == "pretrain"), None)
+    if pretrain is not None:
+        last = pretrain["history"][-1]
+        lines += ["", f"Pretraining (every row but \"no pretraining\"): RFNet on {pretrain['scenes']} drawn scenes "
+                      f"(balanced classes), {pretrain['epochs']} epochs; validation accuracy on drawn scenes "
+                      f"{_pct(last.get('val_accuracy'))} at the last epoch (chance 20 %)."]
     return "\n".join(lines)
 
 

@@ -76,6 +76,7 @@ class RFNetTrainConfig:
     max_steps: int = 0  # stop after N optimiser steps in total, with a checkpoint (0: run all epochs)
     resume: bool = False
     ablate: tuple[str, ...] = ()  # RFNet inputs/modules switched off (rfad.models.rfnet.ABLATIONS)
+    init: str | None = None  # start from this RFNet folder's weights (fine-tuning) instead of fresh ones
 
     def resolved(self) -> "RFNetTrainConfig":
         values = asdict(self)
@@ -136,6 +137,8 @@ def build_model_and_tokenizer(config: RFNetTrainConfig):
     from rfad.models.rfnet import RFNet, RFNetConfig, tiny_rfnet_config
 
     torch.manual_seed(config.seed)  # the new layers' initialisation depends on the seed only
+    if config.init is not None:
+        return _from_rfnet_folder(config)
     if config.tiny:
         from rfad.tiny.tokenizers import build_roberta_tokenizer
 
@@ -156,6 +159,23 @@ def build_model_and_tokenizer(config: RFNetTrainConfig):
     model = RFNet.from_backbones(RFNetConfig(image_size=config.image_size, ablate=list(config.ablate)), config.resnet,
                                  config.roberta)
     return model, tokenizer
+
+
+def _from_rfnet_folder(config: RFNetTrainConfig):
+    """(the RFNet of ``--init`` with this run's ablations, its caption tokenizer): fine-tuning a trained judge."""
+    from transformers import AutoTokenizer
+
+    from rfad.models.folders import check_tokenizer_folder
+    from rfad.models.rfnet import RFNet
+
+    model = RFNet.from_pretrained(config.init)
+    if model.config.image_size != config.image_size:
+        raise ValueError(f"--init {config.init}: its image size is {model.config.image_size}, not --image-size "
+                         f"{config.image_size}; pass --image-size {model.config.image_size}")
+    model.config.ablate = list(config.ablate)
+    tokenizer = AutoTokenizer.from_pretrained(check_tokenizer_folder(config.init, "RFNet caption tokenizer"),
+                                              local_files_only=True)
+    return model.train(), tokenizer
 
 
 def build_map_models(config: RFNetTrainConfig) -> MapModels | None:
