@@ -24,8 +24,9 @@ The paper's chain (DESIGN.md section 9) with the oracle in the annotators' place
   and the diversity indicator (pixel distance between a product's seeds);
 - ``report``: benchmarks/results/method.json and docs/method.md's tables.
 
-Each part writes ``DIR/<part>.json`` and is skipped when that file exists (delete it to rerun),
-so parts can run as separate processes (e.g. ``rfft`` beside ``judges,loop`` on two cores).
+Each part writes ``DIR/<part>.json`` (``rfft``: ``DIR/rfft-<reg>.json`` per regulariser) and is
+skipped when that file exists (delete it to rerun), so parts can run as separate processes on
+separate cores (e.g. ``loop,rfft --regs cc,kl`` beside ``judges`` then ``rfft --regs none``).
 """
 
 from __future__ import annotations
@@ -178,6 +179,8 @@ def part_loop(args) -> dict:
 
 
 def part_rfft(args) -> dict:
+    """Train and evaluate each of ``--regs`` not yet in ``WORK/rfft-<reg>.json`` (so regularisers can run
+    as separate processes); returns every regulariser's result present."""
     from sampling import single_shot
 
     from rfad.miniworld import model_dir
@@ -185,8 +188,11 @@ def part_rfft(args) -> dict:
     from rfad.trainer.rfft.config import RFFTConfig
     from rfad.trainer.rfft.train import train_rfft
 
-    runs = {}
+    settings = {"steps": args.rfft_steps, "batch_size": args.rfft_batch, "grad_accum": args.rfft_accum,
+                "lr": args.rfft_lr, "beta": args.beta, "last_k": args.last_k}
     for reg in args.regs:
+        if _done(args.work, f"rfft-{reg}") is not None:
+            continue
         out = args.work / f"rfft-{reg}"
         start = time.perf_counter()
         if not (out / "config.json").is_file():
@@ -204,10 +210,17 @@ def part_rfft(args) -> dict:
         shots = single_shot(runner, judge, products, args.seeds, _settings(args), (), args.max_attempts,
                             desc=f"rfft {reg}")
         log = json.loads((out / "rfft_config.json").read_text()) if (out / "rfft_config.json").is_file() else {}
-        runs[reg] = {**_single_shot_record(shots, products, str(out)), "train_seconds": round(train_seconds, 1),
-                     "run_record": log}
-    return {"settings": {"steps": args.rfft_steps, "batch_size": args.rfft_batch, "grad_accum": args.rfft_accum,
-                         "lr": args.rfft_lr, "beta": args.beta, "last_k": args.last_k}, "runs": runs}
+        _save(args.work, f"rfft-{reg}", {**_single_shot_record(shots, products, str(out)), "settings": settings,
+                                         "train_seconds": round(train_seconds, 1), "run_record": log})
+    return rfft_runs(args.work)
+
+
+def rfft_runs(work: Path) -> dict:
+    """The results of every regulariser evaluated so far, from ``WORK/rfft-<reg>.json``."""
+    runs = {reg: _done(work, f"rfft-{reg}") for reg in REGULARISERS}
+    runs = {reg: run for reg, run in runs.items() if run is not None}
+    settings = next(iter(runs.values()))["settings"] if runs else None
+    return {"settings": settings, "runs": runs}
 
 
 def part_report(args) -> dict:
@@ -215,7 +228,8 @@ def part_report(args) -> dict:
 
     from common import write_results
 
-    parts = {name: _done(args.work, name) for name in ("data", "pretrain", "rfnet", "judges", "loop", "rfft")}
+    parts = {name: _done(args.work, name) for name in ("data", "pretrain", "rfnet", "judges", "loop")}
+    parts["rfft"] = rfft_runs(args.work)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("parts",)}
     path = write_results("method", result_rows(parts), settings)
     render()
@@ -260,7 +274,7 @@ def main() -> None:
     for part in [p for p in args.parts.split(",") if p]:
         if part not in PARTS:
             parser.error(f"--parts: unknown part {part!r}; expected any of {', '.join(PARTS)}")
-        if part != "report" and _done(args.work, part) is not None:
+        if part not in ("report", "rfft") and _done(args.work, part) is not None:  # rfft: per regulariser
             print(f"{part}: {args.work / (part + '.json')} exists, skipped")
             continue
         start = time.perf_counter()

@@ -41,8 +41,7 @@ def result_rows(parts: dict) -> list[dict]:
         rows.append({"kind": "single_shot", **{k: v for k, v in loop["single_shot"].items() if k not in DROP}})
         rows.append({"kind": "recurrent", **{k: v for k, v in loop["recurrent"].items() if k not in DROP}})
     for reg, run in ((parts.get("rfft") or {}).get("runs") or {}).items():
-        rows.append({"kind": "rfft", "reg": reg, **{k: v for k, v in run.items() if k not in DROP + ("run_record",)},
-                     "settings": (parts.get("rfft") or {}).get("settings")})
+        rows.append({"kind": "rfft", "reg": reg, **{k: v for k, v in run.items() if k not in DROP + ("run_record",)}})
     return rows
 
 
