@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,28 +124,83 @@ def load_ad_image(source, max_pixels: int = CanvasSpec.max_pixels, min_side: int
     palette or 16-bit image is converted). The size is checked against ``max_pixels`` before
     any pixel is decoded. Raises :class:`CanvasError` whose message starts with ``label``.
     """
+    with ad_image_rows(source, max_pixels, min_side, label) as (_, height, read_rows):
+        return read_rows(np.arange(height))
+
+
+@contextmanager
+def ad_image_rows(source, max_pixels: int = CanvasSpec.max_pixels, min_side: int = 16, label: str = "image"):
+    """Open an ad image as :func:`load_ad_image` does, and yield ``(width, height, read_rows)``:
+    ``read_rows(rows)`` -> uint8 [len(rows), W, 3] RGB for sorted row indices, the same pixels as
+    ``load_ad_image(source)[rows]``. The judge reads only the rows its resize touches, so a 4096-px
+    ad is decoded once (PIL's own buffer) and never copied whole into numpy. Raises
+    :class:`CanvasError` whose message starts with ``label``.
+    """
     if isinstance(source, Image.Image):
-        image = source
-        return _decode_rgb(image, max_pixels, min_side, label)
-    with _open_lazily(source, max_pixels, label) as image:
-        return _decode_rgb(image, max_pixels, min_side, label)
+        yield _rgb_rows(source, max_pixels, min_side, label)
+        return
+    image = _open_lazily(source, max_pixels, label)
+    try:
+        yield _rgb_rows(image, max_pixels, min_side, label)
+    finally:
+        # close() frees the decoded pixels now; Image's own __exit__ closes only the file, and
+        # read_rows (which the caller may still hold) would keep them alive.
+        image.close()
 
 
-def _decode_rgb(image: Image.Image, max_pixels: int, min_side: int, label: str) -> np.ndarray:
+def _rgb_rows(image: Image.Image, max_pixels: int, min_side: int, label: str):
     width, height = image.size
     if width * height > max_pixels:
         raise CanvasError(f"{label}: {width}x{height} = {width * height} px is over the limit of {max_pixels} px "
                           "(max_pixels); refusing to decode it")
     if width < min_side or height < min_side:
         raise CanvasError(f"{label}: {width}x{height} px is too small; each side must be at least {min_side} px")
+
+    def read_rows(rows: np.ndarray) -> np.ndarray:
+        # One crop per run of consecutive rows; convert() on the crop, not the image, so a
+        # palette, 16-bit or RGBA ad never has a whole converted copy either.
+        rows = np.asarray(rows, dtype=np.int64)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        try:
+            runs = [np.asarray(image.crop((0, int(run[0]), width, int(run[-1]) + 1)).convert("RGB"))
+                    for run in np.split(rows, breaks) if len(run)]
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise CanvasError(f"{label}: too many pixels ({exc}); the limit is {max_pixels} px") from exc
+        except Exception as exc:
+            raise CanvasError(f"{label}: corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+        return runs[0] if len(runs) == 1 else np.concatenate(runs)
+
+    return width, height, read_rows
+
+
+def _open_lazily(source, max_pixels: int, label: str = "product image") -> Image.Image:
+    """Image.open reads only the header: nothing is decoded until .load()."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise CanvasError(f"{label}: empty bytes; expected the bytes of an image file (PNG, WebP, ...)")
+        what, fp = f"{len(source)} bytes", io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(os.fsdecode(source))
+        if not path.is_file():
+            raise CanvasError(f"{label}: no such file: '{path}'")
+        what, fp = f"file '{path}'", path
+    else:
+        raise CanvasError(f"{label}: expected a path, bytes or PIL.Image.Image, got {type(source).__name__}")
     try:
-        # convert() copies even an RGB image, and asarray copies once more: a 4096-px JPEG would
-        # briefly need three times its 48 MB; an RGB image goes straight to the array.
-        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return Image.open(fp, formats=DECODED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise CanvasError(f"{label}: too many pixels ({exc}); the limit is {max_pixels} px") from exc
+    except UnidentifiedImageError as exc:
+        raise CanvasError(f"{label}: {what} is not an image in a supported format "
+                          f"({', '.join(DECODED_FORMATS)})") from exc
     except Exception as exc:
-        raise CanvasError(f"{label}: corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+        # Header parsers raise more than OSError on crafted input (SyntaxError, struct.error, ...).
+        raise CanvasError(f"{label}: {what} has a corrupt header ({type(exc).__name__}: {exc})") from exc
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    # Palette and colour-key images keep their transparency in info, not in a channel.
+    return image.mode in _ALPHA_MODES or (image.mode in ("P", "L", "RGB") and "transparency" in image.info)
 
 
 def _open_lazily(source, max_pixels: int, label: str = "product image") -> Image.Image:
@@ -260,16 +316,26 @@ def _place(source, spec: CanvasSpec) -> tuple[np.ndarray, tuple[int, int, int, i
 _BAND_ROWS = 256  # rows composited at a time: the temporaries of a 4096-px canvas stay a few MB
 
 
-def _init_image(product_rgba: np.ndarray, box: tuple[int, int, int, int], spec: CanvasSpec) -> np.ndarray:
-    """The product over the background colour, uint8 [H, W, 3]. Outside the box alpha is 0, so
-    the pixels there are the background and only the box is composited, in bands of rows."""
+def _init_rows(product_rgba: np.ndarray, box: tuple[int, int, int, int], spec: CanvasSpec,
+               rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the init image (uint8 [len(rows), W, 3]): the background, and the product
+    composited over it where ``rows`` cross the box (outside the box alpha is 0)."""
     x0, y0, x1, y1 = box
+    out = np.empty((len(rows), spec.width, 3), np.uint8)
+    out[...] = np.array(spec.background, np.uint8)
+    inside = (rows >= y0) & (rows < y1)
+    if inside.any():
+        band = product_rgba[rows[inside] - y0]
+        out[inside, x0:x1] = _composite(band[..., :3], band[..., 3], out[inside, x0:x1])
+    return out
+
+
+def _init_image(product_rgba: np.ndarray, box: tuple[int, int, int, int], spec: CanvasSpec) -> np.ndarray:
+    """The product over the background colour, uint8 [H, W, 3], in bands of rows."""
     init = np.empty((spec.height, spec.width, 3), np.uint8)
-    init[...] = np.array(spec.background, np.uint8)
-    for top in range(0, y1 - y0, _BAND_ROWS):
-        band = product_rgba[top:top + _BAND_ROWS]
-        rows = slice(y0 + top, y0 + top + len(band))
-        init[rows, x0:x1] = _composite(band[..., :3], band[..., 3], init[rows, x0:x1])
+    for top in range(0, spec.height, _BAND_ROWS):
+        rows = np.arange(top, min(top + _BAND_ROWS, spec.height))
+        init[rows[0]:rows[-1] + 1] = _init_rows(product_rgba, box, spec, rows)
     return init
 
 
@@ -278,6 +344,14 @@ def place_product(source, spec: CanvasSpec = CanvasSpec()) -> np.ndarray:
     control image: what the judge endpoint needs of a product, at a fraction of the memory on
     large canvases. Raises :class:`CanvasError` like :func:`prepare_canvas`."""
     return _init_image(*_place(source, spec), spec)
+
+
+def placed_rows(source, spec: CanvasSpec = CanvasSpec()):
+    """``place_product`` read by rows: ``(spec.width, spec.height, read_rows)`` with ``read_rows(rows)``
+    -> ``place_product(source, spec)[rows]``; the canvas itself is never built (the judge reads at
+    most 2 x its working size of a 4096-row canvas). Raises :class:`CanvasError` like :func:`prepare_canvas`."""
+    product_rgba, box = _place(source, spec)
+    return spec.width, spec.height, lambda rows: _init_rows(product_rgba, box, spec, np.asarray(rows, np.int64))
 
 
 def prepare_canvas(source, spec: CanvasSpec = CanvasSpec()) -> AdCanvas:

@@ -18,7 +18,10 @@ from rfad.canvas import (
     CanvasSpec,
     load_product_image,
     paste_back,
+    ad_image_rows,
+    load_ad_image,
     place_product,
+    placed_rows,
     prepare_canvas,
 )
 
@@ -219,6 +222,36 @@ def test_place_product_is_the_canvas_init_image(spec):
     pixels[5:60, 10, 3] = 77  # a soft edge, so partial alpha is composited too
     source = Image.fromarray(pixels)
     assert np.array_equal(place_product(source, spec), prepare_canvas(source, spec).init_image)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "I;16"])
+def test_ad_image_rows_read_the_decoded_pixels_of_any_mode(mode):
+    """The judge reads ads by rows (rfad.serving.judge_io): any rows, in runs or not, are the rows of
+    the whole decoded image, for every mode an ad arrives in."""
+    rng = np.random.default_rng(RNG_SEED)
+    rgb = Image.fromarray(rng.integers(0, 256, (300, 170, 3), dtype=np.uint8))
+    image = {"RGBA": rgb.convert("RGBA"), "P": rgb.convert("P"), "L": rgb.convert("L"),
+             "I;16": Image.fromarray(rng.integers(0, 2**16, (300, 170), dtype=np.uint16))}.get(mode, rgb)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    whole = load_ad_image(data)
+    rows = np.array([0, 1, 2, 7, 8, 150, 298, 299])
+    with ad_image_rows(data) as (width, height, read_rows):
+        assert (width, height) == (170, 300)
+        assert np.array_equal(read_rows(rows), whole[rows])
+        assert np.array_equal(read_rows(np.arange(height)), whole)
+    with pytest.raises(ValueError, match="closed"):  # the pixels are freed on leaving the block
+        read_rows(rows)
+
+
+def test_placed_rows_are_the_rows_of_the_placed_product():
+    pixels = cutout(90, 70, (10, 5, 80, 60), seed=3)
+    spec = CanvasSpec(width=200, height=96, background=(10, 200, 30))
+    width, height, read_rows = placed_rows(Image.fromarray(pixels), spec)
+    rows = np.array([0, 5, 6, 40, 41, 95])  # outside, across and inside the product's box
+    assert (width, height) == (200, 96)
+    assert np.array_equal(read_rows(rows), place_product(Image.fromarray(pixels), spec)[rows])
 
 
 def test_place_product_composites_a_tall_product_exactly_band_by_band():

@@ -9,7 +9,9 @@ every check is testable without Triton:
 - :func:`judge_tensors` decodes the images and builds exactly what the pipeline's own judge
   (:class:`rfad.pipeline.judge.RunnerJudge`) feeds the component models: generated images and
   I_o (the product placed on a canvas of the images' size, as the pipeline places it) in
-  [0, 1], resized to the judge's working size, the caption's token ids and mask; one row per image;
+  [0, 1], resized to the judge's working size, the caption's token ids and mask; one row per image.
+  Only the rows the resize reads are ever made into arrays (:func:`rfad.pipeline.judge_view.resize_rows`):
+  the endpoint's memory per request is one decoded ad in PIL's buffer, not three 4096-px arrays;
 - :func:`verdicts` turns probabilities into Available flags.
 
 The caption is tokenised once and repeated per image, so ``rfnet_text`` encodes N copies: an
@@ -23,9 +25,9 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 import numpy as np
-from PIL import Image
 
-from rfad.canvas import CanvasError, CanvasSpec, load_ad_image, place_product
+from rfad import heap
+from rfad.canvas import CanvasError, CanvasSpec, ad_image_rows, placed_rows
 from rfad.contract import (
     DEFAULT_LIMITS,
     JUDGE_INPUTS,
@@ -36,7 +38,7 @@ from rfad.contract import (
     check_text,
 )
 from rfad.pipeline.caption import tokenize_caption
-from rfad.pipeline.judge_view import resize_array
+from rfad.pipeline.judge_view import resize_rows
 
 
 @dataclass(frozen=True)
@@ -98,22 +100,33 @@ def parse_judge_request(inputs: Mapping[str, np.ndarray | None]) -> JudgeRequest
     return JudgeRequest(images, _checked_image_bytes("product_image", product[0]), caption, threshold)
 
 
-def _to_unit(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [H, W, 3] -> float32 [3, size, size] in [0, 1]: the judge's resize (rfad.pipeline.judge_view)
-    and the pipeline's image_to_tensor scaling. Resized from the uint8 pixels (the same values up to
-    float rounding, as both steps are linear), so a 4096-px image never exists as float32."""
-    return np.ascontiguousarray(resize_array(image.transpose(2, 0, 1), size) / np.float32(255.0), dtype=np.float32)
+def _to_unit(width: int, height: int, read_rows, size: int) -> np.ndarray:
+    """An image read by rows (``read_rows(rows)`` -> uint8 [len(rows), W, 3]) -> float32 [3, size, size]
+    in [0, 1]: the judge's resize (rfad.pipeline.judge_view) and the pipeline's image_to_tensor
+    scaling. Resized from the uint8 pixels (the same values up to float rounding, as both steps are
+    linear) and from the rows the resize reads only, so a 4096-px image never exists as one array."""
+    resized = resize_rows(lambda rows: read_rows(rows).transpose(2, 0, 1), height, size)
+    return np.ascontiguousarray(resized / np.float32(255.0), dtype=np.float32)
 
 
-def product_view(product_image, width: int, height: int, spec: CanvasSpec = CanvasSpec()) -> np.ndarray:
-    """I_o for ads of ``width`` x ``height``: the product placed as the pipeline places it on a
-    canvas of that size (uint8 [H, W, 3]). The canvas needs sides that are multiples of 8 (and
-    at least 64); other sizes are built at the nearest such size and resized."""
+def product_view(product_image, width: int, height: int, spec: CanvasSpec = CanvasSpec()):
+    """I_o for ads of ``width`` x ``height``, read by rows: ``(canvas_w, canvas_h, read_rows)`` of the
+    product placed as the pipeline places it on a canvas of that size (``read_rows(rows)`` -> uint8
+    [len(rows), canvas_w, 3]). The canvas needs sides that are multiples of 8 (and at least 64);
+    other sizes get the nearest such canvas, which the judge's resize then brings to its working
+    size like any ad."""
     canvas_w, canvas_h = max(64, width // 8 * 8), max(64, height // 8 * 8)
-    init = place_product(product_image, replace(spec, width=canvas_w, height=canvas_h))
-    if (canvas_w, canvas_h) != (width, height):
-        init = np.asarray(Image.fromarray(init).resize((width, height), Image.Resampling.BILINEAR))
-    return init
+    return placed_rows(product_image, replace(spec, width=canvas_w, height=canvas_h))
+
+
+_TRIM_PIXELS = 2**22  # 4 megapixels: a decoded image of 16 MiB and more is in Pillow's 16 MiB blocks
+
+
+def _release(size: tuple[int, int] | None) -> None:
+    """After a large image, hand its freed blocks back to the OS (rfad.heap: glibc keeps them
+    resident otherwise, and the next image's peak would stack on them)."""
+    if size is not None and size[0] * size[1] >= _TRIM_PIXELS:
+        heap.trim()
 
 
 def judge_tensors(request: JudgeRequest, tokenizer, size: int, spec: CanvasSpec = CanvasSpec()) -> dict[str, np.ndarray]:
@@ -122,29 +135,33 @@ def judge_tensors(request: JudgeRequest, tokenizer, size: int, spec: CanvasSpec 
     generated_image, product_image float32 [N, 3, size, size] in [0, 1] (``size``: the judge's,
     :attr:`rfad.components.specs.ModelFacts.judge_size`); input_ids, attention_mask int64 [N, L]
     (the caption, tokenised by :func:`rfad.pipeline.caption.tokenize_caption`). Each image is
-    resized as soon as it is decoded, so a request holds one full-size image at a time.
+    decoded and resized on its own, reading only the rows the resize touches, so a request holds
+    one decoded image at a time, in PIL's buffer.
     """
     generated, first = [], None
     for i, data in enumerate(request.images):
         try:
-            image = load_ad_image(data, spec.max_pixels, spec.min_side, label=f"generated_image[{i}]")
+            with ad_image_rows(data, spec.max_pixels, spec.min_side, label=f"generated_image[{i}]") as image:
+                first = first or image[:2]
+                if image[:2] != first:
+                    raise InvalidRequest(f"generated_image[{i}]: {image[0]}x{image[1]} px, but generated_image[0] "
+                                         f"is {first[0]}x{first[1]}; send images of one size per request")
+                generated.append(_to_unit(*image, size))
         except CanvasError as exc:
             raise InvalidRequest(str(exc)) from None
-        first = first or image.shape
-        if image.shape != first:
-            raise InvalidRequest(f"generated_image[{i}]: {image.shape[1]}x{image.shape[0]} px, but "
-                                 f"generated_image[0] is {first[1]}x{first[0]}; send images of one size per request")
-        generated.append(_to_unit(image, size))
-    height, width = first[:2]
+        finally:
+            _release(first)
     try:
-        product = product_view(request.product_image, width, height, spec)
+        product = _to_unit(*product_view(request.product_image, *first, spec), size)
     except CanvasError as exc:
         raise InvalidRequest(str(exc)) from None
+    finally:
+        _release(first)
     ids, mask = tokenize_caption(tokenizer, request.caption, return_tensors="np")
     n = len(generated)
     return {
         "generated_image": np.stack(generated),
-        "product_image": np.repeat(_to_unit(product, size)[None], n, axis=0),
+        "product_image": np.repeat(product[None], n, axis=0),
         "input_ids": np.repeat(ids.astype(np.int64), n, axis=0),
         "attention_mask": np.repeat(mask.astype(np.int64), n, axis=0),
     }
