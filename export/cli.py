@@ -131,7 +131,8 @@ def check(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, salienc
 @click.option("--backend", type=click.Choice(["python", "onnxruntime", "tensorrt"]),
               help="Backend of the component models [default: the profile's].")
 @click.option("--unet", "unet_mode", default="merged", show_default=True, type=click.Choice(["merged", "separate"]))
-@click.option("--canvas-size", type=int, help="Canvas side in pixels of rfad_pipeline, a multiple of 8 [default: the profile's].")
+@click.option("--canvas-size", type=int, help="Canvas side in pixels of rfad_pipeline, a multiple of 8 [default: the canvas the models "
+                   "declare (rfad-models.json), else the profile's].")
 @click.option("--max-attempts-cap", type=int, help="The largest max_attempts a request may ask for [default: the profile's].")
 @click.option("--max-batch", type=int,
               help="max_batch_size of the component models, at least the pipeline's largest batch [default: the profile's].")

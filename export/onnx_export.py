@@ -24,6 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
+from rfad.canvas import canvas_to_dict
 from rfad.components.manifest import ExportManifest
 from rfad.components.registry import component_specs
 from rfad.components.specs import ComponentSpec, ModelFacts
@@ -125,6 +126,7 @@ def _export_isolated(model_set: ModelSet, out: Path, components, opset, external
         facts=facts, specs={name: specs[name] for name in chosen}, scheduler_config=plan["scheduler_config"],
         vae_scale_factor=plan["vae_scale_factor"], precision=precision, opset=opset, files=files,
         models={k: str(v) for k, v in vars(model_set).items() if isinstance(v, Path)},
+        canvas=canvas_to_dict(model_set.canvas) if model_set.canvas is not None else {},
     )
     manifest.write(out / "manifest.json")
     return manifest

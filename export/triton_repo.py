@@ -20,6 +20,7 @@ from pathlib import Path
 from rfad.export.triton_config import ModelConfig, pipeline_config, render_config, spec_tensor
 from rfad.export.triton_config_check import check_repository
 from rfad.export.triton_judge import JUDGE_COMPONENTS, PREPARE_MODEL, judge_configs
+from rfad.serving.judge_io import CANVAS_FILE
 
 from rfad.components.manifest import ExportManifest
 from rfad.components.specs import ComponentSpec
@@ -73,6 +74,11 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     if pipeline_instances is not None and pipeline_instances < 1:
         raise ValueError(f"--pipeline-instances {pipeline_instances}: must be at least 1")
     declared = profile if isinstance(profile, DeploymentProfile) else get_profile(profile)
+    declared_canvas = _declared_canvas(Path(onnx_dir))
+    if "width" in declared_canvas:
+        # The models' own canvas (what the generator was trained at) replaces the profile's;
+        # --canvas-size still overrides both.
+        declared = replace(declared, pipeline=replace(declared.pipeline, canvas_size=declared_canvas["width"]))
     # Checked before anything is written: a bad cap, size or judge mode names its flag here
     # rather than failing the server's start later.
     try:
@@ -87,7 +93,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
         raise ValueError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if unet_mode not in ("merged", "separate"):
         raise ValueError(f"--unet: {unet_mode!r} is not merged or separate")
-    chosen, flags = profile_with_flags(profile, {
+    chosen, flags = profile_with_flags(declared, {
         "--backend": backend, "--max-batch": max_batch_size, "--max-attempts-cap": max_attempts_cap,
         "--canvas-size": canvas_size, "--pipeline-instances": pipeline_instances,
         "--no-dynamic-batching": None if dynamic_batching is None else not dynamic_batching})
@@ -144,6 +150,8 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
                 shutil.copy2(TEMPLATES / name / "1" / "model.py", out / name / "1" / "model.py")
             judge_models.append(name)
         shutil.copytree(onnx_dir / "caption_tokenizer", out / PREPARE_MODEL / "1" / "assets" / "caption_tokenizer")
+        # The judge places I_o as the pipeline places products: the models' declared canvas.
+        (out / PREPARE_MODEL / "1" / "assets" / CANVAS_FILE).write_text(json.dumps(manifest.canvas, indent=2) + "\n")
     elif pipeline_judge not in (None, "none"):
         raise ValueError(f"--pipeline-judge {pipeline_judge} needs the judge components "
                          "(export with --rfnet, --depth, --saliency)")
@@ -163,7 +171,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
         instance_kind="KIND_GPU" if chosen.gpu else "KIND_CPU")))
     record = {"profile": chosen.name, "flags": flags, "settings": asdict(chosen), "backend": backend,
               "precision": chosen.precision,
-              "unet": unet_mode, "judge": pipeline_parameters.judge,
+              "unet": unet_mode, "judge": pipeline_parameters.judge, "declared_canvas": manifest.canvas,
               "server_args": [f"--backend-config=python,shm-default-byte-size={chosen.shm.default_byte_size}",
                               f"--backend-config=python,shm-growth-byte-size={chosen.shm.growth_byte_size}"],
               "dev_shm_bytes": chosen.shm.dev_shm_bytes, "dev_shm_need_bytes": need}
@@ -172,6 +180,15 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
                   pipeline_parameters.judge)
     check_repository(out)  # every config as Triton's own ModelConfig: a wrong field fails here, not at deploy
     return out
+
+
+def _declared_canvas(onnx_dir: Path) -> dict:
+    """The canvas the export's models declare ({} where none, or where the manifest is missing or
+    unreadable: reading it for real later says why)."""
+    try:
+        return ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}").canvas
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 def _place(source: Path, target: Path) -> None:

@@ -86,6 +86,30 @@ class CanvasSpec:
         object.__setattr__(self, "background", tuple(int(c) for c in background))
 
 
+# What a model set may declare about its canvas (rfad-models.json "canvas"): how the generator
+# was trained to place products. The export manifest carries it to the served pipeline and judge.
+DECLARED_CANVAS_KEYS = ("width", "height", "product_scale", "upscale", "mask_dilation")
+
+
+def canvas_from_dict(values, where: str) -> CanvasSpec:
+    """A :class:`CanvasSpec` from a declared canvas (keys of :data:`DECLARED_CANVAS_KEYS`); a
+    ValueError starting with ``where`` names an unknown key or a bad value."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected an object with keys {list(DECLARED_CANVAS_KEYS)}, got {values!r}")
+    unknown = sorted(set(values) - set(DECLARED_CANVAS_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; a canvas declares {list(DECLARED_CANVAS_KEYS)}")
+    try:
+        return CanvasSpec(**values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}.{exc}") from None
+
+
+def canvas_to_dict(spec: CanvasSpec) -> dict:
+    """The declared form of ``spec`` (what :func:`canvas_from_dict` reads back)."""
+    return {key: getattr(spec, key) for key in DECLARED_CANVAS_KEYS}
+
+
 # eq=False: the generated __eq__ would compare arrays with ==, whose truth value is ambiguous.
 @dataclass(frozen=True, eq=False)
 class AdCanvas:

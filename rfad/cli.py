@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -143,10 +144,11 @@ def _output_paths(out: Path, count: int) -> list[Path]:
               help="Attempts before returning the best candidates flagged not available (with a judge).")
 @click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
               help="p(Available) needed to pass.")
-@click.option("--size", default=DEFAULTS.canvas_size, show_default=True, type=int,
-              help="Canvas side in pixels (multiple of 8).")
-@click.option("--product-scale", default=DEFAULTS.product_scale, show_default=True, type=float,
-              help="Largest product side as a fraction of the canvas.")
+@click.option("--size", default=None, type=int,
+              help=f"Canvas side in pixels (multiple of 8) [default: the model set's canvas, else {DEFAULTS.canvas_size}].")
+@click.option("--product-scale", default=None, type=float,
+              help="Largest product side as a fraction of the canvas [default: the model set's canvas, "
+                   f"else {DEFAULTS.product_scale}].")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda (--runner torch).")
 @click.option("--runner", default="torch", show_default=True, type=click.Choice(["torch", "onnx"]),
               help="torch: the PyTorch models of --models; onnx: the graphs exported into --onnx, on onnxruntime's "
@@ -168,7 +170,8 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
         require_extras("rfad generate --runner onnx", "export")  # onnxruntime
     from tqdm import tqdm
 
-    from rfad.canvas import CanvasSpec, prepare_canvas
+    from rfad.canvas import CanvasSpec, canvas_to_dict, prepare_canvas
+    from rfad.components.manifest import ExportManifest
     from rfad.contract import check_text
     from rfad.models.diffusion import load_diffusion_models
     from rfad.models.judge import load_judge_models
@@ -184,8 +187,13 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
     settings = GenerationSettings(steps=steps, guidance_scale=guidance, controlnet_scale=controlnet_scale, seed=seed,
                                   num_images=num_images, candidates=candidates, max_attempts=max_attempts,
                                   threshold=threshold)
+    # The canvas the models declare (rfad-models.json "canvas", carried into the export manifest):
+    # how the generator was trained to place products; --size and --product-scale override it.
+    declared = (ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}").canvas_spec() if runner == "onnx"
+                else ModelSet.resolve(models).canvas or CanvasSpec())
     try:
-        spec = CanvasSpec(width=size, height=size, product_scale=product_scale)
+        spec = replace(declared, **{k: v for k, v in (("width", size), ("height", size),
+                                                      ("product_scale", product_scale)) if v is not None})
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     canvas = prepare_canvas(product, spec)
@@ -204,7 +212,8 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
         judge_models = load_judge_models(model_set, device) if model_set.rfnet is not None else None
         runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device, judge=judge_models)
         judge = RunnerJudge(runner) if judge_models is not None else None
-        ran = {"models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items() if v is not None},
+        ran = {"models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items()
+                          if v is not None and k != "canvas"},
                "device": device}
     load_s = time.perf_counter() - t0
     if judge is None:
@@ -236,8 +245,7 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
         "product": str(product),
         **ran,
         "settings": settings.to_dict(),
-        "canvas": {"width": spec.width, "height": spec.height, "product_scale": spec.product_scale,
-                   "box": list(canvas.box)},
+        "canvas": {**canvas_to_dict(spec), "box": list(canvas.box)},
         "outputs": [str(p) for p in paths],
         **result.to_dict(),
     }
@@ -253,22 +261,31 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
 
 @main.command()
 @click.option("--out", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Where the zoo, ONNX graphs, repository, images and report go.")
-@model_option("models", help="A model set with real weights [default: build the tiny random-weight zoo].")
-@click.option("--size", default=256, show_default=True, type=int, help="Canvas side in pixels.")
-@click.option("--steps", default=8, show_default=True, type=int)
-@click.option("--max-attempts", default=3, show_default=True, type=int)
+              help="Where the ONNX graphs, repository, products, images and report go.")
+@model_option("models", help="A model set of your own [default: the miniature world: the shipped generator and "
+                             "the RFNet trained on RF-mini].")
+@click.option("--tiny", is_flag=True, help="The tiny random-weight zoo instead (noise images; the fastest run).")
+@click.option("--size", type=int, help="Canvas side in pixels [default: the models' declared canvas, else 256].")
+@click.option("--steps", default=20, show_default=True, type=int)
+@click.option("--max-attempts", default=5, show_default=True, type=int)
 @click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
               help="p(Available) needed to pass.")
 @needs_extras("export", "serve")
 @_fail_cleanly
-def demo(out, models, size, steps, max_attempts, threshold) -> None:
-    """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report."""
+def demo(out, models, tiny, size, steps, max_attempts, threshold) -> None:
+    """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report.
+
+    By default the miniature world: drawn products on painted tables, judged by an RFNet trained
+    on RF-mini, each attempt shown with its verdict and the oracle's.
+    """
     from rfad.demo import run_demo
     from rfad.serving.start_errors import ServerStartError
 
+    if tiny and models is not None:
+        raise click.UsageError("--tiny builds its own random-weight models: drop --models, or drop --tiny")
     try:
-        run_demo(out, models, size=size, steps=steps, max_attempts=max_attempts, threshold=threshold, echo=click.echo)
+        run_demo(out, models, tiny=tiny, size=size, steps=steps, max_attempts=max_attempts, threshold=threshold,
+                 echo=click.echo)
     except ServerStartError as exc:
         raise click.ClickException(str(exc)) from None
 

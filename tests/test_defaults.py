@@ -37,8 +37,7 @@ COMMANDS = {
     "rfad generate": (_command(rfad_cli, "generate"), set(MODEL_SET_FLAGS), {
         "seed": SETTINGS.seed, "steps": SETTINGS.steps, "guidance": SETTINGS.guidance_scale,
         "controlnet_scale": SETTINGS.controlnet_scale, "num_images": SETTINGS.num_images,
-        "candidates": SETTINGS.candidates, "max_attempts": SETTINGS.max_attempts, "threshold": SETTINGS.threshold,
-        "size": CANVAS.width, "product_scale": CANVAS.product_scale}),
+        "candidates": SETTINGS.candidates, "max_attempts": SETTINGS.max_attempts, "threshold": SETTINGS.threshold}),
     "rfad demo": (_command(rfad_cli, "demo"), {"models"}, {"threshold": SETTINGS.threshold}),
     "rfad-export onnx": (_command(export_cli, "onnx"), set(MODEL_SET_FLAGS), {}),
     "rfad-export check": (_command(export_cli, "check"), set(MODEL_SET_FLAGS), {}),
@@ -91,6 +90,17 @@ def test_help_shows_the_dataclass_defaults(title):
     for name, value in defaults.items():
         assert options[name].default == value, (title, name)
         assert f"default: {value}" in options[name].get_help_record(ctx)[1], (title, name)
+
+
+def test_generate_takes_the_canvas_the_set_declares_else_the_canvas_defaults():
+    """--size and --product-scale default to the model set's declared canvas (tests/test_declared_canvas.py),
+    and to CanvasSpec's where it declares none: the help names both."""
+    command = _command(rfad_cli, "generate")
+    options = {p.name: p for p in command.params if isinstance(p, click.Option)}
+    ctx = click.Context(command, info_name="rfad generate")
+    for name, value in (("size", CANVAS.width), ("product_scale", CANVAS.product_scale)):
+        assert options[name].default is None
+        assert f"[default: the model set's canvas, else {value}]" in options[name].get_help_record(ctx)[1]
 
 
 def test_library_signatures_and_the_contract_read_the_same_defaults():

@@ -31,19 +31,33 @@ class ExportManifest:
     opset: int | None = None
     files: dict[str, dict] = field(default_factory=dict)  # component -> {"file", "external_data", "bytes"}
     models: dict[str, str] = field(default_factory=dict)  # the model folders that were exported
+    # The canvas the model set declares (rfad.canvas.DECLARED_CANVAS_KEYS), empty where it declares
+    # none: the served pipeline and the judge endpoint place products by it.
+    canvas: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"format": MANIFEST_FORMAT, "facts": self.facts.to_dict(),
                 "components": {name: spec.to_dict() for name, spec in self.specs.items()},
                 "scheduler_config": self.scheduler_config, "vae_scale_factor": self.vae_scale_factor,
-                "precision": self.precision, "opset": self.opset, "files": self.files, "models": self.models}
+                "precision": self.precision, "opset": self.opset, "files": self.files, "models": self.models,
+                "canvas": self.canvas}
 
     @classmethod
     def from_dict(cls, values: dict) -> "ExportManifest":
         return cls(facts=ModelFacts.from_dict(values["facts"]),
                    specs={name: ComponentSpec.from_dict(spec) for name, spec in values["components"].items()},
                    **{k: values[k] for k in ("scheduler_config", "vae_scale_factor", "precision", "opset", "files",
-                                             "models")})
+                                             "models")}, canvas=values.get("canvas") or {})
+
+    def canvas_spec(self, size: int | None = None):
+        """The :class:`rfad.canvas.CanvasSpec` of the declared canvas (CanvasSpec's defaults where
+        none is declared), ``size`` x ``size`` when given."""
+        from rfad.canvas import canvas_from_dict
+
+        declared = dict(self.canvas)
+        if size is not None:
+            declared.update(width=size, height=size)
+        return canvas_from_dict(declared, "canvas")
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from rfad.canvas import CanvasSpec, canvas_from_dict, canvas_to_dict
 from rfad.models.folders import ModelFolderError
 
 MODEL_SET_FILE = "rfad-models.json"
@@ -48,6 +49,9 @@ class ModelSet:
     rfnet: Path | None = None
     roberta: Path | None = None
     resnet: Path | None = None
+    # How the generator places products (rfad-models.json "canvas": rfad.canvas.DECLARED_CANVAS_KEYS);
+    # None: the defaults of rfad.canvas.CanvasSpec. Export carries it to the served pipeline.
+    canvas: CanvasSpec | None = None
 
     @classmethod
     def resolve(cls, path: str | os.PathLike) -> "ModelSet":
@@ -65,11 +69,15 @@ class ModelSet:
                 data = json.loads(manifest.read_text())
             except json.JSONDecodeError as exc:
                 raise ModelFolderError(f"models: {manifest} is not valid JSON ({exc})") from exc
-            unknown = sorted(set(data) - set(ROLES) - {"lora_scale", "description"})
+            unknown = sorted(set(data) - set(ROLES) - {"lora_scale", "description", "canvas"})
             if unknown:
                 raise ModelFolderError(f"models: {manifest} has unknown roles {unknown}; known: {sorted(ROLES)}")
             values = {k: (root / v).resolve() for k, v in data.items() if k in ROLES and v}
-            return cls(**values, lora_scale=float(data.get("lora_scale", 0.8)))
+            try:
+                canvas = canvas_from_dict(data["canvas"], f"models: {manifest}: canvas") if "canvas" in data else None
+            except ValueError as exc:
+                raise ModelFolderError(str(exc)) from None
+            return cls(**values, lora_scale=float(data.get("lora_scale", 0.8)), canvas=canvas)
         if (root / "model_index.json").is_file():
             controlnet = root / "controlnet"
             return cls(sd=root.resolve(), controlnet=controlnet.resolve() if controlnet.is_dir() else None)
@@ -84,7 +92,8 @@ class ModelSet:
         unknown = set(paths) - known
         if unknown:
             raise ValueError(f"unknown model roles: {sorted(unknown)}")
-        values = {k: (Path(v).resolve() if k != "lora_scale" else float(v)) for k, v in paths.items() if v is not None}
+        values = {k: (float(v) if k == "lora_scale" else v if k == "canvas" else Path(v).resolve())
+                  for k, v in paths.items() if v is not None}
         return replace(self, **values)
 
     def require(self, role: str) -> Path:
@@ -98,11 +107,15 @@ class ModelSet:
     def write(self, root: str | os.PathLike, description: str = "") -> Path:
         """Write ``rfad-models.json`` into ``root`` with paths relative to it."""
         root = Path(root).resolve()
+        root.mkdir(parents=True, exist_ok=True)
         data: dict[str, object] = {"description": description} if description else {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "lora_scale":
                 data[f.name] = value
+            elif f.name == "canvas":
+                if value is not None:
+                    data[f.name] = canvas_to_dict(value)
             elif value is not None:
                 data[f.name] = os.path.relpath(value, root)
         path = root / MODEL_SET_FILE

@@ -20,14 +20,16 @@ ensemble cannot broadcast one embedding to N rows, and a step that would costs a
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from rfad import heap
-from rfad.canvas import CanvasError, CanvasSpec, ad_image_rows, placed_rows
+from rfad.canvas import CanvasError, CanvasSpec, ad_image_rows, canvas_from_dict, placed_rows
 from rfad.contract import (
     DEFAULT_LIMITS,
     JUDGE_INPUTS,
@@ -117,6 +119,17 @@ def product_view(product_image, width: int, height: int, spec: CanvasSpec = Canv
     size like any ad."""
     canvas_w, canvas_h = max(64, width // 8 * 8), max(64, height // 8 * 8)
     return placed_rows(product_image, replace(spec, width=canvas_w, height=canvas_h))
+
+
+CANVAS_FILE = "canvas.json"  # in rfad_judge_prepare's assets: the models' declared canvas (may be {})
+
+
+def declared_spec(assets) -> CanvasSpec:
+    """The placement of the repository's models (``assets/canvas.json``, written by ``rfad-export
+    triton-repo`` from the export manifest); CanvasSpec's defaults where none is declared."""
+    path = Path(assets) / CANVAS_FILE
+    values = json.loads(path.read_text()) if path.is_file() else {}
+    return canvas_from_dict(values, str(path))
 
 
 _TRIM_PIXELS = 2**22  # 4 megapixels: a decoded image of 16 MiB and more is in Pillow's 16 MiB blocks

@@ -13,7 +13,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from rfad.contract import JUDGE_INPUTS, InvalidRequest
-from rfad.serving.judge_io import judge_tensors, parse_judge_request
+from rfad.serving.judge_io import declared_spec, judge_tensors, parse_judge_request
 from rfad.serving.responses import error_response, respond_each
 
 
@@ -28,6 +28,7 @@ class TritonPythonModel:
         self.size = int(next(o for o in config["output"] if o["name"] == "generated_image")["dims"][-1])
         assets = Path(args["model_repository"]) / args["model_version"] / "assets"
         self.tokenizer = AutoTokenizer.from_pretrained(assets / "caption_tokenizer", local_files_only=True)
+        self.spec = declared_spec(assets)  # the product is placed as the repository's pipeline places it
 
     def _handle(self, request):
         inputs = {}
@@ -35,7 +36,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, field.name)
             inputs[field.name] = None if tensor is None else tensor.as_numpy()
         try:
-            tensors = judge_tensors(parse_judge_request(inputs), self.tokenizer, self.size)
+            tensors = judge_tensors(parse_judge_request(inputs), self.tokenizer, self.size, self.spec)
         except InvalidRequest as exc:
             return error_response(pb_utils, str(exc), pb_utils.TritonError.INVALID_ARG)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, tensors[name]) for name in self.outputs])

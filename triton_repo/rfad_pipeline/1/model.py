@@ -13,7 +13,8 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from rfad.canvas import CanvasError, CanvasSpec, prepare_canvas
+from rfad.canvas import CanvasError, prepare_canvas
+from rfad.components.manifest import ExportManifest
 from rfad.contract import PIPELINE_INPUTS, InvalidRequest
 from rfad.pipeline.denoise import GenerationCancelled
 from rfad.pipeline.generate import generate
@@ -41,7 +42,9 @@ class TritonPythonModel:
         parameters.check_judge(model_dir.parent, assets)
         self.limits = parameters.limits()
         self.default_steps = parameters.default_steps
-        self.canvas_spec = CanvasSpec(width=parameters.canvas_size, height=parameters.canvas_size)
+        # Products are placed as the models declare (the export manifest's canvas), at canvas_size.
+        self.canvas_spec = ExportManifest.read(assets / "components.json", "rfad_pipeline assets").canvas_spec(
+            parameters.canvas_size)
         # A GPU instance keeps the loop's tensors on its GPU; the runner asks the components for
         # outputs there too, so nothing crosses to the host between components.
         device = f"cuda:{args['model_instance_device_id']}" if args["model_instance_kind"] == "GPU" else "cpu"
