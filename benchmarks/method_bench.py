@@ -22,7 +22,9 @@ The paper's chain (DESIGN.md section 9) with the oracle in the annotators' place
 - ``rfft``: ``rfad-train rfft --reg cc|kl|none`` from the shipped generator with that RFNet, then
   the same single-shot evaluation per tuned ControlNet: oracle availability, RFNet availability,
   and the diversity indicator (pixel distance between a product's seeds);
-- ``report``: benchmarks/results/method.json and docs/method.md's tables.
+- ``report``: benchmarks/results/method.json and docs/method.md's tables;
+- ``ship``: the ``rfnet`` part's judge into ``rfad/miniworld/judge/`` with the zoo's depth and
+  saliency models and the canvas, the model set ``rfad demo`` serves (:mod:`method.ship_judge`).
 
 Each part writes ``DIR/<part>.json`` (``rfft``: ``DIR/rfft-<reg>.json`` per regulariser) and is
 skipped when that file exists (delete it to rerun), so parts can run as separate processes on
@@ -40,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "method"))
 
-PARTS = ("data", "pretrain", "rfnet", "judges", "loop", "rfft", "report")
+PARTS = ("data", "pretrain", "rfnet", "judges", "loop", "rfft", "report", "ship")
 PRETRAIN_SEED = 11  # the drawn scenes' seed: neither the generator's (0) nor RF-mini's request stream
 REGULARISERS = ("cc", "kl", "none")
 EARLY_FRACTIONS = (0.25, 0.5, 0.75)
@@ -236,6 +238,12 @@ def part_report(args) -> dict:
     return {"results": str(path)}
 
 
+def part_ship(args) -> dict:
+    from ship_judge import ship_judge
+
+    return ship_judge(args.work, Path(__file__).resolve().parent.parent / "rfad" / "miniworld" / "judge", sys.argv)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="Working folder (RF-mini, models, part results).")
@@ -274,12 +282,12 @@ def main() -> None:
     for part in [p for p in args.parts.split(",") if p]:
         if part not in PARTS:
             parser.error(f"--parts: unknown part {part!r}; expected any of {', '.join(PARTS)}")
-        if part not in ("report", "rfft") and _done(args.work, part) is not None:  # rfft: per regulariser
+        if part not in ("report", "rfft", "ship") and _done(args.work, part) is not None:  # rfft: per regulariser
             print(f"{part}: {args.work / (part + '.json')} exists, skipped")
             continue
         start = time.perf_counter()
         result = globals()[f"part_{part}"](args)
-        if part != "report":
+        if part not in ("report", "ship"):
             _save(args.work, part, {**result, "seconds": round(time.perf_counter() - start, 1)})
         print(f"{part}: done in {time.perf_counter() - start:.0f} s")
 

@@ -8,6 +8,12 @@ the miniature world's canvas (128 px, product at half the side, centred:
 ``rfad.trainer.data.scenes.MINIWORLD_CANVAS``). ``training_record.json`` inside it holds the
 command, settings, seed, losses, times and the SHA-256 of every file.
 
+``world_dir()`` is the miniature world's full model set: that generator (``../model``), the judge
+trained on RF-mini (``rfnet/``, with the depth and saliency models its maps came from) and the
+canvas the generator was trained on, declared in its ``rfad-models.json`` so that export and
+serving place products as training did. ``rfad demo`` serves it; its ``training_record.json``
+says how the judge was made and what it scored (benchmarks/method_bench.py, docs/method.md).
+
 Torch-free (hashlib and json only), so ``rfad`` can locate the weights without the model stack.
 """
 
@@ -20,6 +26,7 @@ from pathlib import Path
 
 RECORD_FILE = "training_record.json"
 _FOLDER = Path(__file__).resolve().parent / "model"
+_WORLD = Path(__file__).resolve().parent / "judge"
 
 
 def model_dir() -> Path:
@@ -28,6 +35,17 @@ def model_dir() -> Path:
         raise FileNotFoundError(f"the miniature world's generator is missing from this install: {_FOLDER} has no "
                                 "rfad-models.json (reinstall rfad, or train one with `rfad-train miniworld --out DIR`)")
     return _FOLDER
+
+
+def world_dir() -> Path:
+    """The miniature world's full model set (generator, RF-mini judge, canvas); FileNotFoundError if
+    the install lacks it."""
+    model_dir()
+    if not (_WORLD / "rfad-models.json").is_file():
+        raise FileNotFoundError(f"the miniature world's judge is missing from this install: {_WORLD} has no "
+                                "rfad-models.json (reinstall rfad, or ship one with `python benchmarks/method_bench.py "
+                                "--work DIR --parts data,pretrain,rfnet,ship`)")
+    return _WORLD
 
 
 def training_record(folder: str | os.PathLike | None = None) -> dict:
