@@ -9,11 +9,14 @@ after resetting it through ``/proc/self/clear_refs``, Linux) and after, and the 
 Cases: 1 and 4 ads of 4096 x 4096 px (JPEG, the soak's largest) with a 2048-px product; and,
 beside them, the generation canvas of the same size (:func:`rfad.canvas.prepare_canvas`: mask,
 edges and control image too), which the prepare step built for I_o before it used
-:func:`rfad.canvas.place_product`. Writes benchmarks/results/judge_prepare_memory.json.
+:func:`rfad.canvas.place_product`, and before it read only the rows its resize touches
+(:func:`rfad.canvas.ad_image_rows`, :func:`rfad.canvas.placed_rows`). Writes
+benchmarks/results/judge_prepare_memory.json.
 """
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 import time
@@ -36,6 +39,7 @@ def measure(case: str, images: int) -> dict:
     """One case in this (fresh) process: bytes resident before, peak added during, added after."""
     from soak_requests import _png, ad_image
 
+    from rfad import heap
     from rfad.canvas import CanvasSpec, prepare_canvas
     from rfad.serving.judge_io import JudgeRequest, judge_tensors
     from rfad.tiny.products import draw_product
@@ -44,6 +48,10 @@ def measure(case: str, images: int) -> dict:
     tokenizer = build_roberta_tokenizer()
     ad = ad_image(random.Random(0), SIDE, SIDE)
     product = _png(draw_product("box", PRODUCT_SIDE, PRODUCT_SIDE))
+    # Drawing the 4096-px test ad freed large arrays that glibc may still hold resident: handed back
+    # first, so that "before" is live memory only (the prepare step itself now trims, rfad/heap.py).
+    gc.collect()
+    heap.trim()
     before = _status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     start = time.perf_counter()

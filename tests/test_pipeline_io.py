@@ -102,3 +102,23 @@ def test_every_candidate_seed_must_fit_in_int64(settings, seeds):
     with pytest.raises(InvalidRequest) as info:
         GenerationSettings(**parsed.settings)
     assert str(info.value).startswith("seed: ") and str(info.value).endswith(f"allowed for this request is {largest}")
+
+
+@pytest.mark.parametrize("which", ["clip", "roberta"])
+def test_a_bounded_bpe_cache_never_changes_the_tokens(which):
+    """Served tokenizers keep at most SERVED_BPE_CACHE_WORDS split words (rfad.pipeline.caption): the
+    prompts' product codes would fill the cache without end. Past the bound, words are split afresh,
+    to the same tokens."""
+    import random
+    import string
+
+    from rfad.pipeline.caption import bound_bpe_cache
+    from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
+
+    build = build_clip_tokenizer if which == "clip" else build_roberta_tokenizer
+    bounded, free = bound_bpe_cache(build(), words=3), build()
+    rng = random.Random(0)
+    for _ in range(50):
+        code = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(rng.randint(4, 9)))
+        text = f"a red bottle on a marble table {code}"
+        assert bounded(text)["input_ids"] == free(text)["input_ids"]

@@ -44,17 +44,20 @@ class SpecRunner(ComponentRunner):
         """Specs and RunnerInfo of ``manifest``, the tokenizers from ``folder`` (``tokenizer/``, ``caption_tokenizer/``)."""
         from transformers import AutoTokenizer, CLIPTokenizer
 
+        from rfad.pipeline.caption import bound_bpe_cache
+
         self.specs = manifest.specs
         if merged and "controlnet_unet" not in self.specs:
             raise ValueError(f"{folder}: merged=True needs the controlnet_unet component")
         self.merged = merged
         caption = folder / "caption_tokenizer"
         self.info = RunnerInfo(
-            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+            tokenizer=bound_bpe_cache(CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)),
             scheduler_config=manifest.scheduler_config,
             unet_in_channels=manifest.facts.unet_in_channels, latent_channels=manifest.facts.latent_channels,
             vae_scale_factor=int(manifest.vae_scale_factor),
-            caption_tokenizer=AutoTokenizer.from_pretrained(caption, local_files_only=True) if caption.is_dir() else None,
+            caption_tokenizer=(bound_bpe_cache(AutoTokenizer.from_pretrained(caption, local_files_only=True))
+                               if caption.is_dir() else None),
             judge_size=manifest.facts.judge_size if "rfnet" in self.specs else None,
         )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from rfad.contract import JUDGE_INPUTS, InvalidRequest
+from rfad.pipeline.caption import bound_bpe_cache
 from rfad.serving.judge_io import declared_spec, judge_tensors, parse_judge_request
 from rfad.serving.responses import error_response, respond_each
 
@@ -27,7 +28,9 @@ class TritonPythonModel:
         # generated images' dims are [-1, 3, S, S].
         self.size = int(next(o for o in config["output"] if o["name"] == "generated_image")["dims"][-1])
         assets = Path(args["model_repository"]) / args["model_version"] / "assets"
-        self.tokenizer = AutoTokenizer.from_pretrained(assets / "caption_tokenizer", local_files_only=True)
+        # Captions carry product codes, new words the tokenizer would cache without end (caption.py).
+        self.tokenizer = bound_bpe_cache(AutoTokenizer.from_pretrained(assets / "caption_tokenizer",
+                                                                       local_files_only=True))
         self.spec = declared_spec(assets)  # the product is placed as the repository's pipeline places it
 
     def _handle(self, request):
