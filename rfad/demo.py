@@ -1,41 +1,142 @@
 """``rfad demo``: every stage once, end to end, on a fresh machine.
 
-tiny models (or yours) -> ONNX with parity -> Triton repository -> the local Triton server ->
-real gRPC requests for sample products -> images and a report (attempts, probabilities,
-latencies). Orchestration only; each stage is the same library call its own command makes.
+models -> ONNX with parity -> Triton repository -> the local Triton server -> real gRPC requests
+-> images and a report. Orchestration only; each stage is the same library call its own command
+makes, and the report is :mod:`rfad.demo_report`'s.
+
+Which models:
+
+- by default the miniature world (:func:`rfad.miniworld.world_dir`): the shipped generator, which
+  paints 128 px ad scenes around a product, and the RFNet trained on RF-mini. The products are
+  drawn fresh (a seed neither the generator's training scenes nor RF-mini used), so the judge
+  sees them for the first time, and every image also gets the oracle's verdict, the miniature
+  world's ground truth;
+- ``tiny=True``: the tiny random-weight zoo (noise images, meaningless verdicts; the fastest run,
+  for the tests);
+- ``models``: a model set of your own.
+
+Each product gets one request to the served loop (one candidate per attempt, up to
+``max_attempts``), then every attempt it used is asked for again alone (``max_attempts`` 1, that
+attempt's seed): the images the loop judged and discarded, shown beside the one it returned.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rfad.contract import DEFAULTS
-from rfad.tiny.products import SAMPLE_PRODUCTS
+
+WORLD_PRODUCTS = 4
+# The demo's products: seed 5 of RF-mini's request stream (RF-mini itself is seed 0), so none of
+# them was in the judge's training data.
+WORLD_PRODUCT_SEED = 5
+WORLD_AVAILABLE_SHARE = 0.4  # the scene mix the prompts are drawn from, as RF-mini's
+FALLBACK_SIZE = 256  # the canvas of a model set that declares none
 
 
-def run_demo(out: Path, models: Path | None = None, size: int = 256, steps: int = 8, max_attempts: int = 3,
-             threshold: float = DEFAULTS.threshold, echo=print) -> dict:
+@dataclass(frozen=True)
+class DemoProduct:
+    name: str
+    path: Path  # the cut-out PNG sent to the server
+    prompt: str
+    caption: str
+    canvas: object = None  # rfad.canvas.AdCanvas as the server places it (world products: the oracle reads it)
+
+
+def _world_products(folder: Path, n: int) -> list[DemoProduct]:
+    from rfad.trainer.data.miniworld import product_requests
+
+    folder.mkdir(parents=True, exist_ok=True)
+    products = []
+    for i, scene in enumerate(product_requests(n, WORLD_PRODUCT_SEED, WORLD_AVAILABLE_SHARE)):
+        path = folder / f"product-{i}.png"
+        scene.product.save(path)
+        products.append(DemoProduct(f"product-{i}", path, scene.prompt, scene.caption, scene.canvas))
+    return products
+
+
+def _sample_products(folder: Path) -> list[DemoProduct]:
+    from rfad.tiny.products import SAMPLE_PRODUCTS, write_sample_products
+
+    return [DemoProduct(kind, path, f"{SAMPLE_PRODUCTS[kind]} on a marble table, studio light", SAMPLE_PRODUCTS[kind])
+            for kind, path in write_sample_products(folder).items()]
+
+
+def _oracle(product: DemoProduct, png: bytes) -> dict | None:
+    """The oracle's verdict on one returned image (world products only)."""
+    if product.canvas is None:
+        return None
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from rfad.trainer.data.oracle import label_ad
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    verdict = label_ad(image, np.asarray(product.canvas.product_rgba), product.canvas.product_alpha)
+    return {"label": verdict.label, "fired": list(verdict.fired)}
+
+
+def _ask(client, product: DemoProduct, seed: int, steps: int, max_attempts: int, threshold: float):
+    return client.generate(product.path, prompt=product.prompt, caption=product.caption, seed=seed, steps=steps,
+                           candidates=1, num_images=1, max_attempts=max_attempts, threshold=threshold)
+
+
+def _one_product(client, product: DemoProduct, seed: int, steps: int, max_attempts: int, threshold: float,
+                 images: Path) -> dict:
+    """The loop's answer for ``product`` and every attempt it made, each image saved and judged."""
+    result = _ask(client, product, seed, steps, max_attempts, threshold)
+    attempts = []
+    for k in range(result.attempts):
+        # Attempt k of a one-candidate request is seed + k (rfad.pipeline.generate).
+        alone = result if result.attempts == 1 else _ask(client, product, seed + k, steps, 1, threshold)
+        path = images / f"{product.name}-attempt-{k + 1}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(alone.images[0])
+        attempts.append({"attempt": k + 1, "seed": alone.seeds[0], "image": str(path),
+                         "available": alone.available[0], "probabilities": alone.verdicts()[0],
+                         "oracle": _oracle(product, alone.images[0])})
+    returned = next((a["attempt"] for a in attempts if a["seed"] == result.seeds[0]), None)
+    return {"product": product.name, "prompt": product.prompt, "caption": product.caption,
+            "product_image": str(product.path), "attempts": result.attempts, "returned_attempt": returned,
+            "available": result.available[0], "seed": result.seeds[0], "probabilities": result.verdicts()[0],
+            "oracle": _oracle(product, result.images[0]), "latency_s": round(result.latency_s, 3),
+            "attempt_images": attempts}
+
+
+def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None, steps: int = 20,
+             max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
     from rfad.client import RfadClient
+    from rfad.demo_report import write_report
     from rfad.export.onnx_export import export_onnx
     from rfad.export.triton_repo import write_triton_repo
+    from rfad.miniworld import training_record, world_dir
     from rfad.models.model_set import ModelSet
     from rfad.serving.launcher import TritonServer
-    from rfad.tiny.products import write_sample_products
     from rfad.tiny.zoo import build_tiny_zoo
 
+    if tiny and models is not None:
+        raise ValueError("--tiny builds its own random-weight models: drop --models, or drop --tiny")
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
     start = time.perf_counter()
-    if models is None:
+    world = not tiny and models is None
+    if tiny:
         echo("1/5 building the tiny model zoo (RANDOM weights: images will be noise, verdicts meaningless)")
         model_set = build_tiny_zoo(out / "zoo")
+        products = _sample_products(out / "products")
     else:
-        echo(f"1/5 using the models in {models}")
-        model_set = ModelSet.resolve(models)
-    products = write_sample_products(out / "products")
+        folder = world_dir() if world else Path(models)
+        echo(f"1/5 using the models in {folder}" + (" (the miniature world: generator + RF-mini judge)" if world else ""))
+        model_set = ModelSet.resolve(folder)
+        products = _world_products(out / "products", WORLD_PRODUCTS) if world else _sample_products(out / "products")
     timings["models_s"] = time.perf_counter() - start
+    if size is None and model_set.canvas is None:
+        size = FALLBACK_SIZE
 
     echo("2/5 exporting every component to ONNX (with parity checks against PyTorch)")
     t0 = time.perf_counter()
@@ -44,6 +145,7 @@ def run_demo(out: Path, models: Path | None = None, size: int = 256, steps: int 
 
     echo("3/5 writing the Triton model repository (python backend, merged ControlNet+UNet)")
     write_triton_repo(out / "onnx", out / "repo", backend="python", canvas_size=size)
+    size = json.loads((out / "repo" / "deployment.json").read_text())["settings"]["pipeline"]["canvas_size"]
 
     echo("4/5 starting Triton (127.0.0.1, free ports)")
     t0 = time.perf_counter()
@@ -52,30 +154,20 @@ def run_demo(out: Path, models: Path | None = None, size: int = 256, steps: int 
         timings["server_start_s"] = time.perf_counter() - t0
         echo(f"    ready in {timings['server_start_s']:.1f} s at {server.grpc_url}")
         client = RfadClient(server.grpc_url)
-        echo(f"5/5 sending {len(products)} gRPC requests ({steps} steps, up to {max_attempts} attempts, {size} px)")
-        for i, (kind, path) in enumerate(products.items()):
-            result = client.generate(path, prompt=f"{SAMPLE_PRODUCTS[kind]} on a marble table, studio light",
-                                     caption=SAMPLE_PRODUCTS[kind], seed=i * 100, steps=steps,
-                                     max_attempts=max_attempts, threshold=threshold)
-            images = result.save(out / "images", stem=kind)
-            requests.append({"product": kind, "images": [str(p) for p in images], "available": result.available,
-                             "attempts": result.attempts, "seeds": result.seeds,
-                             "probabilities": result.verdicts(), "latency_s": round(result.latency_s, 3)})
-            echo(f"    {kind:<7} attempts {result.attempts}  available {result.available[0]}  "
-                 f"p(Available) {result.probabilities[0][0]:.3f}  {result.latency_s:.2f} s")
-    report = {"random_weights": models is None, "size": size, "steps": steps, "max_attempts": max_attempts,
-              "threshold": threshold, "timings_s": {k: round(v, 2) for k, v in timings.items()}, "requests": requests}
+        echo(f"5/5 sending {len(products)} gRPC requests ({steps} steps, up to {max_attempts} attempts, {size} px), "
+             "then each attempt again alone, for the report")
+        for i, product in enumerate(products):
+            request = _one_product(client, product, i * 100, steps, max_attempts, threshold, out / "images")
+            requests.append(request)
+            oracle = f"  oracle: {request['oracle']['label']}" if request["oracle"] else ""
+            echo(f"    {product.name:<10} attempts {request['attempts']}  available {request['available']}  "
+                 f"p(Available) {request['probabilities']['Available']:.3f}{oracle}  {request['latency_s']:.2f} s")
+    report = {"random_weights": tiny, "world": world, "models": str(out / "zoo") if tiny else str(folder),
+              "judge_test_split": training_record(folder)["test_split"] if world else None,
+              "size": size, "steps": steps, "max_attempts": max_attempts, "threshold": threshold,
+              "timings_s": {k: round(v, 2) for k, v in timings.items()}, "requests": requests}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["# rfad demo report", "",
-             "Weights are RANDOM (tiny zoo): the backgrounds are noise and RFNet's verdicts mean nothing; the "
-             "pipeline, export, server and protocol are the real ones." if models is None else f"Models: {models}",
-             "", f"Canvas {size} px, {steps} DDIM steps, up to {max_attempts} attempts, threshold {threshold}.", "",
-             "| product | attempts | available | p(Available) | latency s | image |", "|---|---|---|---|---|---|"]
-    for r in requests:
-        lines.append(f"| {r['product']} | {r['attempts']} | {r['available'][0]} | "
-                     f"{r['probabilities'][0]['Available']:.3f} | {r['latency_s']} | {Path(r['images'][0]).name} |")
-    lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items())]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_report(report, out / "report.md")
     echo(f"report: {out / 'report.md'}, images: {out / 'images'}")
     echo(f"next: `rfad-serve --repo {out / 'repo'}` serves this repository; the README's tour runs each stage by hand")
     return report

@@ -1,27 +1,60 @@
-"""`rfad demo`, the README's main job, end to end: tiny zoo -> ONNX -> repository -> Triton -> gRPC."""
+"""`rfad demo`, the README's main job, end to end: models -> ONNX -> repository -> Triton -> gRPC -> report."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
+from rfad.contract import CLASS_NAMES
 
-def test_demo_writes_images_and_a_report(tmp_path):
+
+def test_tiny_demo_writes_images_and_a_report(tmp_path):
     from rfad.cli import main as rfad_cli
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(rfad_cli, ["demo", "--out", str(out), "--size", "128", "--steps", "2",
+    result = CliRunner().invoke(rfad_cli, ["demo", "--tiny", "--out", str(out), "--size", "128", "--steps", "2",
                                            "--max-attempts", "2"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output
     assert f"rfad-serve --repo {out / 'repo'}" in result.output  # where the README's tour picks up
     report = json.loads((out / "report.json").read_text())
-    assert report["random_weights"] and len(report["requests"]) == 3
+    assert report["random_weights"] and not report["world"] and len(report["requests"]) == 3
     for request in report["requests"]:
-        assert 1 <= request["attempts"] <= 2 and len(request["probabilities"][0]) == 5
-        with Image.open(request["images"][0]) as image:
+        assert 1 <= request["attempts"] <= 2 and len(request["probabilities"]) == 5
+        assert len(request["attempt_images"]) == request["attempts"] and request["oracle"] is None
+        with Image.open(request["attempt_images"][0]["image"]) as image:
             assert image.size == (128, 128)
-    assert "| product | attempts |" in (out / "report.md").read_text()
+    assert "| image |" in (out / "report.md").read_text()
     assert json.loads((out / "onnx" / "parity.json").read_text())["rows"]
+
+
+def test_the_default_demo_serves_the_miniature_world(tmp_path):
+    """Drawn products through the served loop: every attempt's image saved with RFNet's verdict and the
+    oracle's label, and the image the loop returned is the one its attempt made alone."""
+    from rfad.cli import main as rfad_cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(rfad_cli, ["demo", "--out", str(out), "--steps", "4", "--max-attempts", "2"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "miniature world" in result.output and "oracle:" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["world"] and not report["random_weights"] and report["size"] == 128
+    assert len(report["requests"]) == 4
+    for request in report["requests"]:
+        attempts = request["attempt_images"]
+        assert len(attempts) == request["attempts"] and 1 <= request["attempts"] <= 2
+        assert all(a["oracle"]["label"] in CLASS_NAMES and a["seed"] == request["attempt_images"][0]["seed"] + i
+                   for i, a in enumerate(attempts))
+        # An attempt judged Available ends the loop; the loop's verdicts are the attempts' own.
+        assert [a["available"] for a in attempts[:-1]] == [False] * (len(attempts) - 1)
+        returned = attempts[request["returned_attempt"] - 1]
+        assert request["oracle"] == returned["oracle"] and request["available"] == returned["available"]
+        assert abs(request["probabilities"]["Available"] - returned["probabilities"]["Available"]) < 1e-5
+        with Image.open(returned["image"]) as image:
+            assert image.size == (128, 128) and np.asarray(image).std() > 5  # a painted scene, not a flat canvas
+    markdown = (out / "report.md").read_text()
+    assert "| oracle (truth) |" in markdown and "![attempt 1]" in markdown
