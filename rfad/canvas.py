@@ -180,14 +180,18 @@ def _rgb_rows(image: Image.Image, max_pixels: int, min_side: int, label: str):
     if width < min_side or height < min_side:
         raise CanvasError(f"{label}: {width}x{height} px is too small; each side must be at least {min_side} px")
 
+    def rgb(run: np.ndarray) -> np.ndarray:
+        # A crop per run of consecutive rows (none for the whole image), and convert() on the
+        # crop, not the image, so a palette, 16-bit or RGBA ad never has a whole converted copy.
+        whole = run[0] == 0 and run[-1] == height - 1
+        part = image if whole else image.crop((0, int(run[0]), width, int(run[-1]) + 1))
+        return np.asarray(part if part.mode == "RGB" else part.convert("RGB"))
+
     def read_rows(rows: np.ndarray) -> np.ndarray:
-        # One crop per run of consecutive rows; convert() on the crop, not the image, so a
-        # palette, 16-bit or RGBA ad never has a whole converted copy either.
         rows = np.asarray(rows, dtype=np.int64)
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         try:
-            runs = [np.asarray(image.crop((0, int(run[0]), width, int(run[-1]) + 1)).convert("RGB"))
-                    for run in np.split(rows, breaks) if len(run)]
+            runs = [rgb(run) for run in np.split(rows, breaks) if len(run)]
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise CanvasError(f"{label}: too many pixels ({exc}); the limit is {max_pixels} px") from exc
         except Exception as exc:
@@ -195,36 +199,6 @@ def _rgb_rows(image: Image.Image, max_pixels: int, min_side: int, label: str):
         return runs[0] if len(runs) == 1 else np.concatenate(runs)
 
     return width, height, read_rows
-
-
-def _open_lazily(source, max_pixels: int, label: str = "product image") -> Image.Image:
-    """Image.open reads only the header: nothing is decoded until .load()."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if not len(source):
-            raise CanvasError(f"{label}: empty bytes; expected the bytes of an image file (PNG, WebP, ...)")
-        what, fp = f"{len(source)} bytes", io.BytesIO(bytes(source))
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(os.fsdecode(source))
-        if not path.is_file():
-            raise CanvasError(f"{label}: no such file: '{path}'")
-        what, fp = f"file '{path}'", path
-    else:
-        raise CanvasError(f"{label}: expected a path, bytes or PIL.Image.Image, got {type(source).__name__}")
-    try:
-        return Image.open(fp, formats=DECODED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise CanvasError(f"{label}: too many pixels ({exc}); the limit is {max_pixels} px") from exc
-    except UnidentifiedImageError as exc:
-        raise CanvasError(f"{label}: {what} is not an image in a supported format "
-                          f"({', '.join(DECODED_FORMATS)})") from exc
-    except Exception as exc:
-        # Header parsers raise more than OSError on crafted input (SyntaxError, struct.error, ...).
-        raise CanvasError(f"{label}: {what} has a corrupt header ({type(exc).__name__}: {exc})") from exc
-
-
-def _has_alpha(image: Image.Image) -> bool:
-    # Palette and colour-key images keep their transparency in info, not in a channel.
-    return image.mode in _ALPHA_MODES or (image.mode in ("P", "L", "RGB") and "transparency" in image.info)
 
 
 def _open_lazily(source, max_pixels: int, label: str = "product image") -> Image.Image:
