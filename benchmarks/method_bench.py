@@ -26,8 +26,8 @@ The paper's chain (DESIGN.md section 9) with the oracle in the annotators' place
 - ``ship``: the ``rfnet`` part's judge into ``rfad/miniworld/judge/`` with the zoo's depth and
   saliency models and the canvas, the model set ``rfad demo`` serves (:mod:`method.ship_judge`).
 
-Each part writes ``DIR/<part>.json`` (``rfft``: ``DIR/rfft-<reg>.json`` per regulariser) and is
-skipped when that file exists (delete it to rerun), so parts can run as separate processes on
+Each part writes ``DIR/<part>.json`` (``rfft``: ``DIR/rfft-<reg>-s<steps>.json`` per regulariser and
+``--rfft-steps``, so runs of different lengths stand side by side) and is skipped when that file exists (delete it to rerun), so parts can run as separate processes on
 separate cores (e.g. ``loop,rfft --regs cc,kl`` beside ``judges`` then ``rfft --regs none``).
 """
 
@@ -193,9 +193,10 @@ def part_rfft(args) -> dict:
     settings = {"steps": args.rfft_steps, "batch_size": args.rfft_batch, "grad_accum": args.rfft_accum,
                 "lr": args.rfft_lr, "beta": args.beta, "last_k": args.last_k}
     for reg in args.regs:
-        if _done(args.work, f"rfft-{reg}") is not None:
+        name = rfft_name(reg, args.rfft_steps)
+        if _done(args.work, name) is not None:
             continue
-        out = args.work / f"rfft-{reg}"
+        out = args.work / name
         start = time.perf_counter()
         if not (out / "config.json").is_file():
             train_rfft(RFFTConfig(models=str(model_dir()), rfnet=str(args.work / "rfnet-full"),
@@ -212,17 +213,22 @@ def part_rfft(args) -> dict:
         shots = single_shot(runner, judge, products, args.seeds, _settings(args), (), args.max_attempts,
                             desc=f"rfft {reg}")
         log = json.loads((out / "rfft_config.json").read_text()) if (out / "rfft_config.json").is_file() else {}
-        _save(args.work, f"rfft-{reg}", {**_single_shot_record(shots, products, str(out)), "settings": settings,
-                                         "train_seconds": round(train_seconds, 1), "run_record": log})
+        _save(args.work, name, {"reg": reg, **_single_shot_record(shots, products, str(out)), "settings": settings,
+                                "train_seconds": round(train_seconds, 1), "run_record": log})
     return rfft_runs(args.work)
 
 
+def rfft_name(reg: str, steps: int) -> str:
+    """A run's folder and result name in WORK: runs of different lengths stand side by side."""
+    return f"rfft-{reg}-s{steps}"
+
+
 def rfft_runs(work: Path) -> dict:
-    """The results of every regulariser evaluated so far, from ``WORK/rfft-<reg>.json``."""
-    runs = {reg: _done(work, f"rfft-{reg}") for reg in REGULARISERS}
-    runs = {reg: run for reg, run in runs.items() if run is not None}
-    settings = next(iter(runs.values()))["settings"] if runs else None
-    return {"settings": settings, "runs": runs}
+    """The results of every RFFT run evaluated so far (``WORK/rfft-<reg>-s<steps>.json``), shortest
+    first, regularisers in REGULARISERS order: ``{"runs": {name: result}}``."""
+    found = [(json.loads(path.read_text()), path.stem) for path in work.glob("rfft-*-s*.json")]
+    found.sort(key=lambda item: (item[0]["settings"]["steps"], REGULARISERS.index(item[0]["reg"])))
+    return {"runs": {name: run for run, name in found}}
 
 
 def part_report(args) -> dict:

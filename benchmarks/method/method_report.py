@@ -40,8 +40,8 @@ def result_rows(parts: dict) -> list[dict]:
     if loop:
         rows.append({"kind": "single_shot", **{k: v for k, v in loop["single_shot"].items() if k not in DROP}})
         rows.append({"kind": "recurrent", **{k: v for k, v in loop["recurrent"].items() if k not in DROP}})
-    for reg, run in ((parts.get("rfft") or {}).get("runs") or {}).items():
-        rows.append({"kind": "rfft", "reg": reg, **{k: v for k, v in run.items() if k not in DROP + ("run_record",)}})
+    for name, run in ((parts.get("rfft") or {}).get("runs") or {}).items():
+        rows.append({"kind": "rfft", "run": name, **{k: v for k, v in run.items() if k not in DROP + ("run_record",)}})
     return rows
 
 
@@ -119,7 +119,8 @@ def rfft_section(rows: list[dict]) -> str:
     names = list(shot["oracle_labels"])
     lines = ["| ControlNet | oracle: Available | RFNet: Available | mean p(Available) | seed distance (x base) | "
              + " | ".join(SHORT[n] for n in names) + " | paper: RFNet / human |", "|---" * (len(names) + 6) + "|"]
-    for name, r in [("shipped (base)", shot)] + [(f"`rfad-train rfft --reg {r['reg']}`", r) for r in runs]:
+    for name, r in [("shipped (base)", shot)] + [(f"`rfad-train rfft --reg {r['reg']}`, {r['settings']['steps']} steps", r)
+                                                 for r in runs]:
         key = "shipped" if r is shot else r["reg"]
         ratio = (r["seed_distance"] / base_distance) if base_distance and r.get("seed_distance") is not None else None
         paper = " / ".join(PAPER_AVA[key]) if key in PAPER_AVA else "-"
@@ -127,12 +128,17 @@ def rfft_section(rows: list[dict]) -> str:
         lines.append(f"| {name} | {_pct(r['oracle_available'])} | {_pct(r['rfnet_available'])} | "
                      f"{_num(r['rfnet_p_available_mean'])} | {_num(r.get('seed_distance'), 4)} ({_num(ratio, 2)}) | "
                      f"{shares} | {paper} |")
-    settings = runs[0].get("settings") or {}
-    lines += ["", f"{shot['images']} images per row: the same test products, seeds and prompts. RFFT: "
-                  f"{settings.get('steps')} optimiser steps of {settings.get('batch_size')} x "
-                  f"{settings.get('grad_accum')} rows, lr {settings.get('lr')}, beta {settings.get('beta')}, t* among "
-                  f"the last {settings.get('last_k')} of the DDIM steps; training minutes: "
-                  + ", ".join(f"`{r['reg']}` {r['train_seconds'] / 60:.1f}" for r in runs) + "."]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        settings = r["settings"]
+        groups.setdefault(tuple(settings[k] for k in ("steps", "batch_size", "grad_accum", "lr", "beta", "last_k")),
+                          []).append(r)
+    described = [f"{steps} optimiser steps of {batch} x {accum} rows at lr {lr}, beta {beta}, t* among the last "
+                 f"{last_k} of the DDIM steps (training minutes: "
+                 + ", ".join(f"`{r['reg']}` {r['train_seconds'] / 60:.1f}" for r in group) + ")"
+                 for (steps, batch, accum, lr, beta, last_k), group in groups.items()]
+    lines += ["", f"{shot['images']} images per row: the same test products, seeds and prompts. RFFT runs: "
+              + "; ".join(described) + "."]
     return "\n".join(lines)
 
 
@@ -146,7 +152,7 @@ def plot(rows: list[dict], path: Path = PLOT) -> None:
     shot = next((r for r in rows if r["kind"] == "single_shot"), None)
     if shot is None:
         return
-    runs = [("base", shot)] + [(r["reg"], r) for r in rows if r["kind"] == "rfft"]
+    runs = [("base", shot)] + [(f"{r['reg']}\n{r['settings']['steps']}", r) for r in rows if r["kind"] == "rfft"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     fractions = [float(f) for f in shot["rfnet_auc_early"]] + [1.0]
     aucs = [shot["rfnet_auc_early"][f] for f in shot["rfnet_auc_early"]] + [shot["rfnet_auc_final"]]
