@@ -138,8 +138,9 @@ def fold_small_constants(model, sources: dict[str, WeightSource], limit: int = I
     return model
 
 
-def convert_to_fp16(model):
-    """float16 weights and arithmetic, float32 graph inputs and outputs (onnxconverter-common).
+def convert_to_fp16(model, keep_fp32_ops: tuple[str, ...] = ()):
+    """float16 weights and arithmetic, float32 graph inputs and outputs (onnxconverter-common);
+    ``keep_fp32_ops``: op types left in float32 (the converter casts around them).
 
     On a graph from :func:`open_graph` the converter only re-types the weights it does not hold;
     :func:`write_graph` converts their bytes with the converter's own function. (Given a whole
@@ -147,12 +148,13 @@ def convert_to_fp16(model):
     inference, which cannot serialise it; its ``_model_path`` variant loads every weight.)
     """
     from onnx import TensorProto
-    from onnxconverter_common.float16 import convert_float_to_float16
+    from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     # Value infos left by the exporter and constant folding would keep the converter from
     # re-typing some tensors; it infers shapes itself.
     del model.graph.value_info[:]
-    model = convert_float_to_float16(model, FP16_MIN_POSITIVE, FP16_MAX_FINITE, keep_io_types=True)
+    model = convert_float_to_float16(model, FP16_MIN_POSITIVE, FP16_MAX_FINITE, keep_io_types=True,
+                                     op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32_ops))
     # onnxconverter-common (1.16) re-types every float tensor to float16 but leaves the graph's
     # own Cast(to=FLOAT) nodes as they are; the graph would not load. Those casts now make float16.
     float16_values = {v.name for v in model.graph.value_info if v.type.tensor_type.elem_type == TensorProto.FLOAT16}

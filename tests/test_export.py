@@ -254,3 +254,33 @@ def test_triton_repo_links_the_graphs_rather_than_copying_them(tiny_onnx, tmp_pa
     repo = write_triton_repo(tiny_onnx, tmp_path / "separate", unet_mode="separate")
     # Same file system: the served graph is the export's file (GBs at SD-1.5 sizes), not a copy.
     assert os.stat(repo / "unet" / "1" / "model.onnx").st_ino == os.stat(tiny_onnx / "unet" / "model.onnx").st_ino
+
+
+def test_fp16_conversion_can_keep_op_types_in_float32(tiny_onnx, tmp_path):
+    """benchmarks/fp16_ops.py's variants: the listed op types compute in float32 (the converter casts their
+    inputs up), everything else in float16, and the graph still runs and matches the fp32 one."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto
+
+    from rfad.components.manifest import ExportManifest
+    from rfad.export.graph_files import convert_to_fp16, open_graph, write_graph
+    from rfad.export.parity import check_side, sample_inputs
+    from rfad.onnx_session import open_session
+
+    spec = ExportManifest.read(tiny_onnx / "manifest.json", "onnx").specs["controlnet"]
+    source = tiny_onnx / "controlnet" / "model.onnx"
+    model, sources = open_graph(source)
+    target = tmp_path / "model.onnx"
+    write_graph(convert_to_fp16(model, ("Softmax",)), sources, target, external=False)
+    graph = onnx.load(str(target))
+    casts = {n.output[0]: n for n in graph.graph.node if n.op_type == "Cast"}
+    softmax = [n for n in graph.graph.node if n.op_type == "Softmax"]
+    assert softmax and all(casts[n.input[0]].attribute[0].i == TensorProto.FLOAT for n in softmax)
+    assert any(n.op_type == "Conv" for n in graph.graph.node) and any(
+        t.data_type == TensorProto.FLOAT16 for t in graph.graph.initializer)  # the rest is float16
+    side = check_side(ExportManifest.read(tiny_onnx / "manifest.json", "onnx").facts)
+    feed = sample_inputs(spec, 1, side, side)
+    reference = open_session(source, "fp32").run(spec.output_names, feed)
+    for got, ref in zip(open_session(target, "fp16").run(spec.output_names, feed), reference, strict=True):
+        assert np.abs(got.astype(np.float32) - ref).max() <= 1e-2 * max(1.0, np.abs(ref).max())
