@@ -109,6 +109,16 @@ def plan_table(rows: list[dict]) -> str:
                                  ("t", "total GB")] + [(d, d) for d in DEVICES])
 
 
+def _residual_share(result: dict) -> str:
+    """The separate route's BLS overhead in its controlnet and unet calls, from the server's metrics."""
+    row = next((r for r in result["rows"] if r["part"] == "serve" and r.get("unet") == "separate" and r.get("bls")), None)
+    if row is None or not {"controlnet", "unet"} <= set(row["bls"]):
+        return ""
+    total = sum(m["bls_overhead_ms"] for m in row["bls"].values())
+    return (f": {row['bls']['controlnet']['bls_overhead_ms']:.0f} ms in its controlnet calls and "
+            f"{row['bls']['unet']['bls_overhead_ms']:.0f} ms in its unet calls, of {total:.0f} ms over the request")
+
+
 def serve_table(result: dict) -> str:
     rows = [{**r, "rss": _gib(r["server_rss_bytes"]), "ms": f"{r['overhead_per_bls_call_s'] * 1000:.0f}",
              "bls_ms": "not measured" if r.get("bls_overhead_ms_per_call") is None
@@ -147,13 +157,14 @@ def page_section(result: dict, machine_line: str) -> list[str]:
         lines += ["### One served request at 512 px, 2 steps (CPU)", "",
                   "One candidate, one attempt, the judge through the component models, in process (one onnxruntime "
                   "session per component, onnxruntime's default threads: one per core) and served (one instance per "
-                  "component, one onnxruntime thread each: the `rfad.onnx_session.COMPONENT_THREADS` of that run, "
-                  "2026-12-02; a thread per core since). (second served request - in "
-                  "process) / component calls is the served request's extra time spread over its calls; at these "
-                  "sizes each call computes for seconds, so it measures mostly the served components' one thread "
-                  "against the in-process loop's two on this 2-core machine, not what crossing the BLS boundary "
-                  "costs; that is the next column, from the server's metrics over the second request (the pipeline's "
-                  "round trip per call minus Triton's queue + compute time of the called model).", "",
+                  "component, `rfad.onnx_session.COMPONENT_THREADS`: a thread per core). (second served request - "
+                  "in process) / component calls is the served request's extra time spread over its calls; at these "
+                  "sizes each call computes for seconds, so it carries the noise of minute-long runs on a shared "
+                  "machine, not what crossing the BLS boundary costs; that is the next column, from the server's "
+                  "metrics over the second request (the pipeline's round trip per call minus Triton's queue + "
+                  "compute time of the called model). In the separate route the ControlNet's 13 residuals (about "
+                  "54 MB per CFG step at 512 px in fp32) cross the boundary twice, out of the controlnet call and "
+                  "into the unet call" + _residual_share(result) + ".", "",
                   serve_table(result), ""]
     return lines
 
