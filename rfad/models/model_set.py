@@ -16,9 +16,12 @@ import json
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rfad.canvas import CanvasSpec, canvas_from_dict, canvas_to_dict
 from rfad.models.folders import ModelFolderError
+
+if TYPE_CHECKING:  # rfad.canvas needs OpenCV, an extra; the CLI imports this module without extras
+    from rfad.canvas import CanvasSpec
 
 MODEL_SET_FILE = "rfad-models.json"
 
@@ -74,7 +77,11 @@ class ModelSet:
                 raise ModelFolderError(f"models: {manifest} has unknown roles {unknown}; known: {sorted(ROLES)}")
             values = {k: (root / v).resolve() for k, v in data.items() if k in ROLES and v}
             try:
-                canvas = canvas_from_dict(data["canvas"], f"models: {manifest}: canvas") if "canvas" in data else None
+                canvas = None
+                if "canvas" in data:
+                    from rfad.canvas import canvas_from_dict
+
+                    canvas = canvas_from_dict(data["canvas"], f"models: {manifest}: canvas")
             except ValueError as exc:
                 raise ModelFolderError(str(exc)) from None
             return cls(**values, lora_scale=float(data.get("lora_scale", 0.8)), canvas=canvas)
@@ -115,6 +122,8 @@ class ModelSet:
                 data[f.name] = value
             elif f.name == "canvas":
                 if value is not None:
+                    from rfad.canvas import canvas_to_dict
+
                     data[f.name] = canvas_to_dict(value)
             elif value is not None:
                 data[f.name] = os.path.relpath(value, root)
