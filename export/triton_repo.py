@@ -74,11 +74,12 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     if pipeline_instances is not None and pipeline_instances < 1:
         raise ValueError(f"--pipeline-instances {pipeline_instances}: must be at least 1")
     declared = profile if isinstance(profile, DeploymentProfile) else get_profile(profile)
-    declared_canvas = _declared_canvas(Path(onnx_dir))
-    if "width" in declared_canvas:
+    onnx_dir, out = Path(onnx_dir), Path(out)
+    manifest = ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}")
+    if "width" in manifest.canvas:
         # The models' own canvas (what the generator was trained at) replaces the profile's;
         # --canvas-size still overrides both.
-        declared = replace(declared, pipeline=replace(declared.pipeline, canvas_size=declared_canvas["width"]))
+        declared = replace(declared, pipeline=replace(declared.pipeline, canvas_size=manifest.canvas["width"]))
     # Checked before anything is written: a bad cap, size or judge mode names its flag here
     # rather than failing the server's start later.
     try:
@@ -98,8 +99,6 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
         "--canvas-size": canvas_size, "--pipeline-instances": pipeline_instances,
         "--no-dynamic-batching": None if dynamic_batching is None else not dynamic_batching})
     backend = chosen.backend
-    onnx_dir, out = Path(onnx_dir), Path(out)
-    manifest = ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}")
     if backend == "tensorrt" and engines is None:
         raise ValueError("--backend tensorrt needs --engines DIR (from `rfad-export trt`)")
     _check_precision(chosen, backend, manifest, onnx_dir, engines)
@@ -180,15 +179,6 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
                   pipeline_parameters.judge)
     check_repository(out)  # every config as Triton's own ModelConfig: a wrong field fails here, not at deploy
     return out
-
-
-def _declared_canvas(onnx_dir: Path) -> dict:
-    """The canvas the export's models declare ({} where none, or where the manifest is missing or
-    unreadable: reading it for real later says why)."""
-    try:
-        return ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}").canvas
-    except (OSError, ValueError, KeyError):
-        return {}
 
 
 def _place(source: Path, target: Path) -> None:

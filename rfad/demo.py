@@ -108,6 +108,9 @@ def _one_product(client, product: DemoProduct, seed: int, steps: int, max_attemp
             "attempt_images": attempts}
 
 
+TINY_WITH_MODELS = "--tiny builds its own random-weight models: drop --models, or drop --tiny"
+
+
 def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None, steps: int = 20,
              max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
     from rfad.client import RfadClient
@@ -120,7 +123,7 @@ def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: in
     from rfad.tiny.zoo import build_tiny_zoo
 
     if tiny and models is not None:
-        raise ValueError("--tiny builds its own random-weight models: drop --models, or drop --tiny")
+        raise ValueError(TINY_WITH_MODELS)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
     start = time.perf_counter()

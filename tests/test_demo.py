@@ -58,3 +58,16 @@ def test_the_default_demo_serves_the_miniature_world(tmp_path):
             assert image.size == (128, 128) and np.asarray(image).std() > 5  # a painted scene, not a flat canvas
     markdown = (out / "report.md").read_text()
     assert "| oracle (truth) |" in markdown and "![attempt 1]" in markdown
+
+
+def test_the_demo_refuses_tiny_with_models_before_starting(tmp_path):
+    import pytest
+
+    from rfad.cli import main
+    from rfad.demo import TINY_WITH_MODELS, run_demo
+
+    result = CliRunner().invoke(main, ["demo", "--tiny", "--models", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and TINY_WITH_MODELS in result.output
+    with pytest.raises(ValueError, match="drop --models, or drop --tiny"):
+        run_demo(tmp_path / "out", tmp_path, tiny=True)
+    assert not (tmp_path / "out").exists()  # nothing built

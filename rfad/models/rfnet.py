@@ -41,7 +41,6 @@ WEIGHTS_NAME = "model.safetensors"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODALITIES = ("product", "generated", "depth", "saliency")
-ABLATIONS = RFNET_ABLATIONS
 
 
 def _default_resnet() -> dict:
@@ -71,12 +70,12 @@ class RFNetConfig:
     resnet: dict = field(default_factory=_default_resnet)
     roberta: dict = field(default_factory=_default_roberta)
     max_caption_tokens: int = 64
-    ablate: list[str] = field(default_factory=list)  # inputs/modules switched off (ABLATIONS); [] = the full model
+    ablate: list[str] = field(default_factory=list)  # inputs/modules switched off (RFNET_ABLATIONS); [] = the full model
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.ablate) - set(ABLATIONS))
+        unknown = sorted(set(self.ablate) - set(RFNET_ABLATIONS))
         if unknown:
-            raise ValueError(f"ablate: unknown {unknown}; expected any of {', '.join(ABLATIONS)}")
+            raise ValueError(f"ablate: unknown {unknown}; expected any of {', '.join(RFNET_ABLATIONS)}")
         if self.width % self.heads:
             raise ValueError(f"width: {self.width} is not divisible by heads={self.heads}")
         if self.image_size % 32:

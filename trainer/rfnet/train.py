@@ -75,7 +75,7 @@ class RFNetTrainConfig:
     keep_checkpoints: int = 2
     max_steps: int = 0  # stop after N optimiser steps in total, with a checkpoint (0: run all epochs)
     resume: bool = False
-    ablate: tuple[str, ...] = ()  # RFNet inputs/modules switched off (rfad.models.rfnet.ABLATIONS)
+    ablate: tuple[str, ...] = ()  # RFNet inputs/modules switched off (rfad.contract.RFNET_ABLATIONS)
     init: str | None = None  # start from this RFNet folder's weights (fine-tuning) instead of fresh ones
 
     def resolved(self) -> "RFNetTrainConfig":
