@@ -18,12 +18,13 @@ def _part(result: dict, part: str) -> list[dict]:
 
 
 def _parity(r: dict) -> str:
+    """The worst output's difference; its tolerance and PyTorch's own float16 distance where recorded."""
     if r.get("max_abs_diff") is None:
         return "not compared"
-    if r["parity_ok"]:
-        return f"{r['max_abs_diff']:.1e} (ok)"
-    worst = f", tolerance {r['tolerance']:.1e}" if r.get("tolerance") else ""
-    return f"{r['max_abs_diff']:.1e} (FAILED{worst})"
+    details = [f"tolerance {r['tolerance']:.1e}"] if r.get("tolerance") else []
+    if r.get("torch_fp16_diff") is not None:
+        details.append(f"PyTorch fp16 {r['torch_fp16_diff']:.1e}")
+    return f"{r['max_abs_diff']:.1e} ({'; '.join(['ok' if r['parity_ok'] else 'FAILED'] + details)})"
 
 
 def _step(r: dict, step: str) -> str:
@@ -41,7 +42,8 @@ def export_table(result: dict) -> str:
               for r in exports]
     parts = [{**r, "size": f"{r['bytes'] / 1e9:.3f}",
               "weights": f"{r['weight_bytes_fp32'] / 1e9:.3f}" if r.get("weight_bytes_fp32") else "",
-              "trace": _step(r, "trace"), "finish": _step(r, "finish"), "parity": _parity(r)}
+              "trace": _step(r, "trace"), "finish": _step(r, "finish"), "parity": _parity(r),
+              "ratio": "{:.2f}-{:.2f}".format(*r["over_torch_fp16"]) if r.get("over_torch_fp16") else ""}
              for r in _part(result, "export") if r["component"] != "all"]
     return "\n\n".join([
         markdown_table(totals, [("precision", "export"), ("wall", "minutes"), ("tree", "peak RSS, all processes, GiB"),
@@ -50,7 +52,8 @@ def export_table(result: dict) -> str:
                                 ("result", "result")]),
         markdown_table(parts, [("precision", "export"), ("component", "component"), ("weights", "fp32 weights GB"),
                                ("size", "files GB"), ("trace", "trace step: s, peak GiB"),
-                               ("finish", "finish + parity step: s, peak GiB"), ("parity", "max abs diff")])])
+                               ("finish", "finish + parity step: s, peak GiB"), ("parity", "max abs diff"),
+                               ("ratio", "fp16: graph / PyTorch fp16 distance, per output")])])
 
 
 def steps_table(result: dict) -> str:

@@ -13,7 +13,8 @@ Not part of ``make bench`` (the 15-minute suite): it builds the random-weight tw
 13 and 6.6 GB), and needs up to about 8 GB of memory and an hour or more on two cores. Parts:
 
 - ``export``: per component, the wall time and peak resident memory of its steps, file sizes and
-  parity (from the export manifest); per export, run under ``/usr/bin/time -v``, the wall time,
+  parity (from the export manifest and parity.json: the worst output, its tolerance and, in fp16,
+  PyTorch's own float16 distance there); per export, run under ``/usr/bin/time -v``, the wall time,
   the peak of the process tree (sampled every 0.1 s: steps and the parent at once) and
   ``/usr/bin/time``'s maximum resident set size (the largest single process), against the bound
   2.5x the fp32 weights of the largest graph;
@@ -90,18 +91,28 @@ def _run_measured(command: list[str], log: Path, check: bool = True) -> dict:
             "command": " ".join(["/usr/bin/time", "-v"] + [Path(c).name if c.startswith("/") else c for c in command])}
 
 
+def _parity_fields(diffs: list[dict]) -> dict:
+    """A component's parity rows summed up by its worst output (largest difference / tolerance):
+    that difference, its tolerance, PyTorch's own float16 distance there (fp16), all within."""
+    worst = max(diffs, key=lambda r: r["max_abs_diff"] / r["tolerance"], default=None)
+    if worst is None:
+        return {"max_abs_diff": None, "tolerance": None, "torch_fp16_diff": None, "parity_ok": None}
+    # fp16: the graph's distance over PyTorch's own float16 distance, output by output (min, max).
+    ratios = [r["max_abs_diff"] / r["torch_fp16_diff"] for r in diffs if r.get("torch_fp16_diff")]
+    return {"max_abs_diff": worst["max_abs_diff"], "tolerance": worst["tolerance"],
+            "torch_fp16_diff": worst.get("torch_fp16_diff"), "parity_ok": all(r["ok"] for r in diffs),
+            "over_torch_fp16": [min(ratios), max(ratios)] if ratios else None}
+
+
 def _failed_export_rows(out: Path, precision: str) -> list[dict]:
     """Per component of an export that stopped on its parity check (it writes no manifest): the
     files it wrote and the parity rows it recorded; the "all" row gets the error line."""
     parity = json.loads((out / "parity.json").read_text())["rows"] if (out / "parity.json").is_file() else []
     rows = []
     for folder in sorted(p for p in out.iterdir() if p.is_dir() and (p / "model.onnx").is_file()):
-        diffs = [r for r in parity if r["component"] == folder.name]
-        worst = max(diffs, key=lambda r: r["max_abs_diff"] / r["tolerance"], default=None)
         rows.append({"part": "export", "precision": precision, "component": folder.name,
                      "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
-                     "max_abs_diff": worst and worst["max_abs_diff"], "tolerance": worst and worst["tolerance"],
-                     "parity_ok": all(r["ok"] for r in diffs) if diffs else None})
+                     **_parity_fields([r for r in parity if r["component"] == folder.name])})
     return rows
 
 
@@ -137,8 +148,7 @@ def export_part(zoo: Path, work: Path, precisions: list[str]) -> list[dict]:
                          "weight_bytes_fp32": files["weight_bytes_fp32"], "external_data": files["external_data"],
                          "trace_s": files["trace"]["seconds"], "trace_peak_bytes": files["trace"]["peak_rss_bytes"],
                          "finish_s": files["finish"]["seconds"], "finish_peak_bytes": files["finish"]["peak_rss_bytes"],
-                         "max_abs_diff": max(r["max_abs_diff"] for r in diffs),
-                         "parity_ok": all(r["ok"] for r in diffs)})
+                         **_parity_fields(diffs)})
     return rows
 
 

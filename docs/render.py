@@ -277,7 +277,7 @@ def export_numbers() -> str:
     from rfad.contract import DEFAULT_LIMITS, MAX_COMPONENT_BATCH
     from rfad.deploy.profiles import PROFILES
     from rfad.export.onnx_export import PROTOBUF_LIMIT
-    from rfad.export.tolerances import CHECK_TOLERANCES, PARITY_TOLERANCE
+    from rfad.export.tolerances import CHECK_TOLERANCES, FP16_REFERENCE_MARGIN, PARITY_TOLERANCE
 
     engines = "; ".join(f"`{p.name}` batch {'/'.join(map(str, p.engines.batch))}, "
                         + (f"static {p.engines.image[0]}x{p.engines.image[0]} px" if p.engines.static_image
@@ -289,7 +289,9 @@ def export_numbers() -> str:
         "models take the profile's `max_batch_size`, and a `rfad-export triton-repo --max-batch` below what the "
         "pipeline sends is refused.",
         f"- Parity at export: max abs difference per output ≤ tolerance × max(1, max |PyTorch output|), tolerance "
-        + ", ".join(f"{value:g} for {precision}" for precision, value in PARITY_TOLERANCE.items()) + ".",
+        + ", ".join(f"{value:g} for {precision}" for precision, value in PARITY_TOLERANCE.items())
+        + f"; for fp16 at least {FP16_REFERENCE_MARGIN:g} × the distance of PyTorch's own float16 run from its "
+        "float32 one, on the same inputs (below).",
         "- `rfad-export check` passes where |a − b| ≤ atol + rtol × |PyTorch| elementwise, by default "
         + "; ".join(f"{precision}: atol {t['atol']:g}, rtol {t['rtol']:g}" for precision, t in CHECK_TOLERANCES.items())
         + ".",

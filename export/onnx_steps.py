@@ -2,8 +2,9 @@
 
 1. :func:`inspect_models`: the model facts, what each component weighs, the tokenizers.
 2. :func:`trace_step` (per component): the component's PyTorch module -> reference outputs of
-   the parity cases (``reference.npz``) and the raw graph (``torch.onnx.export``, the
-   TorchScript-based exporter: 10-30x faster than dynamo on these models, NOTES.md).
+   the parity cases (``reference.npz``; for an fp16 export, its float16 outputs too) and the
+   raw graph (``torch.onnx.export``, the TorchScript-based exporter: 10-30x faster than dynamo
+   on these models, NOTES.md).
 3. :func:`finish_step` (per component): the raw graph without its weights -> small constants
    folded -> optionally float16 -> ``model.onnx`` (+ ``model.onnx.data`` over the external-data
    threshold) with the weights streamed -> compared with the references in onnxruntime.
@@ -24,7 +25,8 @@ import torch
 from rfad.components.registry import COMPONENTS, component_specs
 from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.export.graph_files import convert_to_fp16, fold_small_constants, open_graph, weight_bytes, write_graph
-from rfad.export.parity import check_side, compare_with_references, reference_cases, sample_inputs
+from rfad.export.parity import (check_side, compare_with_references, half_reference_cases, reference_cases,
+                                sample_inputs)
 from rfad.models.model_set import ModelSet
 
 REFERENCES = "reference.npz"
@@ -173,16 +175,21 @@ def inspect_models(model_set: ModelSet, renames: dict | None, out: Path) -> dict
 
 
 def trace_step(model_set: ModelSet, name: str, facts: dict, renames: dict | None, vocab: int, opset: int,
-               work: Path) -> None:
-    """Load the models of ``name``'s group, save the parity references and export the raw graph to ``work``."""
+               work: Path, fp16: bool = False) -> bool | None:
+    """Load the models of ``name``'s group, export the raw graph to ``work`` and save the parity
+    references there; ``fp16``: PyTorch's float16 outputs too, after the trace (the module is
+    converted in place, so no second copy is held). Returns whether those exist (None: not asked)."""
     quiet_export_logs()
     facts = ModelFacts.from_dict(facts)
     spec = component_specs(facts, renames)[name]
     diffusion, judge = load_models(model_set, (COMPONENTS[name].group,))
     graph = component_graphs(diffusion, judge)[name]
     work.mkdir(parents=True, exist_ok=True)
-    np.savez(work / REFERENCES, **reference_cases(graph, spec, facts, vocab))
+    cases = reference_cases(graph, spec, facts, vocab)
     trace_to_onnx(graph, spec, facts, vocab, opset, work / RAW)
+    half = half_reference_cases(graph, spec, cases) if fp16 else {}
+    np.savez(work / REFERENCES, **cases, **half)
+    return bool(half) if fp16 else None
 
 
 def finish_step(spec: dict, work: Path, path: Path, external_data_threshold: int, fp16: bool) -> tuple[dict, list]:

@@ -13,6 +13,14 @@ from __future__ import annotations
 # digits and the UNet/VAE stack many layers; the tiny zoo's fp16 graphs differ by at most 4.3e-3.
 PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
+# fp16 parity also allows this many times the distance of PyTorch's own float16 run from its
+# float32 run, on the same cases (rfad.export.parity.tolerance_of). At SD-1.5 depth float16
+# alone misses the fixed 1e-2: on the random-weight twin PyTorch's float16 ControlNet, UNet and
+# merged graph differ by up to 1.64x it, and the converted graphs in onnxruntime by 0.27-1.49x
+# PyTorch's own float16 distance, per output (every component, both cases; 2026-12-02).
+# A conversion error (a wrong op, an overflow) is orders of magnitude beyond either.
+FP16_REFERENCE_MARGIN = 2.0
+
 # rfad-export check's elementwise test |a - b| <= atol + rtol * |b|, default per graph precision.
 CHECK_TOLERANCES = {"fp32": {"atol": 1e-4, "rtol": 1e-3}, "fp16": {"atol": 2e-2, "rtol": 2e-2}}
 

@@ -162,6 +162,9 @@ def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tin
     assert manifest.precision == "fp16"
     parity = json.loads((tmp_path / "parity.json").read_text())
     assert parity["precision"] == "fp16" and all(row["ok"] for row in parity["rows"])
+    # Each output is also measured against PyTorch's own float16 run (the tolerance's second term).
+    assert all(row["torch_fp16_diff"] is not None and np.isfinite(row["torch_fp16_diff"])
+               and row["tolerance"] >= row["fixed_tolerance"] for row in parity["rows"])
     for name in components:
         graph = onnx.load(str(tmp_path / name / "model.onnx"))
         weights = [t for t in graph.graph.initializer if len(t.dims) and np.prod(t.dims) >= 16]
@@ -284,3 +287,50 @@ def test_fp16_conversion_can_keep_op_types_in_float32(tiny_onnx, tmp_path):
     reference = open_session(source, "fp32").run(spec.output_names, feed)
     for got, ref in zip(open_session(target, "fp16").run(spec.output_names, feed), reference, strict=True):
         assert np.abs(got.astype(np.float32) - ref).max() <= 1e-2 * max(1.0, np.abs(ref).max())
+
+
+def test_fp16_tolerance_widens_to_pytorch_own_float16_loss_and_only_for_fp16():
+    from rfad.export.parity import tolerance_of
+    from rfad.export.tolerances import FP16_REFERENCE_MARGIN, PARITY_TOLERANCE
+
+    reference = np.array([[4.0, -2.0]], np.float32)
+    fixed = PARITY_TOLERANCE["fp16"] * 4.0
+    assert tolerance_of(reference, "fp16") == pytest.approx(fixed)
+    close = reference + np.float32(fixed / 10)  # float16 costs less than the fixed tolerance: it stands
+    assert tolerance_of(reference, "fp16", close) == pytest.approx(fixed)
+    far = reference + np.float32(0.5)
+    assert tolerance_of(reference, "fp16", far) == pytest.approx(FP16_REFERENCE_MARGIN * 0.5)
+    assert tolerance_of(reference, "fp32", far) == pytest.approx(PARITY_TOLERANCE["fp32"] * 4.0)
+    # An overflowing float16 run says nothing about the conversion: the fixed tolerance stands.
+    assert tolerance_of(reference, "fp16", np.array([[np.inf, 0.0]], np.float32)) == pytest.approx(fixed)
+
+
+def test_fp16_parity_still_catches_a_changed_graph(tiny_zoo, tmp_path):
+    """The fp16 check's widened tolerance accepts the converted graph and rejects it once the last
+    convolution's kernel is off by 10 % (a conversion error); tiny VAE decoder, PyTorch float16 references."""
+    from onnx import numpy_helper
+
+    from rfad.export.onnx_export import export_component
+    from rfad.export.onnx_steps import component_graphs, load_models, probe_facts
+    from rfad.export.parity import compare_with_references, half_reference_cases, reference_cases
+
+    diffusion, _ = load_models(ModelSet.resolve(tiny_zoo), ("diffusion",))
+    facts = probe_facts(diffusion)
+    spec = component_specs(facts)["vae_decoder"]
+    graph = component_graphs(diffusion)["vae_decoder"]
+    path = tmp_path / "vae_decoder" / "model.onnx"
+    export_component(graph, spec, path, facts, 17, 2 * 1024**3, 300, fp16=True)
+    cases = reference_cases(graph, spec, facts, 300)
+    cases.update(half_reference_cases(graph, spec, cases))
+    assert any("/half/" in key for key in cases)
+    rows = compare_with_references(spec, path, cases, "fp16")
+    assert rows and all(row["ok"] and row["torch_fp16_diff"] > 0 for row in rows)
+
+    model = onnx.load(str(path))
+    # The last convolution's kernel: no normalisation after it absorbs the change.
+    last_conv = [node for node in model.graph.node if node.op_type == "Conv"][-1]
+    weight = next(t for t in model.graph.initializer if t.name == last_conv.input[1])
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float16(1.1), weight.name))
+    onnx.save(model, str(path))
+    rows = compare_with_references(spec, path, cases, "fp16")
+    assert not all(row["ok"] for row in rows)
