@@ -354,12 +354,28 @@ def sd15_export() -> str:
     return export_page_block(result, _machine_line(result) if result else "")
 
 
+def judge_placement() -> str:
+    """The shipped judge scored with I_o at two scales (benchmarks/results/judge_placement.json)."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from judge_placement import table
+    from report import _machine_line
+
+    path = ROOT / "benchmarks" / "results" / "judge_placement.json"
+    if not path.is_file():
+        return "Not measured yet: run `python benchmarks/judge_placement.py --work DIR --retrain`."
+    result = json.loads(path.read_text())
+    return f"From `benchmarks/judge_placement.py`. {_machine_line(result)}\n\n{table(result['rows'])}"
+
+
 BLOCKS: dict[str, Callable[..., str]] = {
     "flags": flags, "pipeline-inputs": pipeline_inputs, "pipeline-outputs": pipeline_outputs,
     "judge-inputs": judge_inputs, "judge-outputs": judge_outputs, "classes": classes,
     "settings-limits": settings_limits, "request-limits": request_limits, "pipeline-parameters": pipeline_parameters,
     "canvas": canvas, "components": components, "memory-options": memory_options, "export-numbers": export_numbers,
     "rfnet-config": rfnet_config, "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles, "sd15-export": sd15_export,
+    "judge-placement": judge_placement,
 }
 
 

@@ -290,7 +290,7 @@ def test_bad_rows_are_reported_and_never_enter_a_batch(tmp_path):
     ]
     write_manifest(rows, manifest)
 
-    from rfad.trainer.rfnet.train import load_split_rows
+    from rfad.trainer.rfnet.train import RFNetTrainConfig, build_map_models, load_split_rows
 
     messages = []
     good, _ = load_split_rows(data, "train", messages.append)
@@ -372,3 +372,41 @@ def test_compute_metrics_on_a_fixed_example():
     assert metrics["per_class"]["Available"]["support"] == 2
     assert metrics["confusion_matrix"]["counts"][0] == [1, 1, 0, 0, 0]
     assert metrics["confusion_matrix"]["counts"][1] == [1, 0, 0, 0, 0]
+
+
+def test_the_product_image_is_placed_at_the_training_scale_and_eval_follows_it(tiny_set, tmp_path):
+    """``--product-scale`` places I_o as the served canvas does (rfad_judge_prepare), and eval-rfnet
+    scores a model at the scale it was trained at unless told otherwise."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from rfad.trainer.rfnet.dataset import RFNetDataset
+    from rfad.trainer.rfnet.train import RFNetTrainConfig, build_map_models, load_split_rows
+
+    out = tmp_path / "rfnet"
+    result = _train("rfnet", "--data", str(tiny_set), "--tiny", "--epochs", "1", "--product-scale", "0.5",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "train_log.json").read_text())["config"]["product_scale"] == 0.5
+
+    rows, root = load_split_rows(tiny_set, "test", lambda *_: None)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    maps = build_map_models(RFNetTrainConfig(data=str(tiny_set), out=str(out), tiny=True))
+
+    def product_width(scale: float) -> int:
+        image = RFNetDataset(rows[:1], root, tokenizer, 64, 16, maps, product_scale=scale)[0]["product_image"].numpy()
+        background = image[:, :1, :1]  # the canvas corner
+        columns = np.nonzero(np.abs(image - background).max(axis=(0, 1)) > 1e-3)[0]
+        return int(columns[-1] - columns[0] + 1)
+
+    assert product_width(0.5) / product_width(0.75) == pytest.approx(0.5 / 0.75, abs=0.05)
+
+    metrics_file = tmp_path / "m.json"
+    assert _train("eval-rfnet", "--model", str(out), "--data", str(tiny_set), "--json", str(metrics_file)).exit_code == 0
+    assert json.loads(metrics_file.read_text())["product_scale"] == 0.5
+    assert _train("eval-rfnet", "--model", str(out), "--data", str(tiny_set), "--product-scale", "0.75",
+                  "--json", str(metrics_file)).exit_code == 0
+    assert json.loads(metrics_file.read_text())["product_scale"] == 0.75
+    refused = CliRunner().invoke(train_cli, ["rfnet", "--data", str(tiny_set), "--tiny", "--product-scale", "1.5",
+                                             "--out", str(tmp_path / "bad")])
+    assert refused.exit_code == 2 and "--product-scale" in refused.output

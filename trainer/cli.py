@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from rfad.contract import RFNET_ABLATIONS
+from rfad.contract import DEFAULTS, RFNET_ABLATIONS
 from rfad.pipeline.settings import GenerationSettings
 from rfad.trainer.checkpoints import CheckpointError
 from rfad.trainer.data.manifest import ManifestError
@@ -40,6 +40,10 @@ def main() -> None:
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--image-size", type=click.IntRange(min=32), help="RFNet input side, a multiple of 32 [default: 384; 64 with --tiny].")
+@click.option("--product-scale", default=DEFAULTS.product_scale, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="Largest product side as a fraction of the canvas the product image is placed on: the served "
+                   "canvas's (a model set's declared product_scale, e.g. the miniature world's 0.5).")
 @click.option("--mixed-precision", default="no", show_default=True, type=click.Choice(["no", "fp16", "bf16"]))
 @click.option("--class-weights", default="none", show_default=True, type=click.Choice(["none", "balanced"]))
 @click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(min=0))
@@ -81,14 +85,17 @@ def rfnet(**options) -> None:
 @click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=click.FloatRange(0, 1),
               help="p(Available) at which a sample is judged Available (the serving loop's default).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--product-scale", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Place the product image at this fraction of the canvas [default: the scale the model was "
+                   "trained at, from its train_log.json, else 0.75].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
-def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, json_out) -> None:
+def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, product_scale, json_out) -> None:
     """Precision/recall/F1/AP (Available vs not), accuracy vs the majority baseline, per class, confusion."""
     from rfad.trainer.rfnet.evaluate import evaluate_rfnet, format_metrics
 
     try:
         metrics = evaluate_rfnet(model_dir, data, split, depth, saliency, batch_size=batch_size,
-                                 threshold=threshold, echo=click.echo)
+                                 threshold=threshold, product_scale=product_scale, echo=click.echo)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_metrics(metrics))

@@ -39,18 +39,20 @@ def _summary(metrics: dict) -> dict:
 
 
 def train_variant(data: Path, out: Path, ablate: tuple[str, ...], epochs: int, image_size: int, batch_size: int,
-                  seed: int, init: Path | None = None) -> dict:
+                  seed: int, init: Path | None = None, product_scale: float | None = None) -> dict:
     """Train one RFNet variant into ``out`` (from ``init``'s weights if given; skipped if its folder is
-    complete) and score it on the test split."""
+    complete) and score it on the test split; ``product_scale``: where I_o is placed, in training and
+    in the score (None: ``rfad-train rfnet``'s default)."""
     from rfad.trainer.rfnet.evaluate import evaluate_rfnet
     from rfad.trainer.rfnet.train import TRAIN_LOG, RFNetTrainConfig, train_rfnet
 
     timing = out.with_name(out.name + ".seconds")  # beside the folder: a reused model keeps its training time
     if not (out / TRAIN_LOG).is_file():
         start = time.perf_counter()
+        placement = {} if product_scale is None else {"product_scale": product_scale}
         train_rfnet(RFNetTrainConfig(data=str(data), out=str(out), tiny=True, epochs=epochs, image_size=image_size,
                                      batch_size=batch_size, seed=seed, ablate=ablate,
-                                     init=None if init is None else str(init)), echo=lambda *_: None)
+                                     init=None if init is None else str(init), **placement), echo=lambda *_: None)
         timing.write_text(f"{time.perf_counter() - start:.1f}\n")
     seconds = float(timing.read_text()) if timing.is_file() else float("nan")
     metrics = evaluate_rfnet(str(out), str(data), "test", echo=lambda *_: None)

@@ -52,8 +52,10 @@ class RFNetDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, rows: list[ManifestRow], root: str | Path, tokenizer, image_size: int,
-                 max_caption_tokens: int, maps: MapModels | None = None):
+                 max_caption_tokens: int, maps: MapModels | None = None,
+                 product_scale: float = CanvasSpec.product_scale):
         self.rows = rows
+        self.product_scale = product_scale
         self.root = Path(root)
         self.tokenizer = tokenizer
         self.size = image_size
@@ -69,11 +71,14 @@ class RFNetDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def _product(self, row: ManifestRow) -> torch.Tensor:
-        # The canvas is at least 64 px; the product fills 0.75 of it, enlarged if small, as
-        # RFNet sees products at serving time whatever their original resolution.
+        # The canvas is at least 64 px; the product fills product_scale of it, enlarged if small,
+        # as the served judge places I_o on the deployment's canvas (rfad_judge_prepare) whatever
+        # the product's resolution. Train at the scale the deployment serves: the model set's
+        # declared product_scale (the miniature world's 0.5), else the default 0.75.
         side = max(64, (self.size + 7) // 8 * 8)
         canvas = prepare_canvas(resolve_path(self.root, row.product),
-                                CanvasSpec(width=side, height=side, upscale=True, min_side=1))
+                                CanvasSpec(width=side, height=side, product_scale=self.product_scale, upscale=True,
+                                           min_side=1))
         return _to_tensor(Image.fromarray(canvas.init_image), self.size, "RGB")
 
     def _maps(self, row: ManifestRow, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

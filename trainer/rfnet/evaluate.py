@@ -96,11 +96,14 @@ def format_metrics(metrics: dict) -> str:
 
 
 def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | None = None,
-                   saliency: str | None = None, batch_size: int = 32, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
+                   saliency: str | None = None, batch_size: int = 32, threshold: float = DEFAULTS.threshold,
+                   product_scale: float | None = None, echo=print) -> dict:
     """Metrics of the RFNet folder ``model_dir`` on ``split`` of ``data`` (see :func:`compute_metrics`).
 
     Maps missing from the manifest are computed by the ``depth``/``saliency`` models; for a model
     trained with ``--tiny`` (its train_log.json says so) the same seeded tiny map models are used.
+    ``product_scale``: where the product image is placed (None: the scale the model was trained
+    at, from its train_log.json, else the default); the metrics record it.
     """
     from transformers import AutoTokenizer
 
@@ -122,9 +125,13 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
         raise ValueError(f"--data {data}: some {split} rows have no cached depth/saliency maps; run `rfad-data "
                          "prepare` first, or pass --depth DPT_DIR and --saliency U2NET")
     train_rows, _ = load_split_rows(data, "train", lambda *_: None)
-    dataset = RFNetDataset(rows, root, tokenizer, model.config.image_size, model.config.max_caption_tokens, maps)
+    if product_scale is None:
+        product_scale = float(trained.get("product_scale", DEFAULTS.product_scale))
+    dataset = RFNetDataset(rows, root, tokenizer, model.config.image_size, model.config.max_caption_tokens, maps,
+                           product_scale)
     probabilities, labels = predict(model, dataset, batch_size, "cpu")
     metrics = compute_metrics(probabilities, labels, [CLASS_NAMES.index(r.label) for r in train_rows], threshold)
     metrics["split"] = split
     metrics["model"] = str(model_dir)
+    metrics["product_scale"] = product_scale
     return metrics

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from rfad.contract import CLASS_NAMES
+from rfad.contract import CLASS_NAMES, DEFAULTS
 from rfad.trainer.checkpoints import (
     checkpoint_to_resume,
     load_checkpoint,
@@ -67,6 +67,7 @@ class RFNetTrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     image_size: int | None = None  # 384 (paper); TINY_IMAGE_SIZE with --tiny
+    product_scale: float = DEFAULTS.product_scale  # I_o's placement: the served canvas's product_scale
     mixed_precision: str = "no"
     class_weights: str = "none"  # none | balanced
     weight_decay: float = 0.01
@@ -85,6 +86,8 @@ class RFNetTrainConfig:
         values["lr_step_epoch"] = self.lr_step_epoch if self.lr_step_epoch is not None else (self.epochs + 1) // 2
         if values["image_size"] % 32:
             raise ValueError(f"--image-size {values['image_size']}: must be a multiple of 32 (ResNet's stride)")
+        if not 0 < self.product_scale <= 1:
+            raise ValueError(f"--product-scale {self.product_scale}: must be in (0, 1]")
         if self.class_weights not in ("none", "balanced"):
             raise ValueError(f"--class-weights {self.class_weights!r}: expected none or balanced")
         if self.keep_checkpoints < 1:
@@ -254,7 +257,8 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
     if maps is None and any(row.depth is None or row.saliency is None for row in train_rows + val_rows):
         raise ValueError(f"--data {config.data}: some rows have no cached depth/saliency maps; run `rfad-data "
                          "prepare` first, or pass --depth DPT_DIR and --saliency U2NET (or --tiny)")
-    dataset = {split: RFNetDataset(rows, root, tokenizer, config.image_size, model.config.max_caption_tokens, maps)
+    dataset = {split: RFNetDataset(rows, root, tokenizer, config.image_size, model.config.max_caption_tokens, maps,
+                                   config.product_scale)
                for split, rows in (("train", train_rows), ("val", val_rows))}
     samples_per_step = config.batch_size * config.grad_accum
     steps_per_epoch = len(train_rows) // world // samples_per_step
