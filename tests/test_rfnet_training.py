@@ -410,3 +410,7 @@ def test_the_product_image_is_placed_at_the_training_scale_and_eval_follows_it(t
     refused = CliRunner().invoke(train_cli, ["rfnet", "--data", str(tiny_set), "--tiny", "--product-scale", "1.5",
                                              "--out", str(tmp_path / "bad")])
     assert refused.exit_code == 2 and "--product-scale" in refused.output
+    # A resumed run keeps its placement: another scale would change the data half-way.
+    resumed = _train("rfnet", "--data", str(tiny_set), "--tiny", "--epochs", "1", "--resume", "--product-scale", "0.75",
+                     "--out", str(out))
+    assert resumed.exit_code == 1 and "trained with --product-scale 0.5, not 0.75" in resumed.output

@@ -278,6 +278,10 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
         if state.get("processes") != world or state.get("samples_per_step") != samples_per_step:
             raise ValueError(f"--resume: {latest} was written by {state.get('processes')} processes with "
                              f"{state.get('samples_per_step')} samples per step; resume with the same numbers")
+        # Another placement of I_o would change the data under the run half-way (older checkpoints lack it).
+        if state.get("product_scale", config.product_scale) != config.product_scale:
+            raise ValueError(f"--resume: {latest} was trained with --product-scale {state['product_scale']}, not "
+                             f"{config.product_scale}; resume with the same scale")
         load_checkpoint(accelerator, latest)  # verified; weights, optimizer, RNG states, accumulation counter
         epoch, step, step_in_epoch, history = state["epoch"], state["step"], state["step_in_epoch"], state["history"]
         train_loss = state["train_loss"]
@@ -288,7 +292,7 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
 
     def checkpoint() -> None:
         state = {"epoch": epoch, "step_in_epoch": step_in_epoch, "train_loss": train_loss, "history": history,
-                 "processes": world, "samples_per_step": samples_per_step}
+                 "processes": world, "samples_per_step": samples_per_step, "product_scale": config.product_scale}
         save_checkpoint(accelerator, out, step, state, config.keep_checkpoints)
 
     # --- the loop -----------------------------------------------------------------------------
