@@ -118,3 +118,39 @@ def test_rfad_data_miniworld_bad_flags_are_one_line_errors(tmp_path):
     assert result.exit_code == 1 and "must be >= 0 and sum to less than 1" in result.output
     result = CliRunner().invoke(main, ["miniworld", "--n", "2", "--out", str(tmp_path / "x"), "--models", str(tmp_path)])
     assert result.exit_code == 1 and "rfad-models.json" in result.output
+
+
+def test_rfad_data_miniworld_shards_and_resumes_to_the_same_dataset(tmp_path):
+    """Two shards on one folder write what one process writes; a rerun regenerates only a product whose
+    record is missing; other generation flags on the same folder are refused."""
+    from rfad.trainer.data.cli import main
+
+    args = ["miniworld", "--n", "6", "--images-per-product", "2", "--steps", "2", "--val-fraction", "0.34",
+            "--test-fraction", "0.34"]
+    assert CliRunner().invoke(main, args + ["--out", str(tmp_path / "one")]).exit_code == 0
+    first = CliRunner().invoke(main, args + ["--out", str(tmp_path / "two"), "--shard", "1/2"])
+    assert first.exit_code == 0 and "1 of 3 products" in first.output, first.output
+    assert not (tmp_path / "two" / "manifest.jsonl").exists()  # not before every shard is done
+    second = CliRunner().invoke(main, args + ["--out", str(tmp_path / "two"), "--shard", "0/2"])
+    assert second.exit_code == 0 and "wrote 6 images of 3 products" in second.output, second.output
+    for name in ("manifest.jsonl", "labels.jsonl"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
+    images = sorted(p.name for p in (tmp_path / "one" / "images").iterdir())
+    for name in images:
+        assert (tmp_path / "one" / "images" / name).read_bytes() == (tmp_path / "two" / "images" / name).read_bytes()
+
+    # Resume: product 1's record is gone (a killed run), its image too; the rest is kept as it is.
+    (tmp_path / "two" / "records" / "mini-00001.json").unlink()
+    (tmp_path / "two" / "images" / "mini-00001-0.png").unlink()
+    kept = (tmp_path / "two" / "images" / "mini-00000-0.png").stat().st_mtime_ns
+    again = CliRunner().invoke(main, args + ["--out", str(tmp_path / "two")])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "two" / "images" / "mini-00000-0.png").stat().st_mtime_ns == kept
+    assert (tmp_path / "one" / "images" / "mini-00001-0.png").read_bytes() == \
+        (tmp_path / "two" / "images" / "mini-00001-0.png").read_bytes()
+
+    other = CliRunner().invoke(main, ["miniworld", "--n", "6", "--images-per-product", "2", "--steps", "3",
+                                      "--out", str(tmp_path / "two")])
+    assert other.exit_code == 1 and "other settings" in other.output
+    bad = CliRunner().invoke(main, args + ["--out", str(tmp_path / "x"), "--shard", "2/2"])
+    assert bad.exit_code == 2 and "--shard" in bad.output

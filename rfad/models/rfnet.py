@@ -78,15 +78,23 @@ class RFNetConfig:
             raise ValueError(f"ablate: unknown {unknown}; expected any of {', '.join(RFNET_ABLATIONS)}")
         if self.width % self.heads:
             raise ValueError(f"width: {self.width} is not divisible by heads={self.heads}")
-        if self.image_size % 32:
-            raise ValueError(f"image_size: {self.image_size} must be a multiple of 32 (ResNet's stride)")
+        if self.image_size % self.stride:
+            raise ValueError(f"image_size: {self.image_size} must be a multiple of {self.stride} (the ResNet "
+                             "backbone's stride)")
         if self.filter_layers < 1 or self.fusion_layers < 1:
             raise ValueError("filter_layers and fusion_layers must be at least 1")
 
     @property
+    def stride(self) -> int:
+        """Pixels per token of the backbone's last map: 4 (stem) x 2 per stage after the first (32 for
+        ResNet-50's four stages; 16 for a three-stage backbone, whose map keeps finer detail)."""
+        stages = len(self.resnet.get("hidden_sizes", [0] * 4))
+        return 4 * 2 ** (stages - 1) * (2 if self.resnet.get("downsample_in_first_stage") else 1)
+
+    @property
     def grid(self) -> int:
-        """Side of the image token grid (12 at 384 px)."""
-        return self.image_size // 32
+        """Side of the image token grid (12 at 384 px for ResNet-50)."""
+        return self.image_size // self.stride
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -48,12 +48,29 @@ def synth(out_dir: Path, n: int, seed: int, size: int, val_fraction: float, test
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Number of scenes (balanced over the 5 classes).")
 @click.option("--seed", default=0, show_default=True, type=int)
-def scenes(out_dir: Path, n: int, seed: int) -> None:
-    """Write miniature-world scenes (128 px, product placed by the canvas, labels known by construction)."""
+@click.option("--through-vae", "through_vae", is_flag=True,
+              help="Pass every scene through the generator's VAE (encode, decode, product pasted back) and label it "
+                   "by the oracle: scenes that look generated.")
+@click.option("--models", type=click.Path(exists=True, path_type=Path),
+              help="With --through-vae: the generator model set [default: the shipped one].")
+def scenes(out_dir: Path, n: int, seed: int, through_vae: bool, models: Path | None) -> None:
+    """Write miniature-world scenes (128 px, product placed by the canvas, labels known by construction).
+
+    With --through-vae the labels are the oracle's on the decoded scenes (scenes.jsonl keeps the class drawn).
+    """
     from rfad.trainer.data.scenes import write_scene_dataset
 
+    if models is not None and not through_vae:
+        raise click.UsageError("--models is read only with --through-vae")
     try:
-        rows = read_manifest(write_scene_dataset(out_dir, n, seed=seed, progress=True))
+        runner = None
+        if through_vae:
+            from rfad.logs import quiet_third_party
+            from rfad.trainer.data.miniworld import load_generator
+
+            quiet_third_party()
+            runner, _ = load_generator(models)
+        rows = read_manifest(write_scene_dataset(out_dir, n, seed=seed, progress=True, through_vae=runner))
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {len(rows)} scenes to {out_dir} (manifest.jsonl, scenes.jsonl)")
@@ -76,12 +93,16 @@ def scenes(out_dir: Path, n: int, seed: int) -> None:
 @click.option("--val-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in val.")
 @click.option("--test-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in test.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@click.option("--shard", default="0/1", show_default=True, callback=lambda _c, _p, value: _parse_shard(value),
+              help="I/N: generate every N-th product from I (run N processes on one --out to split the work).")
 def miniworld(out_dir: Path, n: int, seed: int, models: Path | None, steps: int, guidance: float,
               images_per_product: int, available_share: float, val_fraction: float, test_fraction: float,
-              device: str) -> None:
+              device: str, shard: tuple[int, int]) -> None:
     """Write RF-mini: images from the miniature world's generator (the real loop, no judge), labelled by the oracle.
 
     Splits are by product; labels.jsonl holds the oracle's measurements, summary.json the class rates.
+    Run again on the same --out to resume: finished products are kept. The call that finds every
+    shard's products done writes manifest.jsonl, labels.jsonl and summary.json.
     """
     from rfad.logs import quiet_third_party
     from rfad.models.folders import ModelFolderError
@@ -92,9 +113,15 @@ def miniworld(out_dir: Path, n: int, seed: int, models: Path | None, steps: int,
         settings = MiniworldSettings(seed=seed, steps=steps, guidance=guidance, images_per_product=images_per_product,
                                      available_share=available_share, val_fraction=val_fraction,
                                      test_fraction=test_fraction)
-        summary = write_miniworld_dataset(out_dir, n, settings, models=models, device=device, progress=True)
+        summary = write_miniworld_dataset(out_dir, n, settings, models=models, device=device, progress=True,
+                                          shard=shard)
     except (*USER_ERRORS, ModelFolderError) as error:
         raise click.ClickException(str(error)) from None
+    if not summary["complete"]:
+        click.echo(f"shard {shard[0]}/{shard[1]} done: {summary['products_done']} of {summary['products']} products "
+                   f"in {out_dir}; the manifest is written when every shard has finished (run them, or this "
+                   "command again, on the same --out)")
+        return
     click.echo(f"wrote {summary['images']} images of {summary['products']} products to {out_dir} "
                f"(manifest.jsonl, labels.jsonl, summary.json) in {summary['seconds']} s")
     _echo_counts("oracle label", [name for name, count in summary["labels"].items() for _ in range(count)],
@@ -102,6 +129,17 @@ def miniworld(out_dir: Path, n: int, seed: int, models: Path | None, steps: int,
     click.echo("  split     images  products")
     for split, counts in summary["splits"].items():
         click.echo(f"  {split:<8}{counts['images']:>7}{counts['products']:>10}")
+
+
+def _parse_shard(value: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N), with 0 <= I < N."""
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"expected I/N (e.g. 0/2), got {value!r}", param_hint="--shard") from None
+    if count < 1 or not 0 <= index < count:
+        raise click.BadParameter(f"expected I/N with 0 <= I < N, got {value!r}", param_hint="--shard")
+    return index, count
 
 
 @main.command("import-rf1m")

@@ -100,45 +100,123 @@ def load_generator(models: str | os.PathLike | None, device: str = "cpu"):
     return TorchRunner(load_diffusion_models(ModelSet.resolve(folder), device=device), device=device), folder
 
 
+SETTINGS_FILE = "settings.json"
+RECORDS = "records"
+
+
+def product_id(p: int) -> str:
+    return f"mini-{p:05d}"
+
+
+def shard_products(n_products: int, shard: tuple[int, int]) -> list[int]:
+    """Products of shard ``(i, count)``: every ``count``-th product from ``i`` (shards interleave, so each
+    gets the same class mix and splits)."""
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard: expected I/N with 0 <= I < N, got {index}/{count}")
+    return list(range(index, n_products, count))
+
+
+def _check_settings(out: Path, n: int, settings: MiniworldSettings, folder: Path) -> None:
+    """Record what the dataset is (first call) or refuse to extend it with other settings (resume, shards)."""
+    wanted = {"n": n, "settings": asdict(settings), "generator": str(folder)}
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        found = json.loads(path.read_text(encoding="utf-8"))
+        if found != wanted:
+            differs = sorted(k for k in wanted if found.get(k) != wanted[k])
+            raise ValueError(f"{out} holds RF-mini made with other {', '.join(differs)} ({path}): resume or add "
+                             "shards with the same --n, --seed, --models and generation flags, or use another --out")
+        return
+    _write_json_atomically(path, wanted)
+
+
+def _write_json_atomically(path: Path, value) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
 def write_miniworld_dataset(out_dir: str | os.PathLike, n: int, settings: MiniworldSettings = MiniworldSettings(),
                             models: str | os.PathLike | None = None, device: str = "cpu",
-                            progress: bool = False) -> dict:
-    """Generate and label ``n`` images (``ceil(n / images_per_product)`` products); returns the summary."""
+                            progress: bool = False, shard: tuple[int, int] = (0, 1)) -> dict:
+    """Generate and label ``n`` images (``ceil(n / images_per_product)`` products); returns the summary.
+
+    Resumable and shardable: each product's images are followed by its record
+    (``records/mini-PPPPP.json``, written atomically), a product with a record is skipped, and
+    ``shard=(i, N)`` generates every N-th product from i, so N processes (or machines sharing the
+    folder) split the work. Whichever call finds every record present writes manifest.jsonl,
+    labels.jsonl and summary.json; until then the summary says how many products are done
+    (``"complete": False``).
+    """
     if n < 1:
         raise ValueError(f"n: must be at least 1, got {n}")
-    start = time.perf_counter()
-    runner, folder = load_generator(models, device)
     per_product = settings.images_per_product
     n_products = -(-n // per_product)
+    mine = shard_products(n_products, shard)
+    out = Path(out_dir)
+    for sub in ("images", "products", RECORDS):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    folder = Path(models) if models is not None else None
+    runner = None
+    todo = [p for p in mine if not (out / RECORDS / f"{product_id(p)}.json").is_file()]
+    if todo:
+        runner, folder = load_generator(models, device)
+    else:
+        from rfad.miniworld import model_dir
+
+        folder = folder or model_dir()
+    _check_settings(out, n, settings, folder)
     requests = product_requests(n_products, settings.seed, settings.available_share)
     splits = product_splits(n_products, settings.seed, settings.val_fraction, settings.test_fraction)
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "products").mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(mine), initial=len(mine) - len(todo), desc="generating RF-mini", unit="product",
+              disable=not progress) as bar:
+        for p in todo:
+            _write_product(out, p, requests[p], splits[p], min(per_product, n - p * per_product), settings, runner)
+            bar.update(1)
+    return finalize_miniworld(out, n, settings, folder)
 
+
+def _write_product(out: Path, p: int, scene: Scene, split: str, count: int, settings: MiniworldSettings,
+                   runner) -> None:
+    """Generate, save and label product ``p``'s images; its record, written last, marks it done."""
+    start = time.perf_counter()
+    product_path = f"products/{product_id(p)}.png"
+    scene.product.save(out / product_path, format="PNG")
+    first_seed = settings.seed * SEED_SPAN + p * settings.images_per_product
     rows, labels = [], []
-    with tqdm(total=n, desc="generating RF-mini", unit="image", disable=not progress) as bar:
-        for p, scene in enumerate(requests):
-            count = min(per_product, n - p * per_product)
-            product_path = f"products/mini-{p:05d}.png"
-            scene.product.save(out / product_path, format="PNG")
-            first_seed = settings.seed * SEED_SPAN + p * per_product
-            for j, (seed, image, verdict) in enumerate(generate_for_product(
-                    runner, scene, count, first_seed, settings.steps, settings.guidance)):
-                sample_id = f"mini-{p:05d}-{j}"
-                image_path = f"images/{sample_id}.png"
-                Image.fromarray(image).save(out / image_path, format="PNG")
-                rows.append(ManifestRow(id=sample_id, generated=image_path, product=product_path, prompt=scene.prompt,
-                                        caption=scene.caption, label=verdict.label, split=splits[p]))
-                labels.append({"id": sample_id, "product": p, "seed": seed, "label": verdict.label,
-                               "fired": list(verdict.fired), "prompt_from": scene.label,
-                               "measurements": verdict.measurements})
-                bar.update(1)
+    for j, (seed, image, verdict) in enumerate(generate_for_product(
+            runner, scene, count, first_seed, settings.steps, settings.guidance)):
+        sample_id = f"{product_id(p)}-{j}"
+        image_path = f"images/{sample_id}.png"
+        Image.fromarray(image).save(out / image_path, format="PNG")
+        rows.append(ManifestRow(id=sample_id, generated=image_path, product=product_path, prompt=scene.prompt,
+                                caption=scene.caption, label=verdict.label, split=split).to_dict())
+        labels.append({"id": sample_id, "product": p, "seed": seed, "label": verdict.label,
+                       "fired": list(verdict.fired), "prompt_from": scene.label,
+                       "measurements": verdict.measurements})
+    _write_json_atomically(out / RECORDS / f"{product_id(p)}.json",
+                           {"rows": rows, "labels": labels, "seconds": round(time.perf_counter() - start, 2)})
+
+
+def finalize_miniworld(out: Path, n: int, settings: MiniworldSettings, folder: Path) -> dict:
+    """Write manifest.jsonl, labels.jsonl and summary.json once every product's record exists; otherwise
+    return ``{"complete": False, "products_done", "products"}``."""
+    n_products = -(-n // settings.images_per_product)
+    paths = [out / RECORDS / f"{product_id(p)}.json" for p in range(n_products)]
+    done = sum(path.is_file() for path in paths)
+    if done < n_products:
+        return {"complete": False, "products_done": done, "products": n_products}
+    records = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    rows = [ManifestRow(**row) for record in records for row in record["rows"]]
     write_manifest(rows, out / "manifest.jsonl")
-    with open(out / "labels.jsonl", "w", encoding="utf-8") as file:
-        file.writelines(json.dumps(entry) + "\n" for entry in labels)
-    summary = _summary(rows, settings, folder, n_products, time.perf_counter() - start)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    partial = out / "labels.jsonl.partial"
+    with open(partial, "w", encoding="utf-8") as file:
+        file.writelines(json.dumps(entry) + "\n" for record in records for entry in record["labels"])
+    partial.replace(out / "labels.jsonl")
+    seconds = sum(record["seconds"] for record in records)
+    summary = {"complete": True, **_summary(rows, settings, folder, n_products, seconds)}
+    _write_json_atomically(out / "summary.json", summary)
     return summary
 
 

@@ -37,13 +37,14 @@ class Agreement:
     confusion: np.ndarray                      # int64 [5, 5]: rows constructed label, columns oracle label
     variants: dict = field(default_factory=dict)  # "label / variant" -> [samples, agreed] (scenes only)
     misses: list = field(default_factory=list)    # a few disagreements, each with the oracle's explanation
+    description: str | None = None                # what the source is; default: SOURCES[source]
 
     def per_class(self) -> dict[str, float]:
         """Fraction of each constructed class that the oracle labels the same."""
         return {name: float(self.confusion[i, i] / max(1, self.confusion[i].sum())) for i, name in enumerate(CLASS_NAMES)}
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "description": SOURCES[self.source], "n_per_class": self.n_per_class,
+        return {"source": self.source, "description": self.description or SOURCES[self.source], "n_per_class": self.n_per_class,
                 "seed": self.seed, "classes": list(CLASS_NAMES), "confusion": self.confusion.tolist(),
                 "per_class": self.per_class(), "variants": self.variants, "misses": self.misses}
 

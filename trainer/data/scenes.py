@@ -178,13 +178,27 @@ def draw_scene(label: str, rng: np.random.Generator) -> Scene:
 
 def write_scene_dataset(
     out_dir: str | os.PathLike, n: int, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15,
-    progress: bool = False,
+    progress: bool = False, through_vae=None,
 ) -> Path:
-    """Write ``n`` scenes (balanced over the classes) as a manifest plus ``scenes.jsonl``; return the manifest path."""
+    """Write ``n`` scenes (balanced over the classes) as a manifest plus ``scenes.jsonl``; return the manifest path.
+
+    ``through_vae``: a runner (e.g. the generator's :class:`rfad.pipeline.torch_runner.TorchRunner`)
+    whose VAE encodes and decodes every scene before the product is pasted back; such a scene is
+    labelled by the oracle (what it shows after the decoder, as RF-mini's images are), the class
+    drawn kept in ``scenes.jsonl`` as ``drawn``. Without it, the label is the class drawn.
+    """
+    from rfad.trainer.data.oracle import label_ad
 
     def draw(label: str, rng: np.random.Generator) -> DrawnSample:
         scene = draw_scene(label, rng)
-        return DrawnSample(scene.product, Image.fromarray(scene.image), scene.prompt, scene.caption, scene.params)
+        if through_vae is None:
+            return DrawnSample(scene.product, Image.fromarray(scene.image), scene.prompt, scene.caption, scene.params)
+        from rfad.trainer.data.oracle_generated import vae_round_trip
+
+        image = paste_back(vae_round_trip(through_vae, scene.image[None])[0], scene.canvas)
+        verdict = label_ad(image, np.asarray(scene.canvas.product_rgba), scene.canvas.product_alpha)
+        return DrawnSample(scene.product, Image.fromarray(image), scene.prompt, scene.caption, scene.params,
+                           label=verdict.label)
 
     return write_drawn_dataset(out_dir, n, draw, seed=seed, prefix="scene", val_fraction=val_fraction,
                                test_fraction=test_fraction, progress=progress)

@@ -102,6 +102,7 @@ class DrawnSample:
     prompt: str
     caption: str
     params: dict | None = None      # JSON-ready drawing parameters, written to ``scenes.jsonl`` when given
+    label: str | None = None        # the manifest's label when it is not the class drawn (e.g. the oracle's)
 
 
 def write_drawn_dataset(
@@ -118,7 +119,8 @@ def write_drawn_dataset(
     """Write ``n`` samples drawn by ``draw(label, rng)``, balanced over the classes; return the manifest path.
 
     Files: ``images/<prefix>-NNNNN.png``, ``products/<prefix>-NNNNN.png``, ``manifest.jsonl`` and,
-    when samples carry ``params``, ``scenes.jsonl`` (one ``{"id", "label", "params"}`` per line).
+    when samples carry ``params``, ``scenes.jsonl`` (one ``{"id", "label", "drawn", "params"}`` per line:
+    ``drawn`` is the class drawn, ``label`` the manifest's, which a sample may set otherwise).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -141,6 +143,7 @@ def write_drawn_dataset(
         sample_id = f"{prefix}-{index:05d}"
         # One generator per sample: a sample does not depend on how many came before it.
         sample = draw(labels[index], np.random.default_rng([seed, index]))
+        label = sample.label or labels[index]
         generated_path = f"images/{sample_id}.png"
         product_path = f"products/{sample_id}.png"
         sample.ad.save(out_dir / generated_path, format="PNG")
@@ -152,12 +155,12 @@ def write_drawn_dataset(
                 product=product_path,
                 prompt=sample.prompt,
                 caption=sample.caption,
-                label=labels[index],
+                label=label,
                 split=splits[index],
             )
         )
         if sample.params is not None:
-            scenes.append({"id": sample_id, "label": labels[index], "params": sample.params})
+            scenes.append({"id": sample_id, "label": label, "drawn": labels[index], "params": sample.params})
     if scenes:
         with open(out_dir / "scenes.jsonl", "w", encoding="utf-8") as file:
             file.writelines(json.dumps(scene) + "\n" for scene in scenes)
