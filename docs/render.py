@@ -12,8 +12,8 @@ A page marks where a fact of the code goes; everything between the markers is re
 ``<!-- generated:flags rfad-export triton-repo -->`` renders that command's options as its
 ``--help`` lists them. The prose around the blocks is written by hand and states no number
 that comes from the code; measured numbers live on docs/performance.md, which
-benchmarks/report.py writes whole. docs/miniworld.md has its own renderer
-(benchmarks/miniworld/report.py) and markers.
+benchmarks/suite/report.py writes whole. docs/miniworld.md has its own renderer
+(benchmarks/studies/miniworld/report.py) and markers.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the benchmarks package, whose results some blocks render, is imported from the checkout
+    sys.path.insert(0, str(ROOT))
 BLOCK = re.compile(r"<!-- generated:(?P<key>[^>]*?) -->\n(?P<body>.*?)<!-- /generated:(?P<end>[\w-]+) -->", re.S)
 
 
@@ -345,28 +347,26 @@ def sd15_export() -> str:
     """The SD-1.5 twin's measured export and memory plan (benchmarks/results/sd15_shape.json)."""
     import json
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from report import _machine_line
-    from sd15_report import export_page_block
+    from benchmarks.studies.sd15.sd15_report import export_page_block
+    from benchmarks.suite.report import machine_line
 
     path = ROOT / "benchmarks" / "results" / "sd15_shape.json"
     result = json.loads(path.read_text()) if path.is_file() else None
-    return export_page_block(result, _machine_line(result) if result else "")
+    return export_page_block(result, machine_line(result) if result else "")
 
 
 def judge_placement() -> str:
     """The shipped judge scored with I_o at two scales (benchmarks/results/judge_placement.json)."""
     import json
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from judge_placement import table
-    from report import _machine_line
+    from benchmarks.studies.method.judge_placement import table
+    from benchmarks.suite.report import machine_line
 
     path = ROOT / "benchmarks" / "results" / "judge_placement.json"
     if not path.is_file():
-        return "Not measured yet: run `python benchmarks/judge_placement.py --work DIR --retrain`."
+        return "Not measured yet: run `python -m benchmarks.studies.method.judge_placement --work DIR --retrain`."
     result = json.loads(path.read_text())
-    return f"From `benchmarks/judge_placement.py`. {_machine_line(result)}\n\n{table(result['rows'])}"
+    return f"From `benchmarks/studies/method/judge_placement.py`. {machine_line(result)}\n\n{table(result['rows'])}"
 
 
 BLOCKS: dict[str, Callable[..., str]] = {

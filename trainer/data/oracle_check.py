@@ -14,11 +14,11 @@ import numpy as np
 
 from rfad.canvas import paste_back
 from rfad.contract import CLASS_NAMES
-from rfad.trainer.data.oracle import OracleVerdict, label_ad
+from rfad.miniworld.oracle import OracleVerdict, label_ad
 from rfad.trainer.data.scenes import draw_scene
 from rfad.trainer.data.synth import draw_placed_sample
 
-SOURCES = {
+ORACLE_CHECK_SOURCES = {
     "scenes": "miniature-world scenes (`rfad.trainer.data.scenes`, 128 px, product placed by the canvas)",
     "scenes, blurred": "the same scenes with the background blurred (Gaussian, sigma 1 px) and noised (sigma 4 "
                        "per channel) before the product is pasted back: roughly what a tiny VAE decoder does",
@@ -43,7 +43,7 @@ class Agreement:
         return {name: float(self.confusion[i, i] / max(1, self.confusion[i].sum())) for i, name in enumerate(CLASS_NAMES)}
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "description": SOURCES[self.source], "n_per_class": self.n_per_class,
+        return {"source": self.source, "description": ORACLE_CHECK_SOURCES[self.source], "n_per_class": self.n_per_class,
                 "seed": self.seed, "classes": list(CLASS_NAMES), "confusion": self.confusion.tolist(),
                 "per_class": self.per_class(), "variants": self.variants, "misses": self.misses}
 
@@ -60,7 +60,7 @@ def judge_sample(source: str, label: str, rng: np.random.Generator, size: int = 
     if source == "synth":
         product, ad, _, _, placement = draw_placed_sample(label, rng, size)
         return label_ad(np.asarray(ad), np.asarray(product), placement), None
-    raise ValueError(f"source: unknown {source!r}; expected one of {', '.join(SOURCES)}")
+    raise ValueError(f"source: unknown {source!r}; expected one of {', '.join(ORACLE_CHECK_SOURCES)}")
 
 
 def measure_agreement(source: str, n_per_class: int, seed: int = 0, size: int = 128, keep_misses: int = 5) -> Agreement:
