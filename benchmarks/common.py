@@ -25,6 +25,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 
 
+def render_docs() -> None:
+    """Re-render every generated block of the docs (``python docs/render.py``), e.g. after new results."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "docs" / "render.py")], check=True, cwd=ROOT)
+
+
 def module_command(module: str, *args: str) -> list[str]:
     """The command line that runs benchmark ``module`` (``benchmarks.suite.soak``) in a fresh
     Python process; run it with ``cwd=ROOT`` (:data:`ROOT`), where the package is importable."""
@@ -134,6 +142,14 @@ def write_results(name: str, rows: list[dict], settings: dict, summary: dict | N
         result["summary"] = summary
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def machine_line(result: dict) -> str:
+    """Where and with what a results file was measured, as one sentence above its table."""
+    m = result["machine"]
+    return (f"Measured {m['date']} on {m['cpu_count']} CPU cores ({m['processor']}), "
+            + ("GPU " + m["gpu"] if m.get("gpu") else "no GPU")
+            + f"; torch {m['torch']}, onnxruntime {m.get('onnxruntime')}, diffusers {m.get('diffusers')}.")
 
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:

@@ -4,7 +4,7 @@
 2. :func:`trace_step` (per component): the component's PyTorch module -> reference outputs of
    the parity cases (``reference.npz``; for an fp16 export, its float16 outputs too) and the
    raw graph (``torch.onnx.export``, the TorchScript-based exporter: 10-30x faster than dynamo
-   on these models, NOTES.md).
+   on these models).
 3. :func:`finish_step` (per component): the raw graph without its weights -> small constants
    folded -> optionally float16 -> ``model.onnx`` (+ ``model.onnx.data`` over the external-data
    threshold) with the weights streamed -> compared with the references in onnxruntime.

@@ -51,15 +51,6 @@ def test_expected_attempts_is_the_geometric_mean_cut_at_the_cap(q, k):
     assert availability.expected_attempts(q, k) == pytest.approx(draws.mean(), rel=0.01)
 
 
-def test_the_performance_page_is_what_report_renders_from_the_results():
-    """docs/performance.md is generated whole; a changed result or renderer fails until it is re-rendered."""
-    from benchmarks.suite import report
-    assert (ROOT / "docs" / "performance.md").read_text(encoding="utf-8") == report.page(), \
-        "docs/performance.md is stale: run python -m benchmarks.suite.report"
-    for name in ("pipeline", "throughput", "availability"):  # the page's plots exist where it links them
-        assert f"](../benchmarks/results/{name}.png)" in report.page() and (ROOT / "benchmarks" / "results" / f"{name}.png").is_file()
-
-
 def test_perf_analyzer_report_parses_into_client_figures_and_each_models_breakdown():
     """A real perf_analyzer 2.51 report (rfad_pipeline, tiny shape, --bls-composing-models) parses
     into the client's figures and, per model, a request latency that its parts add up to."""

@@ -64,14 +64,13 @@ def targets_lines(pipeline: dict) -> list[str]:
     return lines
 
 
-def perf_analyzer_lines(result: dict, machine_line: str) -> list[str]:
+def perf_analyzer_lines(result: dict, measured: str) -> list[str]:
     """perf_analyzer's figures beside rfad's client, and the server-side breakdown of the pipeline."""
     rows = result["rows"]
-    heading = "## Serving overhead: Triton's perf_analyzer beside rfad's client"
     if rows and "skipped" in rows[0]:
-        return [heading, "", f"Skipped in this run: {rows[0]['skipped']}", ""]
+        return [f"Skipped in this run: {rows[0]['skipped']}"]
     shape = rows[0]
-    lines = [heading, "", machine_line,
+    lines = [measured,
              f"Served, {shape['shape']} shape: {shape['size']} px, {shape['steps']} steps; `rfad_pipeline`: one "
              "candidate, one attempt, threshold 0 (the request of the one-attempt table); "
              f"`rfad_judge`: {result['settings']['judge_images']} images per "

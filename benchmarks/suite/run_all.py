@@ -3,8 +3,8 @@ docs/performance.md and its plots.
 
     python -m benchmarks.suite.run_all [--quick] [--skip NAME,...]
 
-Each script writes its own benchmarks/results/<name>.json; ``report.py`` then rewrites the
-whole docs/performance.md page and the plots from those files. Models are built and exported
+Each script writes its own benchmarks/results/<name>.json; ``report.py`` then draws the plots and
+re-renders the docs (docs/render.py) from those files. Models are built and exported
 once into benchmarks/.cache and shared by the scripts. Run it on an otherwise idle machine: the
 numbers are wall-clock times. The studies (benchmarks/studies/) are run on their own.
 """

@@ -1,6 +1,6 @@
 """The oracle: the miniature world's human annotator, a label from measured geometry and colour.
 
-RF-mini (DESIGN.md section 9) replaces the paper's human labellers by this function. Given an ad
+RF-mini (docs/design.md, the miniature world) replaces the paper's human labellers by this function. Given an ad
 image, the product cut-out and where the canvas placed it, :func:`label_ad` measures four things
 and applies one rule per defect (:data:`RULES` states each rule with its thresholds; the docs
 render that table from here):

@@ -2,7 +2,7 @@
 
     python -m benchmarks.studies.method.method_bench --work DIR [--parts data,rfnet,judges,loop,rfft,report] [--n 1200]
 
-The paper's chain (DESIGN.md section 9) with the oracle in the annotators' place, on RF-mini
+The paper's chain (docs/design.md, the miniature world) with the oracle in the annotators' place, on RF-mini
 (``rfad-data miniworld``, the shipped generator) and its held-out test products:
 
 - ``data``: RF-mini (``--n`` images, 4 per product, seed 0; reused if ``DIR/rf-mini`` exists),

@@ -1,24 +1,24 @@
-"""docs/method.md's generated sections and docs/method.png, from benchmarks/results/method.json.
+"""docs/method.md's generated blocks and docs/method.png, from benchmarks/results/method.json.
 
-    python -m benchmarks.studies.method.method_report
+    python -m benchmarks.studies.method.method_report     # draw the plot, then re-render the docs
 
-Each section sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` and is replaced whole;
-every number comes from the results file, beside the paper's number it mirrors.
+docs/render.py renders each ``<!-- generated:method NAME -->`` block through :func:`block`
+(``judges``, ``loop``, ``rfft``; ``placement``, from judge_placement.json); every number comes from
+the results files, beside the paper's number it mirrors.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from benchmarks.common import ROOT
-DOC = ROOT / "docs" / "method.md"
+from benchmarks.common import ROOT, machine_line, render_docs
+
 PLOT = ROOT / "docs" / "method.png"
 RESULTS = ROOT / "benchmarks" / "results" / "method.json"
 SHORT = {"Available": "Avail.", "Space Mismatch": "Space", "Size Mismatch": "Size", "Indistinctiveness": "Indist.",
          "Shape Hallucination": "Halluc."}
-# The paper's numbers (Du et al., ECCV 2024; DESIGN.md sections 4 and 6): AP of Available vs not on
+# The paper's numbers (Du et al., ECCV 2024; docs/design.md, RFNet and RFFT): AP of Available vs not on
 # 1,000 test images, by judge; availability of one attempt on 1,000 products (RFNet, humans).
 PAPER_AP = {"RFNet": 87.58, "without product image": 81.17, "without caption": 84.53, "without depth": 85.31,
             "without saliency": 83.91, "ResNet only (generated image)": 77.29}
@@ -173,26 +173,34 @@ def plot(rows: list[dict], path: Path = PLOT) -> None:
     plt.close(figure)
 
 
-def replace_section(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{DOC}: markers <!-- {name}:begin --> / <!-- {name}:end --> not found")
-    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+def block(name: str) -> str:
+    """docs/method.md's block ``name``: ``judges``, ``loop``, ``rfft`` (method.json) or ``placement``
+    (judge_placement.json)."""
+    if name == "placement":
+        from benchmarks.studies.method.judge_placement import table
 
-
-def render(results: Path = RESULTS, doc: Path = DOC) -> None:
-    data = json.loads(results.read_text())
-    rows = data["rows"]
+        path = RESULTS.parent / "judge_placement.json"
+        if not path.is_file():
+            return "Not measured yet: run `python -m benchmarks.studies.method.judge_placement --work DIR --retrain`."
+        result = json.loads(path.read_text())
+        return f"From `benchmarks/studies/method/judge_placement.py`. {machine_line(result)}\n\n{table(result['rows'])}"
+    sections = {"judges": judges_section, "loop": loop_section, "rfft": rfft_section}
+    if name not in sections:
+        raise ValueError(f"<!-- generated:method {name} -->: unknown block (known: {', '.join(sections)}, placement)")
+    if not RESULTS.is_file():
+        return "Not measured yet: run `python -m benchmarks.studies.method.method_bench --work DIR`."
+    data = json.loads(RESULTS.read_text())
     machine = data["machine"]
     header = (f"Measured {machine['date']} on {machine['cpu_count']} CPU cores ({machine['processor']}), "
               f"`python -m benchmarks.studies.method.method_bench`.")
-    text = doc.read_text(encoding="utf-8")
-    for name, section in (("method-judges", judges_section), ("method-loop", loop_section),
-                          ("method-rfft", rfft_section)):
-        text = replace_section(text, name, header + "\n\n" + section(rows))
-    doc.write_text(text, encoding="utf-8")
-    plot(rows)
-    print(f"wrote {doc} and {PLOT}")
+    return header + "\n\n" + sections[name](data["rows"])
+
+
+def render(results: Path = RESULTS) -> None:
+    """Draw docs/method.png from ``results`` and re-render the docs' blocks."""
+    plot(json.loads(results.read_text())["rows"])
+    render_docs()
+    print(f"wrote {PLOT} and re-rendered the docs")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,27 @@
-"""Render docs/miniworld.md's generated sections from the oracle's rules and benchmarks/results/*.json.
+"""docs/miniworld.md's generated blocks, from the oracle's rules and benchmarks/results/*.json.
 
-    python -m benchmarks.studies.miniworld.report
+    python -m benchmarks.studies.miniworld.report     # draw the contact sheet, then re-render the docs
 
-Each section sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` and is replaced
-whole: ``oracle-rules`` (from :data:`rfad.miniworld.oracle.RULES`), ``oracle-agreement``
-(from oracle_agreement.json, written by oracle_agreement.py), ``generator-step`` (from
+docs/render.py renders each ``<!-- generated:miniworld NAME -->`` block through :func:`block`:
+``oracle-rules`` (from :data:`rfad.miniworld.oracle.RULES`), ``oracle-agreement`` (from
+oracle_agreement.json, written by oracle_agreement.py), ``generator-step`` (from
 miniworld_step.json, written by generator_step.py), ``generator-training`` (from the shipped
 generator's training record, written by ``rfad-train miniworld``) and ``generator-scenes`` (from
 miniworld_generated.json, written by generated_scenes.py). The prose around them is written by
-hand. Also draws docs/miniworld-scenes.png, eight scenes of each class.
+hand. :func:`render` also draws docs/miniworld-scenes.png, eight scenes of each class.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import RESULTS, ROOT, markdown_table
-
+from benchmarks.common import RESULTS, ROOT, markdown_table, render_docs
 from rfad.contract import CLASS_NAMES
 from rfad.miniworld import oracle, training_record
-from rfad.trainer.api import draw_scene
 
 DOCS = ROOT / "docs"
 SHORT = {"Available": "Avail.", "Space Mismatch": "Space", "Size Mismatch": "Size", "Indistinctiveness": "Indist.",
@@ -137,6 +134,8 @@ def scenes_section(result: dict) -> str:
 
 def contact_sheet(path: Path, per_class: int = 8, seed: int = 5) -> None:
     """``per_class`` scenes of every class, one row per class (CLASS_NAMES order)."""
+    from rfad.trainer.api import draw_scene
+
     gap = 2
     sheet = Image.new("RGB", (per_class * (128 + gap) - gap, len(CLASS_NAMES) * (128 + gap) - gap), "white")
     for c, label in enumerate(CLASS_NAMES):
@@ -146,29 +145,38 @@ def contact_sheet(path: Path, per_class: int = 8, seed: int = 5) -> None:
     sheet.save(path, format="PNG", optimize=True)
 
 
-def replace_section(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"docs/miniworld.md: markers <!-- {name}:begin --> / <!-- {name}:end --> not found")
-    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+# block name -> (results file, the section from its contents, the command that writes it)
+RESULT_SECTIONS = {
+    "oracle-agreement": ("oracle_agreement", agreement_section, "oracle_agreement"),
+    "generator-step": ("miniworld_step", step_section, "generator_step"),
+    "generator-scenes": ("miniworld_generated", scenes_section, "generated_scenes"),
+}
 
 
-def render(doc: Path = DOCS / "miniworld.md") -> None:
-    text = doc.read_text(encoding="utf-8")
-    text = replace_section(text, "oracle-rules", rules_section())
-    for name, file, section in (("oracle-agreement", "oracle_agreement", agreement_section),
-                                ("generator-step", "miniworld_step", step_section),
-                                ("generator-scenes", "miniworld_generated", scenes_section)):
-        path = RESULTS / f"{file}.json"
-        if path.is_file():
-            text = replace_section(text, name, section(json.loads(path.read_text())))
-    try:
-        text = replace_section(text, "generator-training", training_section(training_record()))
-    except FileNotFoundError:
-        pass  # no shipped generator in this checkout yet
-    doc.write_text(text, encoding="utf-8")
-    contact_sheet(doc.parent / "miniworld-scenes.png")
-    print(f"wrote {doc} and {doc.parent / 'miniworld-scenes.png'}")
+def block(name: str) -> str:
+    """docs/miniworld.md's block ``name`` (docs/render.py renders it)."""
+    if name == "oracle-rules":
+        return rules_section()
+    if name == "generator-training":
+        try:
+            return training_section(training_record())
+        except FileNotFoundError:
+            return "Not trained yet in this checkout: `rfad-train miniworld --out DIR`."
+    if name not in RESULT_SECTIONS:
+        raise ValueError(f"<!-- generated:miniworld {name} -->: unknown block (known: oracle-rules, "
+                         f"generator-training, {', '.join(RESULT_SECTIONS)})")
+    file, section, script = RESULT_SECTIONS[name]
+    path = RESULTS / f"{file}.json"
+    if not path.is_file():
+        return f"Not measured yet: run `python -m benchmarks.studies.miniworld.{script}`."
+    return section(json.loads(path.read_text()))
+
+
+def render() -> None:
+    """Draw docs/miniworld-scenes.png and re-render the docs' blocks."""
+    contact_sheet(DOCS / "miniworld-scenes.png")
+    render_docs()
+    print(f"wrote {DOCS / 'miniworld-scenes.png'} and re-rendered the docs")
 
 
 if __name__ == "__main__":

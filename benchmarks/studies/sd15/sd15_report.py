@@ -1,9 +1,10 @@
-"""The SD-1.5 shape results (benchmarks/results/sd15_shape.json) as Markdown: a section
-of docs/performance.md. Called by report.py; nothing typed by hand."""
+"""The SD-1.5 study's results (benchmarks/results/sd15_shape.json) as Markdown: its section of
+docs/performance.md and its block of docs/export.md, rendered by docs/render.py through
+:func:`block`; nothing typed by hand."""
 
 from __future__ import annotations
 
-from benchmarks.common import markdown_table
+from benchmarks.common import RESULTS, machine_line, markdown_table
 from benchmarks.studies.sd15.memory_plan import DEVICES, FP16_ACTIVATION_FACTOR, JETSON_USABLE, RUNTIME_OVERHEAD
 
 GIB = 1024**3
@@ -133,9 +134,9 @@ def serve_table(result: dict) -> str:
                                  ("startup_s", "server start s"), ("rss", "server RSS GiB")])
 
 
-def page_section(result: dict, machine_line: str) -> list[str]:
+def page_section(result: dict, measured: str) -> list[str]:
     """docs/performance.md's section on the SD-1.5 twin (tables of the parts that were run)."""
-    lines = ["## SD-1.5 + ControlNet at their published sizes (random-weight twin)", "", machine_line,
+    lines = [measured,
              "Run by `make bench-sd15` (`benchmarks/studies/sd15/sd15_shape.py`, not part of `make bench`) on a machine shared "
              "with other jobs, so wall times are upper bounds; what the numbers mean for an export and a "
              "deployment: [export.md](export.md#memory-at-sd-15-sizes).", ""]
@@ -169,7 +170,7 @@ def page_section(result: dict, machine_line: str) -> list[str]:
                   "54 MB per CFG step at 512 px in fp32) cross the boundary twice, out of the controlnet call and "
                   "into the unet call" + _residual_share(result) + ".", "",
                   serve_table(result), ""]
-    return lines
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def _plan_text(weights_source: str) -> str:
@@ -182,13 +183,13 @@ def _plan_text(weights_source: str) -> str:
             "(DPT-Large, U2-Net, RFNet) included.")
 
 
-def export_page_block(result: dict | None, machine_line: str = "") -> str:
+def export_page_block(result: dict | None, measured: str = "") -> str:
     """docs/export.md's measured block (rendered by docs/render.py): the export on the twin and the
     memory plan, or how to measure them where the results file has no such rows."""
     if result is None or not _part(result, "export"):
         return ("Not measured yet on this checkout: `make bench-sd15` (or `python -m benchmarks.studies.sd15.sd15_shape "
                 "--parts export`) writes `benchmarks/results/sd15_shape.json`, then `python docs/render.py`.")
-    lines = [f"From `benchmarks/studies/sd15/sd15_shape.py`. {machine_line.strip()} Every table of that run is on "
+    lines = [f"From `benchmarks/studies/sd15/sd15_shape.py`. {measured.strip()} Every table of that run is on "
              "[Performance](performance.md#sd-15--controlnet-at-their-published-sizes-random-weight-twin); "
              "\"fp32 weights\" are those of the model(s) a component is made from (the whole VAE, the whole RFNet).", "",
              export_table(result)]
@@ -198,3 +199,19 @@ def export_page_block(result: dict | None, machine_line: str = "") -> str:
     else:
         lines += ["", "Memory plan: not measured yet (`python -m benchmarks.studies.sd15.sd15_shape --parts activations`)."]
     return "\n".join(lines)
+
+
+def block(name: str) -> str:
+    """The study's blocks (docs/render.py renders them): ``sd15 performance`` on docs/performance.md,
+    ``sd15 export`` on docs/export.md."""
+    import json
+
+    path = RESULTS / "sd15_shape.json"
+    result = json.loads(path.read_text()) if path.is_file() else None
+    if name == "export":
+        return export_page_block(result, machine_line(result) if result else "")
+    if name == "performance":
+        if result is None:
+            return "Not measured yet: run `make bench-sd15`."
+        return "\n".join(page_section(result, machine_line(result)))
+    raise ValueError(f"<!-- generated:sd15 {name} -->: unknown block (known: performance, export)")
