@@ -24,16 +24,16 @@ test: setup
 demo: setup
 	$(BIN)/rfad demo --out $(OUT)
 
-# The benchmark suite: every benchmarks/*.py, then docs/performance.md and its plots
-# (the dev extra includes the bench one).
+# The benchmark suite: every script of benchmarks/suite/, then docs/performance.md and its plots
+# (the dev extra includes the bench one). The studies of benchmarks/studies/ run on their own.
 bench: setup
-	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.suite.run_all $(BENCH_ARGS)
 
 # SD-1.5 + ControlNet at their published sizes (not in `make bench`): builds the 8.5 GB random-weight
 # twin, exports it (fp32 and fp16), times steps, measures memory and serves one 512 px request.
 bench-sd15: setup
-	$(BIN)/python benchmarks/sd15_shape.py $(BENCH_ARGS)
-	$(BIN)/python benchmarks/report.py
+	$(BIN)/python -m benchmarks.studies.sd15.sd15_shape $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.suite.report
 	$(BIN)/python docs/render.py
 
 clean:

@@ -1,7 +1,9 @@
 """Shared benchmark plumbing: machine facts, timing, JSON results and Markdown tables.
 
 Every benchmark writes ``benchmarks/results/<name>.json`` with the machine and versions it ran
-on; the tables of docs/performance.md are rendered from those files, never typed by hand.
+on; the tables of the docs are rendered from those files, never typed by hand. The benchmarks
+are modules of the ``benchmarks`` package, run from the checkout's root
+(``python -m benchmarks.suite.run_all``); :func:`module_command` starts one in a fresh process.
 """
 
 from __future__ import annotations
@@ -16,10 +18,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout
+RESULTS = ROOT / "benchmarks" / "results"
 # Models built and exported by the benchmarks (random weights: speed does not depend on them),
 # reused across scripts of one suite run; delete the folder to rebuild.
-CACHE = Path(__file__).resolve().parent / ".cache"
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def render_docs() -> None:
+    """Re-render every generated block of the docs (``python docs/render.py``), e.g. after new results."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(ROOT / "docs" / "render.py")], check=True, cwd=ROOT)
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """The command line that runs benchmark ``module`` (``benchmarks.suite.soak``) in a fresh
+    Python process; run it with ``cwd=ROOT`` (:data:`ROOT`), where the package is importable."""
+    import sys
+
+    return [sys.executable, "-m", module, *args]
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,7 @@ SHAPES = {
 def shape_models(shape: BenchShape, echo=print) -> tuple[Path, Path]:
     """(zoo folder, ONNX folder) of ``shape``, built and exported once into :data:`CACHE`."""
     from rfad.components.manifest import MANIFEST_FORMAT
-    from rfad.export.onnx_export import export_onnx
+    from rfad.export.api import export_onnx
     from rfad.models.model_set import ModelSet
     from rfad.tiny.zoo import build_tiny_zoo
 
@@ -125,6 +144,14 @@ def write_results(name: str, rows: list[dict], settings: dict, summary: dict | N
     return path
 
 
+def machine_line(result: dict) -> str:
+    """Where and with what a results file was measured, as one sentence above its table."""
+    m = result["machine"]
+    return (f"Measured {m['date']} on {m['cpu_count']} CPU cores ({m['processor']}), "
+            + ("GPU " + m["gpu"] if m.get("gpu") else "no GPU")
+            + f"; torch {m['torch']}, onnxruntime {m.get('onnxruntime')}, diffusers {m.get('diffusers')}.")
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """``columns``: (key, header) pairs; floats shown with 4 significant digits."""
     def cell(value):
@@ -176,6 +203,6 @@ def warm_instances(call: Callable[[int], object], instances: int = PIPELINE_INST
 
 def served_repo(shape: BenchShape, onnx: Path, name: str, **options) -> Path:
     """A Triton repository of ``shape``'s export (python backend) under the cache, written afresh."""
-    from rfad.export.triton_repo import write_triton_repo
+    from rfad.export.api import write_triton_repo
 
     return write_triton_repo(onnx, CACHE / shape.name / "repos" / name, canvas_size=shape.size, **options)

@@ -1,19 +1,23 @@
-"""Render the generated blocks of README.md and docs/*.md from the code, or check that they are current.
+"""The one renderer of the docs: every generated block of every page, from the code and from
+benchmarks/results/*.json; or a check that they are current.
 
-    python docs/render.py           # rewrite every block
+    python docs/render.py           # rewrite every block of every page
     python docs/render.py --check   # exit 1 naming each stale block (tests/test_docs.py runs the same check)
 
-A page marks where a fact of the code goes; everything between the markers is replaced whole:
+A page marks where a fact goes; everything between the markers is replaced whole:
 
     <!-- generated:pipeline-inputs -->
     ...
     <!-- /generated:pipeline-inputs -->
 
-``<!-- generated:flags rfad-export triton-repo -->`` renders that command's options as its
-``--help`` lists them. The prose around the blocks is written by hand and states no number
-that comes from the code; measured numbers live on docs/performance.md, which
-benchmarks/report.py writes whole. docs/miniworld.md has its own renderer
-(benchmarks/miniworld/report.py) and markers.
+A block may take an argument: ``<!-- generated:flags rfad-export triton-repo -->`` renders that
+command's options as its ``--help`` lists them. The blocks about the code are this file's
+(:data:`BLOCKS`); the blocks of measured results belong to the benchmark that measures them
+(:data:`RESULT_BLOCKS`: each module's ``block(argument)``). The prose around the blocks is written
+by hand and states no number that comes from the code or a measurement. Plots are images, drawn
+by the benchmarks that write the results (``python -m benchmarks.suite.report`` draws the suite's).
+
+Pages: every Markdown file of the checkout (:func:`pages`), the README included.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -30,12 +35,23 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the benchmarks package, whose results some blocks render, is imported from the checkout
+    sys.path.insert(0, str(ROOT))
 BLOCK = re.compile(r"<!-- generated:(?P<key>[^>]*?) -->\n(?P<body>.*?)<!-- /generated:(?P<end>[\w-]+) -->", re.S)
 
 
+# Folders of the checkout that hold no pages of ours (environments, caches, outputs).
+NOT_PAGES = {".venv", ".git", ".pytest_cache", "build", "out", "tour", "zoo", ".cache", "node_modules"}
+
+
 def pages() -> list[Path]:
-    """The pages whose blocks this script owns: the README and every page under docs/."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    """Every Markdown page of the checkout: the README first, then docs/, benchmarks/, tests/data/ ..."""
+    found = []
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in NOT_PAGES and not name.startswith(".")]
+        found += [Path(folder) / name for name in files if name.endswith(".md")]
+    readme = ROOT / "README.md"
+    return [readme, *sorted(path for path in found if path != readme)]
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -108,10 +124,6 @@ def _mib(count: int) -> str:
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "`[" + ", ".join("N" if dim == -1 else str(dim) for dim in shape) + "]`"
-
-
-def _code_list(names) -> str:
-    return ", ".join(f"`{name}`" for name in names)
 
 
 # --- the blocks -----------------------------------------------------------------------------
@@ -288,7 +300,7 @@ def export_numbers() -> str:
         "under classifier-free guidance; a deployment profile with a lower candidates cap sends less); component "
         "models take the profile's `max_batch_size`, and a `rfad-export triton-repo --max-batch` below what the "
         "pipeline sends is refused.",
-        f"- Parity at export: max abs difference per output ≤ tolerance × max(1, max |PyTorch output|), tolerance "
+        "- Parity at export: max abs difference per output ≤ tolerance × max(1, max |PyTorch output|), tolerance "
         + ", ".join(f"{value:g} for {precision}" for precision, value in PARITY_TOLERANCE.items())
         + f"; for fp16 at least {FP16_REFERENCE_MARGIN:g} × the distance of PyTorch's own float16 run from its "
         "float32 one, on the same inputs (below).",
@@ -341,32 +353,10 @@ def model_set_roles() -> str:
     return _table(("key", "model", "flag (as in `rfad generate`)"), rows)
 
 
-def sd15_export() -> str:
-    """The SD-1.5 twin's measured export and memory plan (benchmarks/results/sd15_shape.json)."""
-    import json
+def profiles() -> str:
+    from rfad.deploy.table import profiles_table
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from report import _machine_line
-    from sd15_report import export_page_block
-
-    path = ROOT / "benchmarks" / "results" / "sd15_shape.json"
-    result = json.loads(path.read_text()) if path.is_file() else None
-    return export_page_block(result, _machine_line(result) if result else "")
-
-
-def judge_placement() -> str:
-    """The shipped judge scored with I_o at two scales (benchmarks/results/judge_placement.json)."""
-    import json
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from judge_placement import table
-    from report import _machine_line
-
-    path = ROOT / "benchmarks" / "results" / "judge_placement.json"
-    if not path.is_file():
-        return "Not measured yet: run `python benchmarks/judge_placement.py --work DIR --retrain`."
-    result = json.loads(path.read_text())
-    return f"From `benchmarks/judge_placement.py`. {_machine_line(result)}\n\n{table(result['rows'])}"
+    return profiles_table()
 
 
 BLOCKS: dict[str, Callable[..., str]] = {
@@ -374,15 +364,24 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "judge-inputs": judge_inputs, "judge-outputs": judge_outputs, "classes": classes,
     "settings-limits": settings_limits, "request-limits": request_limits, "pipeline-parameters": pipeline_parameters,
     "canvas": canvas, "components": components, "memory-options": memory_options, "export-numbers": export_numbers,
-    "rfnet-config": rfnet_config, "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles, "sd15-export": sd15_export,
-    "judge-placement": judge_placement,
+    "rfnet-config": rfnet_config, "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles,
+    "profiles": profiles,
+}
+# Blocks of measured results: kind -> the benchmark module whose ``block(argument)`` renders them.
+RESULT_BLOCKS: dict[str, str] = {
+    "performance": "benchmarks.suite.report",
+    "sd15": "benchmarks.studies.sd15.sd15_report",
+    "method": "benchmarks.studies.method.method_report",
+    "miniworld": "benchmarks.studies.miniworld.report",
 }
 
 
 def render_block(key: str) -> str:
     kind, _, argument = key.partition(" ")
+    if kind in RESULT_BLOCKS:
+        return importlib.import_module(RESULT_BLOCKS[kind]).block(argument)
     if kind not in BLOCKS:
-        raise ValueError(f"<!-- generated:{key} -->: unknown block {kind!r} (known: {', '.join(BLOCKS)})")
+        raise ValueError(f"<!-- generated:{key} -->: unknown block {kind!r} (known: {', '.join([*BLOCKS, *RESULT_BLOCKS])})")
     return BLOCKS[kind](argument) if argument else BLOCKS[kind]()
 
 

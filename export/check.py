@@ -72,7 +72,7 @@ def check_component(model_set: ModelSet, onnx_dir: str | Path, component: str, e
     from polygraphy.comparator import Comparator, SimpleCompareFunc
 
     from rfad.export.onnx_steps import component_graphs, load_models, quiet_export_logs, vocab_size_of
-    from rfad.export.parity import check_side, pixel_multiple, sample_inputs
+    from rfad.components.samples import check_side, pixel_multiple, sample_inputs
     from rfad.onnx_session import open_session
 
     quiet_export_logs()

@@ -1,6 +1,6 @@
 """How much memory ``rfad-export onnx`` needs, said before it starts.
 
-Each component is traced and finished in processes of their own (:mod:`rfad.export.isolated`),
+Each component is traced and finished in processes of their own (:mod:`rfad.isolated`),
 one at a time, so the export needs its largest step plus the processes that stay up. Measured
 on the SD-1.5 twin (docs/export.md, "Memory at SD-1.5 sizes"), a step's peak resident memory is
 its component's fp32 weight bytes times a factor plus :data:`STEP_OVERHEAD` (the imported

@@ -1,7 +1,7 @@
 """``rfad-export onnx``: every component to ONNX, cleaned, checked against PyTorch at two shapes.
 
 For each component of :func:`rfad.components.registry.component_specs`, in processes of its
-own (:mod:`rfad.export.isolated`), so that memory goes back to the OS between components: trace
+own (:mod:`rfad.isolated`), so that memory goes back to the OS between components: trace
 its wrapper (:data:`rfad.export.wrappers.WRAPPERS`) with the spec's names and dynamic axes and
 save the PyTorch outputs of two parity cases; then, holding only the graph, fold its small
 constants, optionally convert it to float16, write it with its weights streamed (external data
@@ -33,6 +33,8 @@ from rfad.models.model_set import ModelSet
 
 PROTOBUF_LIMIT = 2 * 1024**3
 WORK = "work"  # per-component folder of the raw graph and the references, removed when finished
+# Imported once by the step processes' forkserver (rfad.isolated): what every step needs.
+STEP_MODULES = ("rfad.export.onnx_steps",)
 
 
 class ExportError(RuntimeError):
@@ -56,7 +58,7 @@ def export_component(graph, spec: ComponentSpec, path: Path, facts: ModelFacts, 
 
 def _isolated(function, *args, what: str):
     """``run_isolated`` with the step's errors as one-line :class:`ExportError` naming ``what``."""
-    from rfad.export.isolated import run_isolated
+    from rfad.isolated import run_isolated
 
     try:
         return run_isolated(function, *args, what=what)
@@ -80,9 +82,9 @@ def export_onnx(model_set: ModelSet, out: str | Path, components: list[str] | No
     built from it use those names. ``memory_check``: refuse, before exporting, an
     export whose estimated peak memory exceeds ``MemAvailable``.
     """
-    from rfad.export.isolated import step_processes
+    from rfad.isolated import step_processes
 
-    with step_processes():
+    with step_processes(preload=STEP_MODULES):
         return _export_isolated(model_set, Path(out), components, opset, external_data_threshold, fp16, echo, renames,
                                 memory_check)
 

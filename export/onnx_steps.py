@@ -4,7 +4,7 @@
 2. :func:`trace_step` (per component): the component's PyTorch module -> reference outputs of
    the parity cases (``reference.npz``; for an fp16 export, its float16 outputs too) and the
    raw graph (``torch.onnx.export``, the TorchScript-based exporter: 10-30x faster than dynamo
-   on these models, NOTES.md).
+   on these models).
 3. :func:`finish_step` (per component): the raw graph without its weights -> small constants
    folded -> optionally float16 -> ``model.onnx`` (+ ``model.onnx.data`` over the external-data
    threshold) with the weights streamed -> compared with the references in onnxruntime.
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from rfad.components.registry import COMPONENTS, component_specs
+from rfad.components.samples import check_side, sample_inputs
 from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.export.graph_files import convert_to_fp16, fold_small_constants, open_graph, weight_bytes, write_graph
-from rfad.export.parity import (check_side, compare_with_references, half_reference_cases, reference_cases,
-                                sample_inputs)
+from rfad.export.parity import compare_with_references, half_reference_cases, reference_cases
 from rfad.models.model_set import ModelSet
 
 REFERENCES = "reference.npz"
@@ -148,7 +148,7 @@ def finish_graph(raw: Path, path: Path, external_data_threshold: int, fp16: bool
     return {"file": f"{path.parent.name}/{path.name}", "external_data": external, "bytes": size}
 
 
-# The steps below run in processes of their own (rfad.export.isolated): arguments and results
+# The steps below run in processes of their own (rfad.isolated): arguments and results
 # are plain values, and each step reads and writes its files in a work folder per component.
 
 

@@ -1,6 +1,6 @@
 """The ad canvas: a product cut-out placed on an empty canvas, with everything generation needs.
 
-DESIGN.md section 1, step 1. A product arrives as an RGBA cut-out (transparent background). It
+docs/design.md, one ad request, step 1. A product arrives as an RGBA cut-out (transparent background). It
 is cropped to its alpha bounding box, scaled to fit ``product_scale`` of the canvas, centred,
 and turned into the arrays the denoising loop reads once per request: the init image, the
 generate-mask, the ControlNet edge image, and the product itself for pasting back afterwards.

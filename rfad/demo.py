@@ -47,7 +47,7 @@ class DemoProduct:
 
 
 def _world_products(folder: Path, n: int) -> list[DemoProduct]:
-    from rfad.trainer.data.miniworld import product_requests
+    from rfad.trainer.api import product_requests
 
     folder.mkdir(parents=True, exist_ok=True)
     products = []
@@ -74,7 +74,7 @@ def _oracle(product: DemoProduct, png: bytes) -> dict | None:
     import numpy as np
     from PIL import Image
 
-    from rfad.trainer.data.oracle import label_ad
+    from rfad.miniworld.oracle import label_ad
 
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     verdict = label_ad(image, np.asarray(product.canvas.product_rgba), product.canvas.product_alpha)
@@ -115,8 +115,7 @@ def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: in
              max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
     from rfad.client import RfadClient
     from rfad.demo_report import write_report
-    from rfad.export.onnx_export import export_onnx
-    from rfad.export.triton_repo import write_triton_repo
+    from rfad.export.api import export_onnx, write_triton_repo
     from rfad.miniworld import training_record, world_dir
     from rfad.models.model_set import ModelSet
     from rfad.serving.launcher import TritonServer

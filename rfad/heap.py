@@ -4,7 +4,7 @@ glibc serves allocations below its mmap threshold from the heap and, after freei
 block, raises that threshold to the block's size (up to 32 MiB): from then on the 16 MiB blocks
 Pillow decodes a large image into come from the heap, and freeing them leaves the pages resident
 unless the heap's top is free. A long-running judge that decodes 4096-px ads therefore held
-+95 MiB after each request on top of its +130 MiB peak (benchmarks/soak.py, issue 18).
++95 MiB after each request on top of its +130 MiB peak (benchmarks/suite/soak.py, issue 18).
 ``malloc_trim(0)`` returns every free page of every arena (glibc >= 2.8) and costs 0.3-20 ms
 at the judge's sizes, against ~200 ms to decode such an ad.
 """

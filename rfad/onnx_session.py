@@ -47,27 +47,25 @@ class MemoryOptions:
     exact_arena: bool = False
 
 
-# Per component, measured by benchmarks/session_memory_bench.py (benchmarks/results/
-# session_memory.json, 2026-12-02, tiny zoo): a warm-up at the largest batch, then 40 runs of
-# batches drawn as the dynamic batcher hands them out (1 to MAX_COMPONENT_BATCH), RSS after both.
+# Per component, chosen by what benchmarks/suite/session_memory_bench.py measures (a warm-up at
+# the largest batch, then runs of batches drawn as the dynamic batcher hands them out, RSS after
+# both; the numbers: docs/performance.md, "onnxruntime sessions: memory options").
 #
 # Memory patterns are OFF for every batched component. onnxruntime caches one pattern per input
 # shape and takes it from the arena as ONE block per run; with up to 16 batch sizes the blocks
 # of different sizes fragment the arena, which extends (by powers of two) to fit the next one
-# and never gives memory back: with patterns (onnxruntime's defaults), vae_decoder grew 1.64x,
-# vae_encoder 1.85x and saliency 2.27x over the 40 runs; without, 1.01x, 1.00x and 1.06x.
-# Per-tensor allocation from the arena costs little for the diffusion and text graphs (their
-# latency beside the defaults: 0.88-1.16x at batch 4-16, within the run's noise).
+# and never gives memory back: with patterns (onnxruntime's defaults) the VAE and saliency
+# sessions grow over the runs, without them they stay flat. Per-tensor allocation from the arena
+# costs the diffusion and text graphs little latency beside the defaults.
 #
 # The arena stays ON: without it every tensor is a malloc/free and glibc keeps the freed heap
-# (vae_encoder grew 5.4x and vae_decoder 6.8x without an arena).
+# (the VAE sessions grow several times over without an arena).
 #
 # The arena grows by exactly what is asked (kSameAsRequested) for saliency: U2-Net works at
 # 320 px whatever the input, so its activations are the largest of the judge and a power-of-two
-# extension can reserve almost twice them; without patterns it still crept 1.06x over the 40
-# runs, with exact extension 1.00x. That costs saliency latency: 1.15-1.21x the defaults' at
-# batches 1-16, the price of a flat judge. The others' activations are small enough that the
-# default extension settles at once.
+# extension can reserve almost twice them; without patterns it still creeps, with exact
+# extension it stays flat. That costs saliency some latency beside the defaults: the price of a
+# flat judge. The others' activations are small enough that the default extension settles at once.
 _NO_PATTERN = MemoryOptions(memory_pattern=False)
 MEMORY_OPTIONS: dict[str, MemoryOptions] = {
     "text_encoder": _NO_PATTERN,
@@ -104,16 +102,20 @@ def _use_exact_arena(options) -> None:
     options.add_session_config_entry("session.use_env_allocators", "1")
 
 
+def apply_memory_options(options, memory: MemoryOptions):
+    """Set ``memory`` on ``options`` (a SessionOptions); returns it."""
+    options.enable_cpu_mem_arena = memory.arena
+    options.enable_mem_pattern = memory.memory_pattern
+    if memory.exact_arena:
+        _use_exact_arena(options)
+    return options
+
+
 def memory_options(options, component: str):
     """Apply ``component``'s :data:`MEMORY_OPTIONS` to ``options`` (a SessionOptions); returns it."""
     if component not in MEMORY_OPTIONS:
         raise ValueError(f"component: {component!r} has no memory options (known: {', '.join(MEMORY_OPTIONS)})")
-    chosen = MEMORY_OPTIONS[component]
-    options.enable_cpu_mem_arena = chosen.arena
-    options.enable_mem_pattern = chosen.memory_pattern
-    if chosen.exact_arena:
-        _use_exact_arena(options)
-    return options
+    return apply_memory_options(options, MEMORY_OPTIONS[component])
 
 
 def open_session(path: str | Path, precision: str = "fp32", providers: list | None = None,

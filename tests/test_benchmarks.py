@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 from pathlib import Path
 
@@ -14,19 +13,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_perf_analyzer_inputs_decode_back_to_contract_requests():
     from tritonclient.utils import deserialize_bytes_tensor
 
     from rfad.contract import JUDGE_INPUTS, PIPELINE_INPUTS
 
-    inputs = _script("perf_analyzer_input")
+    from benchmarks.suite import perf_analyzer_input as inputs
     for requests, fields in ((inputs.pipeline_requests(steps=20), PIPELINE_INPUTS), (inputs.judge_requests(), JUDGE_INPUTS)):
         names = {f.name for f in fields}
         required = {f.name for f in fields if not f.optional}
@@ -48,7 +40,7 @@ def test_perf_analyzer_inputs_decode_back_to_contract_requests():
 
 @pytest.mark.parametrize("q, k", [(0.25, 1), (0.5, 4), (0.1, 2)])
 def test_expected_attempts_is_the_geometric_mean_cut_at_the_cap(q, k):
-    availability = _script("availability_bench")
+    from benchmarks.suite import availability_bench as availability
     p = 1 - (1 - q) ** k
     # Without a cap the mean of a geometric law is 1/p; the cap only lowers it.
     assert availability.expected_attempts(q, k, cap=10_000) == pytest.approx(1 / p, rel=1e-6)
@@ -59,22 +51,10 @@ def test_expected_attempts_is_the_geometric_mean_cut_at_the_cap(q, k):
     assert availability.expected_attempts(q, k) == pytest.approx(draws.mean(), rel=0.01)
 
 
-def test_the_performance_page_is_what_report_renders_from_the_results():
-    """docs/performance.md is generated whole; a changed result or renderer fails until it is re-rendered."""
-    report = _script("report")
-    assert (ROOT / "docs" / "performance.md").read_text(encoding="utf-8") == report.page(), \
-        "docs/performance.md is stale: run python benchmarks/report.py"
-    for name in ("pipeline", "throughput", "availability"):  # the page's plots exist where it links them
-        assert f"](../benchmarks/results/{name}.png)" in report.page() and (ROOT / "benchmarks" / "results" / f"{name}.png").is_file()
-
-
 def test_perf_analyzer_report_parses_into_client_figures_and_each_models_breakdown():
     """A real perf_analyzer 2.51 report (rfad_pipeline, tiny shape, --bls-composing-models) parses
     into the client's figures and, per model, a request latency that its parts add up to."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # its dataclasses need it imported as a module, beside common
-    tool = importlib.import_module("perf_analyzer_tool")
+    from benchmarks.suite import perf_analyzer_tool as tool
     text = (ROOT / "tests" / "data" / "perf_analyzer_rfad_pipeline_c1.txt").read_text()
     report = tool.parse_report(text)
     client = report["client"]
@@ -99,7 +79,7 @@ def test_the_memory_plan_counts_every_model_instance_of_a_profile_at_its_largest
     from rfad.deploy.memory import SERVED
     from rfad.deploy.profiles import PROFILES
 
-    plan = _script("memory_plan")
+    from benchmarks.studies.sd15 import memory_plan as plan
     gb = 1e9
     weights = {name: 1 * gb for name in SERVED["separate"] + ("controlnet_unet",)}
     # Activations 0.1 GB per image (fp32, CPU), measured at batch 1 only: larger batches follow the line.
@@ -124,7 +104,7 @@ def test_the_memory_plan_counts_every_model_instance_of_a_profile_at_its_largest
 def test_bls_overhead_is_the_round_trip_beyond_tritons_own_time_weighted_by_calls():
     """pipeline_bench's overhead_ms_per_bls_call: per called model, the pipeline's round trip per
     call minus Triton's queue + compute per request, between two scrapes; averaged over calls."""
-    metrics = _script("bls_metrics")
+    from benchmarks.suite import bls_metrics as metrics
     before = {("rfad_bls_calls_total", "unet"): 10, ("rfad_bls_seconds_total", "unet"): 1.0,
               ("nv_inference_request_success", "unet"): 10, ("nv_inference_request_duration_us", "unet"): 900_000,
               ("nv_inference_request_success", "rfad_pipeline"): 1,

@@ -1,7 +1,7 @@
 """The docs say what the code does: generated blocks are current, links resolve, and every
 command flag a page names exists in that command's ``--help``.
 
-Pages: README.md and docs/*.md. A flag belongs to the command written before it in the same
+Pages: every Markdown file of the checkout (docs/render.py's ``pages``), README.md first. A flag belongs to the command written before it in the same
 code-block line or inline code span (``rfad-export triton-repo --max-batch N``); a span of flags
 alone (`--reg kl`) belongs to the last command named in its paragraph, list item or table, else
 to the command its section heading names. Flags of other programs (python, torchrun,
@@ -283,7 +283,7 @@ def test_a_malformed_or_unknown_block_is_an_error():
         render.render("<!-- generated:classes -->\nno end\n")
 
 
-@pytest.mark.parametrize("page", render.pages(), ids=lambda p: p.name if p.parent == ROOT else f"docs/{p.name}")
+@pytest.mark.parametrize("page", render.pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves(page):
     assert link_problems(page) == []
 
@@ -341,3 +341,12 @@ def test_flags_are_checked_against_the_command_they_belong_to():
         assert bad in reported, reported
     for good in ("--grpc-port", "--http-port", "--products", "--anything", "--tiny is"):
         assert good not in reported, reported
+
+
+def test_every_comment_on_a_page_is_a_block_of_the_one_renderer():
+    """One marker syntax: a page holds no other generated-looking comment (no second renderer's markers)."""
+    comment = re.compile(r"<!--(.*?)-->", re.S)
+    others = [f"{page.relative_to(ROOT)}: <!--{body}-->" for page in render.pages()
+              for body in comment.findall(page.read_text(encoding="utf-8"))
+              if not re.fullmatch(r" /?generated:[^>]*? ", body)]
+    assert others == []

@@ -260,7 +260,7 @@ def test_triton_repo_links_the_graphs_rather_than_copying_them(tiny_onnx, tmp_pa
 
 
 def test_fp16_conversion_can_keep_op_types_in_float32(tiny_onnx, tmp_path):
-    """benchmarks/fp16_ops.py's variants: the listed op types compute in float32 (the converter casts their
+    """benchmarks/studies/sd15/fp16_ops.py's variants: the listed op types compute in float32 (the converter casts their
     inputs up), everything else in float16, and the graph still runs and matches the fp32 one."""
     import numpy as np
     import onnx
@@ -268,7 +268,7 @@ def test_fp16_conversion_can_keep_op_types_in_float32(tiny_onnx, tmp_path):
 
     from rfad.components.manifest import ExportManifest
     from rfad.export.graph_files import convert_to_fp16, open_graph, write_graph
-    from rfad.export.parity import check_side, sample_inputs
+    from rfad.components.samples import check_side, sample_inputs
     from rfad.onnx_session import open_session
 
     spec = ExportManifest.read(tiny_onnx / "manifest.json", "onnx").specs["controlnet"]

@@ -1,6 +1,6 @@
 """The memory-lean export path at CI size: every step in a fresh process, weights streamed into
 external data without being held, float16 converted on the way, and an export that would not
-fit refused before it starts. (At SD-1.5 sizes: benchmarks/sd15_shape.py.)"""
+fit refused before it starts. (At SD-1.5 sizes: benchmarks/studies/sd15/sd15_shape.py.)"""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_memory_estimate_and_meminfo(tmp_path):
 
 def test_the_estimate_covers_every_step_measured_at_sd15_sizes():
     """The refusal is only as good as the estimate: it must not be below what the SD-1.5 twin's
-    export measured (benchmarks/sd15_shape.py), per step and for the whole process tree."""
+    export measured (benchmarks/studies/sd15/sd15_shape.py), per step and for the whole process tree."""
     from pathlib import Path
 
     results = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "sd15_shape.json"

@@ -3,15 +3,10 @@ and the loop's measurements on the shipped generator (the full benchmark is not 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks" / "method"))
 
 
 def _inputs(seed: int):
@@ -56,7 +51,7 @@ def test_ablating_the_feature_filter_skips_it_and_survives_save_and_load(tmp_pat
 
 
 def test_rfft_config_places_products_on_the_miniature_world_s_canvas():
-    from rfad.trainer.data.scenes import MINIWORLD_CANVAS
+    from rfad.miniworld.canvas import MINIWORLD_CANVAS
     from rfad.trainer.rfft.config import TRAJECTORY_FIELDS, RFFTConfig
 
     config = RFFTConfig(models="m", data="d", out="o", size=MINIWORLD_CANVAS.width,
@@ -66,7 +61,7 @@ def test_rfft_config_places_products_on_the_miniature_world_s_canvas():
 
 
 def test_auc_is_the_share_of_correctly_ordered_pairs():
-    from metrics import auc
+    from benchmarks.studies.method.metrics import auc
 
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 5, 40).astype(float).tolist()  # many ties
@@ -79,7 +74,7 @@ def test_auc_is_the_share_of_correctly_ordered_pairs():
 
 
 def test_seed_distance_is_zero_for_repeats_and_reads_only_the_background():
-    from metrics import seed_distance
+    from benchmarks.studies.method.metrics import seed_distance
 
     background = np.zeros((8, 8), bool)
     background[:, :4] = True
@@ -94,7 +89,7 @@ def test_seed_distance_is_zero_for_repeats_and_reads_only_the_background():
 def test_single_shot_returns_generate_s_images_with_oracle_and_early_verdicts(tiny_zoo):
     """The benchmark's own denoising loop (which also decodes x0-predictions) must paint exactly what
     serving's ``generate`` paints for the same seeds, or the early signal would judge other images."""
-    from sampling import Product, recurrent, request_seeds, single_shot
+    from benchmarks.studies.method.sampling import Product, recurrent, request_seeds, single_shot
 
     from rfad.contract import CLASS_NAMES
     from rfad.models.judge import load_judge_models

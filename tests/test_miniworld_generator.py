@@ -78,7 +78,7 @@ def test_shipped_generator_paints_scenes_through_the_real_loop(runner, tiny_zoo)
 def test_rfad_data_miniworld_writes_a_labelled_manifest_split_by_product(tmp_path):
     from rfad.trainer.data.cli import main
     from rfad.trainer.data.manifest import read_manifest
-    from rfad.trainer.data.oracle import label_ad
+    from rfad.miniworld.oracle import label_ad
 
     args = ["miniworld", "--n", "7", "--images-per-product", "2", "--steps", "2", "--val-fraction", "0.25",
             "--test-fraction", "0.25"]
@@ -96,7 +96,7 @@ def test_rfad_data_miniworld_writes_a_labelled_manifest_split_by_product(tmp_pat
         image = np.asarray(Image.open(tmp_path / "a" / row.generated).convert("RGB"))
         product = Image.open(tmp_path / "a" / row.product)
         from rfad.canvas import prepare_canvas
-        from rfad.trainer.data.scenes import MINIWORLD_CANVAS
+        from rfad.miniworld.canvas import MINIWORLD_CANVAS
 
         canvas = prepare_canvas(product, MINIWORLD_CANVAS)
         assert label_ad(image, np.asarray(canvas.product_rgba), canvas.product_alpha).label == row.label == entry["label"]

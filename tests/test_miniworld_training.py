@@ -38,7 +38,8 @@ def test_training_writes_a_model_set_every_command_loads(trained):
     from rfad.pipeline.generate import generate
     from rfad.pipeline.settings import GenerationSettings
     from rfad.pipeline.torch_runner import TorchRunner
-    from rfad.trainer.data.scenes import MINIWORLD_CANVAS, draw_scene
+    from rfad.miniworld.canvas import MINIWORLD_CANVAS
+    from rfad.trainer.data.scenes import draw_scene
 
     model_set = ModelSet.resolve(trained)
     assert model_set.sd == (trained / "sd15").resolve() and model_set.controlnet == (trained / "controlnet").resolve()

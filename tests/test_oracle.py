@@ -14,9 +14,10 @@ from rfad.canvas import load_ad_image, paste_back, prepare_canvas
 from rfad.contract import CLASS_NAMES
 from rfad.trainer.data.cli import main as data_cli
 from rfad.trainer.data.manifest import read_manifest
-from rfad.trainer.data.oracle import HALLUCINATION, INDISTINCT, SIZE, SPACE, label_ad
+from rfad.miniworld.oracle import HALLUCINATION, INDISTINCT, SIZE, SPACE, label_ad
 from rfad.trainer.data.oracle_check import measure_agreement
-from rfad.trainer.data.scenes import MINIWORLD_CANVAS, draw_scene, write_scene_dataset
+from rfad.miniworld.canvas import MINIWORLD_CANVAS
+from rfad.trainer.data.scenes import draw_scene, write_scene_dataset
 
 
 @pytest.mark.parametrize("source, n_per_class", [("scenes", 60), ("synth", 40)])
@@ -33,7 +34,7 @@ def test_oracle_and_scenes_run_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
-        "from rfad.trainer.data.oracle import label_ad\n"
+        "from rfad.miniworld.oracle import label_ad\n"
         "from rfad.trainer.data.scenes import draw_scene\n"
         "scene = draw_scene('Available', np.random.default_rng(0))\n"
         "print(label_ad(scene.image, scene.canvas.product_rgba, scene.canvas.product_alpha).label)\n"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,10 +14,7 @@ from rfad.canvas import CanvasSpec
 from rfad.contract import MAX_COMPONENT_BATCH
 from rfad.deploy.memory import PARAMETERS, SD15_FACTS, shm_need, weight_bytes
 from rfad.deploy.profiles import CPU, DATACENTER, EDGE, GIB, PROFILES, get_profile
-from rfad.deploy.table import profiles_table
 from rfad.pipeline.settings import GenerationSettings
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "deploying.md"
 
 
 def test_cpu_is_what_rfad_serve_runs_today():
@@ -115,10 +111,6 @@ def test_weights_and_shared_memory_fit_each_profile():
     # The arithmetic itself: fp16 SD-1.5 UNet + ControlNet is 2.27 GiB per instance.
     assert weight_bytes(EDGE)["controlnet_unet"] / GIB == pytest.approx(2.27, abs=0.01)
     assert weight_bytes(DATACENTER)["controlnet_unet"] == 2 * weight_bytes(EDGE)["controlnet_unet"]
-
-
-def test_docs_hold_the_table_generated_from_the_declarations():
-    assert profiles_table() in DOCS.read_text(), "regenerate with: python -m rfad.deploy.table"
 
 
 def test_profiles_import_without_torch():

@@ -5,7 +5,6 @@ soak, and no unsafe deserialisation anywhere in the package."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import io
 import math
 import shutil
@@ -303,9 +302,8 @@ def _encoded(mode: str, width: int, height: int, seed_bytes: bytes) -> bytes:
 
 
 def test_short_soak_holds_every_valid_request_and_rejects_every_invalid_one(server):
-    spec = importlib.util.spec_from_file_location("soak", ROOT / "benchmarks" / "soak.py")
-    soak = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(soak)
+    from benchmarks.suite import soak
+
     report = soak.soak(server.grpc_url, server.process.pid, clients=4, requests=6, duration_s=120, size=SIZE,
                        echo=lambda *_: None)
     assert report["unexpected"] == [] and report["server_alive"], report

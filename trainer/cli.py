@@ -1,4 +1,5 @@
-"""``rfad-train``: train and evaluate the RFNet judge (and, with RFFT, the ControlNet); train the miniature world's generator."""
+"""``rfad-train``: train and evaluate the RFNet judge (and, with RFFT, the ControlNet); train the miniature
+world's generator and ship its judge."""
 
 from __future__ import annotations
 
@@ -107,12 +108,13 @@ def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, p
 
 
 # RFFT's commands live beside its trainer (rfad.trainer.rfft); the group only registers them.
-from rfad.trainer.miniworld.commands import miniworld  # noqa: E402
+from rfad.trainer.miniworld.commands import miniworld, ship_judge  # noqa: E402
 from rfad.trainer.rfft.commands import eval_rfft, rfft  # noqa: E402
 
 main.add_command(rfft)
 main.add_command(eval_rfft)
 main.add_command(miniworld)
+main.add_command(ship_judge)
 
 
 if __name__ == "__main__":

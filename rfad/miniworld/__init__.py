@@ -1,20 +1,23 @@
-"""The miniature world's generator as shipped with the package: where it lives, and what it was trained as.
+"""The miniature world as shipped with the package: where its generator and judge live, and what they were trained as.
 
 ``model_dir()`` is a model set folder like the tiny zoo's (``rfad-models.json``; an SD-1.5-style
 diffusers folder ``sd15/`` with a 4-channel UNet, VAE, tiny CLIP and tokenizer; ``controlnet/``,
 the canny ControlNet), trained on this machine's CPU by ``rfad-train miniworld`` on drawn 128 px
 ad scenes (docs/miniworld.md). Every command that takes ``--models DIR`` loads it; it draws on
 the miniature world's canvas (128 px, product at half the side, centred:
-``rfad.trainer.data.scenes.MINIWORLD_CANVAS``). ``training_record.json`` inside it holds the
+:data:`rfad.miniworld.canvas.MINIWORLD_CANVAS`). ``training_record.json`` inside it holds the
 command, settings, seed, losses, times and the SHA-256 of every file.
 
 ``world_dir()`` is the miniature world's full model set: that generator (``../model``), the judge
 trained on RF-mini (``rfnet/``, with the depth and saliency models its maps came from) and the
 canvas the generator was trained on, declared in its ``rfad-models.json`` so that export and
 serving place products as training did. ``rfad demo`` serves it; its ``training_record.json``
-says how the judge was made and what it scored (benchmarks/method_bench.py, docs/method.md).
+says how the judge was made and what it scored (``rfad-train ship-judge`` wrote it; docs/method.md).
 
-Torch-free (hashlib and json only), so ``rfad`` can locate the weights without the model stack.
+The world's parts that every stage shares live beside them: its canvas (:mod:`rfad.miniworld.canvas`)
+and its annotator, the oracle (:mod:`rfad.miniworld.oracle`), which labels RF-mini, checks the
+generator and gives the demo's true labels. This module is torch-free (hashlib and json only), so
+``rfad`` can locate the weights without the model stack.
 """
 
 from __future__ import annotations
@@ -43,8 +46,7 @@ def world_dir() -> Path:
     model_dir()
     if not (_WORLD / "rfad-models.json").is_file():
         raise FileNotFoundError(f"the miniature world's judge is missing from this install: {_WORLD} has no "
-                                "rfad-models.json (reinstall rfad, or ship one with `python benchmarks/method_bench.py "
-                                "--work DIR --parts data,pretrain,rfnet,ship`)")
+                                "rfad-models.json (reinstall rfad, or ship a trained RFNet with `rfad-train ship-judge`)")
     return _WORLD
 
 

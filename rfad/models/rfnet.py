@@ -1,6 +1,6 @@
 """RFNet: the multimodal Reliable Feedback Network that judges a generated ad image.
 
-DESIGN.md section 4 (Du et al., ECCV 2024). Inputs: the product image I_o, the generated image
+docs/design.md, RFNet (Du et al., ECCV 2024). Inputs: the product image I_o, the generated image
 I_g, its depth map I_d and saliency map I_s, and the product caption. Output: logits over
 :data:`CLASS_NAMES` (Available and the four defects).
 

@@ -15,7 +15,7 @@ def tokenize_caption(tokenizer, caption: str, return_tensors: str = "pt"):
 # Words a served tokenizer remembers the BPE split of. The tokenizers library caches every word it
 # has split, up to 10,000 per tokenizer: a server whose prompts and captions carry product codes
 # (a new word in nearly every request) fills that cache over days, about 2.5 MB per tokenizer,
-# and the soak (benchmarks/soak.py) measured it as part of the stubs' slope. 1,000 keeps the
+# and the soak (benchmarks/suite/soak.py) measured it as part of the stubs' slope. 1,000 keeps the
 # common words cached and bounds the cache at a tenth of that; splitting a short prompt's
 # uncached words costs microseconds.
 SERVED_BPE_CACHE_WORDS = 1000

@@ -1,6 +1,6 @@
 """Recurrent Generation: attempts of K candidates until enough are judged Available.
 
-The loop of DESIGN.md section 1, step 3, written once for every runner. Without a judge every
+The loop of docs/design.md (one ad request, step 3), written once for every runner. Without a judge every
 candidate is kept (plain generation). With a judge, candidates with p(Available) >= threshold
 are kept; the loop stops as soon as ``num_images`` are kept or after ``max_attempts``; if too
 few passed, the best remaining candidates are returned flagged not available (not an error).

@@ -2,7 +2,7 @@
 
 Text embeddings (prompt and negative prompt), the control image, the mask on the latent grid and
 the VAE latent distributions of the init / masked image do not change between attempts, so the
-loop never recomputes them (DESIGN.md section 1).
+loop never recomputes them (docs/design.md, one ad request).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from rfad.contract import DEFAULT_LIMITS, DEFAULTS, JUDGE_MODEL, Limits
 #   none       - no judge: num_images candidates are generated once and returned unjudged.
 JUDGE_MODES = ("ensemble", "components", "none")
 # The default where the repository has the judge: one call to rfad_judge per attempt, which is
-# not slower (benchmarks/pipeline_bench.py measures both routes; docs/performance.md).
+# not slower (benchmarks/suite/pipeline_bench.py measures both routes; docs/performance.md).
 DEFAULT_JUDGE = "ensemble"
 JUDGE_COMPONENTS = components_in("judge")  # the models judge=components calls
 CAPTION_TOKENIZER = "caption_tokenizer"  # folder in the pipeline model's assets (RFNet's tokenizer)

@@ -1,7 +1,7 @@
 """The sizes a random-weight zoo is built at: one :class:`ZooShape` per size, read by one builder.
 
-- ``tiny`` (:func:`tiny_shape`): NOTES.md's tiny models (UNet 1.4M parameters), built with the
-  libraries' own initialisation; tests, CI and the demo run on it.
+- ``tiny`` (:func:`tiny_shape`): the smallest models of SD-1.5's architectures (UNet 1.4M
+  parameters), built with the libraries' own initialisation; tests, CI and the demo run on it.
 - ``sd15`` (:data:`SD15_SHAPE`): the published production sizes (SD-1.5 UNet 860M, ControlNet
   v1.1 canny 361M, VAE 84M, CLIP ViT-L/14 text 123M, DPT-Large, U2-Net full, RFNet on ResNet-50 +
   RoBERTa-base): a twin for rehearsing export, serving and memory plans before real weights
@@ -83,7 +83,7 @@ PARAMETER_TOLERANCE = 0.005  # published counts are rounded to 3 significant dig
 
 def tiny_shape(unet_channels: tuple[int, ...] = (32, 64), vae_channels: tuple[int, ...] = (32, 32, 64, 64),
                sample_size: int = 64, controlnet_output_std: float = 0.05, norm_num_groups: int = 32) -> ZooShape:
-    """NOTES.md's tiny models; ``unet_channels`` widens the UNet (the benchmarks' "small" shape).
+    """The tiny models; ``unet_channels`` widens the UNet (the benchmarks' "small" shape).
 
     ``norm_num_groups``: SD-1.5's 32 groups; with 32-channel blocks that is one channel per group,
     which normalises away each channel's mean over the image (a flat colour): the miniature

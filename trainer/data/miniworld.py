@@ -29,8 +29,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from rfad.contract import CLASS_NAMES
+from rfad.miniworld.oracle import OracleVerdict, label_ad
 from rfad.trainer.data.manifest import SPLITS, ManifestRow, write_manifest
-from rfad.trainer.data.oracle import OracleVerdict, label_ad
 from rfad.trainer.data.scenes import REQUEST_STREAM, Scene, class_mix, draw_scene, mixed_labels
 
 # Seeds of the generated images: product p's candidate j uses seed * SEED_SPAN + p * K + j.

@@ -14,11 +14,11 @@ import numpy as np
 
 from rfad.canvas import paste_back
 from rfad.contract import CLASS_NAMES
-from rfad.trainer.data.oracle import OracleVerdict, label_ad
+from rfad.miniworld.oracle import OracleVerdict, label_ad
 from rfad.trainer.data.scenes import draw_scene
 from rfad.trainer.data.synth import draw_placed_sample
 
-SOURCES = {
+ORACLE_CHECK_SOURCES = {
     "scenes": "miniature-world scenes (`rfad.trainer.data.scenes`, 128 px, product placed by the canvas)",
     "scenes, blurred": "the same scenes with the background blurred (Gaussian, sigma 1 px) and noised (sigma 4 "
                        "per channel) before the product is pasted back: roughly what a tiny VAE decoder does",
@@ -37,14 +37,15 @@ class Agreement:
     confusion: np.ndarray                      # int64 [5, 5]: rows constructed label, columns oracle label
     variants: dict = field(default_factory=dict)  # "label / variant" -> [samples, agreed] (scenes only)
     misses: list = field(default_factory=list)    # a few disagreements, each with the oracle's explanation
-    description: str | None = None                # what the source is; default: SOURCES[source]
+    description: str | None = None                # what the source is; default: ORACLE_CHECK_SOURCES[source]
 
     def per_class(self) -> dict[str, float]:
         """Fraction of each constructed class that the oracle labels the same."""
         return {name: float(self.confusion[i, i] / max(1, self.confusion[i].sum())) for i, name in enumerate(CLASS_NAMES)}
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "description": self.description or SOURCES[self.source], "n_per_class": self.n_per_class,
+        return {"source": self.source, "description": self.description or ORACLE_CHECK_SOURCES[self.source],
+                "n_per_class": self.n_per_class,
                 "seed": self.seed, "classes": list(CLASS_NAMES), "confusion": self.confusion.tolist(),
                 "per_class": self.per_class(), "variants": self.variants, "misses": self.misses}
 
@@ -61,7 +62,7 @@ def judge_sample(source: str, label: str, rng: np.random.Generator, size: int = 
     if source == "synth":
         product, ad, _, _, placement = draw_placed_sample(label, rng, size)
         return label_ad(np.asarray(ad), np.asarray(product), placement), None
-    raise ValueError(f"source: unknown {source!r}; expected one of {', '.join(SOURCES)}")
+    raise ValueError(f"source: unknown {source!r}; expected one of {', '.join(ORACLE_CHECK_SOURCES)}")
 
 
 def measure_agreement(source: str, n_per_class: int, seed: int = 0, size: int = 128, keep_misses: int = 5) -> Agreement:

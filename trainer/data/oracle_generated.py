@@ -26,7 +26,7 @@ import torch
 
 from rfad.canvas import paste_back
 from rfad.contract import CLASS_NAMES
-from rfad.trainer.data.oracle import label_ad
+from rfad.miniworld.oracle import label_ad
 from rfad.trainer.data.oracle_check import Agreement
 from rfad.trainer.data.scenes import CHECK_STREAM, Scene, draw_scene
 

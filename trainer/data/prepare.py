@@ -1,6 +1,6 @@
 """``rfad-data prepare``: compute every row's depth and saliency maps once and cache them as PNGs.
 
-RFNet reads I_d and I_s of each generated image (DESIGN.md section 4). At RF1M scale (1M
+RFNet reads I_d and I_s of each generated image (docs/design.md, RFNet). At RF1M scale (1M
 images) running DPT and U2-Net inside the training loop would dominate every epoch, so this
 step computes both maps once, writes them as 8-bit grayscale PNGs, and writes an updated
 manifest whose ``depth``/``saliency`` fields point at them::

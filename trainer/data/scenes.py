@@ -30,16 +30,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rfad.canvas import AdCanvas, CanvasSpec, paste_back, prepare_canvas
+from rfad.canvas import AdCanvas, paste_back, prepare_canvas
 from rfad.contract import CLASS_NAMES
+from rfad.miniworld.canvas import MINIWORLD_CANVAS, MINIWORLD_SIDE
 from rfad.trainer.data.synth import COLOURS, STYLES, DrawnSample, draw_product, sample_product, shade, tint, \
     write_drawn_dataset
 
 AVAILABLE, SPACE, SIZE, INDISTINCT, HALLUCINATION = CLASS_NAMES
-SIDE = 128
-# product_scale 0.5 leaves room under the product for a table and beside it for a reference
-# object; mask_dilation is the production 20 px at 512 scaled to 128.
-MINIWORLD_CANVAS = CanvasSpec(width=SIDE, height=SIDE, product_scale=0.5, upscale=True, mask_dilation=5)
+SIDE = MINIWORLD_SIDE
 
 WALLS = {
     "white": (240, 240, 235), "cream": (238, 226, 196), "beige": (214, 198, 170), "light grey": (196, 196, 196),
@@ -187,7 +185,7 @@ def write_scene_dataset(
     labelled by the oracle (what it shows after the decoder, as RF-mini's images are), the class
     drawn kept in ``scenes.jsonl`` as ``drawn``. Without it, the label is the class drawn.
     """
-    from rfad.trainer.data.oracle import label_ad
+    from rfad.miniworld.oracle import label_ad
 
     def draw(label: str, rng: np.random.Generator) -> DrawnSample:
         scene = draw_scene(label, rng)

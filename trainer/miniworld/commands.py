@@ -1,8 +1,9 @@
-"""The ``rfad-train miniworld`` command (registered by :mod:`rfad.trainer.cli`)."""
+"""The ``rfad-train miniworld`` and ``rfad-train ship-judge`` commands (registered by :mod:`rfad.trainer.cli`)."""
 
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 import click
 
@@ -72,3 +73,42 @@ def miniworld(**options) -> None:
         train_miniworld(MiniworldTrainConfig(**{k: v for k, v in options.items() if k in known}), echo=click.echo)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _command_line() -> list[str]:
+    """The running command as it would be typed: ``rfad-train ship-judge`` and each option given."""
+    context = click.get_current_context()
+    line = ["rfad-train", context.info_name]
+    for param in context.command.params:
+        value = context.params.get(param.name)
+        if isinstance(param, click.Option) and value not in (None, ""):
+            line += [param.opts[0], str(value)]
+    return line
+
+
+@click.command("ship-judge")
+@click.option("--rfnet", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The RFNet folder to ship (rfad-train rfnet output, trained on RF-mini).")
+@click.option("--depth", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The DPT folder the judge's training maps were computed with (served with it).")
+@click.option("--saliency", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The U2-Net folder the judge's training maps were computed with (served with it).")
+@click.option("--metrics", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Its test-split metrics (rfad-train eval-rfnet --json), kept in the training record.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The world's model set folder, replaced (rfad/miniworld/judge in a checkout ships it with the package).")
+@click.option("--made-by", default="", help="How the judge was trained, in words, kept in the training record.")
+def ship_judge(rfnet, depth, saliency, metrics, out, made_by) -> None:
+    """Ship a trained RFNet as the miniature world's judge: the world's full model set (generator, judge, maps, canvas).
+
+    Writes --out as a model set of the shipped generator, this RFNet, its depth and saliency
+    models and the miniature world's canvas, with training_record.json (command, training config,
+    test-split metrics, SHA-256 of every file). `rfad demo` serves the one in rfad/miniworld/judge.
+    """
+    from rfad.trainer.miniworld.ship_judge import ship_judge as ship
+
+    try:
+        shipped = ship(rfnet, depth, saliency, metrics, out, _command_line(), made_by=made_by)
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"shipped {shipped['files']} files ({shipped['bytes'] / 1e6:.1f} MB) into {shipped['out']}")

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from rfad.miniworld import RECORD_FILE, file_hashes
+from rfad.miniworld.canvas import MINIWORLD_CANVAS
 from rfad.models.model_set import ModelSet
 from rfad.tiny.tokenizers import build_clip_tokenizer
 from rfad.tiny.zoo import save_sd_folder, tiny_text_encoder
 from rfad.trainer.checkpoints import write_folder_atomically
-from rfad.trainer.data.scenes import MINIWORLD_CANVAS, class_mix
+from rfad.trainer.data.scenes import class_mix
 from rfad.trainer.miniworld.bank import draw_scene_bank
 from rfad.trainer.miniworld.config import MiniworldTrainConfig
 from rfad.trainer.miniworld.diffusion import LatentBank, train_controlnet, train_unet

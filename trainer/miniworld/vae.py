@@ -114,7 +114,7 @@ def reconstruction_agreement(vae, per_class: int, seed: int) -> dict:
     """
     from rfad.canvas import paste_back
     from rfad.contract import CLASS_NAMES
-    from rfad.trainer.data.oracle import label_ad
+    from rfad.miniworld.oracle import label_ad
     from rfad.trainer.data.scenes import CHECK_STREAM, draw_scene
 
     shares = {}

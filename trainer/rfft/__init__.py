@@ -1,1 +1,1 @@
-"""RFFT: Reliable Feedback Fine-Tuning of the ControlNet with RFNet's feedback (DESIGN.md section 6)."""
+"""RFFT: Reliable Feedback Fine-Tuning of the ControlNet with RFNet's feedback (docs/design.md, RFFT)."""

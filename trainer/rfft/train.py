@@ -1,4 +1,4 @@
-"""``rfad-train rfft``: Reliable Feedback Fine-Tuning of the ControlNet (DESIGN.md section 6).
+"""``rfad-train rfft``: Reliable Feedback Fine-Tuning of the ControlNet (docs/design.md, RFFT).
 
 One loop, top to bottom: config -> rows -> models -> optimiser -> resume -> optimiser steps of
 accumulated micro-steps -> logging -> checkpoints -> the tuned ControlNet folder. accelerate

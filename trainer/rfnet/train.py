@@ -1,4 +1,4 @@
-"""``rfad-train rfnet``: train the RFNet judge on a manifest (DESIGN.md section 4).
+"""``rfad-train rfnet``: train the RFNet judge on a manifest (docs/design.md, RFNet).
 
 One loop, top to bottom: config -> data -> model -> optimiser -> resume -> epochs of
 accumulated steps -> validation -> checkpoints -> the final RFNet folder. accelerate handles
