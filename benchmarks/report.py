@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SHAPES, markdown_table  # noqa: E402
+from gpu_report import gpu_section  # noqa: E402
 from report_serving import perf_analyzer_lines, targets_lines  # noqa: E402
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -51,7 +52,12 @@ SCRIPT_MEASURES = {
     "sd15_shape.py": "SD-1.5 + ControlNet at their published sizes (`make bench-sd15`): the twin's build, "
                      "`rfad-export onnx` wall time and peak memory per component, steps, activations, the memory "
                      "plan, one served 512 px request",
+    "gpu_check.py": "on one GPU (`make gpu-check`), the SD-1.5 twin: generation beside diffusers, the judge, one "
+                    "RFFT optimiser step, RFNet training; `gpu_check.py --tiny` on the CPU; `gpu_check.py --estimate` its "
+                    "duration",
 }
+# Scripts run by another command than `.venv/bin/python benchmarks/<script>`.
+SCRIPT_COMMANDS = {"gpu_check.py": ("make gpu-check", "on a GPU machine (see the GPU section)")}
 
 
 def load(name: str) -> dict | None:
@@ -179,7 +185,8 @@ def _running() -> list[str]:
              "run by": "`make bench`" if script in suite else "on its own"} for script in suite + alone]
     commands = [("make bench", "the suite, then this page and its plots"),
                 (".venv/bin/python benchmarks/run_all.py --quick --skip soak", "fewer repeats, a subset"),
-                *[(f".venv/bin/python benchmarks/{script}", "run on its own") for script in alone],
+                *[SCRIPT_COMMANDS.get(script, (f".venv/bin/python benchmarks/{script}", "run on its own"))
+                  for script in alone],
                 (".venv/bin/python benchmarks/report.py", "re-render this page from benchmarks/results/*.json")]
     return ["## Running the benchmarks", "", "```bash", *[f"{command:<60}# {why}" for command, why in commands],
             "```", "",
@@ -325,10 +332,10 @@ def page() -> str:
     if suite:
         lines += [f"The whole suite (`make bench`{' --quick' if suite['rows'][0]['quick'] else ''}) took "
                   f"{suite['rows'][0]['seconds'] / 60:.1f} minutes on {suite['machine']['date']}.", ""]
-    lines += ["## What to expect on a GPU (expectations, not measurements)", "",
-              "Published anchors for SD-1.5 at 512 px: TensorRT on an A100 about 61 it/s "
-              "(0.82 s per image at 50 steps); stable-fast with ControlNet 41 it/s on an A100; Triton's own SD-1.5 "
-              "tutorial 1.37 s average latency. None of these were measured with rfad: no GPU was available here."]
+    lines += gpu_section(RESULTS)
+    lines += ["Published anchors for SD-1.5 at 512 px on an A100 (expectations, not measurements): TensorRT about "
+              "61 it/s (0.82 s per image at 50 steps); stable-fast with ControlNet 41 it/s; Triton's own SD-1.5 "
+              "tutorial 1.37 s average latency."]
     return "\n".join(lines) + "\n"
 
 
