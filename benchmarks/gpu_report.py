@@ -62,7 +62,11 @@ def _run_lines(result: dict) -> list[str]:
              f"Measured {m['date']}; torch {m['torch']}, diffusers {m.get('diffusers')}, transformers "
              f"{m.get('transformers')}; generation and judge in {s['dtype']}, training {s['train_precision']}; "
              f"time by {s['clock']} after warm-up, memory as {s['memory']}.", ""]
-    lines += [markdown_table([{"part": name, **status} for name, status in result["parts"].items()],
+    # An error can span lines and hold pipes: one table cell, at most 300 characters.
+    statuses = [{"part": name, **{k: " ".join(v.split()).replace("|", "\\|")[:300] if isinstance(v, str) else v
+                                  for k, v in status.items() if v is not None and k != "traceback"}}
+                for name, status in result["parts"].items()]
+    lines += [markdown_table(statuses,
                              [("part", "part"), ("status", "status"), ("seconds", "seconds"),
                               ("estimated_s", "estimated s"), ("reason", "skipped because"), ("error", "error")]), ""]
     generation = [r for r in rows if r["part"] in ("generation", "compile")]

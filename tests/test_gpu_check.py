@@ -89,11 +89,16 @@ def test_the_gpu_section_renders_runs_of_the_sd15_plan_only(tiny_run, tmp_path):
     # The same run presented as the SD-1.5 plan on a GPU renders its tables and the anchors.
     result["settings"]["plan"]["shape"] = "sd15"
     result["machine"]["gpu"] = "Test GPU"
+    result["parts"]["compile"] = {"status": "error", "error": "OutOfMemoryError: CUDA out of memory.\nTried | x",
+                                  "traceback": "Traceback ...", "seconds": 1.0}
     (tmp_path / "gpu_test-gpu.json").write_text(json.dumps(result))
     section = "\n".join(report.gpu_section(tmp_path))
     assert "Not run on a GPU yet" not in section
     assert "### Test GPU (`gpu_test-gpu.json`)" in section
     assert "x diffusers" in section and "stable-fast" in section and "RFFT, one optimiser step" in section
+    # A failed part is one table row: its error on one line, pipes escaped, no traceback.
+    assert "| compile | error | 1 |  |  | OutOfMemoryError: CUDA out of memory. Tried \\| x |" in section
+    assert "Traceback" not in section
 
 
 def test_the_sd15_plan_is_refused_without_a_gpu(tmp_path):

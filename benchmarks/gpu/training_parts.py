@@ -3,9 +3,9 @@
 RFFT runs the trainer's own functions in the trainer's order (``rfad.trainer.rfft.train``: models
 loaded by ``load_rfft_models`` with the frozen ones cast to bf16 on a GPU, gradient checkpointing
 on the ControlNet, UNet and VAE, then per micro-step ``micro_step_randomness`` ->
-``prepare_micro_batch`` -> ``denoise_steps`` to t* -> ``feedback_losses`` under bf16 autocast (on a GPU; float32 on the CPU, where bf16 autocast
-is about 30x slower) -> backward; after ``rfft_accum`` micro-steps the clipped AdamW step). What
-it leaves out is accelerate's wrapping (single process, no DDP; accelerate's bf16 autocast is
+``prepare_micro_batch`` -> ``denoise_steps`` to t* -> ``feedback_losses`` under bf16 autocast
+(on a GPU; float32 on the CPU, where bf16 autocast is about 30x slower) -> backward; after
+``rfft_accum`` micro-steps the clipped AdamW step). What it leaves out is accelerate's wrapping (single process, no DDP; accelerate's bf16 autocast is
 this ``torch.autocast``, and its float32 cast of the ControlNets' outputs changes no cost that
 matters here). The first optimiser step (it allocates AdamW's state) is the warm-up; the second
 is timed, micro-step by micro-step, with its peak memory and whether it fits the card.
@@ -117,10 +117,10 @@ def bench_rfnet(zoo: Path, plan, meter: Meter, device: torch.device, precision: 
     rows = []
     for batch in plan.rfnet_batches:
         # MODEL_INPUTS order: product, generated, depth, saliency, input_ids, attention_mask.
-        inputs = [torch.rand(batch, 3, size, size, generator=generator), torch.rand(batch, 3, size, size, generator=generator),
-                  torch.rand(batch, 1, size, size, generator=generator), torch.rand(batch, 1, size, size, generator=generator),
-                  torch.randint(3, vocab, (batch, tokens), generator=generator), torch.ones(batch, tokens, dtype=torch.long)]
-        inputs = [t.to(device) for t in inputs]
+        images = [torch.rand(batch, channels, size, size, generator=generator) for channels in (3, 3, 1, 1)]
+        caption = [torch.randint(3, vocab, (batch, tokens), generator=generator),
+                   torch.ones(batch, tokens, dtype=torch.long)]
+        inputs = [t.to(device) for t in images + caption]
         labels = (torch.arange(batch) % config.num_classes).to(device)
 
         def step():
