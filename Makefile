@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: setup test demo bench bench-sd15 clean
+.PHONY: setup test demo bench bench-sd15 gpu-check clean
 
 $(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt constraints/triton-2.51.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ bench-sd15: setup
 	$(BIN)/python -m benchmarks.studies.sd15.sd15_shape $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.suite.report
 	$(BIN)/python docs/render.py
+
+# The prepared GPU run (benchmarks/gpu_check.py through its wrapper, which installs the carried
+# wheels in .whl/ and rfad into .site/): SD-1.5 twin, generation beside diffusers, the judge, one
+# RFFT step, RFNet training. Runs with the machine's own Python and CUDA torch (GPU_PYTHON); on this
+# CPU machine: make gpu-check GPU_PYTHON=.venv/bin/python GPU_ARGS=--tiny. Then docs/render.py
+# renders docs/performance.md's GPU section from benchmarks/results/gpu_*.json.
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_check.sh $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OUT)

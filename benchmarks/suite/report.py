@@ -328,8 +328,12 @@ def block(name: str) -> str:
     """The text of docs/performance.md's block ``name`` (docs/render.py renders it)."""
     if name == "running":
         return "\n".join(_running())
+    if name == "gpu":
+        from benchmarks.gpu.report import gpu_section
+
+        return "\n".join(gpu_section(RESULTS)).strip("\n")
     if name not in SECTIONS:
-        raise ValueError(f"<!-- generated:performance {name} -->: unknown section (known: running, "
+        raise ValueError(f"<!-- generated:performance {name} -->: unknown section (known: running, gpu, "
                          f"{', '.join(SECTIONS)})")
     results, script, lines = SECTIONS[name]
     result = load(results)

@@ -10,10 +10,24 @@ from rfad.pipeline.runner import ComponentRunner, RunnerInfo
 
 
 class TorchRunner(ComponentRunner):
-    """Runs :class:`DiffusionModels` (and optionally :class:`JudgeModels`) in process on ``device``."""
+    """Runs :class:`DiffusionModels` (and optionally :class:`JudgeModels`) in process on ``device``.
 
-    def __init__(self, models: DiffusionModels, device: str | torch.device = "cpu", judge: JudgeModels | None = None):
+    ``compile_mode``: run the ControlNet and the UNet, the two modules of every denoising step,
+    through ``torch.compile`` with this mode (``"default"``, ``"reduce-overhead"``: CUDA graphs,
+    ``"max-autotune"``); None runs them eagerly. The modules themselves are not changed (the
+    compiled callables share their weights). The first call at each batch shape compiles
+    (benchmarks/gpu_check.py's ``compile`` part records how long), so it pays only for long-lived
+    runners; with ``"reduce-overhead"`` each batch shape also records its own CUDA graph.
+    """
+
+    def __init__(self, models: DiffusionModels, device: str | torch.device = "cpu", judge: JudgeModels | None = None,
+                 compile_mode: str | None = None):
         self.models = models
+        self.compile_mode = compile_mode
+        self._controlnet, self._unet = models.controlnet, models.unet
+        if compile_mode is not None:
+            self._controlnet = torch.compile(models.controlnet, mode=compile_mode)
+            self._unet = torch.compile(models.unet, mode=compile_mode)
         self.judge_models = judge
         self.device = torch.device(device)
         self.dtype = models.unet.dtype
@@ -33,14 +47,14 @@ class TorchRunner(ComponentRunner):
         return self.models.text_encoder(input_ids.to(self.device))[0]
 
     def controlnet(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
-        down, mid = self.models.controlnet(
+        down, mid = self._controlnet(
             sample, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=controlnet_cond,
             conditioning_scale=float(conditioning_scale), return_dict=False,
         )
         return list(down), mid
 
     def unet(self, sample, timestep, encoder_hidden_states, down_residuals, mid_residual):
-        return self.models.unet(
+        return self._unet(
             sample, timestep, encoder_hidden_states=encoder_hidden_states,
             down_block_additional_residuals=down_residuals, mid_block_additional_residual=mid_residual,
             return_dict=False,
