@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rfad.client.judge import JudgeResult, build_judge_request
 from rfad.client.request import build_request
 from rfad.client.result import Result
+from rfad.client.security import ChannelSecurity
 from rfad.client.transport import DEFAULT_URL, ClientSettings, import_tritonclient, run_async
 from rfad.contract import JUDGE_INPUTS, JUDGE_MODEL, JUDGE_OUTPUTS, PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
 
@@ -17,9 +20,12 @@ class AsyncRfadClient(ClientSettings):
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
-                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0):
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0, *,
+                 tls: bool = False, ca=None, cert=None, key=None, headers: Mapping[str, str] | None = None,
+                 tls_server_name: str | None = None):
         aioclient = import_tritonclient("tritonclient.grpc.aio")
-        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s)
+        security = ChannelSecurity.create(tls, ca, cert, key, headers, tls_server_name)
+        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s, security)
         self._aio = aioclient
         self._connections = None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ import click
 
 from rfad.client import AsyncRfadClient, RfadClient, RfadClientError
 from rfad.client.jsonl import beside, jsonl_objects
-from rfad.client.options import url_option
+from rfad.client.options import security_options, url_option
 from rfad.contract import PIPELINE_INPUTS, SETTINGS_INPUTS
 
 _SETTING_SPECS = {spec.name: spec for spec in PIPELINE_INPUTS if spec.name in SETTINGS_INPUTS}
@@ -45,7 +46,8 @@ def settings_options(command):
 
 
 def connection_options(command):
-    """``--url``, ``--retries`` and ``--backoff``, shared by every subcommand."""
+    """``--url``, ``--retries``, ``--backoff`` and the security options, shared by generate and batch."""
+    command = security_options(command)
     command = click.option("--backoff", "backoff_s", default=0.5, show_default=True, type=float,
                            help="First wait before retrying an unavailable server (doubles each retry).")(command)
     command = click.option("--retries", default=3, show_default=True, type=click.IntRange(0),
@@ -56,6 +58,9 @@ def connection_options(command):
 @click.group()
 def main() -> None:
     """Talk to an rfad Triton server (the rfad_pipeline model) over gRPC."""
+    # gRPC's core logs a failed TLS handshake on a line of its own (at INFO), before the command's
+    # one-line error says the same; set before gRPC loads. A GRPC_VERBOSITY of the user's wins.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 @main.command()
@@ -70,10 +75,11 @@ def main() -> None:
 @settings_options
 @click.option("--deadline", "deadline_s", type=float, default=600.0, show_default=True,
               help="Seconds before the request (retries included) is abandoned.")
-def generate(url, retries, backoff_s, product, prompt, caption, negative_prompt, out, deadline_s, **settings) -> None:
+def generate(url, retries, backoff_s, security, product, prompt, caption, negative_prompt, out, deadline_s,
+             **settings) -> None:
     """Generate ad images for one product; writes OUT/image-N.png and OUT/result.json."""
     try:
-        with RfadClient(url, retries=retries, backoff_s=backoff_s) as client:
+        with RfadClient(url, retries=retries, backoff_s=backoff_s, **security) as client:
             result = client.generate(product, prompt, caption=caption, negative_prompt=negative_prompt,
                                      deadline_s=deadline_s, **settings)
     except RfadClientError as exc:
@@ -208,9 +214,9 @@ Relative product paths are taken from the jobs file's folder."""
 @click.option("--deadline", "deadline_s", type=float, default=600.0, show_default=True,
               help="Per-job deadline in seconds (a job's own deadline_s wins).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
-def batch(url, retries, backoff_s, jobs_file, out, concurrency, deadline_s, progress) -> None:
+def batch(url, retries, backoff_s, security, jobs_file, out, concurrency, deadline_s, progress) -> None:
     jobs = read_jobs(jobs_file)
-    client = AsyncRfadClient(url, retries=retries, backoff_s=backoff_s)
+    client = AsyncRfadClient(url, retries=retries, backoff_s=backoff_s, **security)
     started = time.monotonic()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -237,11 +243,12 @@ def batch(url, retries, backoff_s, jobs_file, out, concurrency, deadline_s, prog
 
 @main.command()
 @url_option
+@security_options
 @click.option("--wait", "wait_s", default=0.0, show_default=True, type=float,
               help="Wait up to this many seconds for the server to become ready.")
-def health(url, wait_s) -> None:
+def health(url, security, wait_s) -> None:
     """Exit 0 if the server (every server of --url) is ready and serves rfad_pipeline, else print why and exit 1."""
-    with RfadClient(url, retries=0) as client:
+    with RfadClient(url, retries=0, **security) as client:
         if wait_s > 0:
             try:
                 client.wait_until_ready(wait_s)

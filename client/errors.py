@@ -38,6 +38,12 @@ class DeadlineExceededError(RfadClientError):
     """The request did not finish within its deadline; the server abandons it."""
 
 
+class AccessDeniedError(RfadClientError):
+    """The server refused this client: a restricted protocol without its header (status
+    ``PERMISSION_DENIED``), or a TLS handshake that failed on a certificate (``UNAUTHENTICATED``).
+    Retrying cannot help; the message says what was missing."""
+
+
 def invalid_request(message: str) -> InvalidRequestError:
     """The error of a request the client refuses before sending it."""
     return InvalidRequestError(message, "INVALID_ARGUMENT", local=True)
@@ -47,9 +53,22 @@ _ERRORS_BY_STATUS = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": Una
                      "DEADLINE_EXCEEDED": DeadlineExceededError}
 
 
+# Refusals that Triton 2.51 and gRPC report as UNAVAILABLE, which would otherwise be retried and
+# mark the endpoint down: a restricted protocol without its header, and a TLS handshake that
+# failed on the server's certificate (an untrusted CA, another host name). A mutual-TLS server that
+# gets no client certificate or one it does not trust, or a TLS server reached in plain text, just
+# closes the socket: the client cannot tell that from a server going away, so it stays UNAVAILABLE.
+_REFUSALS = (("This protocol is restricted", "PERMISSION_DENIED"),
+             ("CERTIFICATE_VERIFY_FAILED", "UNAUTHENTICATED"), ("Hostname Verification Check failed", "UNAUTHENTICATED"))
+
+
 def error_from_exception(exc: Exception) -> RfadClientError:
     """The :class:`RfadClientError` for a tritonclient ``InferenceServerException``."""
     status = str(exc.status() or "") if hasattr(exc, "status") else ""
     status = status.removeprefix("StatusCode.")
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    if status == "UNAVAILABLE":
+        for marker, refusal in _REFUSALS:
+            if marker in (message or ""):
+                return AccessDeniedError(message, refusal)
     return _ERRORS_BY_STATUS.get(status, ServerError if status else RfadClientError)(message or status, status)

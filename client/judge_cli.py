@@ -17,7 +17,7 @@ import click
 
 from rfad.client import RfadClient, RfadClientError
 from rfad.client.jsonl import beside, jsonl_objects
-from rfad.client.options import url_option
+from rfad.client.options import security_options, url_option
 from rfad.contract import CLASS_NAMES, JUDGE_MAX_IMAGES, JUDGE_THRESHOLD
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -85,6 +85,7 @@ def summary_table(records: list[dict]) -> str:
 
 @click.command()
 @url_option
+@security_options
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0), help="Retries while UNAVAILABLE.")
 @click.option("--images", required=True, type=click.Path(exists=True, path_type=Path),
               help="A folder of images, or a JSONL file of {\"image\": path, \"id\"?, \"product\"?, \"caption\"?}.")
@@ -97,7 +98,7 @@ def summary_table(records: list[dict]) -> str:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="verdicts.jsonl to write.")
 @click.option("--deadline", "deadline_s", type=float, default=120.0, show_default=True, help="Seconds per request.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
-def judge(url, retries, images, product, caption, threshold, batch_size, out, deadline_s, progress) -> None:
+def judge(url, security, retries, images, product, caption, threshold, batch_size, out, deadline_s, progress) -> None:
     """Judge ad images with RFNet (the rfad_judge model); one verdict line per image in OUT; exit 1 if any failed."""
     from tqdm import tqdm
 
@@ -106,7 +107,7 @@ def judge(url, retries, images, product, caption, threshold, batch_size, out, de
     bar = tqdm(total=len(items), unit="img", desc="rfad judge", disable=not progress, file=sys.stderr)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with RfadClient(url, retries=retries) as client, open(out, "w", encoding="utf-8") as sink:
+        with RfadClient(url, retries=retries, **security) as client, open(out, "w", encoding="utf-8") as sink:
             for group in batches(items, batch_size):
                 try:
                     result = client.judge([item["image"] for item in group], group[0]["product"], group[0]["caption"],

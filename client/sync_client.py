@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rfad.client.judge import JudgeResult, build_judge_request
 from rfad.client.request import build_request
 from rfad.client.result import Result
+from rfad.client.security import ChannelSecurity
 from rfad.client.transport import DEFAULT_URL, ClientSettings, import_tritonclient, run_blocking
 from rfad.contract import JUDGE_INPUTS, JUDGE_MODEL, JUDGE_OUTPUTS, PIPELINE_INPUTS, PIPELINE_MODEL, PIPELINE_OUTPUTS
 
@@ -20,12 +23,23 @@ class RfadClient(ClientSettings):
     answered UNAVAILABLE is skipped for ``endpoint_backoff_s`` (doubling while it keeps failing)
     and comes back once a health check passes; ``endpoints.summary()`` counts per endpoint.
     Safe to share between threads for ``generate``.
+
+    Connection security (:mod:`rfad.client.security`), the same for every endpoint: ``tls``
+    speaks TLS trusting the system's CAs, ``ca`` (a PEM file) trusts that CA instead; ``cert`` and
+    ``key`` (PEM files) are the client's certificate for servers that require mutual TLS;
+    ``tls_server_name`` is the name to verify when the address is not in the certificate (a
+    pod's IP); ``ca``, ``cert`` or ``tls_server_name`` imply TLS. ``headers`` go with every call
+    (e.g. ``{"authorization": "Bearer ..."}`` for a gateway, or ``triton-grpc-protocol-<key>`` for
+    ``rfad-serve --restrict-header <key>``). A bad file or header is a ValueError naming it.
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
-                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0):
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0, *,
+                 tls: bool = False, ca=None, cert=None, key=None, headers: Mapping[str, str] | None = None,
+                 tls_server_name: str | None = None):
         grpcclient = import_tritonclient("tritonclient.grpc")
-        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s)
+        security = ChannelSecurity.create(tls, ca, cert, key, headers, tls_server_name)
+        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s, security)
         self._grpc = grpcclient
         self._connections = self._connect(grpcclient)
 

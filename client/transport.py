@@ -27,6 +27,7 @@ import numpy as np
 from rfad.client.endpoints import EndpointPool, parse_endpoints
 from rfad.client.errors import DeadlineExceededError, RfadClientError, UnavailableError, error_from_exception
 from rfad.client.request import infer_inputs
+from rfad.client.security import ChannelSecurity
 from rfad.contract import PIPELINE_MODEL, TensorField
 from rfad.extras import missing_extras_message
 
@@ -253,13 +254,15 @@ def channel_args(backoff_s: float) -> list[tuple[str, int]]:
 
 
 class ClientSettings:
-    """What the blocking and asyncio clients share: where the servers are and how to retry
-    (the arguments are :class:`rfad.client.RfadClient`'s)."""
+    """What the blocking and asyncio clients share: where the servers are, how to retry and how
+    to connect (the arguments are :class:`rfad.client.RfadClient`'s)."""
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
-                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0):
+                 backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0,
+                 security: ChannelSecurity | None = None):
         if retries < 0 or backoff_s < 0:
             raise ValueError("retries and backoff_s must not be negative")
+        self.security = security or ChannelSecurity()
         self.urls = parse_endpoints(url)
         self.url = ",".join(self.urls)
         self.timeout_s, self.retries, self.backoff_s, self.model = timeout_s, retries, backoff_s, model
@@ -274,9 +277,9 @@ class ClientSettings:
                            policy, self.url)
 
     def _connect(self, grpc_module) -> dict:
-        """One tritonclient (``grpc_module``: tritonclient.grpc or .aio) client per endpoint, by url."""
-        return {url: grpc_module.InferenceServerClient(url, channel_args=channel_args(self.backoff_s))
-                for url in self.urls}
+        """One tritonclient (``grpc_module``: tritonclient.grpc or .aio) client per endpoint, by url,
+        each with this client's TLS credentials and headers."""
+        return {url: self.security.connect(grpc_module, url, channel_args(self.backoff_s)) for url in self.urls}
 
     def _health_steps(self, connections, timeout_s: float) -> Steps[dict]:
         return endpoints_health_steps(connections, self.model, timeout_s)

@@ -5,6 +5,7 @@
     OUT/services.yaml             ClusterIP + headless (per-request gRPC balancing)
     OUT/hpa.yaml                  autoscaling/v2 on queue time per rfad_pipeline request
     OUT/pdb.yaml, OUT/networkpolicy.yaml
+    OUT/certificate.yaml          cert-manager Certificate of the TLS Secret   (--cert-manager-issuer)
     OUT/prometheus-adapter-values.yaml   the rule the HPA's metric needs (not a resource)
     OUT/kserve/                   the KServe alternative: one InferenceService
     OUT/jobs/prepare/             Indexed Job: rfad-data prepare --shard i/N   (datacenter)
@@ -25,6 +26,7 @@ import yaml
 from rfad.deploy.profiles import DeploymentProfile, get_profile
 from rfad.export.k8s_jobs import DATA_LAYOUT, prepare_job, train_job
 from rfad.export.k8s_kserve import inference_service
+from rfad.export.k8s_tls import certificate, readme_lines
 from rfad.export.k8s_serving import (
     QUEUE_METRIC,
     Fleet,
@@ -32,6 +34,7 @@ from rfad.export.k8s_serving import (
     autoscaler,
     deployment,
     disruption_budget,
+    labels,
     network_policy,
     services,
 )
@@ -60,7 +63,8 @@ def _kustomization(folder: Path, resources: list[str], namespace: str | None) ->
     _dump(folder / "kustomization.yaml", [document])
 
 
-def manifests(profile: DeploymentProfile, fleet: Fleet, data_claim: str = "rfad-data") -> dict[str, list[dict]]:
+def manifests(profile: DeploymentProfile, fleet: Fleet, data_claim: str = "rfad-data",
+              namespace: str | None = None) -> dict[str, list[dict]]:
     """Relative file path -> the Kubernetes objects it holds (kustomizations and README aside)."""
     files = {
         "deployment.yaml": [deployment(profile, fleet)],
@@ -70,6 +74,8 @@ def manifests(profile: DeploymentProfile, fleet: Fleet, data_claim: str = "rfad-
         "networkpolicy.yaml": [network_policy(fleet)],
         "kserve/inferenceservice.yaml": [inference_service(profile, fleet)],
     }
+    if fleet.security is not None and fleet.security.cert_manager_issuer:
+        files["certificate.yaml"] = [certificate(fleet.security, fleet.name, namespace, labels(fleet, "serving"))]
     if profile.kubernetes.prepare_shards:
         files["jobs/prepare/job.yaml"] = [prepare_job(profile, fleet, data_claim)]
         for stage in TRAIN_STAGES:
@@ -87,7 +93,7 @@ def write_k8s(out: str | Path, profile_name: str, image: str, repo_uri: str, nam
     if not image or any(c.isspace() for c in image):
         raise ValueError(f"--image: {image!r} is not an image reference")
     fleet = Fleet(name=name, image=image, repo_uri=repo_uri, **fleet_options)
-    files = manifests(profile, fleet, data_claim)
+    files = manifests(profile, fleet, data_claim, namespace)
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -123,6 +129,8 @@ def _write_readme(out: Path, profile: DeploymentProfile, fleet: Fleet, namespace
         f"3. Check: `kubectl{ns} rollout status deployment/{fleet.name}`, then `rfad-client health --url "
         f"{fleet.name}.{namespace or 'default'}:8001` from a labelled pod.",
     ]
+    if fleet.security is not None:
+        lines += readme_lines(fleet.security, fleet.name, namespace)
     if any(name.startswith("jobs/") for name in files):
         lines += [
             "", "## RF1M data preparation and training", "",

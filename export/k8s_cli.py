@@ -31,15 +31,32 @@ def _label(_ctx, _param, value: str) -> tuple[str, str]:
 @click.option("--storage-secret", help="Secret with the storage credentials for the init container (envFrom).")
 @click.option("--data-claim", default="rfad-data", show_default=True,
               help="ReadWriteMany PersistentVolumeClaim of the RF1M Jobs (mounted at /data).")
+@click.option("--tls-secret", help="Secret with tls.crt and tls.key (and ca.crt for --tls-mutual): TLS on gRPC, "
+                                   "which then is the only port clients may reach.")
+@click.option("--tls-mutual", is_flag=True, help="Clients must present a certificate signed by the Secret's ca.crt.")
+@click.option("--cert-manager-issuer", help="Write a cert-manager Certificate that keeps --tls-secret issued by "
+                                            "this issuer and renewed.")
+@click.option("--cert-manager-issuer-kind", type=click.Choice(["Issuer", "ClusterIssuer"]), default="Issuer",
+              show_default=True, help="Kind of --cert-manager-issuer.")
+@click.option("--restrict-secret", help="Secret whose key 'value' every protocol but health requires in a header.")
+@click.option("--restrict-header", default="rfad-key", show_default=True,
+              help="Name of that header (gRPC clients send it as triton-grpc-protocol-NAME).")
 def k8s(repo_uri, image, profile_name, out, name, namespace, client_label, monitoring_namespace, storage_secret,
-        data_claim) -> None:
+        data_claim, tls_secret, tls_mutual, cert_manager_issuer, cert_manager_issuer_kind, restrict_secret,
+        restrict_header) -> None:
     """Kubernetes manifests (Kustomize) for the edge or datacenter profile: serving, KServe, RF1M Jobs."""
     from rfad.export.k8s import write_k8s
+    from rfad.export.k8s_tls import FleetSecurity
 
     try:
+        security = None
+        if tls_secret or tls_mutual or cert_manager_issuer or restrict_secret:
+            security = FleetSecurity(tls_secret, tls_mutual, cert_manager_issuer, cert_manager_issuer_kind,
+                                     restrict_secret, restrict_header)
         files = write_k8s(out, profile_name, image, repo_uri, name=name, namespace=namespace or None,
                           data_claim=data_claim, client_label=client_label,
-                          monitoring_namespace=monitoring_namespace, storage_secret=storage_secret)
+                          monitoring_namespace=monitoring_namespace, storage_secret=storage_secret,
+                          security=security)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{sum(len(d) for d in files.values())} objects in {len(files)} files written to {out} "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from rfad.contract import PIPELINE_MODEL
 from rfad.deploy.profiles import DeploymentProfile
+from rfad.export.k8s_tls import FleetSecurity, client_ports, secure_server
 
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 QUEUE_METRIC = "rfad_pipeline_queue_us_per_request"
@@ -36,6 +37,7 @@ class Fleet:
     monitoring_namespace: str = "monitoring"
     storage_secret: str | None = None  # a Secret with the credentials the storage initializer reads
     initializer_image: str = INITIALIZER_IMAGE
+    security: FleetSecurity | None = None  # TLS and a restricted header (rfad.export.k8s_tls)
 
     def __post_init__(self) -> None:
         if not self.repo_uri.startswith(URI_SCHEMES):
@@ -132,6 +134,8 @@ def deployment(profile: DeploymentProfile, fleet: Fleet) -> dict:
         "volumeMounts": [models_mount, {"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": restricted_container(),
     }
+    if fleet.security is not None:
+        secure_server(server, volumes, fleet.security)
     pod = {"securityContext": pod_security(), "automountServiceAccountToken": False,
            # In-flight pipelines may take a while; Triton stops taking requests on SIGTERM.
            "terminationGracePeriodSeconds": 120, **scheduling(profile), "containers": [server], "volumes": volumes}
@@ -205,12 +209,13 @@ def disruption_budget(fleet: Fleet) -> dict:
 
 
 def network_policy(fleet: Fleet) -> dict:
-    """Inference ports only from pods labelled as rfad clients (any namespace); metrics only from
-    the monitoring namespace. Kubelet probes are not pod traffic and stay allowed."""
+    """Inference ports only from pods labelled as rfad clients (any namespace), the gRPC port only
+    under TLS; metrics only from the monitoring namespace. Kubelet probes are not pod traffic and
+    stay allowed."""
     selector = labels(fleet, "serving")
     key, value = fleet.client_label
     clients = {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {key: value}}}],
-               "ports": [{"protocol": "TCP", "port": PORTS["http"]}, {"protocol": "TCP", "port": PORTS["grpc"]}]}
+               "ports": [{"protocol": "TCP", "port": port} for port in client_ports(fleet.security, PORTS)]}
     monitoring = {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": fleet.monitoring_namespace}}}],
                   "ports": [{"protocol": "TCP", "port": PORTS["metrics"]}]}
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": fleet.name, "labels": selector},

@@ -1,5 +1,9 @@
 """The client spreads a batch over two real servers and survives losing one: SIGKILL mid-batch,
-every job still succeeds exactly once, and the summary names the endpoint that failed."""
+every job still succeeds exactly once, and the summary names the endpoint that failed.
+
+The servers run as a secured fleet would (mutual TLS, and every protocol but health restricted to
+a header): each endpoint of the pool carries the client's certificate and the header (from the
+environment), health checks included. Plain-text connections are the other tests' default."""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ import time
 
 import pytest
 
+from rfad.client.security import HEADERS_ENV
 from rfad.export.triton_repo import write_triton_repo
 from rfad.serving.launcher import TritonServer
+from rfad.serving.security import Restriction, ServerTls
 
 JOBS = 40
 
@@ -24,19 +30,24 @@ def repo(tiny_onnx, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_batch_over_two_servers_survives_one_killed_mid_batch(repo, tiny_zoo, tmp_path):
+def test_batch_over_two_servers_survives_one_killed_mid_batch(repo, tiny_zoo, pki, tmp_path):
     product = tmp_path / "bottle.png"
     product.write_bytes((tiny_zoo / "samples" / "bottle.png").read_bytes())
     jobs = [{"id": f"job-{i:02d}", "product": product.name, "prompt": "an ad", "seed": i, "steps": 1,
              "max_attempts": 1, "guidance_scale": 1.0} for i in range(JOBS)]
     (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(job) + "\n" for job in jobs))
     out = tmp_path / "out"
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as first, \
-            TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as second:
+    (tmp_path / "value").write_text("fleet-token")
+    secured = {"tls": ServerTls.from_files(pki.server_cert, pki.server_key, pki.ca),
+               "restriction": Restriction.from_file(None, "rfad-key", tmp_path / "value")}
+    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, **secured) as first, \
+            TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0, **secured) as second:
         urls = f"{first.grpc_url},{second.grpc_url}"
         batch = subprocess.Popen([sys.executable, "-m", "rfad.client.cli", "batch", "--url", urls, "--input",
                                   str(tmp_path / "jobs.jsonl"), "--out", str(out), "--concurrency", "4",
-                                  "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  "--ca", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key),
+                                  "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, HEADERS_ENV: "triton-grpc-protocol-rfad-key=fleet-token"})
         results = out / "results.jsonl"
         deadline = time.monotonic() + 120
         while not (results.is_file() and len(results.read_text().splitlines()) >= 8):

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import click
 
+from rfad.serving.security import PROTOCOLS, Restriction, ServerTls
+
 EPILOG = """\b
 Exposing the server: it binds 127.0.0.1 (this machine only) unless told otherwise.
-Triton has no authentication of its own; to serve other machines use --host 0.0.0.0
-(or one interface's address) only behind your own network controls: a firewall or
-security group that admits just your ad systems, or a reverse proxy that adds TLS and
-authentication in front of the gRPC port.
+To serve other machines use --host 0.0.0.0 (or one interface's address) with TLS on the
+gRPC port (--tls-cert/--tls-key; --tls-ca makes clients show a certificate that CA
+signed) and, for a shared secret, --restrict-header/--restrict-value-file; or behind
+your own network controls (a firewall or security group that admits just your ad
+systems, or a reverse proxy that adds TLS and authentication). Under TLS the HTTP
+endpoint (Triton's has no TLS) binds 127.0.0.1 only.
 
 \b
 Example:
@@ -41,19 +45,35 @@ Example:
               help="Seconds to wait for every model to load.")
 @click.option("--exit-timeout", default=30.0, show_default=True, type=float,
               help="Seconds in-flight requests may take to finish after Ctrl-C/SIGTERM.")
-def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeout, exit_timeout) -> None:
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) of the gRPC endpoint: with --tls-key, gRPC speaks TLS only.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Unencrypted PEM private key of --tls-cert (Triton reads the file; its content is never shown).")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, path_type=Path),
+              help="Mutual TLS: PEM CA certificate(s); clients must present a certificate one of them signed.")
+@click.option("--restrict-header", metavar="KEY",
+              help="Header name the restricted protocols require (gRPC clients send it as triton-grpc-protocol-KEY).")
+@click.option("--restrict-value-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the header's value on one line (a secret: never printed or logged by rfad).")
+@click.option("--restrict", "restricted", metavar="PROTOCOLS",
+              help=f"Comma-separated protocols that need the header, of {', '.join(PROTOCOLS)} "
+                   f"[default: all but health, which probes use].")
+def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeout, exit_timeout, tls_cert, tls_key,
+         tls_ca, restrict_header, restrict_value_file, restricted) -> None:
     """Start Triton over REPO, wait until every model is ready, print the endpoints, and serve
     in the foreground until Ctrl-C or SIGTERM (then stop cleanly, exit code 0)."""
     from rfad.serving.launcher import TritonServer
     from rfad.serving.start_errors import ServerStartCancelled, ServerStartError
 
+    tls, restriction = _security(tls_cert, tls_key, tls_ca, restrict_header, restrict_value_file, restricted)
     stop = threading.Event()
     # Installed before start-up, so a signal while models load also ends in a clean stop.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
     server = TritonServer(repo, host=host, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                          log_file=log_file, startup_timeout_s=startup_timeout, exit_timeout_s=exit_timeout)
+                          log_file=log_file, startup_timeout_s=startup_timeout, exit_timeout_s=exit_timeout,
+                          tls=tls, restriction=restriction)
     try:
         server.start(cancel=stop)
     except ServerStartCancelled:
@@ -62,8 +82,12 @@ def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeo
     except ServerStartError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        click.echo(f"serving {repo} (ready in {server.startup_s:.1f} s): gRPC {host}:{server.grpc_port}  "
-                   f"HTTP {host}:{server.http_port}  metrics {host}:{server.metrics_port}")
+        grpc_mode = f" ({tls.describe()})" if tls else ""
+        http_mode = " (loopback only: Triton's HTTP has no TLS)" if server.http_host != host else ""
+        click.echo(f"serving {repo} (ready in {server.startup_s:.1f} s): gRPC {host}:{server.grpc_port}{grpc_mode}  "
+                   f"HTTP {server.http_host}:{server.http_port}{http_mode}  metrics {host}:{server.metrics_port}")
+        if restriction is not None:
+            click.echo(restriction.describe())
         models = server.models()
         click.echo("models: " + (", ".join(f"{m['name']} v{m['version']} {m['state']}" for m in models) or "none"))
         if log_file is not None:
@@ -77,6 +101,25 @@ def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeo
     finally:
         code = server.stop()
     click.echo(f"stopped (Triton exit code {code})")
+
+
+def _security(tls_cert, tls_key, tls_ca, restrict_header, restrict_value_file, restricted):
+    """The TLS and restriction the flags ask for, each None when not asked; a usage error names the flag."""
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_ca is not None and tls_cert is None:
+        raise click.UsageError("--tls-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if (restrict_header is None) != (restrict_value_file is None):
+        raise click.UsageError("--restrict-header and --restrict-value-file go together")
+    if restricted is not None and restrict_header is None:
+        raise click.UsageError("--restrict needs --restrict-header and --restrict-value-file")
+    try:
+        tls = ServerTls.from_files(tls_cert, tls_key, tls_ca) if tls_cert is not None else None
+        restriction = (Restriction.from_file(restricted, restrict_header, restrict_value_file)
+                       if restrict_header is not None else None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    return tls, restriction
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ servers whose owner died or forgot them.
 
 A model that fails to load makes the server exit (``--exit-on-error``); :meth:`TritonServer.start`
 turns that into :class:`ServerStartError` naming the model and quoting the server log.
-Nothing here is imported by the models themselves; only the standard library is needed to
-import this module (tritonclient is imported when a server is started).
+TLS and restricted protocols (:mod:`rfad.serving.security`) are Triton's own; the launcher's
+own requests (readiness, the repository index) go over the HTTP endpoint, which has no TLS and
+which Triton binds to loopback under TLS, with the restriction's header where it applies.
+Nothing here is imported by the models themselves; only the standard library is needed.
 """
 
 from __future__ import annotations
@@ -27,16 +29,22 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
-from rfad.serving.start_errors import ServerStartCancelled, ServerStartError, TritonNotInstalledError
-from rfad.serving.triton_install import INSTALL_HINT, TritonInstall
+from rfad.serving.security import Restriction, ServerTls
+from rfad.serving.start_errors import ServerStartCancelled, ServerStartError
+from rfad.serving.triton_install import TritonInstall
 
 # Triton's log line for a model that did not load, and its error lines ("E1124 03:09:07.05 ..."
 # and the final "error: creating server: ...").
 _FAILED_MODEL = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 _ERROR_LINE = re.compile(r"^(E\d{4} |error: )")
 _QUOTE = '"'
+LOOPBACK = "127.0.0.1"
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+# The launcher talks to its own server on this machine: never through an http_proxy of the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # --- Ports -------------------------------------------------------------------------------------
@@ -124,14 +132,19 @@ class TritonServer:
     A port of 0 picks a free one. The server's stdout and stderr go to ``log_file`` (default: a
     file in a temporary folder that :meth:`stop` removes). ``startup_timeout_s`` bounds :meth:`start`;
     ``exit_timeout_s`` is how long Triton may wait for in-flight requests on SIGTERM before
-    :meth:`stop` kills it.
+    :meth:`stop` kills it. ``tls``: TLS (mutual with a CA) on the gRPC endpoint; HTTP then binds
+    loopback only, as it has no TLS. ``restriction``: protocols that need a header.
     """
 
     def __init__(self, repo: str | os.PathLike, host: str = "127.0.0.1", grpc_port: int = 8001,
                  http_port: int = 8000, metrics_port: int = 8002, log_file: str | os.PathLike | None = None,
-                 startup_timeout_s: float = 120.0, exit_timeout_s: float = 10.0, extra_args: tuple[str, ...] = ()):
+                 startup_timeout_s: float = 120.0, exit_timeout_s: float = 10.0, extra_args: tuple[str, ...] = (),
+                 tls: ServerTls | None = None, restriction: Restriction | None = None):
         self.repo = Path(repo)
         self.host = host
+        self.tls, self.restriction = tls, restriction
+        # Under TLS, plain-text HTTP (inference included) must not be reachable from other machines.
+        self.http_host = host if tls is None or host in _LOOPBACK_HOSTS else LOOPBACK
         wanted = [grpc_port, http_port, metrics_port]
         chosen = iter(free_ports(sum(1 for p in wanted if not p), self._connect_host))
         self.grpc_port, self.http_port, self.metrics_port = [p or next(chosen) for p in wanted]
@@ -149,11 +162,16 @@ class TritonServer:
     # Addresses -------------------------------------------------------------------------------
     @property
     def _connect_host(self) -> str:
-        """Where a client on this machine reaches the server: a wildcard bind is reached on loopback."""
-        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        """Where a client on this machine reaches the gRPC and metrics endpoints."""
+        return self._reachable(self.host)
 
-    def _address(self, port: int) -> str:
-        host = self._connect_host
+    @staticmethod
+    def _reachable(host: str) -> str:
+        """Where a client on this machine reaches ``host``: a wildcard bind is reached on loopback."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+    def _address(self, port: int, host: str | None = None) -> str:
+        host = self._connect_host if host is None else self._reachable(host)
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
@@ -164,7 +182,7 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         """host:port of the HTTP/REST endpoint, as tritonclient.http takes it."""
-        return self._address(self.http_port)
+        return self._address(self.http_port, self.http_host)
 
     @property
     def metrics_url(self) -> str:
@@ -182,10 +200,12 @@ class TritonServer:
                 "--strict-readiness", "true",
                 "--exit-timeout-secs", str(max(1, int(self.exit_timeout_s))),
                 "--grpc-address", self.host, "--grpc-port", str(self.grpc_port),
-                "--http-address", self.host, "--http-port", str(self.http_port),
+                "--http-address", self.http_host, "--http-port", str(self.http_port),
                 "--metrics-address", self.host, "--metrics-port", str(self.metrics_port),
                 "--allow-metrics", "true", "--allow-gpu-metrics", "false",
                 "--log-verbose", "0",
+                *(self.tls.triton_args() if self.tls else ()),
+                *(self.restriction.triton_args() if self.restriction else ()),
                 *self.repository_args(), *self.extra_args]
 
     def repository_args(self) -> list[str]:
@@ -241,33 +261,33 @@ class TritonServer:
         self.startup_s = time.monotonic() - started
         return self
 
-    def _wait_until_ready(self, cancel: threading.Event | None) -> None:
-        try:
-            import tritonclient.grpc as grpcclient
-        except ImportError:
-            raise TritonNotInstalledError(f"tritonclient is not installed ({INSTALL_HINT})") from None
+    def _http(self, method: str, path: str, protocol: str, timeout_s: float) -> bytes:
+        """One request of the launcher's own to the HTTP endpoint (with the restriction's header
+        when ``protocol`` is restricted); raises urllib's errors."""
+        headers = self.restriction.http_headers(protocol) if self.restriction else {}
+        data = b"{}" if method == "POST" else None
+        request = urllib.request.Request(f"http://{self.http_url}{path}", data=data, headers=headers, method=method)
+        with _DIRECT.open(request, timeout=timeout_s) as response:
+            return response.read()
 
-        client = grpcclient.InferenceServerClient(self.grpc_url)
-        try:
-            deadline = time.monotonic() + self.startup_timeout_s
-            while True:
-                if self.has_exited():
-                    code = self._reap()
-                    raise self._exit_error(code)
-                if cancel is not None and cancel.is_set():
-                    raise ServerStartCancelled("start-up cancelled before the server was ready")
-                try:
-                    if client.is_server_ready(client_timeout=1.0):
-                        return
-                except Exception:  # noqa: BLE001 - not listening yet: any transport error means "try again"
-                    pass
-                if time.monotonic() > deadline:
-                    tail = self.log_tail()
-                    raise ServerStartError(f"Triton was not ready after {self.startup_timeout_s:.0f} s"
-                                           f"{self._log_hint()}; the end of its log:\n{tail}", (), tail)
-                time.sleep(0.1)
-        finally:
-            client.close()
+    def _wait_until_ready(self, cancel: threading.Event | None) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if self.has_exited():
+                code = self._reap()
+                raise self._exit_error(code)
+            if cancel is not None and cancel.is_set():
+                raise ServerStartCancelled("start-up cancelled before the server was ready")
+            try:
+                self._http("GET", "/v2/health/ready", "health", timeout_s=1.0)
+                return  # 200: ready (Triton answers 400 while models load)
+            except OSError:  # not listening yet (URLError), or 400 while loading (HTTPError): try again
+                pass
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                raise ServerStartError(f"Triton was not ready after {self.startup_timeout_s:.0f} s"
+                                       f"{self._log_hint()}; the end of its log:\n{tail}", (), tail)
+            time.sleep(0.1)
 
     def _log_hint(self) -> str:
         return "" if self._default_log else f" (log: {self.log_file})"
@@ -356,15 +376,9 @@ class TritonServer:
 
     def models(self) -> list[dict]:
         """The repository index of the running server: ``[{"name", "version", "state", "reason"}]`` sorted by name."""
-        import tritonclient.grpc as grpcclient
-
-        client = grpcclient.InferenceServerClient(self.grpc_url)
-        try:
-            index = client.get_model_repository_index(as_json=True, client_timeout=10.0)
-        finally:
-            client.close()
+        index = json.loads(self._http("POST", "/v2/repository/index", "model-repository", timeout_s=10.0))
         return sorted(({"name": m["name"], "version": m.get("version", ""), "state": m.get("state", ""),
-                        "reason": m.get("reason", "")} for m in index.get("models", [])), key=lambda m: m["name"])
+                        "reason": m.get("reason", "")} for m in index), key=lambda m: m["name"])
 
     def __enter__(self) -> "TritonServer":
         return self.start()

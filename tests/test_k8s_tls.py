@@ -1,0 +1,97 @@
+"""`rfad-export k8s` with TLS at Triton: the Secret mounted and passed to Triton, probes unchanged,
+the NetworkPolicy closing plain HTTP to clients, cert-manager's Certificate (validated against the
+CRD schema of cert-manager v1.21.1, strictly), the restricted header's value only in a Secret."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+from test_k8s import IMAGE, _strict, by_kind, documents, validate, write
+
+from rfad.export.cli import main as export_cli
+
+CERTIFICATE_SCHEMA = Path(__file__).parent / "data" / "cert-manager-v1.21.1-certificate-v1.schema.json.gz"
+CERTIFICATE_VALIDATOR = jsonschema.Draft4Validator(_strict(json.loads(gzip.decompress(CERTIFICATE_SCHEMA.read_bytes()))))
+SECURE = ["--namespace", "ads", "--tls-secret", "rfad-tls", "--tls-mutual", "--cert-manager-issuer", "corp-ca",
+          "--cert-manager-issuer-kind", "ClusterIssuer", "--restrict-secret", "rfad-token"]
+
+
+def validate_any(document: dict) -> None:
+    if document["kind"] == "Certificate":
+        errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in CERTIFICATE_VALIDATOR.iter_errors(document)]
+        assert not errors, errors
+    else:
+        validate(document)
+
+
+def test_tls_manifests_mount_the_secret_keep_the_probes_and_close_plain_http(tmp_path):
+    out = write(tmp_path, "datacenter", "s3://models/rfad/repo", *SECURE)
+    docs = documents(out)
+    for items in docs.values():
+        for item in items:
+            validate_any(item)
+    kinds = by_kind(docs)
+    [deployment] = kinds["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert {"name": "tls", "secret": {"secretName": "rfad-tls", "defaultMode": 0o440}} in pod["volumes"]
+    assert {"name": "tls", "mountPath": "/etc/rfad/tls", "readOnly": True} in server["volumeMounts"]
+    for flag in ("--grpc-use-ssl=true", "--grpc-server-cert=/etc/rfad/tls/tls.crt",
+                 "--grpc-server-key=/etc/rfad/tls/tls.key", "--grpc-use-ssl-mutual=true",
+                 "--grpc-root-cert=/etc/rfad/tls/ca.crt"):
+        assert flag in server["args"]
+    # The header's value: a Secret, expanded by Kubernetes into the arguments; health stays open.
+    assert {"name": "RFAD_RESTRICT_VALUE",
+            "valueFrom": {"secretKeyRef": {"name": "rfad-token", "key": "value"}}} in server["env"]
+    restricted = [arg for arg in server["args"] if "restricted" in arg]
+    assert [arg.split("=", 1)[0] for arg in restricted] == ["--grpc-restricted-protocol", "--http-restricted-api"]
+    assert all(arg.endswith(":rfad-key=$(RFAD_RESTRICT_VALUE)") and "health" not in arg for arg in restricted)
+    # Probes: plain HTTP health, as before (Triton's HTTP has no TLS; kubelet probes are not pod traffic).
+    assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    [policy] = kinds["NetworkPolicy"]
+    clients, monitoring = policy["spec"]["ingress"]
+    assert [p["port"] for p in clients["ports"]] == [8001] and [p["port"] for p in monitoring["ports"]] == [8002]
+    [certificate] = kinds["Certificate"]
+    spec = certificate["spec"]
+    assert spec["secretName"] == "rfad-tls" and spec["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer",
+                                                                      "group": "cert-manager.io"}
+    assert {"rfad.ads.svc", "rfad-pods.ads.svc.cluster.local"} <= set(spec["dnsNames"])
+    assert "certificate.yaml" in yaml.safe_load((out / "kustomization.yaml").read_text())["resources"]
+    readme = (out / "README.md").read_text()
+    assert "rollout restart deployment/rfad" in readme and "--cert client.crt --key client.key" in readme
+    # Without TLS clients keep both inference ports, and nothing of the above is written.
+    plain = by_kind(documents(write(tmp_path / "plain", "datacenter")))
+    assert [p["port"] for p in plain["NetworkPolicy"][0]["spec"]["ingress"][0]["ports"]] == [8000, 8001]
+    assert "Certificate" not in plain and not any("ssl" in a for a in plain["Deployment"][0]["spec"]["template"]
+                                                  ["spec"]["containers"][0]["args"])
+
+
+def test_the_certificate_schema_is_not_a_rubber_stamp(tmp_path):
+    [certificate] = by_kind(documents(write(tmp_path, "edge", "s3://b/r", *SECURE)))["Certificate"]
+    certificate["spec"]["dnsName"] = certificate["spec"].pop("dnsNames")
+    with pytest.raises(AssertionError, match="dnsName"):
+        validate_any(certificate)
+    certificate["spec"]["dnsNames"] = certificate["spec"].pop("dnsName")
+    certificate["spec"]["usages"] = ["server-auth"]
+    with pytest.raises(AssertionError, match="server-auth"):
+        validate_any(certificate)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tls-mutual"], "--tls-mutual needs --tls-secret"),
+    (["--cert-manager-issuer", "corp-ca"], "--cert-manager-issuer needs --tls-secret"),
+    (["--tls-secret", "Bad_Name"], "--tls-secret: 'Bad_Name' is not a Kubernetes object name"),
+    (["--restrict-secret", "token", "--restrict-header", "X Key"], "--restrict-header: 'X Key' is not a lowercase"),
+])
+def test_bad_tls_flags_are_one_line_errors(tmp_path, args, message):
+    result = CliRunner().invoke(export_cli, ["k8s", "--repo-uri", "s3://b/r", "--image", IMAGE, "--profile", "edge",
+                                             "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
