@@ -8,8 +8,9 @@ goes here when a caller outside the trainer needs it, and nowhere else.
 from __future__ import annotations
 
 from rfad.trainer.data.manifest import resolve_path
-from rfad.trainer.data.miniworld import MiniworldSettings, product_requests, write_miniworld_dataset
+from rfad.trainer.data.miniworld import MiniworldSettings, load_generator, product_requests, write_miniworld_dataset
 from rfad.trainer.data.oracle_check import ORACLE_CHECK_SOURCES, measure_agreement
+from rfad.trainer.data.oracle_generated import Construction, measure_generated_agreement
 from rfad.trainer.data.prepare import prepare_maps
 from rfad.trainer.data.scenes import draw_scene, write_scene_dataset
 from rfad.trainer.data.synth import write_synthetic_dataset
@@ -19,15 +20,16 @@ from rfad.trainer.rfft.losses import feedback_losses
 from rfad.trainer.rfft.micro_batch import prepare_micro_batch
 from rfad.trainer.rfft.sampling import load_rows
 from rfad.trainer.rfft.train import load_rfft_models, train_rfft
-from rfad.trainer.rfnet.evaluate import compute_metrics, evaluate_rfnet
+from rfad.trainer.rfnet.evaluate import average_precision, compute_metrics, evaluate_rfnet
 from rfad.trainer.rfnet.train import TINY_LR, TRAIN_LOG, RFNetTrainConfig, epoch_order, load_split_rows, train_rfnet
 
 __all__ = [
     # datasets: the manifest's paths, RF-mini, drawn scenes, the synthetic set, map caching, the oracle's check
     "resolve_path", "MiniworldSettings", "product_requests", "write_miniworld_dataset", "draw_scene",
     "write_scene_dataset", "write_synthetic_dataset", "prepare_maps", "ORACLE_CHECK_SOURCES", "measure_agreement",
+    "load_generator", "Construction", "measure_generated_agreement",
     # RFNet: training, its split and epoch order, evaluation
-    "TINY_LR", "TRAIN_LOG", "RFNetTrainConfig", "train_rfnet", "epoch_order", "load_split_rows", "compute_metrics",
+    "TINY_LR", "TRAIN_LOG", "RFNetTrainConfig", "train_rfnet", "epoch_order", "load_split_rows", "compute_metrics", "average_precision",
     "evaluate_rfnet",
     # RFFT: training, and the pieces of one step (benchmarks/suite/rfft_step.py times them)
     "RFFTConfig", "train_rfft", "load_rfft_models", "load_rows", "prepare_micro_batch", "feedback_losses",

@@ -31,6 +31,9 @@ def main() -> None:
 @click.option("--data", required=True, help="Dataset folder (with manifest.jsonl/.parquet) or a manifest file.")
 @click.option("--out", required=True, help="Output RFNet folder (checkpoints and logs go inside).")
 @click.option("--tiny", is_flag=True, help="Tiny random-weight backbones, map models and offline tokenizer (tests, demos); lr 1e-3, 64 px.")
+@click.option("--backbone", default="tiny", show_default=True, type=click.Choice(["tiny", "mini"]),
+              help="With --tiny: the small RFNet's shape (mini: the miniature world's judge, a 3-stage ResNet, "
+                   "8 x 8 tokens at 128 px).")
 @click.option("--resnet", help="Pretrained ResNet-50 folder (transformers).")
 @click.option("--roberta", help="Pretrained RoBERTa folder (transformers, with tokenizer).")
 @click.option("--depth", help="DPT folder, for rows without cached maps.")
@@ -40,7 +43,7 @@ def main() -> None:
 @click.option("--lr-step-epoch", type=click.IntRange(min=0), help="0-based epoch from which lr is x0.1 [default: (epochs + 1) // 2, the paper's 5 of 10].")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--image-size", type=click.IntRange(min=32), help="RFNet input side, a multiple of 32 [default: 384; 64 with --tiny].")
+@click.option("--image-size", type=click.IntRange(min=32), help="RFNet input side, a multiple of the backbone's stride (32; 16 for --backbone mini) [default: 384; 64 with --tiny].")
 @click.option("--product-scale", default=DEFAULTS.product_scale, show_default=True,
               type=click.FloatRange(0, 1, min_open=True),
               help="Largest product side as a fraction of the canvas the product image is placed on: the served "
@@ -56,6 +59,8 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out.")
 @click.option("--ablate", multiple=True, type=click.Choice(RFNET_ABLATIONS),
               help="Switch off an input (zeros in its place) or the Feature Filter Module; repeatable (ablation studies).")
+@click.option("--train-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Train on this share of the training split's products, drawn by --seed (learning curves).")
 @click.option("--init", type=click.Path(exists=True, file_okay=False),
               help="Start from this RFNet folder's weights and tokenizer (fine-tuning, e.g. a judge pretrained on "
                    "drawn scenes); --image-size must match it.")
@@ -89,14 +94,20 @@ def rfnet(**options) -> None:
 @click.option("--product-scale", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Place the product image at this fraction of the canvas [default: the scale the model was "
                    "trained at, from its train_log.json, else 0.75].")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
-def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, product_scale, json_out) -> None:
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the metrics here (with --per-image, every row's probabilities too).")
+@click.option("--per-image", is_flag=True, help="Keep each row's id, label and class probabilities in --json.")
+def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, product_scale, json_out,
+               per_image) -> None:
     """Precision/recall/F1/AP (Available vs not), accuracy vs the majority baseline, per class, confusion."""
     from rfad.trainer.rfnet.evaluate import evaluate_rfnet, format_metrics
 
+    if per_image and json_out is None:
+        raise click.UsageError("--per-image needs --json FILE (where the rows go)")
     try:
         metrics = evaluate_rfnet(model_dir, data, split, depth, saliency, batch_size=batch_size,
-                                 threshold=threshold, product_scale=product_scale, echo=click.echo)
+                                 threshold=threshold, product_scale=product_scale, per_image=per_image,
+                                 echo=click.echo)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_metrics(metrics))
@@ -108,13 +119,14 @@ def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, p
 
 
 # RFFT's commands live beside its trainer (rfad.trainer.rfft); the group only registers them.
-from rfad.trainer.miniworld.commands import miniworld, ship_judge  # noqa: E402
+from rfad.trainer.miniworld.commands import maps, miniworld, ship_judge  # noqa: E402
 from rfad.trainer.rfft.commands import eval_rfft, rfft  # noqa: E402
 
 main.add_command(rfft)
 main.add_command(eval_rfft)
 main.add_command(miniworld)
 main.add_command(ship_judge)
+main.add_command(maps)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ class SaliencyEstimator(nn.Module):
         if not Path(path).exists():
             raise ModelFolderError(f"saliency model (U2-Net): {path} does not exist")
         with loading("saliency model (U2-Net)", path):
-            return cls(U2Net.from_pretrained(path)).eval()
+            u2net = U2Net.from_pretrained(path)
+        return cls(u2net, size=u2net.config.input_size).eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images float [B, 3, H, W] in [0, 1] -> saliency map float [B, 1, H, W] in [0, 1]."""

@@ -104,15 +104,31 @@ class RFNetConfig:
         return config_from_dict(cls, values, "RFNet config")
 
 
-def tiny_rfnet_config() -> RFNetConfig:
-    """Tiny shapes for tests and the demo (about 0.2M parameters)."""
+# Small RFNets built in code: ``tiny`` for tests and demos; ``mini`` for the miniature world's judge,
+# where a table line's row and a handle's few pixels decide the label: a three-stage backbone keeps
+# an 8 x 8 token grid at 128 px (tiny's four stages leave 4 x 4), and 16-64 channels where tiny has 8-32.
+SMALL_RFNETS = {
+    "tiny": {"resnet": {"embedding_size": 8, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1]},
+             "width": 32, "heads": 4, "fusion_layers": 3},
+    "mini": {"resnet": {"embedding_size": 16, "hidden_sizes": [16, 32, 64], "depths": [1, 1, 1]},
+             "width": 64, "heads": 4, "fusion_layers": 2},
+}
+
+
+def tiny_rfnet_config(backbone: str = "tiny") -> RFNetConfig:
+    """Small shapes built in code (:data:`SMALL_RFNETS`): ``tiny`` for tests and the demo (about 0.2M
+    parameters, 64 px by default), ``mini`` for the miniature world's judge (128 px)."""
     from transformers import ResNetConfig, RobertaConfig
 
-    resnet = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], layer_type="basic")
+    if backbone not in SMALL_RFNETS:
+        raise ValueError(f"backbone: unknown {backbone!r}; expected one of {', '.join(SMALL_RFNETS)}")
+    shape = SMALL_RFNETS[backbone]
+    resnet = ResNetConfig(layer_type="basic", **shape["resnet"])
     roberta = RobertaConfig(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1)
-    return RFNetConfig(width=32, heads=4, image_size=64, dropout=0.0, resnet=resnet.to_dict(),
-                       roberta=roberta.to_dict(), max_caption_tokens=64)
+    return RFNetConfig(width=shape["width"], heads=shape["heads"], fusion_layers=shape["fusion_layers"],
+                       image_size=64, dropout=0.0, resnet=resnet.to_dict(), roberta=roberta.to_dict(),
+                       max_caption_tokens=64)
 
 
 class CrossAttention(nn.Module):

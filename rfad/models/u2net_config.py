@@ -55,8 +55,13 @@ class U2NetConfig:
     encoder_out_channels: tuple[int, ...] | None = None
     decoder_mid_channels: tuple[int, ...] | None = None
     decoder_out_channels: tuple[int, ...] | None = None
+    # The side the saliency component resizes images to before the network: the official test
+    # script's 320; a small model trained at another size declares it here.
+    input_size: int = 320
 
     def __post_init__(self) -> None:
+        if self.input_size < 32:
+            raise ValueError(f"input_size must be at least 32, got {self.input_size}")
         if self.variant in PRESET_WIDTHS:
             preset = PRESET_WIDTHS[self.variant]
             for name in WIDTH_FIELDS:

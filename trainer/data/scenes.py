@@ -94,6 +94,37 @@ class Scene:
     prompt: str
     caption: str
     params: dict            # how the background was drawn (JSON-ready)
+    part_mask: np.ndarray | None = None       # bool [128, 128]: a part attached to the product (Shape Hallucination)
+    reference_mask: np.ndarray | None = None  # bool [128, 128]: the reference object, if any
+
+    def depth(self) -> np.ndarray:
+        """float32 [128, 128] in [0, 1], near = 1: the layout's depth (the miniature world's ground truth for
+        depth models). The wall is farthest (0); the table comes nearer row by row from its back edge (0.4)
+        to the frame's bottom (1); a shelf stands just off the wall (0.2); the product, its parts and the
+        reference object take the depth of the row they stand on (the table's, else 0.2, in front of the
+        wall)."""
+        rows = np.arange(SIDE, dtype=np.float32)
+        line, shelf = self.params["line_row"], self.params["shelf_rows"]
+        table = self.params["table"] is not None and line is not None
+        per_row = np.zeros(SIDE, np.float32)
+        if table:
+            per_row = np.where(rows > line, 0.4 + 0.6 * (rows - line) / max(1, SIDE - 1 - line), 0.0).astype(np.float32)
+        depth = np.repeat(per_row[:, None], SIDE, axis=1)
+        if shelf is not None:
+            depth[shelf[0]:shelf[1]] = 0.2
+
+        def standing_on(row: int) -> float:
+            return float(per_row[min(row, SIDE - 1)]) if table and row > line else 0.2
+
+        if self.reference_mask is not None:
+            depth[self.reference_mask] = standing_on(self.params["reference"]["ground_row"])
+        solid = self.canvas.product_alpha > 127
+        if self.part_mask is not None:
+            solid = solid | self.part_mask
+        # A stand lifts the product: product and stand stand on the table just below the line.
+        foot = line + 1 if self.params["variant"] == "stand" else self.params["base_row"]
+        depth[solid] = standing_on(foot)
+        return depth
 
 
 def draw_scene(label: str, rng: np.random.Generator) -> Scene:
@@ -148,16 +179,25 @@ def draw_scene(label: str, rng: np.random.Generator) -> Scene:
     background = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(background)
 
+    def drawn(before: np.ndarray) -> np.ndarray:
+        """bool [H, W]: where the drawing since ``before`` changed the background."""
+        return np.any(np.asarray(background) != before, axis=2)
+
     span = (left, right)  # columns taken by the product and any part attached to it
+    part_mask = reference_mask = None
     if label == HALLUCINATION:
+        before = np.asarray(background).copy()
         part = _draw_part(draw, rng, variant, canvas.product_alpha > 127, box, look.colour, stand)
         span = (min(left, part[0]), max(right, part[1]))
+        part_mask = drawn(before) & (canvas.product_alpha <= 127)
     reference = None
     scale = variant if label == SIZE else "plausible"
     if label == SIZE or (label != SPACE and rng.random() < 0.5) or (variant == "floating" and rng.random() < 0.5):
         ground = line_row + int(rng.integers(1, 4)) if variant == "floating" else max(base, line_row) + int(rng.integers(0, 3))
+        before = np.asarray(background).copy()
         reference = _draw_reference(draw, rng, span, base - top + 1, ground, scale, product_colour,
                                     (wall, table, line_colour))
+        reference_mask = drawn(before) if reference is not None else None
 
     image = paste_back(np.asarray(background), canvas)
     if label == SIZE and reference is None:
@@ -171,7 +211,7 @@ def draw_scene(label: str, rng: np.random.Generator) -> Scene:
         "product_box": [left, top, right, base], "reference": reference,
     }
     return Scene(label=label, product=product, canvas=canvas, image=image, prompt=prompt,
-                 caption=look.caption, params=params)
+                 caption=look.caption, params=params, part_mask=part_mask, reference_mask=reference_mask)
 
 
 def write_scene_dataset(

@@ -112,3 +112,39 @@ def ship_judge(rfnet, depth, saliency, metrics, out, made_by) -> None:
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"shipped {shipped['files']} files ({shipped['bytes'] / 1e6:.1f} MB) into {shipped['out']}")
+
+
+@click.command("maps")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: dpt/ and u2net/ model folders and training_record.json.")
+@click.option("--scenes", default=3000, show_default=True, type=click.IntRange(min=1), help="Training scenes to draw.")
+@click.option("--steps", default=1500, show_default=True, type=click.IntRange(min=1), help="Optimiser steps.")
+@click.option("--batch", default=16, show_default=True, type=click.IntRange(min=1), help="Scenes per step.")
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Peak learning rate (AdamW, cosine).")
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=32),
+              help="The maps' working size in pixels (a multiple of 8).")
+@click.option("--check", default=200, show_default=True, type=click.IntRange(min=1), help="Held-out scenes of the check.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the scenes and the initial weights.")
+@click.option("--models", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The generator whose VAE decodes the scenes [default: the shipped one].")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads [default: torch's].")
+def maps(out, scenes, steps, batch, lr, size, check, seed, models, threads) -> None:
+    """Train the miniature world's depth (DPT) and saliency (U2-Net) models on drawn scenes' own truth.
+
+    Saliency: the product's silhouette; depth: the scene's layout (wall far, table nearer row by row,
+    objects at the row they stand on). Inputs are the scenes decoded by the generator's VAE, the
+    product pasted back. Ship them with `rfad-train ship-judge --depth OUT/dpt --saliency OUT/u2net`.
+    """
+    import torch
+
+    from rfad.trainer.miniworld.maps import MapsTrainConfig, train_maps
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        config = MapsTrainConfig(out=str(out), scenes=scenes, steps=steps, batch=batch, lr=lr, size=size, check=check,
+                                 seed=seed, models=None if models is None else str(models))
+        train_maps(config, echo=click.echo)
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"depth and saliency models written to {out}/dpt and {out}/u2net")

@@ -62,13 +62,32 @@ class RFNetDataset(torch.utils.data.Dataset):
         self.max_tokens = max_caption_tokens
         self.maps = maps
         self._map_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # row id -> uint8 [1, S, S] maps
+        # Decoded images (and placed products) kept across epochs while they fit CACHE_BYTES: decoding
+        # PNGs and placing products cost as much as the tiny judges' steps. The cache holds what a read
+        # returns, so results are the same with it or without it.
+        self._decoded: dict[tuple[str, str], Image.Image] = {}
+        self._cached_bytes = 0
         missing = [row.id for row in rows if (row.depth is None or row.saliency is None)]
         if missing and maps is None:
             raise ValueError(f"{len(missing)} rows have no cached depth/saliency maps (e.g. {missing[0]!r}): run "
                              "`rfad-data prepare` first, or pass --depth and --saliency models")
 
+    CACHE_BYTES = 1 << 30
+
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _kept(self, key: tuple[str, str], read) -> Image.Image:
+        """``read()``'s image, decoded once while the cache has room."""
+        image = self._decoded.get(key)
+        if image is None:
+            image = read()
+            image.load()
+            size = len(image.getbands()) * image.width * image.height
+            if self._cached_bytes + size <= self.CACHE_BYTES:
+                self._decoded[key] = image
+                self._cached_bytes += size
+        return image
 
     def _product(self, row: ManifestRow) -> torch.Tensor:
         # The canvas is at least 64 px; the product fills product_scale of it, enlarged if small,
@@ -76,15 +95,16 @@ class RFNetDataset(torch.utils.data.Dataset):
         # the product's resolution. Train at the scale the deployment serves: the model set's
         # declared product_scale (the miniature world's 0.5), else the default 0.75.
         side = max(64, (self.size + 7) // 8 * 8)
-        canvas = prepare_canvas(resolve_path(self.root, row.product),
-                                CanvasSpec(width=side, height=side, product_scale=self.product_scale, upscale=True,
-                                           min_side=1))
-        return _to_tensor(Image.fromarray(canvas.init_image), self.size, "RGB")
+        spec = CanvasSpec(width=side, height=side, product_scale=self.product_scale, upscale=True, min_side=1)
+        placed = self._kept(("product", row.product), lambda: Image.fromarray(
+            prepare_canvas(resolve_path(self.root, row.product), spec).init_image))
+        return _to_tensor(placed, self.size, "RGB")
 
     def _maps(self, row: ManifestRow, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if row.depth is not None and row.saliency is not None:
-            return (_to_tensor(Image.open(resolve_path(self.root, row.depth)), self.size, "L"),
-                    _to_tensor(Image.open(resolve_path(self.root, row.saliency)), self.size, "L"))
+            return tuple(_to_tensor(self._kept((kind, path), lambda p=path: Image.open(resolve_path(self.root, p))),
+                                    self.size, "L")
+                         for kind, path in (("depth", row.depth), ("saliency", row.saliency)))
         if row.id not in self._map_cache:
             # Kept as uint8, quantised exactly like the PNGs of `rfad-data prepare`: a quarter of the
             # memory, and the model sees the same precision whichever way the maps were made.
@@ -94,7 +114,8 @@ class RFNetDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         row = self.rows[index]
-        generated = _to_tensor(Image.open(resolve_path(self.root, row.generated)), self.size, "RGB")
+        generated = _to_tensor(self._kept(("generated", row.generated),
+                                          lambda: Image.open(resolve_path(self.root, row.generated))), self.size, "RGB")
         depth, saliency = self._maps(row, generated)
         tokens = self.tokenizer(row.caption, padding="max_length", max_length=self.max_tokens, truncation=True,
                                 return_tensors="pt")

@@ -97,8 +97,12 @@ def format_metrics(metrics: dict) -> str:
 
 def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | None = None,
                    saliency: str | None = None, batch_size: int = 32, threshold: float = DEFAULTS.threshold,
-                   product_scale: float | None = None, echo=print) -> dict:
+                   product_scale: float | None = None, per_image: bool = False, echo=print) -> dict:
     """Metrics of the RFNet folder ``model_dir`` on ``split`` of ``data`` (see :func:`compute_metrics`).
+
+    ``per_image``: also ``metrics["per_image"]``, one ``{"id", "label", "probabilities"}`` per row in
+    manifest order (probabilities over CLASS_NAMES), for analyses the summary cannot give (by
+    product, paired with another judge).
 
     Maps missing from the manifest are computed by the ``depth``/``saliency`` models; for a model
     trained with ``--tiny`` (its train_log.json says so) the same seeded tiny map models are used.
@@ -134,4 +138,7 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
     metrics["split"] = split
     metrics["model"] = str(model_dir)
     metrics["product_scale"] = product_scale
+    if per_image:
+        metrics["per_image"] = [{"id": row.id, "label": row.label, "probabilities": [round(float(v), 6) for v in p]}
+                                for row, p in zip(rows, probabilities.tolist())]
     return metrics

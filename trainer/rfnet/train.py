@@ -20,7 +20,9 @@ at epoch 5); ``train_log.json`` records every epoch's validation accuracy and na
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +59,7 @@ class RFNetTrainConfig:
     data: str
     out: str
     tiny: bool = False
+    backbone: str = "tiny"  # with tiny: rfad.models.rfnet.SMALL_RFNETS' shape
     resnet: str | None = None
     roberta: str | None = None
     depth: str | None = None
@@ -78,14 +81,20 @@ class RFNetTrainConfig:
     resume: bool = False
     ablate: tuple[str, ...] = ()  # RFNet inputs/modules switched off (rfad.contract.RFNET_ABLATIONS)
     init: str | None = None  # start from this RFNet folder's weights (fine-tuning) instead of fresh ones
+    train_fraction: float = 1.0  # train on this share of the training split's products (learning curves)
 
     def resolved(self) -> "RFNetTrainConfig":
         values = asdict(self)
         values["lr"] = self.lr if self.lr is not None else (TINY_LR if self.tiny else 1e-4)
         values["image_size"] = self.image_size or (TINY_IMAGE_SIZE if self.tiny else 384)
         values["lr_step_epoch"] = self.lr_step_epoch if self.lr_step_epoch is not None else (self.epochs + 1) // 2
-        if values["image_size"] % 32:
-            raise ValueError(f"--image-size {values['image_size']}: must be a multiple of 32 (ResNet's stride)")
+        if self.backbone != "tiny" and not self.tiny:
+            raise ValueError(f"--backbone {self.backbone}: a small RFNet's shape; it needs --tiny")
+        if values["image_size"] % 16:  # every backbone's stride divides 32; the exact one is checked with the model
+            raise ValueError(f"--image-size {values['image_size']}: must be a multiple of the backbone's stride "
+                             "(32; 16 for --backbone mini)")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train-fraction {self.train_fraction}: must be in (0, 1]")
         if not 0 < self.product_scale <= 1:
             raise ValueError(f"--product-scale {self.product_scale}: must be in (0, 1]")
         if self.class_weights not in ("none", "balanced"):
@@ -113,6 +122,18 @@ def load_split_rows(data: str | os.PathLike, split: str, echo=print):
     if unlabelled:
         echo(f"{manifest} split {split!r}: {unlabelled} unlabelled rows not used")
     return [row for row in good if row.label is not None], manifest.parent
+
+
+def products_share(rows, fraction: float, seed: int):
+    """The rows of ``ceil(fraction x products)`` products, drawn by ``seed`` (all rows when fraction is 1):
+    whole products, so a learning curve's smaller sets hold fewer products, not fewer images of each."""
+    if fraction >= 1:
+        return rows
+    products = sorted({row.product for row in rows})
+    order = torch.randperm(len(products), generator=torch.Generator().manual_seed(seed)).tolist()
+    count = max(1, math.ceil(fraction * len(products) - 1e-9))  # the tolerance keeps 0.25 x 8 at 2, not 3
+    kept = {products[i] for i in order[:count]}
+    return [row for row in rows if row.product in kept]
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, take: int) -> list[int]:
@@ -146,9 +167,11 @@ def build_model_and_tokenizer(config: RFNetTrainConfig):
         from rfad.tiny.tokenizers import build_roberta_tokenizer
 
         tokenizer = build_roberta_tokenizer()
-        model_config = tiny_rfnet_config()
-        model_config.image_size = config.image_size
-        model_config.ablate = list(config.ablate)
+        try:  # replace() validates the size against this backbone's stride
+            model_config = dataclasses.replace(tiny_rfnet_config(config.backbone), image_size=config.image_size,
+                                               ablate=list(config.ablate))
+        except ValueError as error:
+            raise ValueError(f"--image-size {config.image_size}: {error}") from None
         model_config.roberta["vocab_size"] = len(tokenizer)
         return RFNet(model_config), tokenizer
     if config.resnet is None or config.roberta is None:
@@ -251,6 +274,7 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
 
     # --- data and models ----------------------------------------------------------------------
     train_rows, root = load_split_rows(config.data, "train", say)
+    train_rows = products_share(train_rows, config.train_fraction, config.seed)
     val_rows, _ = load_split_rows(config.data, "val", say)
     model, tokenizer = build_model_and_tokenizer(config)
     maps = build_map_models(config)

@@ -1,116 +1,139 @@
-"""docs/method.md's generated blocks and docs/method.png, from benchmarks/results/method.json.
+"""docs/method.md's generated blocks, from benchmarks/results/method.json and its per-image records.
 
-    python -m benchmarks.studies.method.method_report     # draw the plot, then re-render the docs
+    python -m benchmarks.studies.method.method_report     # re-render the docs from the results
 
-docs/render.py renders each ``<!-- generated:method NAME -->`` block through :func:`block`
-(``judges``, ``loop``, ``rfft``; ``placement``, from judge_placement.json); every number comes from
-the results files, beside the paper's number it mirrors.
+:func:`write_report` gathers the method bench's parts into ``benchmarks/results/method.json``
+(tables computed from the per-image records, intervals by product) and copies the records beside
+it. docs/render.py renders each ``<!-- generated:method NAME -->`` block through :func:`block`:
+``judges``, ``curve``, ``loop`` (method.json) and ``rfft`` (method_v1.json: RFFT as measured under
+the first protocol, until the RFFT study reruns under this one).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine_line, render_docs
+from benchmarks.common import ROOT, machine_line, markdown_table, render_docs, write_results
+from benchmarks.studies.method.records import read_records
+from benchmarks.studies.method.tables import base_rate, judge_row
 
-PLOT = ROOT / "docs" / "method.png"
-RESULTS = ROOT / "benchmarks" / "results" / "method.json"
+RESULTS = ROOT / "benchmarks" / "results"
 SHORT = {"Available": "Avail.", "Space Mismatch": "Space", "Size Mismatch": "Size", "Indistinctiveness": "Indist.",
          "Shape Hallucination": "Halluc."}
-# The paper's numbers (Du et al., ECCV 2024; docs/design.md, RFNet and RFFT): AP of Available vs not on
-# 1,000 test images, by judge; availability of one attempt on 1,000 products (RFNet, humans).
+# The paper's AP of Available vs not on 1,000 RF1M test images, by judge (Du et al., ECCV 2024).
 PAPER_AP = {"RFNet": 87.58, "without product image": 81.17, "without caption": 84.53, "without depth": 85.31,
             "without saliency": 83.91, "ResNet only (generated image)": 77.29}
 PAPER_AVA = {"shipped": ("56.4 %", "70.1 %"), "none": ("84.7 % (ReFL)", "84.9 %"), "cc": ("85.5 %", "86.3 %")}
-DROP = ("samples",)
 
 
-def result_rows(parts: dict) -> list[dict]:
-    """The results file's rows, one per measured thing, from the benchmark's part results (samples dropped)."""
+def write_report(work: Path, settings: dict) -> Path:
+    """benchmarks/results/method.json from the parts in ``work`` (and the records copied beside it)."""
+    parts = {name: json.loads((work / f"{name}.json").read_text())
+             for name in ("data", "pretrain", "curve", "judges", "loop") if (work / f"{name}.json").is_file()}
     rows = []
-    if parts.get("data"):
-        rows.append({"kind": "rf_mini", **{k: v for k, v in parts["data"]["rf_mini"].items() if k != "settings"},
-                     "settings": parts["data"]["rf_mini"]["settings"]})
-    if parts.get("pretrain"):
+    if "data" in parts:
+        rows.append({"kind": "rf_mini", **parts["data"]["rf_mini"]})
+    if "pretrain" in parts:
         rows.append({"kind": "pretrain", **parts["pretrain"]})
-    for row in (parts.get("judges") or {}).get("rows", []):
-        rows.append({"kind": "judge", **row})
-    loop = parts.get("loop")
-    if loop:
-        rows.append({"kind": "single_shot", **{k: v for k, v in loop["single_shot"].items() if k not in DROP}})
-        rows.append({"kind": "recurrent", **{k: v for k, v in loop["recurrent"].items() if k not in DROP}})
-    for name, run in ((parts.get("rfft") or {}).get("runs") or {}).items():
-        rows.append({"kind": "rfft", "run": name, **{k: v for k, v in run.items() if k not in DROP + ("run_record",)}})
-    return rows
+    if "curve" in parts:
+        rows += [{"kind": "curve", **row} for row in parts["curve"]["rows"]]
+    if "judges" in parts:
+        test = read_records(work / "records_test.jsonl")
+        variants = parts["judges"]["variants"]
+        reference = [j["judge"] for j in variants["RFNet"]]
+        rows.append({"kind": "base_rate", "split": "test", **base_rate(test)})
+        for name, judges in variants.items():
+            seconds = [j["train_seconds"] for j in judges if "train_seconds" in j]
+            rows.append({"kind": "judge", "split": "test", "train_seconds": seconds,
+                         **judge_row(test, name, [j["judge"] for j in judges], reference)})
+        for split in ("val", "test"):
+            shutil.copyfile(work / f"records_{split}.jsonl", RESULTS / f"method_records_{split}.jsonl")
+    if "loop" in parts:
+        rows.append({"kind": "loop", **parts["loop"]})
+    seconds = {name: part.get("seconds") for name, part in parts.items()}
+    return write_results("method", rows, settings, summary={"part_seconds": seconds})
 
 
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
-def _num(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _interval(low: float, high: float, percent: bool = False) -> str:
+    return f"{100 * low:.1f}-{100 * high:.1f}" if percent else f"{low:.3f}-{high:.3f}"
 
 
 def judges_section(rows: list[dict]) -> str:
     judges = [r for r in rows if r["kind"] == "judge"]
     if not judges:
-        return "Not measured yet."
-    names = list(judges[0]["per_class_f1"])
-    lines = ["| judge | accuracy | AP (Available) | F1 (Available, p >= 0.5) | "
-             + " | ".join(f"F1 {SHORT[n]} (argmax)" for n in names) + " | paper AP | train s |",
-             "|---" * (len(names) + 6) + "|"]
+        return "Not measured yet under this protocol."
+    shown = []
     for r in judges:
-        f1 = " | ".join(_num(r["per_class_f1"][n]) for n in names)
-        paper = PAPER_AP.get(r["judge"])
-        lines.append(f"| {r['judge']} | {_pct(r['accuracy'])} | {_num(r['available_ap'])} | {_num(r['available_f1'])} "
-                     f"| {f1} | {paper if paper is not None else '-'} | {r['train_seconds']:.0f} |")
-    first = judges[0]
-    support = ", ".join(f"{n} {first['support'][n]}" for n in names)
-    lines += ["", f"Test split: {first['n']} images ({support}); majority class baseline accuracy "
-                  f"{_pct(first['majority_baseline'])}; AP of a judge that guesses is the share of Available, "
-                  f"{_pct(first['support']['Available'] / first['n'])}. The paper's AP is on 1,000 RF1M test images, "
-                  "in percent."]
-    pretrain = next((r for r in rows if r["kind"] == "pretrain"), None)
-    if pretrain is not None:
-        last = pretrain["history"][-1]
-        lines += ["", f"Pretraining (every row but \"no pretraining\"): RFNet on {pretrain['scenes']} drawn scenes "
-                      f"(balanced classes), {pretrain['epochs']} epochs; validation accuracy on drawn scenes "
-                      f"{_pct(last.get('val_accuracy'))} at the last epoch (chance 20 %)."]
+        versus = r.get("ap_vs_reference")
+        shown.append({
+            "judge": r["judge"], "seeds": r["seeds"],
+            "ap": f"{r['ap']:.3f} ({_interval(*r['ap_interval'])})",
+            "per_seed": ", ".join(f"{v:.3f}" for v in r["ap_per_seed"]),
+            "versus": "-" if versus is None else f"{versus['difference']:+.3f} ({versus['low']:+.3f} to "
+                                                  f"{versus['high']:+.3f}; p {versus['p']:.3f})",
+            "accuracy": f"{_pct(r['accuracy'])} ({_interval(*r['accuracy_interval'], percent=True)})",
+            "paper": PAPER_AP.get(r["judge"], "-"),
+            "minutes": f"{sum(r['train_seconds']) / 60 / max(1, len(r['train_seconds'])):.0f}" if r["train_seconds"] else "-",
+        })
+    base = next(r for r in rows if r["kind"] == "base_rate")
+    data = next((r for r in rows if r["kind"] == "rf_mini"), None)
+    lines = [markdown_table(shown, [("judge", "judge"), ("seeds", "seeds"), ("ap", "AP, Available (95 % CI)"),
+                                    ("per_seed", "AP per seed"), ("versus", "AP - RFNet's, paired (95 % CI; p)"),
+                                    ("accuracy", "accuracy, 5 classes (95 % CI)"), ("paper", "paper AP"),
+                                    ("minutes", "train min / seed")])]
+    if data is not None:
+        test = data["splits"]["test"]
+        lines += ["", f"Test split: {test['images']} images of {test['products']} products; the share of Available "
+                      f"(the AP of a judge that guesses) is {_pct(base['share'])} "
+                      f"({_interval(*base['interval'], percent=True)}). Intervals resample products (2,000 draws); "
+                      "a variant's AP is the mean of its seeds' APs, each seed scored on the same draws. The paper's AP "
+                      "is on 1,000 RF1M test images, in percent."]
     return "\n".join(lines)
 
 
+def curve_section(rows: list[dict]) -> str:
+    curve = [r for r in rows if r["kind"] == "curve"]
+    if not curve:
+        return "Not measured yet under this protocol."
+    shown = [{"fraction": f"{100 * r['fraction']:.0f} %", "ap": f"{r['ap']:.3f} ({_interval(*r['ap_interval'])})",
+              "per_seed": ", ".join(f"{v:.3f}" for v in r["ap_per_seed"]),
+              "accuracy": f"{_pct(r['accuracy'])}"} for r in curve]
+    return ("Validation products only (the curve steers choices, so it never reads test).\n\n"
+            + markdown_table(shown, [("fraction", "training products"), ("ap", "AP, Available (95 % CI)"),
+                                     ("per_seed", "AP per seed"), ("accuracy", "accuracy, 5 classes")]))
+
+
 def loop_section(rows: list[dict]) -> str:
-    shot = next((r for r in rows if r["kind"] == "single_shot"), None)
-    loop = next((r for r in rows if r["kind"] == "recurrent"), None)
-    if shot is None or loop is None:
-        return "Not measured yet."
-    hist = ", ".join(f"{a}: {n}" for a, n in loop["attempts_histogram"].items())
-    early = " | ".join(_num(shot["rfnet_auc_early"][f]) for f in shot["rfnet_auc_early"])
+    loop = next((r for r in rows if r["kind"] == "loop"), None)
+    if loop is None:
+        return "Not measured yet under this protocol."
+    test = loop["test"]
+    shown = [{"arm": r["arm"], "requests": r["requests"],
+              "available": f"{_pct(r['available'])} ({_interval(*r['available_interval'], percent=True)})",
+              "attempts": f"{r['mean_attempts']:.2f}", "exhausted": _pct(r["exhausted"])} for r in test["rows"]]
+    gain, gap = test["judge_minus_one"], test["oracle_minus_judge"]
+    chosen = ", ".join(f"{float(t):g}: {_pct(v)}" for t, v in loop["threshold_on_val"].items())
     return "\n".join([
-        "| | images | oracle: Available | RFNet: Available | attempts (mean) |",
-        "|---|---|---|---|---|",
-        f"| one attempt | {shot['images']} | {_pct(shot['oracle_available'])} | {_pct(shot['rfnet_available'])} | 1 |",
-        f"| one attempt, the same seeds as the loop's first | {loop['requests']} | "
-        f"{_pct(loop['oracle_available_first_attempt'])} | - | 1 |",
-        f"| Recurrent Generation, up to {loop['max_attempts']} attempts | {loop['requests']} | "
-        f"{_pct(loop['oracle_available_returned'])} | {_pct(loop['judged_available_returned'])} | "
-        f"{loop['attempts_mean']:.2f} |",
+        markdown_table(shown, [("arm", "arm"), ("requests", "requests"),
+                               ("available", "oracle: returned image Available (95 % CI)"),
+                               ("attempts", "attempts (mean)"), ("exhausted", "used every attempt")]),
         "",
-        f"Attempts used (attempts: requests): {hist}. RFNet's threshold: p(Available) >= {shot['threshold']}.",
-        "",
-        "**Early signal.** AUC of RFNet's p(Available) against the final image's oracle verdict "
-        f"({shot['images']} images; 0.5 = chance):",
-        "",
-        "| judged on | " + " | ".join(f"x0-prediction after {int(100 * float(f))} % of the steps"
-                                      for f in shot["rfnet_auc_early"]) + " | the final image |",
-        "|---" * (len(shot["rfnet_auc_early"]) + 2) + "|",
-        f"| AUC | {early} | {_num(shot['rfnet_auc_final'])} |",
+        f"Paired on the same requests: RFNet's loop - one attempt **{100 * gain['difference']:+.1f} points** "
+        f"({100 * gain['low']:+.1f} to {100 * gain['high']:+.1f}; p {gain['p']:.3f}); the oracle's loop - RFNet's "
+        f"**{100 * gap['difference']:+.1f} points** ({100 * gap['low']:+.1f} to {100 * gap['high']:+.1f}). RFNet's "
+        f"arm averages its {test['rows'][1]['judges']} seeds. Its threshold, p(Available) >= "
+        f"{loop['threshold']:g}, was chosen on validation products (the arm's availability there: {chosen}).",
     ])
 
 
-def rfft_section(rows: list[dict]) -> str:
+def rfft_section(result: dict) -> str:
+    rows = result["rows"]
     shot = next((r for r in rows if r["kind"] == "single_shot"), None)
     runs = [r for r in rows if r["kind"] == "rfft"]
     if shot is None or not runs:
@@ -126,81 +149,35 @@ def rfft_section(rows: list[dict]) -> str:
         paper = " / ".join(PAPER_AVA[key]) if key in PAPER_AVA else "-"
         shares = " | ".join(_pct(r["oracle_labels"][n]) for n in names)
         lines.append(f"| {name} | {_pct(r['oracle_available'])} | {_pct(r['rfnet_available'])} | "
-                     f"{_num(r['rfnet_p_available_mean'])} | {_num(r.get('seed_distance'), 4)} ({_num(ratio, 2)}) | "
-                     f"{shares} | {paper} |")
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        settings = r["settings"]
-        groups.setdefault(tuple(settings[k] for k in ("steps", "batch_size", "grad_accum", "lr", "beta", "last_k")),
-                          []).append(r)
-    described = [f"{steps} optimiser steps of {batch} x {accum} rows at lr {lr}, beta {beta}, t* among the last "
-                 f"{last_k} of the DDIM steps (training minutes: "
-                 + ", ".join(f"`{r['reg']}` {r['train_seconds'] / 60:.1f}" for r in group) + ")"
-                 for (steps, batch, accum, lr, beta, last_k), group in groups.items()]
-    lines += ["", f"{shot['images']} images per row: the same test products, seeds and prompts. RFFT runs: "
-              + "; ".join(described) + "."]
+                     f"{r['rfnet_p_available_mean']:.3f} | {r.get('seed_distance'):.4f} "
+                     f"({'n/a' if ratio is None else f'{ratio:.2f}'}) | {shares} | {paper} |")
+    lines += ["", f"{shot['images']} images per row (45 test products of the first RF-mini, one seed per training run; "
+              "the 150-step setting was chosen after looking at these test scores)."]
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path = PLOT) -> None:
-    """Early-signal AUC by fraction of the steps, and availability by ControlNet (oracle vs RFNet)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shot = next((r for r in rows if r["kind"] == "single_shot"), None)
-    if shot is None:
-        return
-    runs = [("base", shot)] + [(f"{r['reg']}\n{r['settings']['steps']}", r) for r in rows if r["kind"] == "rfft"]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
-    fractions = [float(f) for f in shot["rfnet_auc_early"]] + [1.0]
-    aucs = [shot["rfnet_auc_early"][f] for f in shot["rfnet_auc_early"]] + [shot["rfnet_auc_final"]]
-    left.plot(fractions, aucs, marker="o")
-    left.axhline(0.5, color="grey", linestyle=":")
-    left.set(xlabel="share of the DDIM steps done", ylabel="AUC vs final oracle verdict", ylim=(0.3, 1.0),
-             title="Early signal")
-    x = range(len(runs))
-    left_bars = [r["oracle_available"] for _, r in runs]
-    right_bars = [r["rfnet_available"] for _, r in runs]
-    right.bar([i - 0.2 for i in x], left_bars, width=0.4, label="oracle")
-    right.bar([i + 0.2 for i in x], right_bars, width=0.4, label="RFNet")
-    right.set_xticks(list(x), [name for name, _ in runs])
-    right.set(ylabel="available, one attempt", ylim=(0, 1), title="RFFT")
-    right.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def block(name: str) -> str:
-    """docs/method.md's block ``name``: ``judges``, ``loop``, ``rfft`` (method.json) or ``placement``
-    (judge_placement.json)."""
-    if name == "placement":
-        from benchmarks.studies.method.judge_placement import table
-
-        path = RESULTS.parent / "judge_placement.json"
+    """docs/method.md's block ``name``: ``judges``, ``curve``, ``loop`` (method.json) or ``rfft`` (method_v1.json)."""
+    sections = {"judges": judges_section, "curve": curve_section, "loop": loop_section}
+    if name == "rfft":
+        path = RESULTS / "method_v1.json"
         if not path.is_file():
-            return "Not measured yet: run `python -m benchmarks.studies.method.judge_placement --work DIR --retrain`."
+            return "Not measured yet."
         result = json.loads(path.read_text())
-        return f"From `benchmarks/studies/method/judge_placement.py`. {machine_line(result)}\n\n{table(result['rows'])}"
-    sections = {"judges": judges_section, "loop": loop_section, "rfft": rfft_section}
+        return f"{machine_line(result)} First protocol.\n\n{rfft_section(result)}"
     if name not in sections:
-        raise ValueError(f"<!-- generated:method {name} -->: unknown block (known: {', '.join(sections)}, placement)")
-    if not RESULTS.is_file():
+        raise ValueError(f"<!-- generated:method {name} -->: unknown block (known: {', '.join(sections)}, rfft)")
+    path = RESULTS / "method.json"
+    if not path.is_file():
         return "Not measured yet: run `python -m benchmarks.studies.method.method_bench --work DIR`."
-    data = json.loads(RESULTS.read_text())
-    machine = data["machine"]
-    header = (f"Measured {machine['date']} on {machine['cpu_count']} CPU cores ({machine['processor']}), "
-              f"`python -m benchmarks.studies.method.method_bench`.")
-    return header + "\n\n" + sections[name](data["rows"])
+    result = json.loads(path.read_text())
+    return f"{machine_line(result)} `python -m benchmarks.studies.method.method_bench`.\n\n" + sections[name](result["rows"])
 
 
-def render(results: Path = RESULTS) -> None:
-    """Draw docs/method.png from ``results`` and re-render the docs' blocks."""
-    plot(json.loads(results.read_text())["rows"])
+def render() -> None:
+    """Re-render the docs' blocks."""
     render_docs()
-    print(f"wrote {PLOT} and re-rendered the docs")
+    print("re-rendered the docs")
 
 
 if __name__ == "__main__":

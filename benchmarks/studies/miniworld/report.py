@@ -70,6 +70,28 @@ def agreement_section(result: dict) -> str:
     return "\n\n".join(parts)
 
 
+def generated_agreement_section(result: dict) -> str:
+    """The oracle on generated-looking scenes: per construction and scene set, agreement per class with its
+    95 % interval; per drawn variant for the report set."""
+    parts = [_machine_line(result).split(", torch")[0] + f"; {result['settings']['n_per_class']} scenes per class "
+             "and set (`python -m benchmarks.studies.miniworld.oracle_generated`)."]
+    summary = [{"construction": row["construction"], "set": row["set"],
+                **{SHORT[name]: f"{100 * row['per_class'][name]:.1f} % ({100 * row['intervals'][name][0]:.0f}-"
+                                f"{100 * row['intervals'][name][1]:.0f})" for name in CLASS_NAMES},
+                "seconds": row["seconds"]} for row in result["rows"]]
+    parts.append("Agreement per constructed class, 95 % Wilson interval in brackets:\n\n"
+                 + markdown_table(summary, [("construction", "construction"), ("set", "set")]
+                                  + [(SHORT[n], n) for n in CLASS_NAMES] + [("seconds", "s")]))
+    for row in result["rows"]:
+        if row["set"] != "report":
+            continue
+        variants = [{"variant": key, "n": n, "agree": f"{100 * agreed / n:.1f} %"}
+                    for key, (n, agreed) in row["variants"].items()]
+        parts.append(f"Per drawn variant ({row['construction']}, report set): {row['description']}.\n\n"
+                     + markdown_table(variants, [("variant", "class / variant"), ("n", "scenes"), ("agree", "agreement")]))
+    return "\n\n".join(parts)
+
+
 def step_section(result: dict) -> str:
     rows = [{**row, "step": f"{row['step_s']:.3f}", "rate": f"{row['samples_per_s']:.1f}",
              "params": f"{row['params_m']:.2f}", "mb": f"{row['size_mb']:.1f}",
@@ -148,6 +170,7 @@ def contact_sheet(path: Path, per_class: int = 8, seed: int = 5) -> None:
 # block name -> (results file, the section from its contents, the command that writes it)
 RESULT_SECTIONS = {
     "oracle-agreement": ("oracle_agreement", agreement_section, "oracle_agreement"),
+    "oracle-generated": ("oracle_generated", generated_agreement_section, "oracle_generated"),
     "generator-step": ("miniworld_step", step_section, "generator_step"),
     "generator-scenes": ("miniworld_generated", scenes_section, "generated_scenes"),
 }

@@ -1,0 +1,143 @@
+"""The method study's machinery on tiny models and data: the judge's shapes and options, per-image scores,
+intervals by product, and Recurrent Generation read off per-image records (checked against the loop)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rfad.trainer.cli import main as train_cli
+from rfad.trainer.data.synth import write_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """60 synthetic samples at 64 px: 40 train, 10 val, 10 test (one product per sample)."""
+    return write_synthetic_dataset(tmp_path_factory.mktemp("tiny-set") / "data", 60, seed=3, size=64).parent
+
+
+def test_the_mini_judge_keeps_an_8x8_token_grid_at_128_px():
+    from rfad.models.rfnet import RFNet, tiny_rfnet_config
+
+    mini, tiny = tiny_rfnet_config("mini"), tiny_rfnet_config("tiny")
+    mini.image_size = tiny.image_size = 128
+    assert (mini.stride, mini.grid, tiny.stride, tiny.grid) == (16, 8, 32, 4)
+    model = RFNet(type(mini)(**mini.to_dict())).eval()
+    images = [torch.rand(2, c, 128, 128) for c in (3, 3, 1, 1)]
+    ids, mask = torch.randint(3, 300, (2, 10)), torch.ones(2, 10, dtype=torch.long)
+    assert model(*images, ids, mask).shape == (2, 5)
+    with pytest.raises(ValueError, match="image_size: 120 must be a multiple of 16"):
+        type(mini)(**{**mini.to_dict(), "image_size": 120})
+    with pytest.raises(ValueError, match="backbone: unknown 'huge'"):
+        tiny_rfnet_config("huge")
+
+
+def test_rfad_train_rfnet_mini_backbone_a_share_of_products_and_per_image_scores(tiny_set, tmp_path):
+    from rfad.models.rfnet import RFNet
+
+    out = tmp_path / "mini"
+    result = CliRunner().invoke(train_cli, ["rfnet", "--data", str(tiny_set), "--tiny", "--backbone", "mini",
+                                            "--image-size", "64", "--epochs", "1", "--batch-size", "4",
+                                            "--train-fraction", "0.5", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert RFNet.from_pretrained(out).config.grid == 4  # 64 px / stride 16
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["config"]["train_fraction"] == 0.5 and log["config"]["backbone"] == "mini"
+    assert log["history"][0]["step"] == 20 // 4  # half of the 40 training products, batch 4
+
+    scores = tmp_path / "scores.json"
+    result = CliRunner().invoke(train_cli, ["eval-rfnet", "--model", str(out), "--data", str(tiny_set),
+                                            "--split", "val", "--json", str(scores), "--per-image"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(scores.read_text())["per_image"]
+    assert len(rows) == 10 and all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
+    assert CliRunner().invoke(train_cli, ["eval-rfnet", "--model", str(out), "--data", str(tiny_set),
+                                          "--per-image"]).exit_code == 2
+    refused = CliRunner().invoke(train_cli, ["rfnet", "--data", str(tiny_set), "--backbone", "mini", "--resnet", "r",
+                                              "--roberta", "r", "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 1 and "--backbone mini" in refused.output and "--tiny" in refused.output
+
+
+def test_a_share_of_the_training_products_keeps_whole_products():
+    from rfad.trainer.data.manifest import ManifestRow
+    from rfad.trainer.rfnet.train import products_share
+
+    rows = [ManifestRow(id=f"{p}-{j}", generated="g", product=f"p{p}") for p in range(8) for j in range(5)]
+    quarter = products_share(rows, 0.25, seed=1)
+    assert len({r.product for r in quarter}) == 2 and len(quarter) == 10
+    assert products_share(rows, 0.25, seed=1) == quarter and products_share(rows, 0.25, seed=2) != quarter
+    assert products_share(rows, 1.0, seed=1) is rows
+
+
+def test_intervals_resample_products_and_paired_differences_cancel_what_arms_share():
+    from benchmarks.studies.method.stats import bootstrap_interval, paired_difference, share
+
+    products = [f"p{i // 4}" for i in range(200)]  # 50 products x 4 images
+    rng = np.random.default_rng(0)
+    per_product = rng.random(50) < 0.4
+    hits = [bool(per_product[i // 4]) for i in range(200)]  # all 4 images of a product agree: clustered
+    low, high = bootstrap_interval(share(hits), products)
+    assert low < np.mean(hits) < high
+    # Clustered data: the interval is about twice as wide as 200 independent images would give.
+    assert high - low > 2 * 1.96 * np.sqrt(0.4 * 0.6 / 200) * 1.5
+    assert bootstrap_interval(share(hits), products) == (low, high)  # seeded: the same draws
+    same = paired_difference(share(hits), share(hits), products)
+    assert same["difference"] == same["low"] == same["high"] == 0.0 and same["p"] == 1.0
+    better = [h or i % 4 == 0 for i, h in enumerate(hits)]  # one more hit per product
+    gain = paired_difference(share(better), share(hits), products)
+    assert 0 < gain["low"] <= gain["difference"] <= gain["high"] and gain["p"] < 0.01
+
+
+def test_the_loop_read_off_records_stops_at_the_first_pass_and_else_returns_the_best():
+    from benchmarks.studies.method.loop_arms import arms, run_loop
+
+    labels = ["Size Mismatch", "Available", "Available", "Space Mismatch", "Available"]
+    assert run_loop([0.1, 0.7, 0.9, 0.2, 0.3], labels, 0.5, 5).attempts == 2
+    none = run_loop([0.1, 0.3, 0.3, 0.2, 0.05], labels, 0.5, 5)
+    assert (none.attempts, none.returned, none.oracle) == (5, 1, "Available")  # the first of the best
+    with pytest.raises(ValueError, match="max_attempts: 5 attempts need 5 images"):
+        run_loop([0.1], labels[:1], 0.5, 5)
+    records = [{"product": "a", "seed": 10 + j, "oracle": label, "probabilities": {"J": [p, 0, 0, 0, 1 - p]}}
+               for j, (label, p) in enumerate(zip(labels, [0.1, 0.2, 0.9, 0.8, 0.3]))]
+    out = arms(list(reversed(records)), ["J"], 0.5, 5)  # records in any order: attempts follow the seeds
+    assert out["one attempt"][0].oracle == "Size Mismatch"
+    assert (out["J"][0].attempts, out["J"][0].available) == (3, True)
+    assert (out["oracle"][0].attempts, out["oracle"][0].available) == (2, True)
+
+
+def test_records_read_off_like_the_loop_the_same_seeds_run(tiny_zoo):
+    """RF-mini draws a product's images in one attempt of K with seeds seed..seed+K-1; the loop with
+    one candidate per attempt draws attempt a with seed + a - 1. The records' reading of the loop
+    equals what generate returns: attempts, returned seed, image (within 1/255)."""
+    from benchmarks.studies.method.loop_arms import run_loop
+    from rfad.canvas import prepare_canvas
+    from rfad.models.diffusion import load_diffusion_models
+    from rfad.models.judge import load_judge_models
+    from rfad.models.model_set import ModelSet
+    from rfad.pipeline.generate import generate
+    from rfad.pipeline.judge import RunnerJudge
+    from rfad.pipeline.settings import GenerationSettings
+    from rfad.pipeline.torch_runner import TorchRunner
+    from rfad.tiny.products import draw_product
+
+    model_set = ModelSet.resolve(tiny_zoo)
+    runner = TorchRunner(load_diffusion_models(model_set), "cpu", judge=load_judge_models(model_set))
+    judge = RunnerJudge(runner)
+    canvas = prepare_canvas(draw_product("bottle"))
+    batch = generate(runner, canvas, "a bottle", GenerationSettings(steps=2, seed=40, num_images=3, candidates=3,
+                                                                     max_attempts=1), caption="red bottle")
+    state = judge.prepare(canvas, "red bottle")
+    p = judge(np.stack([c.image for c in batch.candidates]), state)[:, 0]
+    assert p.max() < 1.0
+    for threshold in (float(np.sort(p)[1]), 1.0):  # one the 2nd-lowest passes; one nothing passes
+        read = run_loop(p.tolist(), ["x"] * 3, threshold, 3)
+        loop = generate(runner, canvas, "a bottle", GenerationSettings(steps=2, seed=40, num_images=1, candidates=1,
+                                                                        max_attempts=3, threshold=threshold),
+                        caption="red bottle", judge=judge)
+        assert loop.attempts == read.attempts and loop.images[0].seed == 40 + read.returned
+        diff = np.abs(loop.images[0].image.astype(int) - batch.candidates[read.returned].image.astype(int))
+        assert diff.max() <= 1
