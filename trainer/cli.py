@@ -119,7 +119,7 @@ def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, p
 
 
 # RFFT's commands live beside its trainer (rfad.trainer.rfft); the group only registers them.
-from rfad.trainer.miniworld.commands import maps, miniworld, ship_judge  # noqa: E402
+from rfad.trainer.miniworld.commands import decoder, maps, miniworld, ship_judge  # noqa: E402
 from rfad.trainer.rfft.commands import eval_rfft, rfft  # noqa: E402
 
 main.add_command(rfft)
@@ -127,6 +127,7 @@ main.add_command(eval_rfft)
 main.add_command(miniworld)
 main.add_command(ship_judge)
 main.add_command(maps)
+main.add_command(decoder)
 
 
 if __name__ == "__main__":

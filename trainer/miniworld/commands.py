@@ -148,3 +148,39 @@ def maps(out, scenes, steps, batch, lr, size, check, seed, models, threads) -> N
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"depth and saliency models written to {out}/dpt and {out}/u2net")
+
+
+@click.command("decoder")
+@click.option("--models", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A miniature-world generator (rfad-train miniworld output, with its training_record.json).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the set with the fine-tuned decoder goes (a new folder; --models itself to change it in place).")
+@click.option("--steps", default=1500, show_default=True, type=click.IntRange(min=1), help="Optimiser steps.")
+@click.option("--batch", default=16, show_default=True, type=click.IntRange(min=1), help="Crops per step.")
+@click.option("--crop", default=64, show_default=True, type=click.IntRange(min=8), help="Crop side (a multiple of 8).")
+@click.option("--lr", default=5e-4, show_default=True, type=float, help="Peak learning rate (AdamW, warm-up, cosine).")
+@click.option("--check-per-class", default=60, show_default=True, type=click.IntRange(min=1),
+              help="Scenes per class of the oracle check on reconstructions, before and after.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads [default: torch's].")
+def decoder(models, out, steps, batch, crop, lr, check_per_class, seed, threads) -> None:
+    """Fine-tune a generator's VAE decoder with its encoder frozen: sharper images from the same latents.
+
+    The UNet and ControlNet were trained on the encoder's latents, which do not change, so the set
+    stays consistent. training_record.json gains a decoder_finetune section (settings, losses, the
+    oracle's agreement on reconstructions before and after).
+    """
+    import torch
+
+    from rfad.logs import quiet_third_party
+    from rfad.trainer.miniworld.decoder import DecoderTrainConfig, train_decoder
+
+    quiet_third_party()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        train_decoder(DecoderTrainConfig(models=str(models), out=str(out), steps=steps, batch=batch, crop=crop, lr=lr,
+                                         check_per_class=check_per_class, seed=seed), echo=click.echo)
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"the set with the fine-tuned decoder is in {out}")
