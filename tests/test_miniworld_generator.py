@@ -154,3 +154,29 @@ def test_rfad_data_miniworld_shards_and_resumes_to_the_same_dataset(tmp_path):
     assert other.exit_code == 1 and "other settings" in other.output
     bad = CliRunner().invoke(main, args + ["--out", str(tmp_path / "x"), "--shard", "2/2"])
     assert bad.exit_code == 2 and "--shard" in bad.output
+
+
+def test_rfad_data_relabel_miniworld_applies_the_oracle_as_it_is_now(tmp_path, monkeypatch):
+    """After a rule change, relabelling rewrites every label (records, manifest, labels.jsonl, summary)
+    from the images on disk; with the rules unchanged it changes nothing."""
+    from rfad.miniworld import oracle
+    from rfad.trainer.data.cli import main
+    from rfad.trainer.data.manifest import read_manifest
+
+    out = tmp_path / "mini"
+    args = ["miniworld", "--n", "4", "--images-per-product", "2", "--steps", "2", "--out", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    before = (out / "manifest.jsonl").read_text()
+    same = CliRunner().invoke(main, ["relabel-miniworld", "--data", str(out)])
+    assert same.exit_code == 0 and "0 labels changed" in same.output, same.output
+    assert (out / "manifest.jsonl").read_text() == before
+
+    monkeypatch.setattr(oracle, "NEAR_FRACTION", 0.0)  # a rule change: every ring counts as the product's colour
+    changed = CliRunner().invoke(main, ["relabel-miniworld", "--data", str(out)])
+    assert changed.exit_code == 0, changed.output
+    assert {row.label for row in read_manifest(out / "manifest.jsonl")} == {"Indistinctiveness"}
+    labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert all(entry["fired"][0] == "Indistinctiveness" for entry in labels)
+    assert json.loads((out / "summary.json").read_text())["labels"]["Indistinctiveness"] == 4
+    missing = CliRunner().invoke(main, ["relabel-miniworld", "--data", str(tmp_path)])
+    assert missing.exit_code == 1 and "not an RF-mini folder" in missing.output

@@ -142,6 +142,23 @@ def _parse_shard(value: str) -> tuple[int, int]:
     return index, count
 
 
+@main.command("relabel-miniworld")
+@click.option("--data", "out_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="An RF-mini folder (rfad-data miniworld output).")
+def relabel_miniworld_command(out_dir: Path) -> None:
+    """Label RF-mini's images again with the oracle as it is now (after a change of its rules); images unchanged."""
+    from rfad.trainer.data.miniworld import relabel_miniworld
+
+    try:
+        summary = relabel_miniworld(out_dir, progress=True)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{summary['relabelled']} labels changed in {out_dir}")
+    if summary["complete"]:
+        _echo_counts("oracle label", [name for name, count in summary["labels"].items() for _ in range(count)],
+                     order=CLASS_NAMES)
+
+
 @main.command("import-rf1m")
 @click.option("--labels", "labels_txt", required=True, type=click.Path(path_type=Path), help="RF1M label.txt.")
 @click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path), help="Folder of generated images (searched recursively).")

@@ -220,6 +220,40 @@ def finalize_miniworld(out: Path, n: int, settings: MiniworldSettings, folder: P
     return summary
 
 
+def relabel_miniworld(out_dir: str | os.PathLike, progress: bool = False) -> dict:
+    """Label every image of the RF-mini folder ``out_dir`` again with the oracle as it is now (its rules
+    changed since generation): each product's record, then manifest.jsonl, labels.jsonl and
+    summary.json. Images are not touched. Returns the new summary (with ``relabelled``: how many
+    labels changed)."""
+    from rfad.canvas import prepare_canvas
+    from rfad.miniworld.canvas import MINIWORLD_CANVAS
+
+    out = Path(out_dir)
+    wanted = out / SETTINGS_FILE
+    if not wanted.is_file():
+        raise FileNotFoundError(f"{out}: no {SETTINGS_FILE}; not an RF-mini folder written by rfad-data miniworld")
+    written = json.loads(wanted.read_text(encoding="utf-8"))
+    settings = MiniworldSettings(**written["settings"])
+    n_products = -(-written["n"] // settings.images_per_product)
+    changed = 0
+    for p in tqdm(range(n_products), desc="relabelling RF-mini", unit="product", disable=not progress):
+        path = out / RECORDS / f"{product_id(p)}.json"
+        if not path.is_file():
+            continue  # not generated yet: it will be labelled by the current oracle when it is
+        record = json.loads(path.read_text(encoding="utf-8"))
+        canvas = prepare_canvas(out / record["rows"][0]["product"], MINIWORLD_CANVAS)
+        product = np.asarray(canvas.product_rgba)
+        for row, entry in zip(record["rows"], record["labels"]):
+            image = np.asarray(Image.open(out / row["generated"]).convert("RGB"))
+            verdict = label_ad(image, product, canvas.product_alpha)
+            changed += verdict.label != row["label"]
+            row["label"] = entry["label"] = verdict.label
+            entry["fired"], entry["measurements"] = list(verdict.fired), verdict.measurements
+        _write_json_atomically(path, record)
+    summary = finalize_miniworld(out, written["n"], settings, Path(written["generator"]))
+    return {**summary, "relabelled": changed}
+
+
 def _summary(rows: list[ManifestRow], settings: MiniworldSettings, folder: Path, n_products: int,
              seconds: float) -> dict:
     from rfad.miniworld import RECORD_FILE, file_sha256
