@@ -65,13 +65,14 @@ def test_shipped_generator_paints_scenes_through_the_real_loop(runner, tiny_zoo)
     random_weights = TorchRunner(load_diffusion_models(ModelSet.resolve(tiny_zoo)))
     noise = generate_for_product(random_weights, scene, 1, 0, steps=8, guidance=7.5)
     solid = scene.canvas.product_alpha == 255
-    for _, image, verdict in shipped:
+    for _, image, verdict, latents in shipped:
+        assert latents.shape == (4, 16, 16)  # kept for decoding again
         assert np.array_equal(image[solid], scene.canvas.product_rgb[solid])
         assert verdict.label in CLASS_NAMES
         # A recognisable scene per the oracle: the table line is painted where the product stands.
         assert "Space Mismatch" not in verdict.fired, verdict.explain()
         assert _row_spread(image, scene.canvas) < 20
-    assert _row_spread(noise[0][1], scene.canvas) > 2 * max(_row_spread(image, scene.canvas) for _, image, _ in shipped)
+    assert _row_spread(noise[0][1], scene.canvas) > 2 * max(_row_spread(image, scene.canvas) for _, image, _, _ in shipped)
     assert not np.array_equal(shipped[0][1], shipped[1][1])  # two seeds, two scenes
 
 
@@ -180,3 +181,22 @@ def test_rfad_data_relabel_miniworld_applies_the_oracle_as_it_is_now(tmp_path, m
     assert json.loads((out / "summary.json").read_text())["labels"]["Indistinctiveness"] == 4
     missing = CliRunner().invoke(main, ["relabel-miniworld", "--data", str(tmp_path)])
     assert missing.exit_code == 1 and "not an RF-mini folder" in missing.output
+
+
+def test_rf_mini_keeps_final_latents_that_decode_to_its_images(tmp_path, tiny_zoo):
+    """Decoding the kept latents again with the same generator gives the same images byte for byte;
+    with another VAE (the tiny zoo's) the images change and are labelled again."""
+    from rfad.miniworld import model_dir
+    from rfad.trainer.data.cli import main
+
+    out = tmp_path / "mini"
+    assert CliRunner().invoke(main, ["miniworld", "--n", "2", "--images-per-product", "2", "--steps", "2",
+                                     "--out", str(out)]).exit_code == 0
+    first = (out / "images" / "mini-00000-1.png").read_bytes()
+    assert sorted(p.name for p in (out / "latents").iterdir()) == ["mini-00000-0.npy", "mini-00000-1.npy"]
+    same = CliRunner().invoke(main, ["relabel-miniworld", "--data", str(out), "--redecode", str(model_dir())])
+    assert same.exit_code == 0 and "0 labels changed" in same.output, same.output
+    assert (out / "images" / "mini-00000-1.png").read_bytes() == first
+    other = CliRunner().invoke(main, ["relabel-miniworld", "--data", str(out), "--redecode", str(tiny_zoo)])
+    assert other.exit_code == 0, other.output
+    assert (out / "images" / "mini-00000-1.png").read_bytes() != first

@@ -145,12 +145,22 @@ def _parse_shard(value: str) -> tuple[int, int]:
 @main.command("relabel-miniworld")
 @click.option("--data", "out_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="An RF-mini folder (rfad-data miniworld output).")
-def relabel_miniworld_command(out_dir: Path) -> None:
-    """Label RF-mini's images again with the oracle as it is now (after a change of its rules); images unchanged."""
-    from rfad.trainer.data.miniworld import relabel_miniworld
+@click.option("--redecode", "decoder_models", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="First decode every image's kept final latents again with this generator's VAE (same UNet and "
+                   "ControlNet, another decoder: rfad-train decoder output).")
+def relabel_miniworld_command(out_dir: Path, decoder_models: Path | None) -> None:
+    """Label RF-mini's images again with the oracle as it is now (after a change of its rules), optionally
+    decoded again by another decoder first; otherwise the images are unchanged."""
+    from rfad.trainer.data.miniworld import load_generator, relabel_miniworld
 
     try:
-        summary = relabel_miniworld(out_dir, progress=True)
+        decoder = None
+        if decoder_models is not None:
+            from rfad.logs import quiet_third_party
+
+            quiet_third_party()
+            decoder, _ = load_generator(decoder_models)
+        summary = relabel_miniworld(out_dir, progress=True, decoder=decoder)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"{summary['relabelled']} labels changed in {out_dir}")

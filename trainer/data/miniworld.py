@@ -77,16 +77,31 @@ def product_splits(n_products: int, seed: int, val_fraction: float, test_fractio
 
 
 def generate_for_product(runner, scene: Scene, count: int, first_seed: int, steps: int, guidance: float,
-                         ) -> list[tuple[int, np.ndarray, OracleVerdict]]:
-    """``count`` images of ``scene``'s product and prompt in one attempt: [(seed, uint8 [H, W, 3], verdict)]."""
-    from rfad.pipeline.generate import generate
+                         ) -> list[tuple[int, np.ndarray, OracleVerdict, np.ndarray]]:
+    """``count`` images of ``scene``'s product and prompt in one attempt:
+    [(seed, uint8 [H, W, 3], verdict, final latents float32 [4, h, w])].
+
+    The loop's own pieces in its order (:func:`rfad.pipeline.denoise.denoise`, then the paste-back
+    of :func:`rfad.pipeline.generate.generate`), so the images are the loop's candidates; the final
+    latents are kept so that a later decoder can decode them again (:func:`redecode_miniworld`).
+    """
+    import torch
+
+    from rfad.canvas import paste_back
+    from rfad.pipeline.denoise import denoise_steps, start_denoising, to_uint8
+    from rfad.pipeline.request import prepare_request
     from rfad.pipeline.settings import GenerationSettings
 
     settings = GenerationSettings(steps=steps, guidance_scale=guidance, seed=first_seed, num_images=count,
                                   candidates=count, max_attempts=1)
-    result = generate(runner, scene.canvas, scene.prompt, settings, caption=scene.caption)
+    seeds = [first_seed + j for j in range(count)]
+    batch = start_denoising(runner, prepare_request(runner, scene.canvas, scene.prompt), seeds, settings)
+    latents = denoise_steps(runner, batch, settings)
+    with torch.no_grad():
+        images = paste_back(to_uint8(runner.vae_decoder(latents)), scene.canvas)
     product = np.asarray(scene.canvas.product_rgba)
-    return [(c.seed, c.image, label_ad(c.image, product, scene.canvas.product_alpha)) for c in result.candidates]
+    return [(seed, image, label_ad(image, product, scene.canvas.product_alpha), latent.float().cpu().numpy())
+            for seed, image, latent in zip(seeds, images, latents)]
 
 
 def load_generator(models: str | os.PathLike | None, device: str = "cpu"):
@@ -102,6 +117,7 @@ def load_generator(models: str | os.PathLike | None, device: str = "cpu"):
 
 SETTINGS_FILE = "settings.json"
 RECORDS = "records"
+LATENTS = "latents"  # each image's final latents (float32 .npy), for decoding again with another decoder
 
 
 def product_id(p: int) -> str:
@@ -155,7 +171,7 @@ def write_miniworld_dataset(out_dir: str | os.PathLike, n: int, settings: Miniwo
     n_products = -(-n // per_product)
     mine = shard_products(n_products, shard)
     out = Path(out_dir)
-    for sub in ("images", "products", RECORDS):
+    for sub in ("images", "products", RECORDS, LATENTS):
         (out / sub).mkdir(parents=True, exist_ok=True)
     folder = Path(models) if models is not None else None
     runner = None
@@ -185,11 +201,12 @@ def _write_product(out: Path, p: int, scene: Scene, split: str, count: int, sett
     scene.product.save(out / product_path, format="PNG")
     first_seed = settings.seed * SEED_SPAN + p * settings.images_per_product
     rows, labels = [], []
-    for j, (seed, image, verdict) in enumerate(generate_for_product(
+    for j, (seed, image, verdict, latents) in enumerate(generate_for_product(
             runner, scene, count, first_seed, settings.steps, settings.guidance)):
         sample_id = f"{product_id(p)}-{j}"
         image_path = f"images/{sample_id}.png"
         Image.fromarray(image).save(out / image_path, format="PNG")
+        np.save(out / LATENTS / f"{sample_id}.npy", latents)
         rows.append(ManifestRow(id=sample_id, generated=image_path, product=product_path, prompt=scene.prompt,
                                 caption=scene.caption, label=verdict.label, split=split).to_dict())
         labels.append({"id": sample_id, "product": p, "seed": seed, "label": verdict.label,
@@ -220,13 +237,18 @@ def finalize_miniworld(out: Path, n: int, settings: MiniworldSettings, folder: P
     return summary
 
 
-def relabel_miniworld(out_dir: str | os.PathLike, progress: bool = False) -> dict:
+def relabel_miniworld(out_dir: str | os.PathLike, progress: bool = False, decoder=None) -> dict:
     """Label every image of the RF-mini folder ``out_dir`` again with the oracle as it is now (its rules
     changed since generation): each product's record, then manifest.jsonl, labels.jsonl and
-    summary.json. Images are not touched. Returns the new summary (with ``relabelled``: how many
-    labels changed)."""
-    from rfad.canvas import prepare_canvas
+    summary.json. ``decoder``: a runner whose VAE decodes every image's kept final latents again
+    first (the generator's decoder was fine-tuned: its UNet and ControlNet, hence the latents, are
+    the same); without it the images are not touched. Returns the new summary (with
+    ``relabelled``: how many labels changed)."""
+    import torch
+
+    from rfad.canvas import paste_back, prepare_canvas
     from rfad.miniworld.canvas import MINIWORLD_CANVAS
+    from rfad.pipeline.denoise import to_uint8
 
     out = Path(out_dir)
     wanted = out / SETTINGS_FILE
@@ -244,7 +266,14 @@ def relabel_miniworld(out_dir: str | os.PathLike, progress: bool = False) -> dic
         canvas = prepare_canvas(out / record["rows"][0]["product"], MINIWORLD_CANVAS)
         product = np.asarray(canvas.product_rgba)
         for row, entry in zip(record["rows"], record["labels"]):
-            image = np.asarray(Image.open(out / row["generated"]).convert("RGB"))
+            if decoder is not None:
+                latents = np.load(out / LATENTS / f"{row['id']}.npy", allow_pickle=False)
+                with torch.no_grad():
+                    decoded = decoder.vae_decoder(torch.from_numpy(latents)[None].to(decoder.device, decoder.dtype))
+                image = paste_back(to_uint8(decoded), canvas)[0]
+                Image.fromarray(image).save(out / row["generated"], format="PNG")
+            else:
+                image = np.asarray(Image.open(out / row["generated"]).convert("RGB"))
             verdict = label_ad(image, product, canvas.product_alpha)
             changed += verdict.label != row["label"]
             row["label"] = entry["label"] = verdict.label
