@@ -286,22 +286,33 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
 @click.option("--max-attempts", default=5, show_default=True, type=int)
 @click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
               help="p(Available) needed to pass.")
+@click.option("--screen-at", type=float, default=None,
+              help="Early screening after this share of the steps, in (0, 1); the report shows each replaced "
+                   "candidate with its step and p [default: off].")
+@click.option("--screen-threshold", type=float, default=None,
+              help="Early screening: p(Available) below which a candidate is replaced (required with --screen-at).")
 @needs_extras("export", "serve")
 @_fail_cleanly
-def demo(out, models, tiny, size, steps, max_attempts, threshold) -> None:
+def demo(out, models, tiny, size, steps, max_attempts, threshold, screen_at, screen_threshold) -> None:
     """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report.
 
     By default the miniature world: drawn products on painted tables, judged by an RFNet trained
     on RF-mini, each attempt shown with its verdict and the oracle's.
     """
-    from rfad.demo import TINY_WITH_MODELS, run_demo
+    from rfad.contract import InvalidRequest, check_screening
+    from rfad.demo import TINY_WITH_MODELS, DemoScreening, run_demo
     from rfad.serving.start_errors import ServerStartError
 
     if tiny and models is not None:  # run_demo refuses it too, for library callers; here it is a usage error
         raise click.UsageError(TINY_WITH_MODELS)
     try:
+        check_screening(screen_at, screen_threshold, steps)
+    except InvalidRequest as exc:
+        raise click.UsageError(f"--{str(exc).replace('_', '-', 1)}") from None
+    screening = None if screen_at is None else DemoScreening(screen_at, screen_threshold)
+    try:
         run_demo(out, models, tiny=tiny, size=size, steps=steps, max_attempts=max_attempts, threshold=threshold,
-                 echo=click.echo)
+                 echo=click.echo, screening=screening)
     except ServerStartError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -114,23 +114,30 @@ def test_a_threshold_of_zero_screens_nothing_and_changes_no_image(torch_runner, 
         assert np.allclose(a.probabilities, b.probabilities)
 
 
-def test_a_replacement_runs_beside_a_candidate_further_along_and_the_result_is_deterministic(torch_runner, canvas):
+@pytest.mark.parametrize("sd", ["sd15", "sd15-inpaint"])
+def test_a_replacement_runs_beside_a_candidate_further_along_and_the_result_is_deterministic(torch_runner, tiny_zoo,
+                                                                                            canvas, sd):
     """K = 2, screened at step 3 of 4 (one refill per slot): the threshold between the two previews
     screens exactly one; its replacement (seed 2) denoises in one batch with the survivor, at other
-    timesteps, and each finishes with the image it has alone (up to a batched convolution's rounding)."""
+    timesteps, and each finishes with the image it has alone (up to a batched convolution's rounding);
+    with the 9-channel inpainting UNet the replacement brings its own masked-image latents."""
+    runner = torch_runner
+    if sd != "sd15":
+        model_set = ModelSet.resolve(tiny_zoo).with_overrides(sd=tiny_zoo / sd)
+        runner = TorchRunner(load_diffusion_models(model_set), judge=torch_runner.judge_models)
     request = dict(steps=4, candidates=2, num_images=2, max_attempts=1, threshold=1.0, screen_at=0.75)
-    _, previews = _run(torch_runner, canvas, **request, screen_threshold=0.0)
+    _, previews = _run(runner, canvas, **request, screen_threshold=0.0)
     p = [preview.p_available for preview in previews]
     assert p[0] != p[1]
     low = int(np.argmin(p))
     request["screen_threshold"] = (p[0] + p[1]) / 2
-    first, _ = _run(torch_runner, canvas, **request)
-    again, _ = _run(torch_runner, canvas, **request)
+    first, _ = _run(runner, canvas, **request)
+    again, _ = _run(runner, canvas, **request)
     assert _screened(first) == [(low, 1, 3)] and math.isclose(first.screened[0].p_available, p[low], abs_tol=1e-6)
     slots = [2, 1] if low == 0 else [0, 2]  # the replacement takes the screened candidate's slot
     assert [c.seed for c in first.candidates] == slots
     for candidate in first.candidates:
-        alone, _ = _run(torch_runner, canvas, steps=4, seed=candidate.seed, max_attempts=1, threshold=1.0)
+        alone, _ = _run(runner, canvas, steps=4, seed=candidate.seed, max_attempts=1, threshold=1.0)
         assert np.abs(alone.candidates[0].image.astype(int) - candidate.image.astype(int)).max() <= 2
     assert _screened(again) == _screened(first)
     assert all(np.array_equal(a.image, b.image) for a, b in zip(first.candidates, again.candidates))
