@@ -22,7 +22,7 @@ from rfad.contract import InvalidRequest
 from rfad.pipeline.denoise import denoise, to_uint8
 from rfad.pipeline.request import PreparedRequest, prepare_request
 from rfad.pipeline.runner import ComponentRunner
-from rfad.pipeline.screening import ScreenedCandidate, ScreenedPreview, SeedDraw, Screening, screened_attempt
+from rfad.pipeline.screening import ScreenedCandidate, ScreenedPreview, Screening, SeedDraw, screened_attempt
 from rfad.pipeline.settings import GenerationSettings
 
 
@@ -101,12 +101,7 @@ def generate(runner: ComponentRunner, canvas: AdCanvas, prompt: str, settings: G
     if prepared is None:
         prepared = prepare_request(runner, canvas, prompt, negative_prompt)
     judge_state = judge.prepare(canvas, caption) if judge is not None else None
-    screening = None
-    if settings.screening:
-        screener = screen_judge or judge
-        screening = Screening(screener, judge_state if screener is judge else screener.prepare(canvas, caption),
-                              canvas, settings.screen_step, settings.screen_threshold, settings.screen_replacements,
-                              on_preview)
+    screening = Screening.for_request(settings, canvas, caption, judge, judge_state, screen_judge, on_preview)
     timings["prepare"] = time.perf_counter() - start
 
     per_attempt = settings.candidates

@@ -124,6 +124,18 @@ class Screening:
     observe: Callable[[ScreenedPreview], None] | None = None
     seconds: float = 0.0  # spent decoding and judging previews (the cost screening adds)
 
+    @classmethod
+    def for_request(cls, settings: GenerationSettings, canvas: AdCanvas, caption: str, judge, judge_state,
+                    screen_judge=None, observe: Callable[[ScreenedPreview], None] | None = None) -> "Screening | None":
+        """The screening of one request (None when ``settings`` has it off): ``screen_judge`` screens,
+        prepared for the request, else the request's ``judge`` with its ``judge_state``."""
+        if not settings.screening:
+            return None
+        screener = screen_judge or judge
+        state = judge_state if screener is judge else screener.prepare(canvas, caption)
+        return cls(screener, state, canvas, settings.screen_step, settings.screen_threshold,
+                   settings.screen_replacements, observe)
+
     def judge_previews(self, runner: ComponentRunner, x0: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """x0-predictions float [N, 4, h, w] -> (previews uint8 [N, H, W, 3] with the product pasted
         back, class probabilities float [N, 5])."""
