@@ -193,3 +193,24 @@ def test_the_onnxruntime_runner_screens_as_the_torch_runner(torch_runner, tiny_o
         assert np.allclose(a.probabilities, b.probabilities, atol=1e-4)
     for a, b in zip(onnx.candidates, ours.candidates):
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
+
+
+def test_rfad_generate_screens_and_records_it_in_the_sidecar(tiny_zoo, product_png, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from rfad.cli import main
+
+    base = ["generate", "--models", str(tiny_zoo), "--product", str(product_png), "--prompt", PROMPT, "--caption",
+            CAPTION, "--steps", "4", "--size", "64", "--max-attempts", "1", "--threshold", "1.0"]
+    result = CliRunner().invoke(main, base + ["--screen-at", "0.5", "--screen-threshold", "1.0", "--out",
+                                              str(tmp_path / "o.png")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 candidate(s) screened out" in result.output
+    sidecar = json.loads((tmp_path / "o.json").read_text())
+    assert [(s["seed"], s["step"]) for s in sidecar["screened"]] == [(0, 2), (1, 2)]
+    assert [c["seed"] for c in sidecar["candidates"]] == [2] and sidecar["timings_s"]["screen"] > 0
+    assert sidecar["settings"]["screen_at"] == 0.5 and sidecar["settings"]["screen_threshold"] == 1.0
+    refused = CliRunner().invoke(main, base + ["--screen-at", "0.5", "--out", str(tmp_path / "x.png")])
+    assert refused.exit_code == 1 and "screen_threshold: required with screen_at" in refused.output
