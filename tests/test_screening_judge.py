@@ -24,7 +24,7 @@ from rfad.pipeline.torch_runner import TorchRunner
 from rfad.trainer.data.manifest import read_manifest
 from rfad.trainer.data.miniworld import MiniworldSettings, generate_for_product, product_requests
 from rfad.trainer.data.oracle import label_ad
-from rfad.trainer.data.previews import PreviewSettings, write_preview_dataset
+from rfad.trainer.data.previews import PreviewSettings
 
 STEPS = 4
 SIZE = 64  # the served test's canvas
@@ -48,10 +48,25 @@ def runner(tiny_zoo):
 
 
 @pytest.fixture(scope="module")
-def previews(runner, tmp_path_factory):
+def previews(tiny_zoo, tmp_path_factory):
+    """`rfad-data previews` on the tiny zoo (generator and judge): 2 products x 2 candidates, steps 4, previews at 2."""
+    from click.testing import CliRunner
+
+    from rfad.trainer.data.cli import main
+
     out = tmp_path_factory.mktemp("previews")
-    write_preview_dataset(out, 4, runner, RunnerJudge(runner), SETTINGS)
+    result = CliRunner().invoke(main, [
+        "previews", "--out", str(out), "--n", "4", "--screen-at", str(SETTINGS.screen_at), "--models", str(tiny_zoo),
+        "--seed", str(WORLD.seed), "--steps", str(STEPS), "--images-per-product", "2", "--val-fraction", "0",
+        "--test-fraction", "0"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "wrote 4 previews at step 2 of 4 of 2 products" in result.output
     return out
+
+
+def test_the_preview_settings_are_checked_naming_the_flag():
+    with pytest.raises(ValueError, match=r"^screen-at: .*rounds to step 0"):
+        PreviewSettings(WORLD, screen_at=0.1)
 
 
 @pytest.fixture(scope="module")
