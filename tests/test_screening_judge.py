@@ -139,21 +139,40 @@ def test_a_screening_rfnet_screens_in_process_and_must_match_the_judge(runner, s
         load_judge_models(model_set.with_overrides(screen_rfnet=other))
 
 
-@pytest.mark.slow
-def test_a_served_repository_with_a_screening_rfnet_screens_with_it(runner, screen_rfnet, tiny_zoo, tmp_path):
-    """rfad-export onnx with --screen-rfnet exports screen_rfnet_text and screen_rfnet; the served
-    pipeline screens with them (p as the torch runner's screening RFNet), the onnxruntime runner too."""
-    from rfad.client import RfadClient
+def _with_screen_components(tiny_onnx, model_set, folder):
+    """The session's export of the tiny zoo plus the screening RFNet's two graphs, exported alone
+    (``rfad-export onnx --components screen_rfnet_text,screen_rfnet``) and added to its manifest,
+    as one export of the whole set would have written them (checked: the same facts but the flag)."""
+    import dataclasses
+    import os
+
+    from rfad.components.manifest import ExportManifest
     from rfad.export.onnx_export import export_onnx
+
+    screen = export_onnx(model_set, folder / "screen-onnx", ["screen_rfnet_text", "screen_rfnet"],
+                         echo=lambda *_: None)
+    base = ExportManifest.read(tiny_onnx / "manifest.json", "tiny_onnx")
+    assert screen.facts.screen_rfnet and dataclasses.replace(screen.facts, screen_rfnet=False) == base.facts
+    combined = folder / "onnx"
+    shutil.copytree(tiny_onnx, combined, copy_function=os.link)
+    for name in screen.specs:
+        shutil.copytree(folder / "screen-onnx" / name, combined / name)
+    dataclasses.replace(base, facts=screen.facts, specs={**base.specs, **screen.specs},
+                        files={**base.files, **screen.files}).write(combined / "manifest.json")
+    return combined
+
+
+def test_a_served_repository_with_a_screening_rfnet_screens_with_it(runner, screen_rfnet, tiny_zoo, tiny_onnx,
+                                                                   tmp_path):
+    """The screening RFNet exported (screen_rfnet_text, screen_rfnet) screens in the onnxruntime
+    runner and in the served pipeline, with the p of the torch runner's screening RFNet."""
+    from rfad.client import RfadClient
     from rfad.export.triton_repo import write_triton_repo
     from rfad.pipeline.onnx_runner import OnnxRunner
     from rfad.serving.launcher import TritonServer
 
     model_set = ModelSet.resolve(tiny_zoo).with_overrides(screen_rfnet=screen_rfnet)
-    served = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "depth", "saliency", "rfnet_text",
-              "rfnet", "screen_rfnet_text", "screen_rfnet"]
-    manifest = export_onnx(model_set, tmp_path / "onnx", served, echo=lambda *_: None)
-    assert manifest.facts.screen_rfnet and {"screen_rfnet_text", "screen_rfnet"} <= set(manifest.specs)
+    onnx_dir = _with_screen_components(tiny_onnx, model_set, tmp_path)
     scene = product_requests(1, WORLD.seed, WORLD.available_share)[0]
     buffer = io.BytesIO()
     scene.product.save(buffer, format="PNG")
@@ -162,12 +181,12 @@ def test_a_served_repository_with_a_screening_rfnet_screens_with_it(runner, scre
     settings = GenerationSettings(steps=STEPS, max_attempts=1, threshold=1.0, screen_at=0.5, screen_threshold=1.0)
     reference = generate(local, canvas, scene.prompt, settings, caption=scene.caption,
                          judge=RunnerJudge(local), screen_judge=RunnerJudge(local, screen=True))
-    onnx = OnnxRunner(tmp_path / "onnx", merged=True)
+    onnx = OnnxRunner(onnx_dir, merged=True)
     ours = generate(onnx, canvas, scene.prompt, settings, caption=scene.caption, judge=RunnerJudge(onnx),
                     screen_judge=RunnerJudge(onnx, screen=True))
     assert np.allclose([c.p_available for c in ours.screened], [c.p_available for c in reference.screened], atol=1e-4)
 
-    repo = write_triton_repo(tmp_path / "onnx", tmp_path / "repo", canvas_size=SIZE)
+    repo = write_triton_repo(onnx_dir, tmp_path / "repo", canvas_size=SIZE)
     assert (repo / "screen_rfnet" / "config.pbtxt").is_file()
     with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as server:
         result = RfadClient(server.grpc_url, retries=0).generate(

@@ -187,13 +187,11 @@ def screened_attempt(runner: ComponentRunner, prepared: PreparedRequest, draw: S
         live = tuple(j for j in range(k) if done[j] < total)
         if live_batch is None or live_batch[0] != live:  # kept while the same slots run: constants are sent once
             live_batch = (live, batch if len(live) == k else select_rows(batch, live))
-        sub = live_batch[1]
-        steps = [done[j] for j in live]
-        uncond, cond = guided_noise(runner, sub, current[list(live)], batch.timesteps[steps],
-                                    settings.controlnet_scale)
-        following, x0 = _step_each(sub, steps, combine_guidance(uncond, cond, settings.guidance_scale),
-                                   current[list(live)], settings.eta)
-        current[list(live)] = following
+        sub, rows, steps = live_batch[1], list(live), [done[j] for j in live]
+        latents_now = current[rows]
+        uncond, cond = guided_noise(runner, sub, latents_now, batch.timesteps[steps], settings.controlnet_scale)
+        current[rows], x0 = _step_each(sub, steps, combine_guidance(uncond, cond, settings.guidance_scale),
+                                       latents_now, settings.eta)
         for j in live:
             done[j] += 1
         batched_steps += 1
