@@ -38,11 +38,13 @@ class AsyncRfadClient(ClientSettings):
                        seed: int | None = None, steps: int | None = None, guidance_scale: float | None = None,
                        controlnet_scale: float | None = None, candidates: int | None = None,
                        max_attempts: int | None = None, num_images: int | None = None,
-                       threshold: float | None = None, deadline_s: float | None = None) -> Result:
+                       threshold: float | None = None, screen_at: float | None = None,
+                       screen_threshold: float | None = None, deadline_s: float | None = None) -> Result:
         """See :meth:`rfad.client.RfadClient.generate`."""
         tensors = build_request(product, prompt, caption, negative_prompt, seed=seed, steps=steps,
                                 guidance_scale=guidance_scale, controlnet_scale=controlnet_scale, candidates=candidates,
-                                max_attempts=max_attempts, num_images=num_images, threshold=threshold)
+                                max_attempts=max_attempts, num_images=num_images, threshold=threshold,
+                                screen_at=screen_at, screen_threshold=screen_threshold)
         return Result.from_outputs(*await run_async(self._infer_steps(
             self._channel(), self._aio, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)))
 

@@ -93,8 +93,9 @@ def generate(url, retries, backoff_s, security, product, prompt, caption, negati
     except OSError as exc:
         raise _fail(exc) from None
     best = "" if result.best_index is None else f"; best {paths[result.best_index].name}"
+    screened = f"; {len(result.screened_seeds)} candidate(s) screened out" if result.screened_seeds else ""
     click.echo(f"{len(paths)} image(s) in {out}: {sum(result.available)} available{best}; "
-               f"{result.attempts} attempt(s); {result.latency_s:.2f} s")
+               f"{result.attempts} attempt(s){screened}; {result.latency_s:.2f} s")
 
 
 def read_jobs(path: Path) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,7 +21,10 @@ class Result:
     One entry per returned image in every list, Available images first: ``images`` are PNG
     bytes, ``available`` the verdicts, ``probabilities`` the class probabilities in
     :attr:`class_names` order, ``seeds`` the seed of each image. ``attempts`` is the number of
-    attempts the server used; ``latency_s`` the round trip seen by the client.
+    attempts the server used; ``latency_s`` the round trip seen by the client. With early
+    screening, ``screened_seeds``, ``screened_steps`` and ``screened_p`` say which candidates were
+    replaced, at which step, with which p(Available) (one entry per screened candidate, in draw
+    order; empty when screening was off; :attr:`screened` pairs them up).
     """
 
     images: list[bytes]
@@ -29,6 +32,9 @@ class Result:
     probabilities: list[list[float]]
     seeds: list[int]
     attempts: int
+    screened_seeds: list[int] = field(default_factory=list)
+    screened_steps: list[int] = field(default_factory=list)
+    screened_p: list[float] = field(default_factory=list)
     latency_s: float = 0.0
     class_names: ClassVar[tuple[str, ...]] = CLASS_NAMES
 
@@ -49,7 +55,16 @@ class Result:
             raise ServerError(f"malformed response: {count} images, {len(result.available)} verdicts, "
                               f"{len(result.seeds)} seeds, probability rows of "
                               f"{sorted({len(r) for r in result.probabilities})} values", "INTERNAL")
+        if not len(result.screened_seeds) == len(result.screened_steps) == len(result.screened_p):
+            raise ServerError(f"malformed response: {len(result.screened_seeds)} screened seeds, "
+                              f"{len(result.screened_steps)} steps, {len(result.screened_p)} p values", "INTERNAL")
         return result
+
+    @property
+    def screened(self) -> list[dict]:
+        """The candidates early screening replaced: ``{"seed", "step", "p_available"}`` each, in draw order."""
+        return [{"seed": seed, "step": step, "p_available": p}
+                for seed, step, p in zip(self.screened_seeds, self.screened_steps, self.screened_p)]
 
     def verdicts(self) -> list[dict[str, float]]:
         """Per image, the probability of each class by name."""
@@ -89,7 +104,7 @@ class Result:
         """Everything but the image bytes, JSON-ready."""
         return {"available": self.available, "labels": self.labels, "probabilities": self.verdicts(),
                 "seeds": self.seeds, "attempts": self.attempts, "best": self.best_index,
-                "latency_s": round(self.latency_s, 4)}
+                "screened": self.screened, "latency_s": round(self.latency_s, 4)}
 
 
 def _from_array(spec: TensorField, array: np.ndarray):

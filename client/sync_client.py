@@ -47,16 +47,19 @@ class RfadClient(ClientSettings):
                  steps: int | None = None, guidance_scale: float | None = None,
                  controlnet_scale: float | None = None, candidates: int | None = None,
                  max_attempts: int | None = None, num_images: int | None = None, threshold: float | None = None,
+                 screen_at: float | None = None, screen_threshold: float | None = None,
                  deadline_s: float | None = None) -> Result:
         """Generate ad images for ``product`` (a path, PNG/WebP bytes with alpha, or a PIL RGBA image).
 
-        A setting left None takes the server's default. ``deadline_s`` (default ``timeout_s``)
+        A setting left None takes the server's default (``screen_at`` None: no early screening).
+        ``deadline_s`` (default ``timeout_s``)
         bounds the whole call including retries. Raises :class:`InvalidRequestError`,
         :class:`ServerError`, :class:`UnavailableError` or :class:`DeadlineExceededError`.
         """
         tensors = build_request(product, prompt, caption, negative_prompt, seed=seed, steps=steps,
                                 guidance_scale=guidance_scale, controlnet_scale=controlnet_scale, candidates=candidates,
-                                max_attempts=max_attempts, num_images=num_images, threshold=threshold)
+                                max_attempts=max_attempts, num_images=num_images, threshold=threshold,
+                                screen_at=screen_at, screen_threshold=screen_threshold)
         return Result.from_outputs(*run_blocking(self._infer_steps(
             self._connections, self._grpc, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)))
 

@@ -152,6 +152,8 @@ def _input_limits(name: str) -> str:
         "caption": f"≤ {LIMITS.prompt_chars} characters",
         "seed": f"{_range(LIMITS.seed)}, with room for the request's candidate seeds (below)",
         "max_attempts": f"{_range(LIMITS.max_attempts)}, and at most the server's cap",
+        "screen_at": "0–1, both excluded; the screening step (below) within 1 … `steps` − 1",
+        "screen_threshold": f"{_range(LIMITS.screen_threshold)}; required with `screen_at`, refused without it",
     }
     if name in special:
         return special[name]
@@ -174,10 +176,14 @@ def pipeline_inputs() -> str:
 
     highest = _number(DEFAULT_LIMITS.seed[1])
     return (_inputs_table(PIPELINE_INPUTS) + "\n\n"
-            f"Seeds: candidate *i* (counting across attempts) uses `seed` + *i*, so `seed` + N − 1 must stay ≤ "
-            f"{highest} with N = `candidates` × max(`max_attempts`, ⌈`num_images` / `candidates`⌉) (absent fields "
-            "at their defaults); a larger seed is INVALID_ARGUMENT naming the largest seed the request allows. "
-            "`rfad generate` and the client apply the same rule (`rfad.contract.check_seed_room`).")
+            f"Seeds: candidate *i* (counting across attempts, in draw order) uses `seed` + *i*, so `seed` + N − 1 must "
+            f"stay ≤ {highest} with N = `candidates` × (1 + R) × max(`max_attempts`, ⌈`num_images` / `candidates`⌉) "
+            "(absent fields at their defaults; R = 0 without early screening); a larger seed is INVALID_ARGUMENT "
+            "naming the largest seed the request allows. `rfad generate` and the client apply the same rule "
+            "(`rfad.contract.check_seed_room`).\n\n"
+            "Early screening: the screening step is s = ⌊`screen_at` × `steps` + ½⌋ (`screen_at` at float32 "
+            "precision, as it travels), and each candidate slot of an attempt is refilled at most R = ⌊`steps` / s⌋ "
+            "times (`rfad.contract.screening_step`, `screening_replacements`).")
 
 
 def pipeline_outputs() -> str:
@@ -207,7 +213,9 @@ def classes() -> str:
 def settings_limits() -> str:
     from rfad.contract import DEFAULT_LIMITS, DEFAULTS, SETTINGS_INPUTS
 
-    rows = [(f"`{name}`", _number(getattr(DEFAULTS, name)), _range(getattr(DEFAULT_LIMITS, name)))
+    special = {"screen_at": ("off", "0–1, both excluded"), "screen_threshold": ("none", "0–1, with screen_at")}
+    rows = [(f"`{name}`", *special[name]) if name in special else
+            (f"`{name}`", _number(getattr(DEFAULTS, name)), _range(getattr(DEFAULT_LIMITS, name)))
             for name in SETTINGS_INPUTS]
     return _table(("setting", "default", "allowed"), rows)
 
@@ -345,9 +353,9 @@ def rf1m_labels() -> str:
 
 def model_set_roles() -> str:
     from rfad.models.model_set import ROLES, ModelSet
-    from rfad.models.options import MODEL_SET_FLAGS
+    from rfad.models.options import MODEL_SET_TYPES
 
-    rows = [(f"`{role}`", _cell(text), f"`--{role.replace('_', '-')}`" if role in MODEL_SET_FLAGS else "")
+    rows = [(f"`{role}`", _cell(text), f"`--{role.replace('_', '-')}`" if role in MODEL_SET_TYPES else "")
             for role, text in ROLES.items()]
     rows.append(("`lora_scale`", f"LoRA scale (default {ModelSet.lora_scale:g})", "`--lora-scale`"))
     return _table(("key", "model", "flag (as in `rfad generate`)"), rows)

@@ -11,7 +11,7 @@ import click
 from rfad.deploy.profiles import DEFAULT_PROFILE
 from rfad.contract import MAX_COMPONENT_BATCH
 from rfad.export.tolerances import check_tolerance_help
-from rfad.models.options import model_set_options
+from rfad.models.options import MODEL_SET_FLAGS, model_set_options
 from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, JUDGE_MODES
 
 
@@ -24,15 +24,17 @@ def main() -> None:
 
 
 @main.command()
-@model_set_options(required=("models",))
+@model_set_options(MODEL_SET_FLAGS + ("screen_rfnet",), required=("models",), help={
+    "screen_rfnet": "RFNet folder that early screening judges x0-previews with: exported as screen_rfnet_text and "
+                    "screen_rfnet [default: the model set's; none: the judge's RFNet screens]."})
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--components", help="Comma-separated subset (default: every component the models provide).")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 21))
 @click.option("--fp16", is_flag=True, help="float16 weights and arithmetic (float32 inputs/outputs); for GPU serving.")
 @click.option("--memory-check/--no-memory-check", default=True, show_default=True,
               help="Refuse, before starting, an export whose estimated peak memory exceeds MemAvailable.")
-def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, out, components, opset, fp16,
-         memory_check) -> None:
+def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, screen_rfnet, out, components, opset,
+         fp16, memory_check) -> None:
     """Every component to ONNX, checked against PyTorch at two shapes (OUT/parity.json).
 
     Each component is traced and finished in processes of its own, so the export needs the
@@ -44,7 +46,7 @@ def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency
     try:
         model_set = ModelSet.resolve(models).with_overrides(sd_config=sd_config, controlnet=controlnet, lora=lora,
                                                             lora_scale=lora_scale, rfnet=rfnet, depth=depth,
-                                                            saliency=saliency)
+                                                            saliency=saliency, screen_rfnet=screen_rfnet)
         export_onnx(model_set, out, components.split(",") if components else None, opset=opset, fp16=fp16,
                     echo=click.echo, memory_check=memory_check)
     except (ExportError, ModelFolderError, ValueError) as exc:

@@ -57,14 +57,22 @@ def quiet_export_logs() -> None:
 
 def load_models(model_set: ModelSet, groups: tuple[str, ...] = ("diffusion", "judge")):
     """``(diffusion, judge)`` models of ``groups`` (frozen, CPU, fp32; None for a group not asked
-    for, and for the judge when the set has no RFNet). Weights are memory-mapped: loading costs
-    little memory until a module runs."""
+    for, and for the judge when the set has no RFNet; group ``screen`` loads the judge models with
+    the screening RFNet). Weights are memory-mapped: loading costs little memory until a module runs."""
     from rfad.models.diffusion import load_diffusion_models
     from rfad.models.judge import load_judge_models
 
     diffusion = load_diffusion_models(model_set) if "diffusion" in groups else None
-    judge = load_judge_models(model_set) if "judge" in groups and model_set.rfnet is not None else None
+    judged = "judge" in groups or "screen" in groups
+    judge = load_judge_models(model_set) if judged and model_set.rfnet is not None else None
     return diffusion, judge
+
+
+def _provides(group: str, diffusion, judge) -> bool:
+    """Whether the loaded models have the components of ``group``."""
+    if group == "diffusion":
+        return diffusion is not None
+    return judge is not None and (group == "judge" or judge.screen_rfnet is not None)
 
 
 def probe_facts(diffusion, judge=None) -> ModelFacts:
@@ -80,7 +88,7 @@ def probe_facts(diffusion, judge=None) -> ModelFacts:
     if judge is not None:
         judge_facts = dict(rfnet_width=int(judge.rfnet.config.width), num_classes=int(judge.rfnet.config.num_classes),
                            caption_tokens=int(judge.caption_tokenizer.model_max_length),
-                           judge_size=int(judge.rfnet.config.image_size))
+                           judge_size=int(judge.rfnet.config.image_size), screen_rfnet=judge.screen_rfnet is not None)
     return ModelFacts(
         text_dim=text_dim, text_tokens=int(diffusion.tokenizer.model_max_length),
         latent_channels=int(diffusion.vae.config.latent_channels), unet_in_channels=int(diffusion.unet.config.in_channels),
@@ -95,7 +103,7 @@ def component_graphs(diffusion, judge=None) -> dict[str, torch.nn.Module]:
 
     check_wrappers()
     return {name: WRAPPERS[name](diffusion, judge).eval() for name, component in COMPONENTS.items()
-            if (diffusion if component.group == "diffusion" else judge) is not None}
+            if _provides(component.group, diffusion, judge)}
 
 
 def vocab_size_of(spec: ComponentSpec, diffusion, judge) -> int:
@@ -104,6 +112,8 @@ def vocab_size_of(spec: ComponentSpec, diffusion, judge) -> int:
         return int(diffusion.text_encoder.config.vocab_size)
     if spec.name == "rfnet_text":
         return int(judge.rfnet.text_encoder.config.vocab_size)
+    if spec.name == "screen_rfnet_text":
+        return int(judge.screen_rfnet.text_encoder.config.vocab_size)
     return 300
 
 

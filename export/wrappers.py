@@ -108,6 +108,8 @@ WRAPPERS: dict[str, Callable[..., nn.Module]] = {
     "saliency": lambda d, j: j.saliency,
     "rfnet_text": lambda d, j: RFNetText(j.rfnet),
     "rfnet": lambda d, j: RFNetJudge(j.rfnet),
+    "screen_rfnet_text": lambda d, j: RFNetText(j.screen_rfnet),
+    "screen_rfnet": lambda d, j: RFNetJudge(j.screen_rfnet),
 }
 
 

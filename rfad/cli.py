@@ -86,7 +86,8 @@ def _check_runner_flags(runner: str, models, onnx_dir: Path | None, device: str)
     """Refuse the flags ``runner`` cannot honour, naming them: nothing is silently ignored (and
     so nothing is recorded in the sidecar as used when it was not)."""
     context = click.get_current_context()
-    given = [name for name in MODEL_SET_FLAGS if context.get_parameter_source(name) is not ParameterSource.DEFAULT]
+    given = [name for name in MODEL_SET_FLAGS + ("screen_rfnet",)
+             if context.get_parameter_source(name) is not ParameterSource.DEFAULT]
     if runner == "torch":
         if onnx_dir is not None:
             raise click.ClickException("--onnx is read by --runner onnx only (add --runner onnx, or drop --onnx)")
@@ -119,10 +120,12 @@ def _output_paths(out: Path, count: int) -> list[Path]:
 
 
 @main.command()
-@model_set_options(help={
+@model_set_options(MODEL_SET_FLAGS + ("screen_rfnet",), help={
     "models": "Model set folder (rfad-models.json), diffusers SD-1.5 folder, or single-file .safetensors "
               "(--runner torch).",
     "rfnet": "RFNet folder: judge every candidate and regenerate until Available [default: the model set's].",
+    "screen_rfnet": "RFNet folder that judges the x0-previews of early screening [default: the model set's, else "
+                    "the judge's RFNet].",
 })
 @click.option("--product", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Product cut-out (PNG/WebP with alpha).")
@@ -144,6 +147,12 @@ def _output_paths(out: Path, count: int) -> list[Path]:
               help="Attempts before returning the best candidates flagged not available (with a judge).")
 @click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
               help="p(Available) needed to pass.")
+@click.option("--screen-at", type=float, default=None,
+              help="Early screening: judge each candidate's x0-prediction after this share of the steps, in (0, 1), "
+                   "and replace it by the next seed below --screen-threshold [default: off].")
+@click.option("--screen-threshold", type=float, default=None,
+              help="Early screening: p(Available) in [0, 1] below which a screened candidate is replaced "
+                   "(required with --screen-at).")
 @click.option("--size", default=None, type=int,
               help=f"Canvas side in pixels (multiple of 8) [default: the model set's canvas, else {DEFAULTS.canvas_size}].")
 @click.option("--product-scale", default=None, type=float,
@@ -157,14 +166,15 @@ def _output_paths(out: Path, count: int) -> list[Path]:
               help="rfad-export onnx output folder, for --runner onnx.")
 @needs_extras("generate")
 @_fail_cleanly
-def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, product, prompt, negative_prompt,
-             caption, out, seed, steps, guidance, controlnet_scale, num_images, candidates, max_attempts, threshold, size,
-             product_scale, device, runner, onnx_dir) -> None:
+def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, screen_rfnet, product, prompt,
+             negative_prompt, caption, out, seed, steps, guidance, controlnet_scale, num_images, candidates, max_attempts,
+             threshold, screen_at, screen_threshold, size, product_scale, device, runner, onnx_dir) -> None:
     """Generate ad images for a product cut-out, in process (PyTorch models, or their ONNX graphs).
 
     With an RFNet (in the model set or --rfnet, or exported into --onnx), every candidate is
     judged and the loop regenerates until --num-images are Available or --max-attempts are used
-    (Recurrent Generation); without one, images are generated once and not judged.
+    (Recurrent Generation); without one, images are generated once and not judged. With
+    --screen-at, candidates are judged early and the hopeless ones replaced (early screening).
     """
     if runner == "onnx":
         require_extras("rfad generate --runner onnx", "export")  # onnxruntime
@@ -186,7 +196,7 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
     check_text("caption", caption)
     settings = GenerationSettings(steps=steps, guidance_scale=guidance, controlnet_scale=controlnet_scale, seed=seed,
                                   num_images=num_images, candidates=candidates, max_attempts=max_attempts,
-                                  threshold=threshold)
+                                  threshold=threshold, screen_at=screen_at, screen_threshold=screen_threshold)
     # The canvas the models declare (rfad-models.json "canvas", carried into the export manifest):
     # how the generator was trained to place products; --size and --product-scale override it.
     declared = (ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}").canvas_spec() if runner == "onnx"
@@ -205,13 +215,15 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
         runner = OnnxRunner(onnx_dir, merged=(onnx_dir / "controlnet_unet").is_dir())
         judge = RunnerJudge(runner) if runner.info.caption_tokenizer is not None and "rfnet" in runner.sessions else None
         ran = {"onnx": _onnx_provenance(onnx_dir, runner)}
+        screen_judge = RunnerJudge(runner, screen=True) if judge is not None and runner.info.screen_judge else None
     else:
         model_set = ModelSet.resolve(models).with_overrides(controlnet=controlnet, sd_config=sd_config, lora=lora,
                                                             lora_scale=lora_scale, rfnet=rfnet, depth=depth,
-                                                            saliency=saliency)
+                                                            saliency=saliency, screen_rfnet=screen_rfnet)
         judge_models = load_judge_models(model_set, device) if model_set.rfnet is not None else None
         runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device, judge=judge_models)
         judge = RunnerJudge(runner) if judge_models is not None else None
+        screen_judge = RunnerJudge(runner, screen=True) if runner.info.screen_judge else None
         ran = {"models": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(model_set).items()
                           if v is not None and k != "canvas"},
                "device": device}
@@ -219,6 +231,8 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
     if judge is None:
         where = "the graphs in --onnx" if runner_name == "onnx" else "the model set or --rfnet"
         click.echo(f"no RFNet in {where}: images are generated once and not judged", err=True)
+        if settings.screening:
+            raise click.ClickException(f"--screen-at: early screening needs a judge, and there is no RFNet in {where}")
 
     with tqdm(total=1, unit="step", desc="denoising", file=sys.stderr) as bar:
         def on_step(done: int, total: int) -> None:
@@ -227,7 +241,7 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
             bar.refresh()
 
         result = run_generation(runner, canvas, prompt, settings, negative_prompt=negative_prompt, caption=caption,
-                                judge=judge, on_step=on_step)
+                                judge=judge, on_step=on_step, screen_judge=screen_judge)
 
     from PIL import Image
 
@@ -255,6 +269,8 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
     if judge is not None:
         passed = sum(bool(c.available) for c in result.images)
         verdict = f"; {passed}/{len(result.images)} Available after {result.attempts} attempt(s)"
+        if settings.screening:
+            verdict += f", {len(result.screened)} candidate(s) screened out"
     click.echo(f"wrote {', '.join(str(p) for p in paths)} and {out.with_suffix('.json')} "
                f"({result.timings['total']:.2f} s generation{verdict})")
 
@@ -270,22 +286,33 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
 @click.option("--max-attempts", default=5, show_default=True, type=int)
 @click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
               help="p(Available) needed to pass.")
+@click.option("--screen-at", type=float, default=None,
+              help="Early screening after this share of the steps, in (0, 1); the report shows each replaced "
+                   "candidate with its step and p [default: off].")
+@click.option("--screen-threshold", type=float, default=None,
+              help="Early screening: p(Available) below which a candidate is replaced (required with --screen-at).")
 @needs_extras("export", "serve")
 @_fail_cleanly
-def demo(out, models, tiny, size, steps, max_attempts, threshold) -> None:
+def demo(out, models, tiny, size, steps, max_attempts, threshold, screen_at, screen_threshold) -> None:
     """End to end: models -> ONNX -> Triton repository -> local Triton -> gRPC requests -> report.
 
     By default the miniature world: drawn products on painted tables, judged by an RFNet trained
     on RF-mini, each attempt shown with its verdict and the oracle's.
     """
-    from rfad.demo import TINY_WITH_MODELS, run_demo
+    from rfad.contract import InvalidRequest, check_screening
+    from rfad.demo import TINY_WITH_MODELS, DemoScreening, run_demo
     from rfad.serving.start_errors import ServerStartError
 
     if tiny and models is not None:  # run_demo refuses it too, for library callers; here it is a usage error
         raise click.UsageError(TINY_WITH_MODELS)
     try:
+        check_screening(screen_at, screen_threshold, steps)
+    except InvalidRequest as exc:
+        raise click.UsageError(f"--{str(exc).replace('_', '-', 1)}") from None
+    screening = None if screen_at is None else DemoScreening(screen_at, screen_threshold)
+    try:
         run_demo(out, models, tiny=tiny, size=size, steps=steps, max_attempts=max_attempts, threshold=threshold,
-                 echo=click.echo)
+                 echo=click.echo, screening=screening)
     except ServerStartError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -8,6 +8,7 @@ torch, diffusers or numpy: ad systems install the client without them.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,6 +36,8 @@ class Limits:
     candidates: tuple[int, int] = (1, 8)
     max_attempts: tuple[int, int] = (1, 20)
     threshold: tuple[float, float] = (0.0, 1.0)
+    screen_at: tuple[float, float] = (0.0, 1.0)  # exclusive at both ends: see check_screening
+    screen_threshold: tuple[float, float] = (0.0, 1.0)
     prompt_chars: int = 2000
 
 
@@ -60,6 +63,10 @@ class Defaults:
     candidates: int = 1
     max_attempts: int = 5
     threshold: float = 0.5
+    # Early screening is off unless a request asks for it; no screening threshold is the default
+    # until the screening benchmark (benchmarks/studies/screening/screening_bench.py) has chosen one.
+    screen_at: float | None = None
+    screen_threshold: float | None = None
     canvas_size: int = 512
     product_scale: float = 0.75
 
@@ -86,23 +93,74 @@ def check_number(name: str, value, limits: Limits = DEFAULT_LIMITS, integer: boo
     return int(value) if integer else float(value)
 
 
-def candidate_seed_count(candidates: int, max_attempts: int, num_images: int) -> int:
-    """How many seeds a request may use: candidate ``i`` (counting across attempts) uses
-    ``seed + i``. Judged, the loop runs up to ``max_attempts`` attempts of ``candidates``; without
-    a judge it runs as many as ``num_images`` needs, which can be more. The rule takes the larger,
-    so it does not depend on whether the server has a judge."""
-    return candidates * max(max_attempts, -(-num_images // candidates))
+def screening_step(screen_at: float, steps: int) -> int:
+    """The step s at which early screening judges a candidate: ``screen_at`` x ``steps`` rounded
+    half up (s = 0.25 x 40 = 10: after its 10th denoising step, from that step's x0-prediction)."""
+    return math.floor(screen_at * steps + 0.5)
+
+
+def screening_replacements(screen_at: float | None, steps: int) -> int:
+    """How many times one candidate slot may be refilled in one attempt: floor(steps / s), so the
+    candidates screened out of a slot cost at most ``steps`` denoising steps and an attempt at
+    most twice the steps of an unscreened one. 0 with screening off."""
+    return 0 if screen_at is None else steps // screening_step(screen_at, steps)
+
+
+def as_float32(value: float) -> float:
+    """``value`` rounded to float32, the precision FP32 request fields travel in: the in-process
+    loop, the client's check and the served loop then compute the same screening step."""
+    return struct.unpack("<f", struct.pack("<f", value))[0]
+
+
+def check_screening(screen_at, screen_threshold, steps: int,
+                    limits: Limits = DEFAULT_LIMITS) -> tuple[float | None, float | None]:
+    """Validate the early-screening pair; returns it with ``screen_at`` at float32 precision.
+
+    Off (both None) is the default. ``screen_at`` is a share of the steps in (0, 1) whose
+    screening step (:func:`screening_step`) must fall in 1 .. steps - 1: at step 0 nothing is
+    predicted yet, at the last step the final judge decides anyway. ``screen_threshold`` (the
+    p(Available) below which a screened candidate is replaced) is required with ``screen_at``
+    and refused without it. Raises :class:`InvalidRequest` naming the field and the limit.
+    """
+    if screen_at is None:
+        if screen_threshold is not None:
+            raise InvalidRequest("screen_threshold: given without screen_at (early screening is off unless screen_at "
+                                 "is set)")
+        return None, None
+    if isinstance(screen_at, bool) or not isinstance(screen_at, (int, float)) or not math.isfinite(screen_at):
+        raise InvalidRequest(f"screen_at: expected a finite number, got {screen_at!r}")
+    if not 0.0 < screen_at < 1.0:
+        raise InvalidRequest(f"screen_at: {screen_at!r} is outside the allowed range (0, 1) (a share of the steps; "
+                             "leave it out to switch screening off)")
+    screen_at = as_float32(float(screen_at))
+    step = screening_step(screen_at, steps)
+    if not 1 <= step <= steps - 1:
+        raise InvalidRequest(f"screen_at: {screen_at:g} x {steps} steps rounds to step {step}; the screening step "
+                             f"must be within 1..{steps - 1} (more steps, or another screen_at)")
+    if screen_threshold is None:
+        raise InvalidRequest("screen_threshold: required with screen_at (the p(Available) in [0, 1] below which a "
+                             "candidate is replaced; there is no default yet)")
+    return screen_at, check_number("screen_threshold", screen_threshold, limits)
+
+
+def candidate_seed_count(candidates: int, max_attempts: int, num_images: int, replacements: int = 0) -> int:
+    """How many seeds a request may use: candidate ``i`` (counting across attempts, in draw order)
+    uses ``seed + i``. Judged, the loop runs up to ``max_attempts`` attempts of ``candidates``;
+    without a judge it runs as many as ``num_images`` needs, which can be more. The rule takes the
+    larger, so it does not depend on whether the server has a judge. With early screening each
+    slot of an attempt may draw up to ``replacements`` more seeds (:func:`screening_replacements`)."""
+    return candidates * (1 + replacements) * max(max_attempts, -(-num_images // candidates))
 
 
 def check_seed_room(seed: int, candidates: int, max_attempts: int, num_images: int,
-                    limits: Limits = DEFAULT_LIMITS) -> None:
+                    limits: Limits = DEFAULT_LIMITS, replacements: int = 0) -> None:
     """Raise :class:`InvalidRequest` naming ``seed`` unless every seed the request may use,
     ``seed .. seed + candidate_seed_count(...) - 1``, is within ``limits.seed`` (INT64 on the wire).
 
     Checked up front, with the other settings, so a request near the top of the seed range is
     refused at once instead of failing after attempts of work; the message gives the largest
-    seed this request's candidates, attempts and images allow."""
-    count = candidate_seed_count(candidates, max_attempts, num_images)
+    seed this request's candidates, attempts, images and screening allow."""
+    count = candidate_seed_count(candidates, max_attempts, num_images, replacements)
     highest = limits.seed[1]
     largest = highest - count + 1
     if seed > largest:
@@ -160,6 +218,12 @@ PIPELINE_INPUTS = (
     TensorField("num_images", "INT32", (1,), optional=True, doc=f"Available images wanted (default {DEFAULTS.num_images})"),
     TensorField("threshold", "FP32", (1,), optional=True,
                 doc=f"p(Available) needed to pass (default {DEFAULTS.threshold})"),
+    TensorField("screen_at", "FP32", (1,), optional=True,
+                doc=f"early screening: the share of the steps after which each candidate's x0-prediction is judged "
+                    f"(default {DEFAULTS.screen_at}: off)"),
+    TensorField("screen_threshold", "FP32", (1,), optional=True,
+                doc=f"early screening: p(Available) below which a screened candidate is replaced by the next seed "
+                    f"(default {DEFAULTS.screen_threshold}: required with screen_at)"),
 )
 
 PIPELINE_OUTPUTS = (
@@ -168,11 +232,15 @@ PIPELINE_OUTPUTS = (
     TensorField("probabilities", "FP32", (-1, len(CLASS_NAMES)), doc="class probabilities per image (CLASS_NAMES order)"),
     TensorField("seeds", "INT64", (-1,), doc="seed of each returned image"),
     TensorField("attempts", "INT32", (1,), doc="attempts used"),
+    TensorField("screened_seeds", "INT64", (-1,), doc="seeds of the candidates early screening replaced, in draw "
+                                                       "order (empty with screening off)"),
+    TensorField("screened_steps", "INT32", (-1,), doc="the step at which each of them was screened"),
+    TensorField("screened_p", "FP32", (-1,), doc="p(Available) of each one's x0-prediction at that step"),
 )
 
 # Which GenerationSettings field each numeric input sets.
 SETTINGS_INPUTS = ("seed", "steps", "guidance_scale", "controlnet_scale", "candidates", "max_attempts",
-                   "num_images", "threshold")
+                   "num_images", "threshold", "screen_at", "screen_threshold")
 
 
 # --- The rfad_judge ensemble's tensors (Triton) ---------------------------------------------

@@ -18,6 +18,8 @@ Which models:
 Each product gets one request to the served loop (one candidate per attempt, up to
 ``max_attempts``), then every attempt it used is asked for again alone (``max_attempts`` 1, that
 attempt's seed): the images the loop judged and discarded, shown beside the one it returned.
+With early screening on (``screen_at``, ``screen_threshold``), the candidates it replaced mid-loop
+are listed in draw order beside them, each with the step and p(Available) it was screened at.
 """
 
 from __future__ import annotations
@@ -81,38 +83,68 @@ def _oracle(product: DemoProduct, png: bytes) -> dict | None:
     return {"label": verdict.label, "fired": list(verdict.fired)}
 
 
-def _ask(client, product: DemoProduct, seed: int, steps: int, max_attempts: int, threshold: float):
+@dataclass(frozen=True)
+class DemoScreening:
+    """Early screening for the demo's requests: ``screen_at`` and ``screen_threshold`` (rfad.contract)."""
+
+    screen_at: float
+    screen_threshold: float
+
+    def refills(self, steps: int) -> int:
+        """How often one slot may be refilled per attempt (rfad.contract.screening_replacements)."""
+        from rfad.contract import as_float32, screening_replacements
+
+        return screening_replacements(as_float32(self.screen_at), steps)
+
+
+def _ask(client, product: DemoProduct, seed: int, steps: int, max_attempts: int, threshold: float,
+         screening: DemoScreening | None = None):
+    screen = {} if screening is None else {"screen_at": screening.screen_at,
+                                           "screen_threshold": screening.screen_threshold}
     return client.generate(product.path, prompt=product.prompt, caption=product.caption, seed=seed, steps=steps,
-                           candidates=1, num_images=1, max_attempts=max_attempts, threshold=threshold)
+                           candidates=1, num_images=1, max_attempts=max_attempts, threshold=threshold, **screen)
 
 
 def _one_product(client, product: DemoProduct, seed: int, steps: int, max_attempts: int, threshold: float,
-                 images: Path) -> dict:
-    """The loop's answer for ``product`` and every attempt it made, each image saved and judged."""
-    result = _ask(client, product, seed, steps, max_attempts, threshold)
-    attempts = []
-    for k in range(result.attempts):
-        # Attempt k of a one-candidate request is seed + k (rfad.pipeline.generate).
-        alone = result if result.attempts == 1 else _ask(client, product, seed + k, steps, 1, threshold)
+                 images: Path, screening: DemoScreening | None = None) -> dict:
+    """The loop's answer for ``product`` and every attempt it made, each image saved and judged, and
+    the candidates early screening replaced."""
+    result = _ask(client, product, seed, steps, max_attempts, threshold, screening)
+    screened = {entry["seed"]: entry for entry in result.screened}
+    attempts, screened_out, refills = [], [], 0
+    # One candidate per attempt: the request drew seed, seed + 1, ... in order (rfad.pipeline.screening),
+    # a slot's screened-out candidates just before the one that finished.
+    for drawn in range(seed, seed + result.attempts + len(screened)):
+        if drawn in screened:
+            screened_out.append({**screened[drawn], "attempt": len(attempts) + 1})
+            refills += 1
+            continue
+        k = len(attempts)
+        # The finished candidate alone (one attempt, no screening) is the image the loop judged.
+        alone = result if result.attempts == 1 and not screened else _ask(client, product, drawn, steps, 1, threshold)
         path = images / f"{product.name}-attempt-{k + 1}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(alone.images[0])
         attempts.append({"attempt": k + 1, "seed": alone.seeds[0], "image": str(path),
                          "available": alone.available[0], "probabilities": alone.verdicts()[0],
-                         "oracle": _oracle(product, alone.images[0])})
+                         "oracle": _oracle(product, alone.images[0]),
+                         "screening": None if screening is None else (
+                             "not screened" if refills == screening.refills(steps) else "passed")})
+        refills = 0
     returned = next((a["attempt"] for a in attempts if a["seed"] == result.seeds[0]), None)
     return {"product": product.name, "prompt": product.prompt, "caption": product.caption,
             "product_image": str(product.path), "attempts": result.attempts, "returned_attempt": returned,
             "available": result.available[0], "seed": result.seeds[0], "probabilities": result.verdicts()[0],
             "oracle": _oracle(product, result.images[0]), "latency_s": round(result.latency_s, 3),
-            "attempt_images": attempts}
+            "attempt_images": attempts, "screened": screened_out}
 
 
 TINY_WITH_MODELS = "--tiny builds its own random-weight models: drop --models, or drop --tiny"
 
 
 def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None, steps: int = 20,
-             max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
+             max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print,
+             screening: DemoScreening | None = None) -> dict:
     from rfad.client import RfadClient
     from rfad.demo_report import write_report
     from rfad.export.api import export_onnx, write_triton_repo
@@ -123,6 +155,10 @@ def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: in
 
     if tiny and models is not None:
         raise ValueError(TINY_WITH_MODELS)
+    if screening is not None:  # refused before anything is built, with the served contract's words
+        from rfad.contract import check_screening
+
+        check_screening(screening.screen_at, screening.screen_threshold, steps)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
     start = time.perf_counter()
@@ -159,14 +195,19 @@ def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: in
         echo(f"5/5 sending {len(products)} gRPC requests ({steps} steps, up to {max_attempts} attempts, {size} px), "
              "then each attempt again alone, for the report")
         for i, product in enumerate(products):
-            request = _one_product(client, product, i * 100, steps, max_attempts, threshold, out / "images")
+            request = _one_product(client, product, i * 100, steps, max_attempts, threshold, out / "images",
+                                   screening)
             requests.append(request)
             oracle = f"  oracle: {request['oracle']['label']}" if request["oracle"] else ""
+            screened = f"  screened out {len(request['screened'])}" if screening is not None else ""
             echo(f"    {product.name:<10} attempts {request['attempts']}  available {request['available']}  "
-                 f"p(Available) {request['probabilities']['Available']:.3f}{oracle}  {request['latency_s']:.2f} s")
+                 f"p(Available) {request['probabilities']['Available']:.3f}{oracle}{screened}  "
+                 f"{request['latency_s']:.2f} s")
     report = {"random_weights": tiny, "world": world, "models": str(out / "zoo") if tiny else str(folder),
               "judge_test_split": training_record(folder)["test_split"] if world else None,
               "size": size, "steps": steps, "max_attempts": max_attempts, "threshold": threshold,
+              "screen_at": None if screening is None else screening.screen_at,
+              "screen_threshold": None if screening is None else screening.screen_threshold,
               "timings_s": {k: round(v, 2) for k, v in timings.items()}, "requests": requests}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     write_report(report, out / "report.md")

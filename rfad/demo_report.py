@@ -37,22 +37,42 @@ def _header(report: dict) -> list[str]:
                  "(docs/miniworld.md).")
     else:
         about = f"Models: {report['models']}"
+    screening = ("" if report.get("screen_at") is None else
+                 f" Early screening after {report['screen_at']:g} of the steps: a candidate whose preview scores "
+                 f"p(Available) below {report['screen_threshold']:g} is replaced by the next seed.")
     return ["# rfad demo report", "", about, "",
             f"Canvas {report['size']} px, {report['steps']} DDIM steps, one candidate per attempt, up to "
-            f"{report['max_attempts']} attempts, threshold {report['threshold']}.", ""]
+            f"{report['max_attempts']} attempts, threshold {report['threshold']}.{screening}", ""]
+
+
+def screened_at(column: dict) -> str:
+    """The screening column's words for one candidate: screened out at step s with p, or how it finished."""
+    if "step" in column:
+        return f"screened out at step {column['step']} with p(Available) {column['p_available']:.2f}"
+    return {"passed": "passed screening", "not screened": "not screened (its slot's refills were spent)"}.get(
+        column.get("screening"), "")
 
 
 def _product_section(request: dict, folder: Path, world: bool) -> list[str]:
     attempts = request["attempt_images"]
+    screened = request.get("screened") or []
+    # Every candidate the loop drew, in draw order: the finished ones (one per attempt) and those
+    # early screening replaced (no image: they stopped at the screening step).
+    columns = sorted(attempts + screened, key=lambda column: column["seed"])
     lines = [f"## {request['product']}: \"{request['prompt']}\"", "",
              f"![product]({_link(request['product_image'], folder)}) caption: {request['caption']!r}", ""]
-    lines.append("| | " + " | ".join(f"attempt {a['attempt']}" for a in attempts) + " |")
-    lines.append("|---|" + "---|" * len(attempts))
-    lines.append("| image | " + " | ".join(f"![attempt {a['attempt']}]({_link(a['image'], folder)})"
-                                             for a in attempts) + " |")
-    lines.append("| RFNet | " + " | ".join(judged(a["probabilities"], a["available"]) for a in attempts) + " |")
+    lines.append("| | " + " | ".join(f"attempt {c['attempt']}" + (" (screened)" if "step" in c else "")
+                                      for c in columns) + " |")
+    lines.append("|---|" + "---|" * len(columns))
+    lines.append("| image | " + " | ".join("–" if "step" in c else f"![attempt {c['attempt']}]({_link(c['image'], folder)})"
+                                             for c in columns) + " |")
+    if any(c.get("screening") for c in attempts) or screened:
+        lines.append("| screening | " + " | ".join(screened_at(c) for c in columns) + " |")
+    lines.append("| RFNet | " + " | ".join("–" if "step" in c else judged(c["probabilities"], c["available"])
+                                           for c in columns) + " |")
     if world:
-        lines.append("| oracle (truth) | " + " | ".join(a["oracle"]["label"] for a in attempts) + " |")
+        lines.append("| oracle (truth) | " + " | ".join("–" if "step" in c else c["oracle"]["label"]
+                                                        for c in columns) + " |")
     returned = request["returned_attempt"]
     outcome = ("judged Available" if request["available"]
                else f"none judged Available in {request['attempts']} attempts; the best returned, flagged not available")
@@ -67,9 +87,11 @@ def _summary(report: dict) -> list[str]:
         return []
     first = sum(r["attempt_images"][0]["oracle"]["label"] == AVAILABLE for r in requests)
     returned = sum(r["oracle"]["label"] == AVAILABLE for r in requests)
+    screened = (f" Early screening replaced {sum(len(r.get('screened') or []) for r in requests)} candidates mid-loop."
+                if report.get("screen_at") is not None else "")
     return ["## In sum", "",
             f"The oracle calls {first} of {len(requests)} first attempts Available and {returned} of the "
-            f"{len(requests)} returned images, after {sum(r['attempts'] for r in requests)} attempts in all. "
+            f"{len(requests)} returned images, after {sum(r['attempts'] for r in requests)} attempts in all.{screened} "
             f"{len(requests)} products are an illustration, not a measurement: docs/method.md measures the same loop "
             "on RF-mini's held-out products.", ""]
 

@@ -78,6 +78,8 @@ MEMORY_OPTIONS: dict[str, MemoryOptions] = {
     "saliency": MemoryOptions(memory_pattern=False, exact_arena=True),
     "rfnet_text": _NO_PATTERN,
     "rfnet": _NO_PATTERN,
+    "screen_rfnet_text": _NO_PATTERN,  # the screening RFNet's graphs are RFNet's
+    "screen_rfnet": _NO_PATTERN,
 }
 
 _exact_arena_registered = False

@@ -59,7 +59,7 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
 
 # What the fake answers when a setting is absent (the contract's documented defaults).
 FAKE_DEFAULTS = {"seed": 0, "steps": 40, "guidance_scale": 7.5, "controlnet_scale": 1.0, "candidates": 1,
-                 "max_attempts": 5, "num_images": 1, "threshold": 0.5}
+                 "max_attempts": 5, "num_images": 1, "threshold": 0.5, "screen_at": None, "screen_threshold": None}
 
 FAKE_PIPELINE = '''\
 """Stand-in for rfad_pipeline (client transport tests only): validates, then echoes a fake result."""
@@ -113,6 +113,7 @@ class TritonPythonModel:
         caption = value("caption", b"").decode("utf-8")
         negative = value("negative_prompt", b"").decode("utf-8")
         n = int(s["num_images"])
+        screened = s["screen_at"] is not None
         images = []
         for i in range(n):
             colour = ((int(s["seed"]) + i) %% 256, int(s["steps"]) %% 256, len(caption) %% 256)
@@ -127,6 +128,11 @@ class TritonPythonModel:
             pb_utils.Tensor("probabilities", np.array([row] * n, dtype=np.float32).reshape(n, 5)),
             pb_utils.Tensor("seeds", np.array([int(s["seed"]) + i for i in range(n)], dtype=np.int64)),
             pb_utils.Tensor("attempts", np.array([s["max_attempts"]], dtype=np.int32)),
+            # Screening on: one candidate reported screened (seed - 1, the step s, p = screen_threshold / 2).
+            pb_utils.Tensor("screened_seeds", np.array([int(s["seed"]) - 1] if screened else [], dtype=np.int64)),
+            pb_utils.Tensor("screened_steps", np.array([int(s["screen_at"] * s["steps"] + 0.5)] if screened else [],
+                                                       dtype=np.int32)),
+            pb_utils.Tensor("screened_p", np.array([s["screen_threshold"] / 2] if screened else [], dtype=np.float32)),
         ])
 ''' % json.dumps(FAKE_DEFAULTS)
 
@@ -269,9 +275,10 @@ def test_request_tensors_follow_the_contract_exactly():
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import deserialize_bytes_tensor
 
-    # The largest seed 2 candidates x 3 attempts allow: INT64 carries it whole.
-    values = {"seed": MAX_SEED - 5, "steps": 7, "guidance_scale": 5.5, "controlnet_scale": 0.25, "candidates": 2,
-              "max_attempts": 3, "num_images": 2, "threshold": 0.75}
+    # The largest seed 2 candidates x 3 attempts with screening allow: INT64 carries it whole.
+    # Screened at step 4 of 7, one refill per slot: 2 x 2 x 3 seeds.
+    values = {"seed": MAX_SEED - 11, "steps": 7, "guidance_scale": 5.5, "controlnet_scale": 0.25, "candidates": 2,
+              "max_attempts": 3, "num_images": 2, "threshold": 0.75, "screen_at": 0.5, "screen_threshold": 0.25}
     assert set(values) == set(SETTINGS_INPUTS)
     inputs = infer_inputs(build_request(PRODUCT, "a prompt", caption="red bottle", negative_prompt="blurry",
                                         **values), grpcclient)
@@ -307,7 +314,9 @@ def test_result_helpers(tmp_path):
     outputs = {"images": np.array([b"img0", b"img1", b"img2"], dtype=object),
                "available": np.array([False, True, True]),
                "probabilities": np.array([[0.9, 0.1, 0, 0, 0], [0.6, 0.4, 0, 0, 0], [0.7, 0, 0.3, 0, 0]], np.float32),
-               "seeds": np.array([4, 5, 6], dtype=np.int64), "attempts": np.array([2], dtype=np.int32)}
+               "seeds": np.array([4, 5, 6], dtype=np.int64), "attempts": np.array([2], dtype=np.int32),
+               "screened_seeds": np.array([], np.int64), "screened_steps": np.array([], np.int32),
+               "screened_p": np.array([], np.float32)}
     result = Result.from_outputs(outputs, latency_s=0.5)
     assert result.attempts == 2 and result.seeds == [4, 5, 6] and result.available == [False, True, True]
     assert result.best_index == 2 and result.best == b"img2"  # Available beats a higher p(Available)
@@ -321,6 +330,14 @@ def test_result_helpers(tmp_path):
         Result.from_outputs({k: v for k, v in outputs.items() if k != "seeds"})
     with pytest.raises(ServerError, match="malformed"):
         Result.from_outputs({**outputs, "seeds": outputs["seeds"][:2]})
+    screened = {**outputs, "screened_seeds": np.array([1, 3], dtype=np.int64),
+                "screened_steps": np.array([10, 10], dtype=np.int32), "screened_p": np.array([0.1, 0.2], np.float32)}
+    assert Result.from_outputs(screened).screened == [{"seed": 1, "step": 10, "p_available": pytest.approx(0.1)},
+                                                      {"seed": 3, "step": 10, "p_available": pytest.approx(0.2)}]
+    with pytest.raises(ServerError, match="lacks the output 'screened_seeds'"):
+        Result.from_outputs({k: v for k, v in outputs.items() if k != "screened_seeds"})
+    with pytest.raises(ServerError, match="malformed response: 2 screened seeds, 2 steps, 1 p values"):
+        Result.from_outputs({**screened, "screened_p": screened["screened_p"][:1]})
 
 
 def test_unavailable_server_is_retried_with_backoff_then_reported():
@@ -357,6 +374,9 @@ def test_generate_carries_every_field_both_ways(client):
     assert len(result.images) == 3 and result.latency_s > 0
     first = Image.open(io.BytesIO(result.images[1]))
     assert first.size == (24, 16) and first.getpixel((0, 0)) == (41, 12, len("red bottle"))
+    assert result.screened == []
+    screened = client.generate(PRODUCT, "ad", seed=40, steps=12, screen_at=0.25, screen_threshold=0.5)
+    assert screened.screened == [{"seed": 39, "step": 3, "p_available": 0.25}]
 
     defaults = client.generate(Image.open(io.BytesIO(PRODUCT)), "ad")  # a PIL image is encoded as PNG
     assert defaults.seeds == [FAKE_DEFAULTS["seed"]] and defaults.attempts == FAKE_DEFAULTS["max_attempts"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 from click.testing import CliRunner
@@ -11,24 +12,41 @@ from PIL import Image
 from rfad.contract import CLASS_NAMES
 
 
-def test_tiny_demo_writes_images_and_a_report(tmp_path):
+def test_tiny_demo_writes_images_and_a_report_with_early_screening(tmp_path):
+    """With early screening at a threshold of 1.0 every candidate a slot may replace is replaced:
+    two per attempt at step 2 of 4; the report shows them in draw order beside the finished ones."""
     from rfad.cli import main as rfad_cli
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(rfad_cli, ["demo", "--tiny", "--out", str(out), "--size", "128", "--steps", "2",
-                                           "--max-attempts", "2"], catch_exceptions=False)
+    result = CliRunner().invoke(rfad_cli, ["demo", "--tiny", "--out", str(out), "--size", "128", "--steps", "4",
+                                           "--max-attempts", "2", "--screen-at", "0.5", "--screen-threshold", "1.0"],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "RANDOM weights" in result.output
+    assert "RANDOM weights" in result.output and re.search(r"screened out [24]\b", result.output)
     assert f"rfad-serve --repo {out / 'repo'}" in result.output  # where the README's tour picks up
     report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] and not report["world"] and len(report["requests"]) == 3
-    for request in report["requests"]:
+    assert report["screen_at"] == 0.5 and report["screen_threshold"] == 1.0
+    for i, request in enumerate(report["requests"]):
         assert 1 <= request["attempts"] <= 2 and len(request["probabilities"]) == 5
         assert len(request["attempt_images"]) == request["attempts"] and request["oracle"] is None
+        first = i * 100  # the demo's seed of product i
+        assert [s["seed"] for s in request["screened"]] == [first + 3 * a + k for a in range(request["attempts"])
+                                                           for k in (0, 1)]
+        assert [(s["step"], s["attempt"]) for s in request["screened"]] == [
+            (2, a + 1) for a in range(request["attempts"]) for _ in (0, 1)]
+        assert [a["seed"] for a in request["attempt_images"]] == [first + 3 * a + 2 for a in range(request["attempts"])]
+        assert all(a["screening"] == "not screened" for a in request["attempt_images"])
         with Image.open(request["attempt_images"][0]["image"]) as image:
             assert image.size == (128, 128)
-    assert "| image |" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "| image |" in markdown and "| screening |" in markdown and "attempt 1 (screened)" in markdown
+    assert "screened out at step 2 with p(Available)" in markdown and "not screened (its slot's refills were spent)" in markdown
     assert json.loads((out / "onnx" / "parity.json").read_text())["rows"]
+    refused = CliRunner().invoke(rfad_cli, ["demo", "--tiny", "--out", str(tmp_path / "no"), "--steps", "4",
+                                            "--screen-at", "0.5"])
+    assert refused.exit_code == 2 and "--screen-threshold: required with screen_at" in refused.output
+    assert not (tmp_path / "no").exists()
 
 
 def test_the_default_demo_serves_the_miniature_world(tmp_path):

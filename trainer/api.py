@@ -8,7 +8,7 @@ goes here when a caller outside the trainer needs it, and nowhere else.
 from __future__ import annotations
 
 from rfad.trainer.data.manifest import resolve_path
-from rfad.trainer.data.miniworld import MiniworldSettings, load_generator, product_requests, write_miniworld_dataset
+from rfad.trainer.data.miniworld import MiniworldSettings, load_generator, product_requests, product_splits, write_miniworld_dataset
 from rfad.trainer.data.oracle_check import ORACLE_CHECK_SOURCES, measure_agreement
 from rfad.trainer.data.oracle_generated import Construction, measure_generated_agreement
 from rfad.trainer.data.prepare import prepare_maps
@@ -25,7 +25,7 @@ from rfad.trainer.rfnet.train import TINY_LR, TRAIN_LOG, RFNetTrainConfig, epoch
 
 __all__ = [
     # datasets: the manifest's paths, RF-mini, drawn scenes, the synthetic set, map caching, the oracle's check
-    "resolve_path", "MiniworldSettings", "product_requests", "write_miniworld_dataset", "draw_scene",
+    "resolve_path", "MiniworldSettings", "product_requests", "product_splits", "write_miniworld_dataset", "draw_scene",
     "write_scene_dataset", "write_synthetic_dataset", "prepare_maps", "ORACLE_CHECK_SOURCES", "measure_agreement",
     "load_generator", "Construction", "measure_generated_agreement",
     # RFNet: training, its split and epoch order, evaluation

@@ -4,7 +4,9 @@ Export keys its PyTorch wrappers by these names (a component without a wrapper, 
 without a component, is an error); the Triton repository writer, the judge ensemble and the
 runners read the specs built here. Group ``diffusion`` needs the base models and the
 ControlNet; group ``judge`` needs RFNet, depth and saliency (built only when the facts have an
-RFNet width).
+RFNet width); group ``screen`` is an optional second RFNet that early screening judges
+x0-previews with (the model set's ``screen_rfnet``; built only when the facts say it is there),
+with the main RFNet's tensors, beside the same depth and saliency models.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Callable, Mapping
 
 from rfad.components.specs import ComponentSpec, ModelFacts, TensorSpec
 
-GROUPS = ("diffusion", "judge")
+GROUPS = ("diffusion", "judge", "screen")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ def components_in(group: str) -> tuple[str, ...]:
 
 
 def component_specs(facts: ModelFacts, renames: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, ComponentSpec]:
-    """Every registered component the facts allow (judge ones only with ``facts.rfnet_width``), by name.
+    """Every registered component the facts allow (judge ones only with ``facts.rfnet_width``, screen
+    ones only with ``facts.screen_rfnet``), by name.
 
     ``renames``: component -> {tensor key -> wire name}, for a deployment that calls some
     tensors otherwise; everything downstream reads the names from the specs.
@@ -58,8 +61,10 @@ def component_specs(facts: ModelFacts, renames: Mapping[str, Mapping[str, str]] 
     unknown = sorted(set(renames) - set(COMPONENTS))
     if unknown:
         raise ValueError(f"renames: no components {unknown} (registered: {', '.join(COMPONENTS)})")
+    provided = {"diffusion": True, "judge": facts.rfnet_width is not None,
+                "screen": facts.rfnet_width is not None and facts.screen_rfnet}
     return {name: component.spec(facts).renamed(renames.get(name, {}))
-            for name, component in COMPONENTS.items() if component.group == "diffusion" or facts.rfnet_width is not None}
+            for name, component in COMPONENTS.items() if provided[component.group]}
 
 
 # --- the tensors of each component ---------------------------------------------------------
@@ -157,3 +162,9 @@ def _rfnet(f: ModelFacts):
               _judge_image("depth_map", 1, f), _judge_image("saliency_map", 1, f),
               _f32("caption_embeddings", ("B", "L", f.rfnet_width)), TensorSpec("caption_mask", "int64", ("B", "L")))
     return inputs, (_f32("probabilities", ("B", f.num_classes)),)
+
+
+# Early screening's own RFNet (optional): the same graphs as the judge's, of another checkpoint.
+_register("screen_rfnet_text", "screen", "Screening RFNet's caption encoder (once per request)", spatial=False)(
+    _rfnet_text)
+_register("screen_rfnet", "screen", "Screening RFNet: class probabilities of x0-previews", spatial=False)(_rfnet)

@@ -207,6 +207,7 @@ class ModelFacts:
     judge_size: int = 384
     caption_tokens: int = 64
     num_classes: int = len(CLASS_NAMES)  # RFNet's outputs
+    screen_rfnet: bool = False  # a second RFNet for early screening (of the main one's width, size and classes)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -100,7 +100,8 @@ def shm_need(profile: DeploymentProfile, backend: str | None = None, unet_mode: 
     def rounded(size: int) -> int:
         return max(profile.shm.default_byte_size, math.ceil(size / growth) * growth)
 
-    served = [name for name in SERVED[unet_mode] if name in specs]  # the judge only where the models have one
+    # The judge only where the models have one; early screening's own RFNet where they have that.
+    served = [name for name in SERVED[unet_mode] + ("screen_rfnet_text", "screen_rfnet") if name in specs]
     calls = {name: exchange_bytes(specs[name], batch, side) for name in served}
     response = profile.pipeline.candidates_cap * side * side * 3 + MAX_IMAGE_BYTES
     parts = [("rfad_pipeline", profile.pipeline.instances, rounded(max(calls.values()) + response))]

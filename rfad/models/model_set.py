@@ -33,6 +33,7 @@ ROLES = {
     "depth": "depth model folder (transformers DPT)",
     "saliency": "saliency model (U2-Net folder or .pth/.safetensors)",
     "rfnet": "RFNet folder (rfad-train rfnet output)",
+    "screen_rfnet": "RFNet folder that early screening judges x0-previews with (optional; default: the rfnet role's)",
     "roberta": "RoBERTa folder (RFNet's text backbone)",
     "resnet": "ResNet folder (RFNet's image backbone)",
 }
@@ -50,6 +51,7 @@ class ModelSet:
     depth: Path | None = None
     saliency: Path | None = None
     rfnet: Path | None = None
+    screen_rfnet: Path | None = None
     roberta: Path | None = None
     resnet: Path | None = None
     # How the generator places products (rfad-models.json "canvas": rfad.canvas.DECLARED_CANVAS_KEYS);

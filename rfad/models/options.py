@@ -31,8 +31,11 @@ MODEL_SET_TYPES: dict[str, click.ParamType] = {
     "rfnet": _FOLDER,
     "depth": _FOLDER,
     "saliency": _FOLDER_OR_FILE,
+    "screen_rfnet": _FOLDER,
 }
-MODEL_SET_FLAGS = tuple(MODEL_SET_TYPES)
+# The flags a command gets by default; --screen-rfnet only where early screening runs (rfad
+# generate, rfad-export onnx).
+MODEL_SET_FLAGS = tuple(name for name in MODEL_SET_TYPES if name != "screen_rfnet")
 
 
 def default_help(name: str) -> str:

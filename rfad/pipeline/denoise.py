@@ -9,12 +9,15 @@ Candidates of one attempt run as one batch of 2K (negative prompt first, then th
 The loop is written once and split where RFFT needs to enter it: :func:`start_denoising` (the
 initial state), :func:`denoise_steps` (DDIM steps without gradient, optionally stopping at step
 t*), :func:`guided_noise` (one ControlNet + UNet evaluation, differentiable when called outside
-``no_grad``) and :func:`scheduler_step`. :func:`denoise` composes them for generation.
+``no_grad``) and :func:`scheduler_step`. :func:`denoise` composes them for generation. Early
+screening (:mod:`rfad.pipeline.screening`) denoises candidates at different steps in one batch:
+:func:`guided_noise` takes a timestep per candidate, and :func:`select_rows` / :func:`replace_rows`
+take candidates out of a batch and put fresh ones in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -157,14 +160,17 @@ def merge_batches(batches: Sequence[DenoisingBatch]) -> DenoisingBatch:
 def guided_noise(runner: ComponentRunner, batch: DenoisingBatch, latents: torch.Tensor, t: torch.Tensor,
                  controlnet_scale: float) -> tuple[torch.Tensor | None, torch.Tensor]:
     """One ControlNet + UNet evaluation of every candidate: latents float [K, 4, h, w] at timestep ``t``
-    -> (eps_uncond [K, 4, h, w] or None without CFG, eps_cond [K, 4, h, w]).
+    (one for all, or int64 [K], one per candidate) -> (eps_uncond [K, 4, h, w] or None without CFG,
+    eps_cond [K, 4, h, w]).
 
     Not wrapped in ``no_grad``: generation calls it inside :func:`denoise_steps` (no gradient),
     RFFT calls it directly to differentiate one step through the ControlNet.
     """
     k = latents.shape[0]
+    timesteps = t.expand(k).repeat(batch.copies)  # [copies * K], in the CFG layout of the batch
+    # DDIM's scale_model_input is the identity; it is called for schedulers that scale per step.
     model_input = batch.scheduler.scale_model_input(torch.cat([latents] * batch.copies), t)
-    noise_pred = runner.predict_noise(model_input, batch.unet_extra, t.expand(batch.copies * k), batch.embeddings,
+    noise_pred = runner.predict_noise(model_input, batch.unet_extra, timesteps, batch.embeddings,
                                       batch.control, controlnet_scale)
     if batch.copies == 1:
         return None, noise_pred
@@ -180,9 +186,17 @@ def combine_guidance(uncond: torch.Tensor | None, cond: torch.Tensor, guidance_s
 def scheduler_step(batch: DenoisingBatch, i: int, noise_pred: torch.Tensor, latents: torch.Tensor,
                    eta: float = 0.0) -> torch.Tensor:
     """DDIM step ``i`` (latents at ``timesteps[i]`` -> the next step's), with latent blending for a 4-channel UNet."""
+    return scheduler_step_x0(batch, i, noise_pred, latents, eta)[0]
+
+
+def scheduler_step_x0(batch: DenoisingBatch, i: int, noise_pred: torch.Tensor, latents: torch.Tensor,
+                      eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`scheduler_step`, and the scheduler's x0-prediction at step ``i`` (the clean latents
+    float [K, 4, h, w] it predicts from ``noise_pred``: what early screening decodes and judges)."""
     timesteps, scheduler = batch.timesteps, batch.scheduler
     variance_noise = _variance_noise(latents, batch.seeds, i) if eta > 0 else None
-    latents = scheduler.step(noise_pred, timesteps[i], latents, eta=eta, variance_noise=variance_noise).prev_sample
+    out = scheduler.step(noise_pred, timesteps[i], latents, eta=eta, variance_noise=variance_noise)
+    latents, x0 = out.prev_sample, out.pred_original_sample
     if batch.blend_mask is not None:
         # 4-channel UNet: keep the product region on the init image's trajectory, noised
         # to the next step's level, as diffusers' ControlNet inpaint pipeline does.
@@ -190,7 +204,59 @@ def scheduler_step(batch: DenoisingBatch, i: int, noise_pred: torch.Tensor, late
         if i < len(timesteps) - 1:
             proper = scheduler.add_noise(batch.image_latents, batch.noise, timesteps[i + 1 : i + 2])
         latents = (1 - batch.blend_mask) * proper + batch.blend_mask * latents
-    return latents
+    return latents, x0
+
+
+def select_rows(batch: DenoisingBatch, rows: Sequence[int]) -> DenoisingBatch:
+    """The candidates ``rows`` of ``batch`` (in that order) as a batch of their own; the per-copy
+    tensors keep the CFG layout (every negative-prompt row, then every prompt row)."""
+    index = torch.as_tensor(list(rows), dtype=torch.long, device=batch.latents.device)
+    k = batch.latents.shape[0]
+    copy_index = torch.cat([index + c * k for c in range(batch.copies)])
+
+    def pick(tensor: torch.Tensor | None, per_copy: bool = False) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        chosen = copy_index if per_copy else index
+        if tensor.stride(0) == 0:  # one row expanded (the control image, the mask): stays a view, no copy
+            return tensor[:1].expand(len(chosen), *tensor.shape[1:])
+        return tensor[chosen]
+
+    return replace(batch, seeds=[batch.seeds[r] for r in rows], latents=pick(batch.latents), noise=pick(batch.noise),
+                   image_latents=pick(batch.image_latents), blend_mask=pick(batch.blend_mask),
+                   embeddings=pick(batch.embeddings, True), control=pick(batch.control, True),
+                   unet_extra=pick(batch.unet_extra, True))
+
+
+def replace_rows(batch: DenoisingBatch, rows: Sequence[int], fresh: DenoisingBatch) -> DenoisingBatch:
+    """``batch`` with candidate ``rows[j]`` replaced by candidate ``j`` of ``fresh`` (another
+    :func:`start_denoising` of the same request and settings: same timesteps, embeddings and control).
+
+    Only the per-candidate draws change; the request's constants (text embeddings, control image)
+    stay the same tensors, so a runner that sends constants once (the Triton runner) keeps them.
+    """
+    if len(rows) != len(fresh.seeds):
+        raise ValueError(f"replace_rows: {len(rows)} rows, {len(fresh.seeds)} fresh candidates")
+    k = batch.latents.shape[0]
+    index = torch.as_tensor(list(rows), dtype=torch.long, device=batch.latents.device)
+
+    def put(tensor: torch.Tensor | None, new: torch.Tensor | None, per_copy: bool = False) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        tensor = tensor.clone()
+        if per_copy:
+            for c in range(batch.copies):
+                tensor[index + c * k] = new.chunk(batch.copies)[c]
+        else:
+            tensor[index] = new
+        return tensor
+
+    seeds = list(batch.seeds)
+    for row, seed in zip(rows, fresh.seeds):
+        seeds[row] = seed
+    return replace(batch, seeds=seeds, latents=put(batch.latents, fresh.latents), noise=put(batch.noise, fresh.noise),
+                   image_latents=put(batch.image_latents, fresh.image_latents),
+                   unet_extra=put(batch.unet_extra, fresh.unet_extra, True))
 
 
 @torch.no_grad()

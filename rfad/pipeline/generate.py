@@ -4,6 +4,8 @@ The loop of docs/design.md (one ad request, step 3), written once for every runn
 candidate is kept (plain generation). With a judge, candidates with p(Available) >= threshold
 are kept; the loop stops as soon as ``num_images`` are kept or after ``max_attempts``; if too
 few passed, the best remaining candidates are returned flagged not available (not an error).
+With early screening on (``screen_at``), each attempt runs :func:`rfad.pipeline.screening.screened_attempt`
+instead of :func:`rfad.pipeline.denoise.denoise`; everything else is the same.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import numpy as np
 import torch
 
 from rfad.canvas import AdCanvas, paste_back
+from rfad.contract import InvalidRequest
 from rfad.pipeline.denoise import denoise, to_uint8
 from rfad.pipeline.request import PreparedRequest, prepare_request
 from rfad.pipeline.runner import ComponentRunner
+from rfad.pipeline.screening import ScreenedCandidate, ScreenedPreview, Screening, SeedDraw, screened_attempt
 from rfad.pipeline.settings import GenerationSettings
 
 
@@ -48,12 +52,14 @@ class Candidate:
 
 @dataclass
 class GenerationResult:
-    """``images``: the ``num_images`` returned candidates (available first); ``candidates``: all generated."""
+    """``images``: the ``num_images`` returned candidates (available first); ``candidates``: all
+    finished ones; ``screened``: those early screening replaced, in draw order (empty when off)."""
 
     images: list[Candidate]
     candidates: list[Candidate]
     attempts: int
     timings: dict[str, float] = field(default_factory=dict)
+    screened: list[ScreenedCandidate] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (no pixels)."""
@@ -68,6 +74,7 @@ class GenerationResult:
             "attempts": self.attempts,
             "images": [describe(c) for c in self.images],
             "candidates": [describe(c) for c in self.candidates],
+            "screened": [c.to_dict() for c in self.screened],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -76,37 +83,56 @@ def generate(runner: ComponentRunner, canvas: AdCanvas, prompt: str, settings: G
              negative_prompt: str = "", caption: str = "", judge: Judge | None = None,
              latents: torch.Tensor | None = None, on_step: Callable[[int, int], None] | None = None,
              should_stop: Callable[[], bool] | None = None,
-             prepared: PreparedRequest | None = None) -> GenerationResult:
+             prepared: PreparedRequest | None = None, screen_judge: Judge | None = None,
+             on_preview: Callable[[ScreenedPreview], None] | None = None) -> GenerationResult:
     """Run the regenerate-until-available loop for one request.
 
     ``latents`` (float [K, 4, h, w]) replaces the first attempt's initial noise (parity tests).
-    ``on_step(done, total)`` reports denoising progress over all attempts; ``should_stop`` is
-    checked between steps (raises :class:`rfad.pipeline.denoise.GenerationCancelled`).
+    ``on_step(done, total)`` reports batched denoising steps over all attempts (``total``: the
+    most the request may run); ``should_stop`` is checked between steps (raises
+    :class:`rfad.pipeline.denoise.GenerationCancelled`). With ``settings.screen_at``, candidates
+    are screened by ``screen_judge`` (default: ``judge``); ``on_preview`` is told every preview
+    judged. Screening without a judge is an :class:`rfad.contract.InvalidRequest` naming ``screen_at``.
     """
+    if settings.screening and judge is None:
+        raise InvalidRequest("screen_at: early screening needs a judge, and this runner has none (no RFNet)")
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if prepared is None:
         prepared = prepare_request(runner, canvas, prompt, negative_prompt)
     judge_state = judge.prepare(canvas, caption) if judge is not None else None
+    screening = Screening.for_request(settings, canvas, caption, judge, judge_state, screen_judge, on_preview)
     timings["prepare"] = time.perf_counter() - start
 
     per_attempt = settings.candidates
     max_attempts = settings.max_attempts if judge is not None else -(-settings.num_images // per_attempt)
+    # The most batched steps one attempt may run: T, plus the refills' steps with screening.
+    most = settings.steps + settings.screen_replacements * (settings.screen_step or 0)
     candidates: list[Candidate] = []
     kept: list[Candidate] = []
-    attempt = 0
+    screened: list[ScreenedCandidate] = []
+    draw = SeedDraw(settings.seed)
+    attempt = steps_done = 0
     timings["denoise"] = timings["judge"] = 0.0
+
+    def report(done: int, _total: int) -> None:
+        if on_step is not None:
+            on_step(steps_done + done, max_attempts * most)
+
     while attempt < max_attempts and len(kept) < settings.num_images:
-        first = attempt * per_attempt
-        seeds = [settings.seed + first + j for j in range(per_attempt)]
-        step_offset = attempt * settings.steps
-
-        def report(done: int, total: int, _offset=step_offset) -> None:
-            if on_step is not None:
-                on_step(_offset + done, max_attempts * total)
-
+        initial = latents if attempt == 0 else None
         t0 = time.perf_counter()
-        decoded = denoise(runner, prepared, seeds, settings, latents if attempt == 0 else None, report, should_stop)
+        if screening is None:
+            seeds = draw.take(per_attempt)
+            decoded = denoise(runner, prepared, seeds, settings, initial, report, should_stop)
+            steps_done += settings.steps
+        else:
+            outcome = screened_attempt(runner, prepared, draw, settings, screening, attempt + 1, initial, report,
+                                       should_stop)
+            seeds, screened = outcome.seeds, screened + outcome.screened
+            steps_done += outcome.batched_steps
+            with torch.no_grad():
+                decoded = runner.vae_decoder(outcome.latents)
         images = paste_back(to_uint8(decoded), canvas)
         timings["denoise"] += time.perf_counter() - t0
         attempt += 1
@@ -128,5 +154,7 @@ def generate(runner: ComponentRunner, canvas: AdCanvas, prompt: str, settings: G
         kept_ids = {id(c) for c in kept}
         rest = sorted((c for c in candidates if id(c) not in kept_ids), key=lambda c: -c.p_available)
         kept += rest[: settings.num_images - len(kept)]
+    if screening is not None:
+        timings["screen"] = screening.seconds  # part of "denoise": decoding and judging the previews
     timings["total"] = time.perf_counter() - start
-    return GenerationResult(images=kept, candidates=candidates, attempts=attempt, timings=timings)
+    return GenerationResult(images=kept, candidates=candidates, attempts=attempt, timings=timings, screened=screened)

@@ -31,12 +31,21 @@ class JudgeState:
 
 
 class RunnerJudge:
-    """The ``Judge`` of :func:`rfad.pipeline.generate.generate`, backed by a runner's judge components."""
+    """The ``Judge`` of :func:`rfad.pipeline.generate.generate`, backed by a runner's judge components.
 
-    def __init__(self, runner: ComponentRunner):
+    ``screen=True``: early screening's own RFNet (``screen_rfnet_text``, ``screen_rfnet``) judges,
+    beside the same depth and saliency models (the ``screen_judge`` of ``generate``).
+    """
+
+    def __init__(self, runner: ComponentRunner, screen: bool = False):
         if runner.info.caption_tokenizer is None or runner.info.judge_size is None:
             raise ValueError("this runner has no judge models (RFNet, depth, saliency): pass --rfnet/--depth/--saliency")
+        if screen and not runner.info.screen_judge:
+            raise ValueError("this runner has no screening RFNet: give the model set a screen_rfnet, or screen with "
+                             "the judge's RFNet")
         self.runner = runner
+        self.encode_caption = runner.screen_rfnet_text if screen else runner.rfnet_text
+        self.rfnet = runner.screen_rfnet if screen else runner.rfnet
 
     def prepare(self, canvas: AdCanvas, caption: str) -> JudgeState:
         runner = self.runner
@@ -45,7 +54,7 @@ class RunnerJudge:
         product = image_to_tensor(canvas.init_image, runner.device, runner.dtype, signed=False)
         return JudgeState(
             product_image=resize_tensor(product, runner.info.judge_size),
-            caption_embeddings=runner.rfnet_text(ids, mask),
+            caption_embeddings=self.encode_caption(ids, mask),
             caption_mask=mask,
         )
 
@@ -58,7 +67,7 @@ class RunnerJudge:
         with torch.no_grad():
             depth = runner.depth(generated)
             saliency = runner.saliency(generated)
-            probabilities = runner.rfnet(
+            probabilities = self.rfnet(
                 state.product_image.expand(n, -1, -1, -1), generated, depth, saliency,
                 state.caption_embeddings.expand(n, -1, -1), state.caption_mask.expand(n, -1),
             )

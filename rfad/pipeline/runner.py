@@ -31,6 +31,8 @@ class RunnerInfo:
     caption_tokenizer: RFNet's RoBERTa tokenizer, or None for a runner without judge models.
     judge_size: the side of the square images the judge components take (RFNet's image_size;
         rfad.pipeline.judge_view), or None for a runner without judge models.
+    screen_judge: whether the runner has early screening's own RFNet (``screen_rfnet_text``,
+        ``screen_rfnet``), beside the judge's.
     """
 
     tokenizer: object
@@ -40,6 +42,7 @@ class RunnerInfo:
     vae_scale_factor: int = 8
     caption_tokenizer: object | None = None
     judge_size: int | None = None
+    screen_judge: bool = False
 
 
 class ComponentRunner(abc.ABC):
@@ -106,6 +109,21 @@ class ComponentRunner(abc.ABC):
         """images [B, 3, S, S] and maps [B, 1, S, S] in [0, 1], caption [B, L, d] + mask [B, L]
         -> class probabilities float [B, 5] (CLASS_NAMES order)."""
         raise self._no_judge("rfnet")
+
+    # Early screening's own RFNet (optional), with the tensors of rfnet_text and rfnet.
+    def screen_rfnet_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """As :meth:`rfnet_text`, with the screening RFNet's caption encoder."""
+        raise self._no_screen_judge("screen_rfnet_text")
+
+    def screen_rfnet(self, product_image: torch.Tensor, generated_image: torch.Tensor, depth_map: torch.Tensor,
+                     saliency_map: torch.Tensor, caption_embeddings: torch.Tensor,
+                     caption_mask: torch.Tensor) -> torch.Tensor:
+        """As :meth:`rfnet`, with the screening RFNet (x0-previews in, class probabilities float [B, 5] out)."""
+        raise self._no_screen_judge("screen_rfnet")
+
+    def _no_screen_judge(self, component: str) -> RuntimeError:
+        return RuntimeError(f"{type(self).__name__} has no {component} model: give a screening RFNet "
+                            "(the model set's screen_rfnet), or screen with the judge's RFNet")
 
     def _no_judge(self, component: str) -> RuntimeError:
         return RuntimeError(f"{type(self).__name__} has no {component} model: give an RFNet, depth and saliency model")

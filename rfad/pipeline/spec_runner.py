@@ -59,6 +59,7 @@ class SpecRunner(ComponentRunner):
             caption_tokenizer=(bound_bpe_cache(AutoTokenizer.from_pretrained(caption, local_files_only=True))
                                if caption.is_dir() else None),
             judge_size=manifest.facts.judge_size if "rfnet" in self.specs else None,
+            screen_judge="screen_rfnet" in self.specs,
         )
 
     @abc.abstractmethod
@@ -73,6 +74,8 @@ class SpecRunner(ComponentRunner):
         if spec is None:
             if COMPONENTS[component].group == "judge":
                 raise self._no_judge(component)
+            if COMPONENTS[component].group == "screen":
+                raise self._no_screen_judge(component)
             raise RuntimeError(f"{type(self).__name__} has no {component} component: export it with `rfad-export onnx`")
         feed = spec.bind(values)
         self.calls += 1
@@ -124,4 +127,13 @@ class SpecRunner(ComponentRunner):
     def rfnet(self, product_image, generated_image, depth_map, saliency_map, caption_embeddings, caption_mask):
         return self._call("rfnet", product_image=product_image, generated_image=generated_image, depth_map=depth_map,
                           saliency_map=saliency_map, caption_embeddings=caption_embeddings,
+                          caption_mask=caption_mask)["probabilities"]
+
+    def screen_rfnet_text(self, input_ids, attention_mask):
+        return self._call("screen_rfnet_text", input_ids=input_ids,
+                          attention_mask=attention_mask)["caption_embeddings"]
+
+    def screen_rfnet(self, product_image, generated_image, depth_map, saliency_map, caption_embeddings, caption_mask):
+        return self._call("screen_rfnet", product_image=product_image, generated_image=generated_image,
+                          depth_map=depth_map, saliency_map=saliency_map, caption_embeddings=caption_embeddings,
                           caption_mask=caption_mask)["probabilities"]

@@ -41,6 +41,7 @@ class TorchRunner(ComponentRunner):
             vae_scale_factor=2 ** (len(vae_config.block_out_channels) - 1),
             caption_tokenizer=judge.caption_tokenizer if judge is not None else None,
             judge_size=int(judge.rfnet.config.image_size) if judge is not None else None,
+            screen_judge=judge is not None and judge.screen_rfnet is not None,
         )
 
     def text_encoder(self, input_ids):
@@ -84,4 +85,17 @@ class TorchRunner(ComponentRunner):
     def rfnet(self, product_image, generated_image, depth_map, saliency_map, caption_embeddings, caption_mask):
         logits = self._judge("rfnet").rfnet.judge(product_image, generated_image, depth_map, saliency_map,
                                                   caption_embeddings, caption_mask)
+        return logits.softmax(dim=-1)
+
+    def _screen(self, component: str) -> torch.nn.Module:
+        if self.judge_models is None or self.judge_models.screen_rfnet is None:
+            raise self._no_screen_judge(component)
+        return self.judge_models.screen_rfnet
+
+    def screen_rfnet_text(self, input_ids, attention_mask):
+        return self._screen("screen_rfnet_text").encode_caption(input_ids, attention_mask)
+
+    def screen_rfnet(self, product_image, generated_image, depth_map, saliency_map, caption_embeddings, caption_mask):
+        logits = self._screen("screen_rfnet").judge(product_image, generated_image, depth_map, saliency_map,
+                                                    caption_embeddings, caption_mask)
         return logits.softmax(dim=-1)

@@ -4,8 +4,10 @@ Triton's own metrics count requests and time per model; these count what the loo
 them, so an operator sees the availability rate and attempts per request, and a test sees
 that a cancelled request stopped stepping:
 
-- ``rfad_denoising_steps_total``: DDIM steps executed (one per batch of candidates);
+- ``rfad_denoising_steps_total``: DDIM steps executed (one per batch of candidates, whatever
+  step each candidate of the batch is at under early screening);
 - ``rfad_attempts_total``, ``rfad_candidates_total``, ``rfad_candidates_available_total``;
+- ``rfad_candidates_screened_total``: candidates early screening replaced mid-loop;
 - ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``;
 - ``rfad_bls_calls_total{component=...}`` and ``rfad_bls_seconds_total{component=...}``: BLS
   calls to each model and their round trips as the pipeline sees them (request built, sent,
@@ -31,6 +33,8 @@ class PipelineMetrics:
             "candidates": pb_utils.MetricFamily("rfad_candidates_total", "Candidates generated", counter),
             "available": pb_utils.MetricFamily("rfad_candidates_available_total",
                                                "Candidates judged Available", counter),
+            "screened": pb_utils.MetricFamily("rfad_candidates_screened_total",
+                                              "Candidates early screening replaced mid-loop", counter),
             "requests": pb_utils.MetricFamily("rfad_requests_total", "rfad_pipeline requests by outcome", counter),
             "bls_calls": pb_utils.MetricFamily("rfad_bls_calls_total", "BLS calls by rfad_pipeline, per model", counter),
             "bls_seconds": pb_utils.MetricFamily("rfad_bls_seconds_total",
@@ -47,8 +51,9 @@ class PipelineMetrics:
         self._metrics["steps"].increment(1)
 
     def finished(self, result) -> None:
-        """A :class:`rfad.pipeline.generate.GenerationResult`: attempts, candidates, Available ones."""
+        """A :class:`rfad.pipeline.generate.GenerationResult`: attempts, candidates, Available ones, screened ones."""
         self._metrics["attempts"].increment(result.attempts)
+        self._metrics["screened"].increment(len(result.screened))
         self._metrics["candidates"].increment(len(result.candidates))
         self._metrics["available"].increment(sum(bool(c.available) for c in result.candidates))
 

@@ -114,7 +114,8 @@ def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
 def build_pipeline_response(result) -> dict[str, np.ndarray]:
     """A :class:`rfad.pipeline.generate.GenerationResult` -> output tensors by contract name.
 
-    Images that were not judged (no judge) carry NaN probabilities and ``available`` False.
+    Images that were not judged (no judge) carry NaN probabilities and ``available`` False. The
+    ``screened_*`` outputs list the candidates early screening replaced (empty when it is off).
     """
     images = result.images
     probabilities = np.full((len(images), len(CLASS_NAMES)), np.nan, dtype=np.float32)
@@ -127,4 +128,7 @@ def build_pipeline_response(result) -> dict[str, np.ndarray]:
         "probabilities": probabilities,
         "seeds": np.array([c.seed for c in images], dtype=np.int64),
         "attempts": np.array([result.attempts], dtype=np.int32),
+        "screened_seeds": np.array([c.seed for c in result.screened], dtype=np.int64),
+        "screened_steps": np.array([c.step for c in result.screened], dtype=np.int32),
+        "screened_p": np.array([c.p_available for c in result.screened], dtype=np.float32),
     }

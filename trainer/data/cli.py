@@ -169,6 +169,64 @@ def relabel_miniworld_command(out_dir: Path, decoder_models: Path | None) -> Non
                      order=CLASS_NAMES)
 
 
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Number of previews (one per candidate).")
+@click.option("--screen-at", required=True, type=float,
+              help="Share of the steps at which the x0-previews are taken, in (0, 1) (the screening step).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seeds the products, prompts, splits and images, as rfad-data miniworld's --seed.")
+@click.option("--models", type=click.Path(exists=True, path_type=Path),
+              help="Model set with the generator and the judge that screens [default: the miniature world's, "
+                   "rfad.miniworld.world_dir()].")
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=1), help="DDIM steps.")
+@click.option("--guidance", default=MiniworldSettings.guidance, show_default=True, type=float,
+              help="Classifier-free guidance scale.")
+@click.option("--images-per-product", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Candidates generated per product (one attempt, seeds in a row).")
+@click.option("--available-share", default=0.4, show_default=True, type=click.FloatRange(0, 1),
+              help="Class mix of the request prompts: share of Available scenes' prompts.")
+@click.option("--val-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in val.")
+@click.option("--test-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in test.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+def previews(out_dir: Path, n: int, screen_at: float, seed: int, models: Path | None, steps: int, guidance: float,
+             images_per_product: int, available_share: float, val_fraction: float, test_fraction: float,
+             device: str) -> None:
+    """Write x0-previews at the screening step, labelled by the oracle on each candidate's FINAL image.
+
+    RF-mini's requests through the real loop with early screening at --screen-at and nothing
+    screened out: each candidate's preview is a manifest row, so `rfad-train rfnet --init JUDGE
+    --data OUT` fine-tunes a noise-aware screening judge (the model set's screen_rfnet).
+    """
+    from rfad.logs import quiet_third_party
+    from rfad.miniworld import world_dir
+    from rfad.models.diffusion import load_diffusion_models
+    from rfad.models.folders import ModelFolderError
+    from rfad.models.judge import load_judge_models
+    from rfad.models.model_set import ModelSet
+    from rfad.pipeline.judge import RunnerJudge
+    from rfad.pipeline.torch_runner import TorchRunner
+    from rfad.trainer.data.previews import PreviewSettings, write_preview_dataset
+
+    quiet_third_party()
+    try:
+        settings = PreviewSettings(MiniworldSettings(seed=seed, steps=steps, guidance=guidance,
+                                                     images_per_product=images_per_product,
+                                                     available_share=available_share, val_fraction=val_fraction,
+                                                     test_fraction=test_fraction), screen_at=screen_at)
+        model_set = ModelSet.resolve(models if models is not None else world_dir())
+        runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device,
+                             judge=load_judge_models(model_set, device))
+        summary = write_preview_dataset(out_dir, n, runner, RunnerJudge(runner), settings, progress=True)
+    except (*USER_ERRORS, ModelFolderError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {summary['images']} previews at step {summary['settings']['screen_step']} of {steps} of "
+               f"{summary['products']} products to {out_dir} (manifest.jsonl, labels.jsonl, summary.json) in "
+               f"{summary['seconds']} s")
+    _echo_counts("final image's oracle label", [name for name, count in summary["labels"].items()
+                                                for _ in range(count)], order=CLASS_NAMES)
+
+
 @main.command("import-rf1m")
 @click.option("--labels", "labels_txt", required=True, type=click.Path(path_type=Path), help="RF1M label.txt.")
 @click.option("--images", "images_dir", required=True, type=click.Path(path_type=Path), help="Folder of generated images (searched recursively).")

@@ -6,6 +6,9 @@ the response. Errors travel in the response: a bad request is INVALID_ARGUMENT n
 field; a failing component is INTERNAL naming the component; a cancelled request stops between
 denoising steps. The model itself never raises out of execute(), so the server keeps serving.
 Custom metrics (rfad.serving.metrics) count steps, attempts, candidates and outcomes.
+Early screening (a request's screen_at) judges previews with the screening RFNet where the
+repository serves one (screen_rfnet_text, screen_rfnet, beside depth and saliency), else with the
+pipeline's judge; a judge-'none' repository refuses it as INVALID_ARGUMENT naming screen_at.
 """
 
 import json
@@ -53,6 +56,9 @@ class TritonPythonModel:
         # Judge modes: rfad.serving.pipeline_parameters.JUDGE_MODES.
         self.judge_mode = parameters.judge
         self.judge = RunnerJudge(self.runner) if self.judge_mode == "components" else None
+        # Early screening's own RFNet, where the repository serves one (and a judge to go with it).
+        self.screen_judge = (RunnerJudge(self.runner, screen=True)
+                             if self.runner.info.screen_judge and self.judge_mode != "none" else None)
 
     def _inputs(self, request) -> dict:
         inputs = {}
@@ -72,10 +78,14 @@ class TritonPythonModel:
             return _error(str(exc), pb_utils.TritonError.INVALID_ARG)
         judge = (EnsembleJudge(pb_utils, parsed.product_image, self.metrics.bls_call) if self.judge_mode == "ensemble"
                  else self.judge)
+        if settings.screening and judge is None:
+            self.metrics.request("invalid")
+            return _error("screen_at: early screening needs a judge, and this repository's rfad_pipeline judges "
+                          "with 'none'", pb_utils.TritonError.INVALID_ARG)
         try:
             result = generate(self.runner, canvas, parsed.prompt, settings, negative_prompt=parsed.negative_prompt,
                               caption=parsed.caption, judge=judge, should_stop=request.is_cancelled,
-                              on_step=lambda done, total: self.metrics.step())
+                              on_step=lambda done, total: self.metrics.step(), screen_judge=self.screen_judge)
         except GenerationCancelled as exc:
             self.metrics.request("cancelled")
             return _error(str(exc), pb_utils.TritonError.CANCELLED)
