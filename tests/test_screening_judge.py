@@ -90,7 +90,7 @@ def test_previews_are_the_loops_previews_labelled_by_the_final_images_oracle(pre
     for p, scene in enumerate(scenes):
         # The final images are RF-mini's own: its generation function, the same seeds.
         rf_mini = generate_for_product(runner, scene, 2, WORLD.seed * 10_000_000 + p * 2, STEPS, WORLD.guidance)
-        for j, (seed, image, verdict) in enumerate(rf_mini):
+        for j, (seed, image, verdict, _latents) in enumerate(rf_mini):
             row, entry = rows[2 * p + j], labels[2 * p + j]
             final = np.asarray(Image.open(previews / "finals" / f"{row.id}.png"))
             preview = np.asarray(Image.open(previews / row.generated))
@@ -157,6 +157,9 @@ def _with_screen_components(tiny_onnx, model_set, folder):
     shutil.copytree(tiny_onnx, combined, copy_function=os.link)
     for name in screen.specs:
         shutil.copytree(folder / "screen-onnx" / name, combined / name)
+    # The copy's files are hard links to the session's export: writing the manifest in place would
+    # rewrite the session's own (and every later test would look for the screening graphs there).
+    (combined / "manifest.json").unlink()
     dataclasses.replace(base, facts=screen.facts, specs={**base.specs, **screen.specs},
                         files={**base.files, **screen.files}).write(combined / "manifest.json")
     return combined
