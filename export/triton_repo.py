@@ -29,8 +29,8 @@ from rfad.deploy.profiles import DEFAULT_PROFILE, MIB, ComponentServing, Deploym
 from rfad.export.profile_flags import profile_with_flags
 from rfad.onnx_session import COMPONENT_THREADS
 from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, PipelineParameterError, PipelineParameters
+from rfad.triton_repo import TEMPLATES
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 DEPLOYMENT_FILE = "deployment.json"  # at the repository's root: the profile it was written for
 PARAMETER_FLAGS = {"max_attempts_cap": "--max-attempts-cap", "canvas_size": "--canvas-size", "judge": "--pipeline-judge"}
