@@ -8,6 +8,7 @@ from rfad.client.async_client import AsyncRfadClient
 from rfad.client.errors import (
     DeadlineExceededError,
     InvalidRequestError,
+    ModelNotFoundError,
     RfadClientError,
     ServerError,
     UnavailableError,
@@ -18,4 +19,5 @@ from rfad.client.sync_client import RfadClient
 from rfad.client.judge import JudgeResult, build_judge_request
 
 __all__ = ["RfadClient", "AsyncRfadClient", "Result", "JudgeResult", "build_request", "build_judge_request",
-           "RfadClientError", "InvalidRequestError", "ServerError", "UnavailableError", "DeadlineExceededError"]
+           "RfadClientError", "InvalidRequestError", "ModelNotFoundError", "ServerError", "UnavailableError",
+           "DeadlineExceededError"]
