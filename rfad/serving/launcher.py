@@ -254,7 +254,12 @@ class TritonServer:
         except ImportError:
             raise TritonNotInstalledError(f"tritonclient is not installed ({INSTALL_HINT})") from None
 
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        # gRPC's reconnect backoff would grow to tens of seconds while the server loads its models, and
+        # a poll made during it fails at once: readiness was seen up to ~20 s late (a client that
+        # polled on its own channel was already being served). Keep the backoff below the poll rate.
+        client = grpcclient.InferenceServerClient(self.grpc_url, channel_args=[
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 250)])
         try:
             deadline = time.monotonic() + self.startup_timeout_s
             while True:
@@ -326,12 +331,13 @@ class TritonServer:
         self.returncode = self.process.wait()
         return self.returncode
 
-    def drain(self, timeout_s: float, poll_s: float = 0.25) -> DrainResult:
-        """Refuse new ``rfad_pipeline`` requests (UNAVAILABLE: clients go elsewhere) and wait up to
-        ``timeout_s`` until none is running or queued; call :meth:`stop` afterwards."""
+    def drain(self, timeout_s: float, poll_s: float = 0.25, refusing=None) -> DrainResult:
+        """Refuse new ``rfad_pipeline`` requests (UNAVAILABLE: clients go elsewhere; ``refusing`` is
+        called once they are) and wait up to ``timeout_s`` until none is running or queued; call
+        :meth:`stop` afterwards."""
         if self.process is None or self.drain_file is None:
             raise RuntimeError("drain(): the server was not started")
-        return drain(self.metrics_url, self.drain_file, timeout_s, poll_s)
+        return drain(self.metrics_url, self.drain_file, timeout_s, poll_s, refusing)
 
     def stop(self, timeout_s: float | None = None) -> int | None:
         """SIGTERM the server, wait up to ``timeout_s`` (default ``exit_timeout_s`` + 5 s), then SIGKILL.
