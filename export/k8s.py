@@ -105,6 +105,8 @@ def write_k8s(out: str | Path, profile_name: str, image: str, repo_uri: str, onn
     if not image or any(c.isspace() for c in image):
         raise ValueError(f"--image: {image!r} is not an image reference")
     if engine_image is None and profile.image is not None and profile.image.engine_image:
+        if "@" in image:
+            raise ValueError(f"--image {image} is a digest: name the engine-build image with --engine-image")
         engine_image = f"{image}-engines" if ":" in image.rsplit("/", 1)[-1] else f"{image}:engines"
     fleet = Fleet(name=name, image=image, repo_uri=repo_uri, export_hash=export_hash(onnx_dir),
                   gpu_products=tuple(gpu_products) or profile.kubernetes.gpu_products, engine_image=engine_image,

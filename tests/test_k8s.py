@@ -318,6 +318,7 @@ def test_a_pvc_repository_is_mounted_read_only_without_an_init_container(tmp_pat
     (["--gpu-product", ""], 1, "--gpu-product: '' cannot name a Deployment"),
     (["--profile", "datacenter", "--prometheus-url", "prometheus:9090"], 1, "is not http(s)://host:port"),
     (["--profile", "datacenter", "--gpu-product", "A100", "--gpu-product", "a100"], 1, "name the same GPU model twice"),
+    (["--profile", "datacenter", "--image", "registry.example/rfad@sha256:0123"], 1, "is a digest: name the engine"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, args, code, message):
     base = {"--repo-uri": "s3://b/r", "--image": IMAGE, "--profile": "edge", "--out": str(tmp_path / "o"),
