@@ -80,9 +80,9 @@ def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeo
         # A second Ctrl-C or SIGTERM while draining stops at once (KeyboardInterrupt, then stop()).
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        click.echo(f"draining: new requests are refused; waiting up to {exit_timeout:g} s for those in flight")
         try:
-            drained = server.drain(exit_timeout)
+            drained = server.drain(exit_timeout, refusing=lambda: click.echo(
+                f"draining: new requests are refused; waiting up to {exit_timeout:g} s for those in flight"))
             click.echo(f"drained in {drained.seconds:.1f} s" if drained.drained else
                        f"{drained.busy} request(s) still in flight after {drained.seconds:.1f} s: stopping anyway")
         except DrainError as exc:

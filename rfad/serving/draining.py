@@ -65,12 +65,15 @@ class DrainResult:
 
 
 def drain(metrics_url: str, drain_file: Path, timeout_s: float, poll_s: float = 0.25,
-          clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> DrainResult:
-    """Create ``drain_file`` (new ``rfad_pipeline`` requests are refused from then on) and wait
-    until none is running or queued, at most ``timeout_s``. Raises :class:`DrainError` when the
-    metrics page at ``metrics_url`` cannot be read."""
+          refusing: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep) -> DrainResult:
+    """Create ``drain_file`` (new ``rfad_pipeline`` requests are refused from then on; ``refusing``
+    is called then) and wait until none is running or queued, at most ``timeout_s``. Raises
+    :class:`DrainError` when the metrics page at ``metrics_url`` cannot be read."""
     drain_file.parent.mkdir(parents=True, exist_ok=True)
     drain_file.touch()
+    if refusing is not None:
+        refusing()
     start = clock()
     while True:
         try:
