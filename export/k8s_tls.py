@@ -118,10 +118,10 @@ def certificate(security: FleetSecurity, name: str, namespace: str | None, label
                                    "group": "cert-manager.io"}}}
 
 
-def readme_lines(security: FleetSecurity, name: str, namespace: str | None) -> list[str]:
-    """The README's section on the Secrets to create and the flags clients need."""
+def readme_lines(security: FleetSecurity, deployments: list[str], name: str, namespace: str | None) -> list[str]:
+    """The README's section on the Secrets to create and the flags clients need (``deployments``:
+    the serving Deployments' names, one per GPU model)."""
     ns = f" -n {namespace}" if namespace else ""
-    url = f"{name}.{namespace or 'default'}:8001"
     lines, client = ["", "## TLS and the restricted header", ""], []
     if security.tls_secret is not None:
         files = "tls.crt, tls.key" + (", ca.crt" if security.mutual else "")
@@ -129,12 +129,15 @@ def readme_lines(security: FleetSecurity, name: str, namespace: str | None) -> l
         source = (f"cert-manager keeps it (`certificate.yaml`, {security.cert_manager_issuer_kind} "
                   f"`{security.cert_manager_issuer}`)" if security.cert_manager_issuer else
                   f"create it first: `kubectl{ns} create secret generic {security.tls_secret} "
-                  f"--from-file=tls.crt=server.crt --from-file=tls.key=server.key{ca}`")
+                  f"--from-file=tls.crt=server.crt --from-file=tls.key=server.key{ca}`; its certificate must "
+                  f"name `{name}` and `{name}-pods` (with the namespace forms clients use)")
+        restart = ", ".join(f"`kubectl{ns} rollout restart deployment/{deployment}`" for deployment in deployments)
         lines.append(f"- TLS{' (mutual)' if security.mutual else ''} on gRPC: the pods mount the Secret "
                      f"`{security.tls_secret}` ({files}); {source}. Triton reads it at start: after a renewal, "
-                     f"`kubectl{ns} rollout restart deployment/{name}`. Clients reach the gRPC port only "
-                     "(Triton's HTTP has no TLS; the probes still use it).")
-        client += ["--ca ca.crt"] + (["--cert client.crt --key client.key"] if security.mutual else [])
+                     f"{restart}. Clients reach the gRPC port only (Triton's HTTP has no TLS; the probes still use it).")
+        # dns:/// reaches the pods by IP address, which no certificate names.
+        client += ["--tls-server-name", f"{name}-pods", "--ca ca.crt"]
+        client += ["--cert client.crt --key client.key"] if security.mutual else []
     if security.restrict_secret is not None:
         restriction = security.restriction()
         lines.append(f"- Every protocol but health needs the header `{restriction.grpc_header}` (gRPC; "
@@ -142,6 +145,9 @@ def readme_lines(security: FleetSecurity, name: str, namespace: str | None) -> l
                      f"`{security.restrict_secret}`: `kubectl{ns} create secret generic {security.restrict_secret} "
                      "--from-file=value=token.txt` (one line, printable ASCII, no spaces).")
         client.append(f'--header "{restriction.grpc_header}=$(cat token.txt)"')
-    lines.append(f"- Check from a labelled pod: `rfad-client health --url {url} {' '.join(client)}` "
-                 "(a name in the certificate: the Service's, as the URL here).")
+    tls_note = (f" (`--tls-server-name {name}-pods`: `dns:///` connects to the pods' IP addresses, which the "
+                f"certificate does not name; the client verifies that name on every pod it finds)"
+                if security.tls_secret is not None else "")
+    lines.append(f"- Check from a labelled pod: `rfad-client health --url dns:///{name}-pods:8001 {' '.join(client)}`"
+                 f"{tls_note}.")
     return lines

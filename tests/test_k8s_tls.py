@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 from click.testing import CliRunner
-from test_k8s import IMAGE, _strict, by_kind, documents, validate, write
+from test_k8s import IMAGE, JETSON, _strict, by_kind, documents, export_dir, validate, write
 
 from rfad.export.cli import main as export_cli
 
@@ -37,24 +37,29 @@ def test_tls_manifests_mount_the_secret_keep_the_probes_and_close_plain_http(tmp
         for item in items:
             validate_any(item)
     kinds = by_kind(docs)
-    [deployment] = kinds["Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
-    server = pod["containers"][0]
-    assert {"name": "tls", "secret": {"secretName": "rfad-tls", "defaultMode": 0o440}} in pod["volumes"]
-    assert {"name": "tls", "mountPath": "/etc/rfad/tls", "readOnly": True} in server["volumeMounts"]
-    for flag in ("--grpc-use-ssl=true", "--grpc-server-cert=/etc/rfad/tls/tls.crt",
-                 "--grpc-server-key=/etc/rfad/tls/tls.key", "--grpc-use-ssl-mutual=true",
-                 "--grpc-root-cert=/etc/rfad/tls/ca.crt"):
-        assert flag in server["args"]
-    # The header's value: a Secret, expanded by Kubernetes into the arguments; health stays open.
-    assert {"name": "RFAD_RESTRICT_VALUE",
-            "valueFrom": {"secretKeyRef": {"name": "rfad-token", "key": "value"}}} in server["env"]
-    restricted = [arg for arg in server["args"] if "restricted" in arg]
-    assert [arg.split("=", 1)[0] for arg in restricted] == ["--grpc-restricted-protocol", "--http-restricted-api"]
-    assert all(arg.endswith(":rfad-key=$(RFAD_RESTRICT_VALUE)") and "health" not in arg for arg in restricted)
-    # Probes: plain HTTP health, as before (Triton's HTTP has no TLS; kubelet probes are not pod traffic).
-    assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    deployments = kinds["Deployment"]
+    assert len(deployments) == 2  # one per GPU model of the profile, each secured the same way
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        server = pod["containers"][0]
+        assert {"name": "tls", "secret": {"secretName": "rfad-tls", "defaultMode": 0o440}} in pod["volumes"]
+        assert {"name": "tls", "mountPath": "/etc/rfad/tls", "readOnly": True} in server["volumeMounts"]
+        for flag in ("--grpc-use-ssl=true", "--grpc-server-cert=/etc/rfad/tls/tls.crt",
+                     "--grpc-server-key=/etc/rfad/tls/tls.key", "--grpc-use-ssl-mutual=true",
+                     "--grpc-root-cert=/etc/rfad/tls/ca.crt"):
+            assert flag in server["args"]
+        # The header's value: a Secret, expanded by Kubernetes into the arguments; health stays open.
+        assert {"name": "RFAD_RESTRICT_VALUE",
+                "valueFrom": {"secretKeyRef": {"name": "rfad-token", "key": "value"}}} in server["env"]
+        restricted = [arg for arg in server["args"] if "restricted" in arg]
+        assert [arg.split("=", 1)[0] for arg in restricted] == ["--grpc-restricted-protocol", "--http-restricted-api"]
+        assert all(arg.endswith(":rfad-key=$(RFAD_RESTRICT_VALUE)") and "health" not in arg for arg in restricted)
+        # Probes: plain HTTP health, as before (Triton's HTTP has no TLS; kubelet probes are not pod traffic).
+        assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+        assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+        # The drain of issue 29 beside TLS: the preStop reads the plain metrics port, the drain file is set.
+        assert server["lifecycle"]["preStop"]["exec"]["command"][:3] == ["python3", "-m", "rfad.serving.draining"]
+        assert any(e["name"] == "RFAD_DRAIN_FILE" for e in server["env"])
     [policy] = kinds["NetworkPolicy"]
     clients, monitoring = policy["spec"]["ingress"]
     assert [p["port"] for p in clients["ports"]] == [8001] and [p["port"] for p in monitoring["ports"]] == [8002]
@@ -65,8 +70,12 @@ def test_tls_manifests_mount_the_secret_keep_the_probes_and_close_plain_http(tmp
     assert {"rfad.ads.svc", "rfad-pods.ads.svc.cluster.local"} <= set(spec["dnsNames"])
     assert "certificate.yaml" in yaml.safe_load((out / "kustomization.yaml").read_text())["resources"]
     readme = (out / "README.md").read_text()
-    assert "rollout restart deployment/rfad" in readme and "--cert client.crt --key client.key" in readme
+    for deployment in deployments:
+        assert f"rollout restart deployment/{deployment['metadata']['name']}`" in readme
+    assert "--cert client.crt --key client.key" in readme
+    assert "--url dns:///rfad-pods:8001 --tls-server-name rfad-pods --ca ca.crt" in readme
     # Without TLS clients keep both inference ports, and nothing of the above is written.
+    (tmp_path / "plain").mkdir()
     plain = by_kind(documents(write(tmp_path / "plain", "datacenter")))
     assert [p["port"] for p in plain["NetworkPolicy"][0]["spec"]["ingress"][0]["ports"]] == [8000, 8001]
     assert "Certificate" not in plain and not any("ssl" in a for a in plain["Deployment"][0]["spec"]["template"]
@@ -92,6 +101,7 @@ def test_the_certificate_schema_is_not_a_rubber_stamp(tmp_path):
 ])
 def test_bad_tls_flags_are_one_line_errors(tmp_path, args, message):
     result = CliRunner().invoke(export_cli, ["k8s", "--repo-uri", "s3://b/r", "--image", IMAGE, "--profile", "edge",
+                                             "--onnx", str(export_dir(tmp_path)), "--gpu-product", JETSON,
                                              "--out", str(tmp_path / "o"), *args])
     assert result.exit_code == 1 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

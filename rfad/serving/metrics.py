@@ -6,7 +6,11 @@ that a cancelled request stopped stepping:
 
 - ``rfad_denoising_steps_total``: DDIM steps executed (one per batch of candidates);
 - ``rfad_attempts_total``, ``rfad_candidates_total``, ``rfad_candidates_available_total``;
-- ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``;
+- ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``, and
+  ``draining`` (refused UNAVAILABLE while the server drains: :mod:`rfad.serving.draining`);
+- ``rfad_request_retries_total``: requests that were a client's retry (try number > 1, sent by
+  :mod:`rfad.client` with the request's id unchanged: :mod:`rfad.serving.request_trace`);
+- ``rfad_requests_in_flight`` (gauge): requests whose loop is running now; the drain waits for 0;
 - ``rfad_bls_calls_total{component=...}`` and ``rfad_bls_seconds_total{component=...}``: BLS
   calls to each model and their round trips as the pipeline sees them (request built, sent,
   answered, outputs in hand); beside Triton's own time of that model per request
@@ -18,7 +22,7 @@ instance in ``initialize`` and kept for its lifetime.
 
 from __future__ import annotations
 
-OUTCOMES = ("ok", "invalid", "cancelled", "failed")
+OUTCOMES = ("ok", "invalid", "cancelled", "failed", "draining")
 
 
 class PipelineMetrics:
@@ -32,6 +36,10 @@ class PipelineMetrics:
             "available": pb_utils.MetricFamily("rfad_candidates_available_total",
                                                "Candidates judged Available", counter),
             "requests": pb_utils.MetricFamily("rfad_requests_total", "rfad_pipeline requests by outcome", counter),
+            "retries": pb_utils.MetricFamily("rfad_request_retries_total",
+                                             "Requests that were a client's retry (try number > 1)", counter),
+            "in_flight": pb_utils.MetricFamily("rfad_requests_in_flight", "rfad_pipeline requests running now",
+                                               pb_utils.MetricFamily.GAUGE),
             "bls_calls": pb_utils.MetricFamily("rfad_bls_calls_total", "BLS calls by rfad_pipeline, per model", counter),
             "bls_seconds": pb_utils.MetricFamily("rfad_bls_seconds_total",
                                                  "Round trip of rfad_pipeline's BLS calls, per model", counter),
@@ -54,6 +62,13 @@ class PipelineMetrics:
 
     def request(self, outcome: str) -> None:
         self._requests[outcome].increment(1)
+
+    def retry(self) -> None:
+        self._metrics["retries"].increment(1)
+
+    def in_flight(self, change: int) -> None:
+        """+1 when a request starts, -1 when it has its response."""
+        self._metrics["in_flight"].increment(change)
 
     def bls_call(self, component: str, seconds: float) -> None:
         """One BLS call to ``component`` that took ``seconds`` (the runner reports each one)."""
