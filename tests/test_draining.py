@@ -5,13 +5,16 @@ real server drained mid-loop: tests/test_fleet.py.)"""
 from __future__ import annotations
 
 import json
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from rfad.contract import InvalidRequest
 from rfad.deploy.drain_times import drain_times
 from rfad.deploy.profiles import CPU, DATACENTER, EDGE
-from rfad.serving.draining import DrainError, busy_requests
+from rfad.serving.draining import DrainError, busy_requests, drain
 from rfad.serving.request_trace import request_trace
 
 # Lines as Triton 2.51's /metrics page writes them (rfad_pipeline's gauge and Triton's pending count).
@@ -49,3 +52,32 @@ def test_the_grace_period_covers_the_drain_and_the_exit_timeout(profile):
     assert times.grace_s > times.endpoint_drop_s + times.worst_loop_s + times.exit_timeout_s
     with pytest.raises(ValueError, match="not a Kubernetes profile"):
         drain_times(CPU)
+
+
+def test_the_drain_reads_its_own_metrics_page_past_an_http_proxy(monkeypatch, tmp_path):
+    """A pod or machine with http_proxy set (and no no_proxy for loopback) still drains: the page is
+    read directly, as the launcher's own readiness calls are."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = PAGE.replace("} 2", "} 0").replace("} 3", "} 0").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+        monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen would now build one that uses it
+        result = drain(f"http://127.0.0.1:{server.server_port}/metrics", tmp_path / "draining", timeout_s=5.0)
+        assert result.drained and result.busy == 0 and (tmp_path / "draining").exists()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -15,9 +15,14 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
+# Straight to the server, never through an http_proxy of the environment (the drain reads its own
+# pod's or machine's page; a proxy would answer for another, or not at all), as the launcher's calls.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def fetch_metrics(url: str, timeout_s: float = 10.0) -> str:
     """The text of the metrics page at ``url`` (``http://host:8002/metrics``)."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+    with _DIRECT.open(url, timeout=timeout_s) as response:
         return response.read().decode("utf-8", errors="replace")
 
 
