@@ -88,8 +88,9 @@ def manifests(profile: DeploymentProfile, fleet: Fleet, data_claim: str = "rfad-
         files["certificate.yaml"] = [certificate(fleet.security, fleet.name, namespace, labels(fleet, "serving"))]
     if fleet.engine_image:
         files["jobs/engines/job.yaml"] = [engine_job(profile, fleet, product, data_claim) for product in products]
-    files["jobs/catalog/job.yaml"] = [catalog_job(profile, fleet, data_claim)]
-    files["jobs/catalog-merge/job.yaml"] = [merge_job(profile, fleet, data_claim)]
+    if fleet.security is None or fleet.security.clients_can_connect():  # else the README says what is missing
+        files["jobs/catalog/job.yaml"] = [catalog_job(profile, fleet, data_claim)]
+        files["jobs/catalog-merge/job.yaml"] = [merge_job(profile, fleet, data_claim)]
     if profile.kubernetes.prepare_shards:
         files["jobs/prepare/job.yaml"] = [prepare_job(profile, fleet, data_claim)]
         for stage in TRAIN_STAGES:
@@ -171,7 +172,12 @@ def _write_readme(out: Path, profile: DeploymentProfile, fleet: Fleet, namespace
         f"waits up to {times.worst_loop_s} s for the loops in flight (grace period {times.grace_s} s).",
         f"5. A catalog run: the jobs at `{CATALOG_LAYOUT['jobs']}` on the claim, `kubectl apply -k jobs/catalog` "
         f"({catalog_shards(profile, fleet)} shards; a killed shard resumes), then, once it completed, "
-        f"`kubectl apply -k jobs/catalog-merge` (every product once, in `{CATALOG_LAYOUT['merged']}`).",
+        f"`kubectl apply -k jobs/catalog-merge` (every product once, in `{CATALOG_LAYOUT['merged']}`)."
+        if "jobs/catalog/job.yaml" in files else
+        "5. No catalog Job was written: under TLS its shards are clients of the fleet and need "
+        "`rfad-export k8s --client-tls-secret` (a Secret with `ca.crt`, the CA that signed the servers' "
+        "certificate" + (", and `tls.crt`/`tls.key` of a client certificate" if fleet.security.mutual else "")
+        + ").",
     ]
     if fleet.security is not None:
         lines += readme_lines(fleet.security, [fleet.deployment_name(p) for p in fleet.gpu_products],

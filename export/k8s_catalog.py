@@ -9,6 +9,8 @@ Job controller and the shard resumes from its own results; a shard with failed j
 and its retry runs just those again. N shards of ``pipeline.instances`` requests each keep the
 fleet at its largest size busy. The merge Job (applied once the catalog Job completed) writes
 ``/data/catalog/merged`` with every product once and fails when one is missing or failed.
+Against a secured fleet (``rfad-export k8s --tls-secret``, ``--restrict-secret``) the shards carry
+the client's TLS settings and header (:func:`rfad.export.k8s_tls.secure_client`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from rfad.deploy.profiles import DeploymentProfile
 from rfad.export.k8s_jobs import DATA, INDEX, job_volumes
 from rfad.export.k8s_serving import PORTS, Fleet, labels, pod_security, restricted_container
+from rfad.export.k8s_tls import secure_client
 
 CATALOG = f"{DATA}/catalog"
 CATALOG_LAYOUT = {"jobs": f"{CATALOG}/jobs.jsonl", "results": f"{CATALOG}/results", "merged": f"{CATALOG}/merged"}
@@ -50,6 +53,8 @@ def catalog_job(profile: DeploymentProfile, fleet: Fleet, data_claim: str) -> di
                "--no-progress"]
     container = _container(fleet, "batch", command, [{"name": "SHARD_INDEX", "valueFrom": INDEX}])
     pod_labels, pod = _client_pod(fleet, container, data_claim, "catalog")
+    if fleet.security is not None:  # the name the certificate carries for the headless Service
+        secure_client(container, pod["volumes"], fleet.security, f"{fleet.name}-pods")
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": pod_labels},
             "spec": {"completionMode": "Indexed", "completions": shards, "parallelism": shards,
                      "backoffLimitPerIndex": 3, "maxFailedIndexes": shards,

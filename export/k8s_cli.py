@@ -61,10 +61,13 @@ def _labels(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--restrict-secret", help="Secret whose key 'value' every protocol but health requires in a header.")
 @click.option("--restrict-header", default="rfad-key", show_default=True,
               help="Name of that header (gRPC clients send it as triton-grpc-protocol-NAME).")
+@click.option("--client-tls-secret", help="Secret the catalog Job's clients mount under TLS: ca.crt (the CA of the "
+                                          "servers' certificate), and tls.crt, tls.key of a client certificate "
+                                          "for --tls-mutual [default: no catalog Job under TLS].")
 def k8s(repo_uri, onnx_dir, image, profile_name, out, name, namespace, client_label, monitoring_namespace,
         storage_secret, data_claim, gpu_products, engine_image, prometheus_url, monitor, monitor_labels,
         catalog_shards, tls_secret, tls_mutual, cert_manager_issuer, cert_manager_issuer_kind, restrict_secret,
-        restrict_header) -> None:
+        restrict_header, client_tls_secret) -> None:
     """Kubernetes manifests (Kustomize) for the edge or datacenter profile: serving, KServe, engine,
     catalog and RF1M Jobs."""
     from rfad.export.k8s import write_k8s
@@ -72,9 +75,9 @@ def k8s(repo_uri, onnx_dir, image, profile_name, out, name, namespace, client_la
 
     try:
         security = None
-        if tls_secret or tls_mutual or cert_manager_issuer or restrict_secret:
+        if tls_secret or tls_mutual or cert_manager_issuer or restrict_secret or client_tls_secret:
             security = FleetSecurity(tls_secret, tls_mutual, cert_manager_issuer, cert_manager_issuer_kind,
-                                     restrict_secret, restrict_header)
+                                     restrict_secret, restrict_header, client_tls_secret)
         files = write_k8s(out, profile_name, image, repo_uri, onnx_dir, name=name, namespace=namespace or None,
                           data_claim=data_claim, gpu_products=gpu_products, engine_image=engine_image,
                           client_label=client_label, monitoring_namespace=monitoring_namespace,

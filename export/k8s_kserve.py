@@ -14,7 +14,9 @@ drain from the same profile, and what makes it reachable and scaled:
   would scale on CPU); an HPA on the queue metric scales KServe's Deployment ``<isvc>-predictor``,
   and a PodMonitor makes Prometheus scrape the predictor pods.
 
-KServe's runtime already passes ``--model-store`` and its ports; the args add what rfad needs.
+KServe's runtime already passes ``--model-store`` and its ports; the args add what rfad needs,
+TLS and the restricted header included (``rfad-export k8s --tls-secret``, ``--restrict-secret``:
+:mod:`rfad.export.k8s_tls`, as on the Deployments).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from rfad.export.k8s_serving import (
     serving_env,
     shm_volume,
 )
+from rfad.export.k8s_tls import secure_server
 
 RUNTIME = "kserve-tritonserver"
 KSERVE_MODELS = "/mnt/models"
@@ -65,13 +68,16 @@ def inference_service(profile: DeploymentProfile, fleet: Fleet, product: str) ->
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
         "securityContext": restricted_container(),
     }
+    volumes = [shm_volume(profile), {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    if fleet.security is not None:
+        secure_server(model, volumes, fleet.security)
     pod_labels = {**labels(fleet, COMPONENT), "rfad/gpu": gpu_slug(product)}
     predictor = {
         "minReplicas": k8s.min_replicas, "maxReplicas": k8s.max_replicas, "labels": pod_labels,
         "annotations": {"rfad/export-hash": fleet.export_hash},
         "terminationGracePeriodSeconds": drain_times(profile).grace_s,
         "securityContext": pod_security(), **scheduling(profile, product),
-        "volumes": [shm_volume(profile), {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "volumes": volumes,
         "model": model,
     }
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
