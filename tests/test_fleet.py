@@ -32,6 +32,7 @@ from rfad.export.k8s_monitoring import adapter_rule
 from rfad.export.triton_config_check import check_repository
 from rfad.export.triton_repo import write_triton_repo
 from rfad.serving.launcher import TritonServer, free_port, free_ports, port_is_free
+from rfad.serving.draining import busy_requests
 from rfad.serving.metrics_page import fetch_metrics, metric_sum
 
 JUDGE_MODELS = ("rfad_judge", "rfad_judge_prepare", "rfad_judge_verdict", "depth", "saliency", "rfnet", "rfnet_text")
@@ -240,6 +241,8 @@ def test_the_autoscalers_series_exist_for_rfad_pipeline_and_move_under_load(serv
     series = sorted(set(re.findall(r"(nv_inference_\w+)\{", rule["metricsQuery"])))
     assert series == ["nv_inference_queue_duration_us", "nv_inference_request_success"]
     assert f'model="{PIPELINE_MODEL}"' in rule["metricsQuery"]
+    # Requests of earlier tests (a killed shard's, a drain's) may still run: start from an idle server.
+    _wait_for(lambda: busy_requests(fetch_metrics(good.metrics_url)) == 0, 60, "an idle server")
     before = fetch_metrics(good.metrics_url)
 
     async def load() -> None:
@@ -247,6 +250,12 @@ def test_the_autoscalers_series_exist_for_rfad_pipeline_and_move_under_load(serv
             await asyncio.gather(*(client.generate(product, "an ad", seed=i, steps=4) for i in range(6)))
 
     asyncio.run(load())
+
+    def counted() -> float:  # the python backend reports a request's statistics after its response
+        return metric_sum(fetch_metrics(good.metrics_url), "nv_inference_request_success", model=PIPELINE_MODEL)
+
+    _wait_for(lambda: counted() - metric_sum(before, "nv_inference_request_success", model=PIPELINE_MODEL) >= 6, 30,
+              "six requests counted")
     after = fetch_metrics(good.metrics_url)
     for name in series:
         grown = metric_sum(after, name, model=PIPELINE_MODEL) - (metric_sum(before, name, model=PIPELINE_MODEL) or 0)
