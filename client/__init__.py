@@ -9,6 +9,7 @@ from rfad.client.errors import (
     AccessDeniedError,
     DeadlineExceededError,
     InvalidRequestError,
+    ModelNotFoundError,
     RfadClientError,
     ServerError,
     UnavailableError,
@@ -19,5 +20,5 @@ from rfad.client.sync_client import RfadClient
 from rfad.client.judge import JudgeResult, build_judge_request
 
 __all__ = ["RfadClient", "AsyncRfadClient", "Result", "JudgeResult", "build_request", "build_judge_request",
-           "RfadClientError", "InvalidRequestError", "ServerError", "UnavailableError", "DeadlineExceededError",
-           "AccessDeniedError"]
+           "RfadClientError", "InvalidRequestError", "ModelNotFoundError", "ServerError", "UnavailableError",
+           "DeadlineExceededError", "AccessDeniedError"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rfad.client.endpoints import Resolver, resolve_addresses
 from rfad.client.judge import JudgeResult, build_judge_request
 from rfad.client.request import build_request
 from rfad.client.result import Result
@@ -22,10 +23,10 @@ class AsyncRfadClient(ClientSettings):
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
                  backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0, *,
                  tls: bool = False, ca=None, cert=None, key=None, headers: Mapping[str, str] | None = None,
-                 tls_server_name: str | None = None):
+                 tls_server_name: str | None = None, resolver: Resolver = resolve_addresses):
         aioclient = import_tritonclient("tritonclient.grpc.aio")
         security = ChannelSecurity.create(tls, ca, cert, key, headers, tls_server_name)
-        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s, security)
+        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s, security, resolver)
         self._aio = aioclient
         self._connections = None
 
@@ -39,21 +40,24 @@ class AsyncRfadClient(ClientSettings):
                        controlnet_scale: float | None = None, candidates: int | None = None,
                        max_attempts: int | None = None, num_images: int | None = None,
                        threshold: float | None = None, screen_at: float | None = None,
-                       screen_threshold: float | None = None, deadline_s: float | None = None) -> Result:
+                       screen_threshold: float | None = None, deadline_s: float | None = None,
+                       request_id: str | None = None) -> Result:
         """See :meth:`rfad.client.RfadClient.generate`."""
         tensors = build_request(product, prompt, caption, negative_prompt, seed=seed, steps=steps,
                                 guidance_scale=guidance_scale, controlnet_scale=controlnet_scale, candidates=candidates,
                                 max_attempts=max_attempts, num_images=num_images, threshold=threshold,
                                 screen_at=screen_at, screen_threshold=screen_threshold)
         return Result.from_outputs(*await run_async(self._infer_steps(
-            self._channel(), self._aio, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)))
+            self._channel(), self._aio, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s,
+            request_id)))
 
     async def judge(self, images, product, caption: str = "", threshold: float | None = None,
-                    deadline_s: float | None = None) -> JudgeResult:
+                    deadline_s: float | None = None, request_id: str | None = None) -> JudgeResult:
         """See :meth:`rfad.client.RfadClient.judge`."""
         tensors = build_judge_request(images, product, caption, threshold)
         return JudgeResult.from_outputs(*await run_async(self._infer_steps(
-            self._channel(), self._aio, JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s)))
+            self._channel(), self._aio, JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s,
+            request_id)))
 
     async def health(self, timeout_s: float = 5.0) -> dict:
         """See :meth:`rfad.client.RfadClient.health`."""

@@ -17,9 +17,10 @@ from pathlib import Path
 import click
 
 from rfad.client import AsyncRfadClient, RfadClient, RfadClientError
+from rfad.client.catalog import RESULTS_FILE, in_shard, merge_results, parse_shard, read_results
 from rfad.client.jsonl import beside, jsonl_objects
 from rfad.client.options import security_options, url_option
-from rfad.contract import PIPELINE_INPUTS, SETTINGS_INPUTS
+from rfad.contract import MAX_REQUEST_ID_LENGTH, PIPELINE_INPUTS, SETTINGS_INPUTS
 
 _SETTING_SPECS = {spec.name: spec for spec in PIPELINE_INPUTS if spec.name in SETTINGS_INPUTS}
 # Fields a batch job line may have besides the settings.
@@ -102,8 +103,9 @@ def read_jobs(path: Path) -> list[dict]:
     """The jobs of a JSONL file, one JSON object per non-empty line, checked before anything is sent.
 
     Each job needs ``product`` (a path, relative paths taken from the jobs file's folder) and
-    ``prompt``; it may have ``id`` (default: its line number), ``caption``, ``negative_prompt``,
-    ``deadline_s`` and any contract setting. Raises :class:`click.ClickException` naming the line.
+    ``prompt``; it may have ``id`` (default: its line number; also the request id the server logs),
+    ``caption``, ``negative_prompt``, ``deadline_s`` and any contract setting. Raises
+    :class:`click.ClickException` naming the line.
     """
     jobs, seen = [], set()
     for number, where, job in jsonl_objects(path, _JOB_FIELDS):
@@ -113,6 +115,9 @@ def read_jobs(path: Path) -> list[dict]:
         job_id = str(job.get("id", f"{number:05d}"))
         if not job_id or "/" in job_id or job_id in (".", ".."):
             raise click.ClickException(f"{where}: id {job_id!r} cannot name a folder")
+        if len(job_id) > MAX_REQUEST_ID_LENGTH or not job_id.isprintable():
+            raise click.ClickException(f"{where}: id {job_id!r} must be at most {MAX_REQUEST_ID_LENGTH} printable "
+                                       "characters (it is the request id)")
         if job_id in seen:
             raise click.ClickException(f"{where}: duplicate id {job_id!r}")
         seen.add(job_id)
@@ -124,14 +129,15 @@ def read_jobs(path: Path) -> list[dict]:
 
 async def _run_batch(jobs: list[dict], client: AsyncRfadClient, out: Path, concurrency: int, deadline_s: float,
                      progress: bool) -> list[dict]:
-    """Run ``jobs`` with ``concurrency`` requests in flight; append one record per job to OUT/results.jsonl."""
+    """Run ``jobs`` with ``concurrency`` requests in flight, each under its job id as request id;
+    append one record per job to OUT/results.jsonl."""
     from tqdm import tqdm
 
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
     records = []
-    results_file = open(out / "results.jsonl", "w", encoding="utf-8")
+    results_file = open(out / RESULTS_FILE, "a", encoding="utf-8")
     bar = tqdm(total=len(jobs), unit="job", desc="rfad batch", disable=not progress, file=sys.stderr)
 
     async def worker() -> None:
@@ -144,10 +150,12 @@ async def _run_batch(jobs: list[dict], client: AsyncRfadClient, out: Path, concu
             try:
                 result = await client.generate(
                     job["product"], job["prompt"], **{k: job[k] for k in ("caption", "negative_prompt") if k in job},
-                    deadline_s=job.get("deadline_s", deadline_s), **{k: job[k] for k in SETTINGS_INPUTS if k in job})
+                    deadline_s=job.get("deadline_s", deadline_s), request_id=job["id"],
+                    **{k: job[k] for k in SETTINGS_INPUTS if k in job})
             except RfadClientError as exc:
-                record.update(status="failed", error={"type": type(exc).__name__, "status": exc.status,
-                                                      "local": exc.local, "message": str(exc)})
+                record.update(status="failed", request_id=exc.request_id,
+                              error={"type": type(exc).__name__, "status": exc.status, "local": exc.local,
+                                     "message": str(exc)})
             else:
                 paths = result.save(out / job["id"])
                 record.update(images=[str(p.relative_to(out)) for p in paths], **result.summary())
@@ -183,25 +191,38 @@ async def _checked_batch(jobs: list[dict], client: AsyncRfadClient, out: Path, c
 
 
 def batch_summary(records: list[dict], seconds: float, endpoints: dict[str, dict]) -> dict:
-    """Counts of a finished batch: done, failed by status, attempts histogram, images and available
-    images, and per endpoint the requests it answered and the UNAVAILABLE ones."""
+    """Counts of a finished batch: done, failed by status, retried (sent more than once),
+    attempts histogram, images and available images, and per endpoint the requests it answered
+    and the UNAVAILABLE and INTERNAL ones."""
     done = [r for r in records if r["status"] == "done"]
     failed = Counter((r["error"]["status"] or r["error"]["type"]) for r in records if r["status"] == "failed")
     attempts = Counter(r["attempts"] for r in done)
     return {"jobs": len(records), "done": len(done), "failed": sum(failed.values()),
-            "failed_by_reason": dict(failed.most_common()),
+            "failed_by_reason": dict(failed.most_common()), "retried": sum(r.get("tries", 1) > 1 for r in done),
             "attempts_histogram": {str(k): attempts[k] for k in sorted(attempts)},
             "images": sum(len(r["images"]) for r in done), "available": sum(sum(r["available"]) for r in done),
             "seconds": round(seconds, 3), "endpoints": endpoints}
 
 
 _BATCH_HELP = f"""Run every job of a JSONL file, CONCURRENCY at a time; exit code 1 if any job failed
-(OUT/results.jsonl says why, one record per job).
+(OUT/results.jsonl says why, one record per job; each job's id is its request id in the server's log).
 
 \b
 Job fields: product and prompt (required), id, caption, negative_prompt, deadline_s,
 {", ".join(SETTINGS_INPUTS)}.
-Relative product paths are taken from the jobs file's folder."""
+Relative product paths are taken from the jobs file's folder.
+
+\b
+A catalog at fleet scale: N processes, each with --shard i/N, take their share of the same jobs
+file; a run resumes from its own OUT/results.jsonl (jobs already done are skipped, failed ones run
+again), and `rfad-client merge` joins the shards' outputs."""
+
+
+def _shard(_ctx, _param, value: str | None) -> tuple[int, int] | None:
+    try:
+        return None if value is None else parse_shard(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--shard: ")) from None
 
 
 @main.command(help=_BATCH_HELP)
@@ -210,35 +231,68 @@ Relative product paths are taken from the jobs file's folder."""
               help="JSONL, one job per line: {\"product\": \"p.png\", \"prompt\": \"...\", \"seed\": 3, ...}.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for OUT/<id>/image-N.png, OUT/results.jsonl and OUT/summary.json.")
+@click.option("--shard", callback=_shard, metavar="I/N",
+              help="Run only shard I of N (0 <= I < N): the jobs whose id hashes to I (rfad.client.catalog).")
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256),
               help="Requests in flight at once.")
 @click.option("--deadline", "deadline_s", type=float, default=600.0, show_default=True,
               help="Per-job deadline in seconds (a job's own deadline_s wins).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on stderr.")
-def batch(url, retries, backoff_s, security, jobs_file, out, concurrency, deadline_s, progress) -> None:
-    jobs = read_jobs(jobs_file)
+def batch(url, retries, backoff_s, security, jobs_file, out, shard, concurrency, deadline_s, progress) -> None:
+    jobs = in_shard(read_jobs(jobs_file), shard)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        previous = {k: r for k, r in read_results(out / RESULTS_FILE, repair=True).items()
+                    if k in {job["id"] for job in jobs}}
+    except OSError as exc:
+        raise _fail(exc) from None
+    todo = [job for job in jobs if previous.get(job["id"], {}).get("status") != "done"]
+    if previous:
+        click.echo(f"resuming: {len(jobs) - len(todo)} of {len(jobs)} job(s) already done in {out / RESULTS_FILE}")
     client = AsyncRfadClient(url, retries=retries, backoff_s=backoff_s, **security)
     started = time.monotonic()
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        records = asyncio.run(_checked_batch(jobs, client, out, concurrency, deadline_s, progress))
+        records = asyncio.run(_checked_batch(todo, client, out, concurrency, deadline_s, progress)) if todo else []
     except OSError as exc:  # the output folder cannot be written: one line, not a traceback per worker
         raise _fail(exc) from None
+    records = list({**previous, **{r["id"]: r for r in records}}.values())
     summary = batch_summary(records, time.monotonic() - started, client.endpoints.summary())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     reasons = ", ".join(f"{k}: {v}" for k, v in summary["failed_by_reason"].items())
     click.echo(f"{summary['jobs']} job(s) in {summary['seconds']:.1f} s: {summary['done']} done, "
-               f"{summary['failed']} failed" + (f" ({reasons})" if reasons else ""))
+               f"{summary['failed']} failed" + (f" ({reasons})" if reasons else "")
+               + (f", {summary['retried']} after a retry" if summary["retried"] else ""))
     histogram = ", ".join(f"{k}: {v}" for k, v in summary["attempts_histogram"].items())
     click.echo(f"attempts (attempts: jobs): {histogram or 'none'}; images {summary['images']}, "
-               f"available {summary['available']}; results in {out / 'results.jsonl'}")
+               f"available {summary['available']}; results in {out / RESULTS_FILE}")
     for endpoint, counts in summary["endpoints"].items():
-        if counts["unavailable"]:
+        if counts["unavailable"] or counts["internal"]:
             click.echo(_one_line(f"endpoint {endpoint} failed: {counts['unavailable']} request(s) UNAVAILABLE, "
-                                 f"{counts['requests']} answered; last error: {counts['last_error']}"))
+                                 f"{counts['internal']} INTERNAL, {counts['requests']} answered; "
+                                 f"last error: {counts['last_error']}"))
         elif counts["last_error"]:
             click.echo(_one_line(f"endpoint {endpoint} was not used: {counts['last_error']}"))
     if summary["failed"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--input", "jobs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The jobs file the shards ran: every job must be answered once (missing ones are named).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the merged OUT/results.jsonl and OUT/summary.json (images stay in the shards).")
+def merge(shards, jobs_file, out) -> None:
+    """Merge the output folders of `rfad-client batch --shard i/N` runs: one record per job; exit code
+    1 if a job failed or (with --input) has no record."""
+    job_ids = [job["id"] for job in read_jobs(jobs_file)] if jobs_file else None
+    counts = merge_results(list(shards), out, job_ids)
+    (out / "summary.json").write_text(json.dumps(counts, indent=2) + "\n")
+    missing = counts["missing"]
+    click.echo(f"{counts['jobs']} job(s) from {len(shards)} shard(s): {counts['done']} done, {counts['failed']} failed"
+               + (f", {len(missing)} missing (e.g. {missing[0]!r})" if missing else "")
+               + f"; results in {out / RESULTS_FILE}")
+    if counts["failed"] or missing:
         sys.exit(1)
 
 

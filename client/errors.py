@@ -2,7 +2,9 @@
 
 Each carries the gRPC status name and the server's (or the local check's) message, so an ad
 system can tell a request to fix (:class:`InvalidRequestError`) from a server to wait for
-(:class:`UnavailableError`) without parsing text.
+(:class:`UnavailableError`) or a model the server does not have (:class:`ModelNotFoundError`)
+without parsing text; and the request's id (``request_id``, the one the server logged), once it
+was sent.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class RfadClientError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.local = local
+        self.request_id = ""  # set once the request was sent: the id the server logged it under
 
     @property
     def message(self) -> str:
@@ -28,6 +31,11 @@ class InvalidRequestError(RfadClientError):
 
 class ServerError(RfadClientError):
     """The server failed while processing the request (INTERNAL, NOT_FOUND, ...); the message is the server's."""
+
+
+class ModelNotFoundError(ServerError):
+    """The server has no model of that name (NOT_FOUND): a deployment that lacks it (e.g. no
+    ``rfad_judge``) or a wrong model name; retrying, here or elsewhere, cannot help."""
 
 
 class UnavailableError(RfadClientError):
@@ -61,6 +69,11 @@ _ERRORS_BY_STATUS = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": Una
 _REFUSALS = (("This protocol is restricted", "PERMISSION_DENIED"),
              ("CERTIFICATE_VERIFY_FAILED", "UNAUTHENTICATED"), ("Hostname Verification Check failed", "UNAUTHENTICATED"))
 
+# Triton 2.51's NOT_FOUND messages (seen here): a model the repository lacks is "Request for unknown
+# model: 'x' is not found"; one that is being unloaded because the server is stopping is "...
+# 'x' has no available versions": that server is going away, so the request belongs elsewhere.
+_UNLOADING = "has no available versions"
+
 
 def error_from_exception(exc: Exception) -> RfadClientError:
     """The :class:`RfadClientError` for a tritonclient ``InferenceServerException``."""
@@ -71,4 +84,6 @@ def error_from_exception(exc: Exception) -> RfadClientError:
         for marker, refusal in _REFUSALS:
             if marker in (message or ""):
                 return AccessDeniedError(message, refusal)
+    if status == "NOT_FOUND":
+        return (UnavailableError if _UNLOADING in (message or "") else ModelNotFoundError)(message, status)
     return _ERRORS_BY_STATUS.get(status, ServerError if status else RfadClientError)(message or status, status)

@@ -31,16 +31,21 @@ class JudgeResult:
     """One judge request's verdicts, one entry per image in request order.
 
     ``probabilities``: the class probabilities in :attr:`class_names` order; ``available``:
-    p(Available) >= the threshold; ``latency_s``: the round trip seen by the client.
+    p(Available) >= the threshold; ``latency_s``: the round trip seen by the client;
+    ``request_id`` and ``tries``: the id the server logged the request under, and how many times
+    it was sent (1: no retry).
     """
 
     probabilities: list[list[float]]
     available: list[bool]
     latency_s: float = 0.0
+    request_id: str = ""
+    tries: int = 1
     class_names: ClassVar[tuple[str, ...]] = CLASS_NAMES
 
     @classmethod
-    def from_outputs(cls, outputs: Mapping[str, np.ndarray], latency_s: float = 0.0) -> "JudgeResult":
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray], latency_s: float = 0.0, request_id: str = "",
+                     tries: int = 1) -> "JudgeResult":
         for spec in JUDGE_OUTPUTS:
             if outputs.get(spec.name) is None:
                 raise ServerError(f"the response lacks the output {spec.name!r}", "INTERNAL")
@@ -49,7 +54,7 @@ class JudgeResult:
         if probabilities.ndim != 2 or probabilities.shape[1] != len(CLASS_NAMES) or len(available) != len(probabilities):
             raise ServerError(f"malformed response: probabilities of shape {list(probabilities.shape)}, "
                               f"{len(available)} verdicts", "INTERNAL")
-        return cls(probabilities.tolist(), [bool(v) for v in available], latency_s)
+        return cls(probabilities.tolist(), [bool(v) for v in available], latency_s, request_id, tries)
 
     @property
     def labels(self) -> list[str]:

@@ -13,7 +13,9 @@ from rfad.client.security import HEADERS_ENV, ChannelSecurity, headers_from_envi
 from rfad.client.transport import DEFAULT_URL
 
 URL_HELP = ("Triton gRPC endpoint host:port, or several comma-separated (a:8001,b:8001): requests go to them "
-            "in turn, and one that is unavailable is skipped until a health check passes again.")
+            "in turn, and one that is unavailable is skipped until a health check passes again. "
+            "dns:///name:port stands for every address of name (a headless Service), looked up again as "
+            "the fleet scales; with TLS, give --tls-server-name (the addresses are pod IPs).")
 
 
 def _endpoints(_ctx, _param, value: str) -> str:

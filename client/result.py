@@ -21,10 +21,12 @@ class Result:
     One entry per returned image in every list, Available images first: ``images`` are PNG
     bytes, ``available`` the verdicts, ``probabilities`` the class probabilities in
     :attr:`class_names` order, ``seeds`` the seed of each image. ``attempts`` is the number of
-    attempts the server used; ``latency_s`` the round trip seen by the client. With early
-    screening, ``screened_seeds``, ``screened_steps`` and ``screened_p`` say which candidates were
-    replaced, at which step, with which p(Available) (one entry per screened candidate, in draw
-    order; empty when screening was off; :attr:`screened` pairs them up).
+    attempts the server used; ``latency_s`` the round trip seen by the client; ``request_id`` the
+    id the server logged the request under (kept across retries) and ``tries`` how many times it
+    was sent (1: no retry). With early screening, ``screened_seeds``, ``screened_steps`` and
+    ``screened_p`` say which candidates were replaced, at which step, with which p(Available) (one
+    entry per screened candidate, in draw order; empty when screening was off; :attr:`screened`
+    pairs them up).
     """
 
     images: list[bytes]
@@ -36,10 +38,13 @@ class Result:
     screened_steps: list[int] = field(default_factory=list)
     screened_p: list[float] = field(default_factory=list)
     latency_s: float = 0.0
+    request_id: str = ""
+    tries: int = 1
     class_names: ClassVar[tuple[str, ...]] = CLASS_NAMES
 
     @classmethod
-    def from_outputs(cls, outputs: Mapping[str, np.ndarray], latency_s: float = 0.0) -> "Result":
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray], latency_s: float = 0.0, request_id: str = "",
+                     tries: int = 1) -> "Result":
         """Build a result from the response tensors named by ``PIPELINE_OUTPUTS``; raises
         :class:`ServerError` when one is missing or their lengths disagree."""
         values = {}
@@ -48,7 +53,7 @@ class Result:
             if array is None:
                 raise ServerError(f"the response lacks the output {spec.name!r}", "INTERNAL")
             values[spec.name] = _from_array(spec, np.asarray(array))
-        result = cls(**values, latency_s=latency_s)
+        result = cls(**values, latency_s=latency_s, request_id=request_id, tries=tries)
         count = len(result.images)
         if any(len(getattr(result, name)) != count for name in ("available", "probabilities", "seeds")) or any(
                 len(row) != len(CLASS_NAMES) for row in result.probabilities):
@@ -104,7 +109,8 @@ class Result:
         """Everything but the image bytes, JSON-ready."""
         return {"available": self.available, "labels": self.labels, "probabilities": self.verdicts(),
                 "seeds": self.seeds, "attempts": self.attempts, "best": self.best_index,
-                "screened": self.screened, "latency_s": round(self.latency_s, 4)}
+                "screened": self.screened, "latency_s": round(self.latency_s, 4), "request_id": self.request_id,
+                "tries": self.tries}
 
 
 def _from_array(spec: TensorField, array: np.ndarray):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from rfad.client.endpoints import Resolver, resolve_addresses
 from rfad.client.judge import JudgeResult, build_judge_request
 from rfad.client.request import build_request
 from rfad.client.result import Result
@@ -14,14 +15,17 @@ from rfad.contract import JUDGE_INPUTS, JUDGE_MODEL, JUDGE_OUTPUTS, PIPELINE_INP
 
 class RfadClient(ClientSettings):
     """Blocking client of ``rfad_pipeline`` at ``url``: host:port of Triton's gRPC endpoint, or
-    several (``"a:8001,b:8001"`` or a list) that requests go to in turn.
+    several (``"a:8001,b:8001"`` or a list) that requests go to in turn; ``dns:///name:port`` stands
+    for every address ``name`` resolves to (a Kubernetes headless Service: one per ready pod),
+    looked up again as the fleet scales (``resolver`` does the lookup: :mod:`rfad.client.endpoints`).
 
     ``timeout_s`` is the default deadline of a request (None: no deadline), overridden per
     call by ``deadline_s``; retries of UNAVAILABLE count against the same deadline. ``retries``
     is how many times an UNAVAILABLE request is retried, waiting ``backoff_s``, 2x, 4x, ...
     between tries (with several endpoints: after every endpoint failed it). An endpoint that
     answered UNAVAILABLE is skipped for ``endpoint_backoff_s`` (doubling while it keeps failing)
-    and comes back once a health check passes; ``endpoints.summary()`` counts per endpoint.
+    and comes back once a health check passes; so is one that answers INTERNAL several times in a
+    row. A model the server lacks (NOT_FOUND) fails at once. ``endpoints.summary()`` counts per endpoint.
     Safe to share between threads for ``generate``.
 
     Connection security (:mod:`rfad.client.security`), the same for every endpoint: ``tls``
@@ -36,10 +40,10 @@ class RfadClient(ClientSettings):
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float | None = 600.0, retries: int = 3,
                  backoff_s: float = 0.5, model: str = PIPELINE_MODEL, endpoint_backoff_s: float = 2.0, *,
                  tls: bool = False, ca=None, cert=None, key=None, headers: Mapping[str, str] | None = None,
-                 tls_server_name: str | None = None):
+                 tls_server_name: str | None = None, resolver: Resolver = resolve_addresses):
         grpcclient = import_tritonclient("tritonclient.grpc")
         security = ChannelSecurity.create(tls, ca, cert, key, headers, tls_server_name)
-        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s, security)
+        super().__init__(url, timeout_s, retries, backoff_s, model, endpoint_backoff_s, security, resolver)
         self._grpc = grpcclient
         self._connections = self._connect(grpcclient)
 
@@ -48,23 +52,26 @@ class RfadClient(ClientSettings):
                  controlnet_scale: float | None = None, candidates: int | None = None,
                  max_attempts: int | None = None, num_images: int | None = None, threshold: float | None = None,
                  screen_at: float | None = None, screen_threshold: float | None = None,
-                 deadline_s: float | None = None) -> Result:
+                 deadline_s: float | None = None, request_id: str | None = None) -> Result:
         """Generate ad images for ``product`` (a path, PNG/WebP bytes with alpha, or a PIL RGBA image).
 
         A setting left None takes the server's default (``screen_at`` None: no early screening).
-        ``deadline_s`` (default ``timeout_s``)
-        bounds the whole call including retries. Raises :class:`InvalidRequestError`,
-        :class:`ServerError`, :class:`UnavailableError` or :class:`DeadlineExceededError`.
+        ``deadline_s`` (default ``timeout_s``) bounds the whole call including retries.
+        ``request_id`` names the request in the server's log (default: a random one), the same on
+        every retry. Raises :class:`InvalidRequestError`, :class:`ServerError`
+        (:class:`ModelNotFoundError` for a model the server lacks), :class:`UnavailableError` or
+        :class:`DeadlineExceededError`.
         """
         tensors = build_request(product, prompt, caption, negative_prompt, seed=seed, steps=steps,
                                 guidance_scale=guidance_scale, controlnet_scale=controlnet_scale, candidates=candidates,
                                 max_attempts=max_attempts, num_images=num_images, threshold=threshold,
                                 screen_at=screen_at, screen_threshold=screen_threshold)
         return Result.from_outputs(*run_blocking(self._infer_steps(
-            self._connections, self._grpc, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s)))
+            self._connections, self._grpc, self.model, tensors, PIPELINE_INPUTS, PIPELINE_OUTPUTS, deadline_s,
+            request_id)))
 
     def judge(self, images, product, caption: str = "", threshold: float | None = None,
-              deadline_s: float | None = None) -> JudgeResult:
+              deadline_s: float | None = None, request_id: str | None = None) -> JudgeResult:
         """RFNet's verdict on ad images made elsewhere (the ``rfad_judge`` model).
 
         ``images``: up to ``JUDGE_MAX_IMAGES`` encoded images (paths, bytes or PIL images) of one
@@ -74,7 +81,8 @@ class RfadClient(ClientSettings):
         """
         tensors = build_judge_request(images, product, caption, threshold)
         return JudgeResult.from_outputs(*run_blocking(self._infer_steps(
-            self._connections, self._grpc, JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s)))
+            self._connections, self._grpc, JUDGE_MODEL, tensors, JUDGE_INPUTS, JUDGE_OUTPUTS, deadline_s,
+            request_id)))
 
     def health(self, timeout_s: float = 5.0) -> dict:
         """Server and model state: ``{"url", "live", "ready", "model", "model_ready", "server_version", "error"}``

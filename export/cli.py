@@ -76,7 +76,7 @@ def trt(onnx_dir, engines, profile_name, fp16, timing_cache, max_batch) -> None:
                              f"{', '.join(profile.backends)})")
         build_engines(onnx_dir, engines, fp16=profile.precision == "fp16", batch=profile.engines.batch,
                       image=profile.engines.image, timing_cache=timing_cache, echo=click.echo,
-                      profile_name=profile.name)
+                      profile_name=profile.name, serving_tensorrt=profile.image.tensorrt if profile.image else None)
     except TensorRTUnavailable as exc:
         click.echo(f"rfad-export trt: {exc}", err=True)
         sys.exit(2)
@@ -145,8 +145,11 @@ def check(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, salienc
               help="rfad_pipeline instances: requests whose loops run at the same time [default: the profile's].")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=None,
               help="Triton's dynamic batcher on the component models [default: the profile's].")
+@click.option("--image-tensorrt", metavar="VERSION",
+              help="TensorRT version of the image that will serve --engines (they must have been built with it) "
+                   "[default: the profile's image's, e.g. 10.5.0 for NGC 24.10; edge declares none].")
 def triton_repo(onnx_dir, engines, out, profile, backend, unet_mode, canvas_size, max_attempts_cap, max_batch,
-                pipeline_judge, pipeline_instances, dynamic_batching) -> None:
+                pipeline_judge, pipeline_instances, dynamic_batching, image_tensorrt) -> None:
     """A Triton model repository of a deployment profile: component models, rfad_pipeline (BLS), rfad_judge."""
     from rfad.export.triton_repo import write_triton_repo
 
@@ -154,7 +157,7 @@ def triton_repo(onnx_dir, engines, out, profile, backend, unet_mode, canvas_size
         write_triton_repo(onnx_dir, out, profile=profile, backend=backend, engines=engines, unet_mode=unet_mode,
                           max_batch_size=max_batch, canvas_size=canvas_size, max_attempts_cap=max_attempts_cap,
                           pipeline_judge=pipeline_judge, pipeline_instances=pipeline_instances,
-                          dynamic_batching=dynamic_batching)
+                          dynamic_batching=dynamic_batching, image_tensorrt=image_tensorrt)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Triton repository of profile {profile} written to {out} (see {out / 'README.md'})")

@@ -31,10 +31,10 @@ DATA_LAYOUT = {
     "runs": f"{DATA}/runs",
 }
 RENDEZVOUS_PORT = 29500
-_INDEX = {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+INDEX = {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
 
 
-def _volumes(data_claim: str, shm: str) -> list[dict]:
+def job_volumes(data_claim: str, shm: str) -> list[dict]:
     # /dev/shm: DataLoader workers and NCCL pass tensors through it.
     return [{"name": "data", "persistentVolumeClaim": {"claimName": data_claim}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
@@ -58,9 +58,9 @@ def prepare_job(profile: DeploymentProfile, fleet: Fleet, data_claim: str) -> di
             "--saliency", DATA_LAYOUT["saliency"], "--out", DATA_LAYOUT["maps"],
             "--shard", f"$(SHARD_INDEX)/{shards}", "--device", "cuda"]
     container = _container("prepare", fleet, args, 1, "4", profile.kubernetes.prepare_memory,
-                           [{"name": "SHARD_INDEX", "valueFrom": _INDEX}])
+                           [{"name": "SHARD_INDEX", "valueFrom": INDEX}])
     pod = {"restartPolicy": "Never", "securityContext": pod_security(), "automountServiceAccountToken": False,
-           **scheduling(profile), "containers": [container], "volumes": _volumes(data_claim, "2Gi")}
+           **scheduling(profile), "containers": [container], "volumes": job_volumes(data_claim, "2Gi")}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": labels(fleet, "prepare")},
             "spec": {"completionMode": "Indexed", "completions": shards, "parallelism": shards,
                      "backoffLimitPerIndex": 3, "maxFailedIndexes": 0,
@@ -93,11 +93,11 @@ def train_job(profile: DeploymentProfile, fleet: Fleet, data_claim: str, stage: 
               f"exec {' '.join(torchrun)} $resume")
     gpus = k8s.train_gpus_per_node
     container = _container("train", fleet, ["sh", "-c", script], gpus, str(6 * gpus), k8s.train_memory_per_gpu * gpus,
-                           [{"name": "NODE_RANK", "valueFrom": _INDEX}])
+                           [{"name": "NODE_RANK", "valueFrom": INDEX}])
     container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
     pod = {"restartPolicy": "OnFailure", "subdomain": name, "securityContext": pod_security(),
            "automountServiceAccountToken": False, **scheduling(profile), "containers": [container],
-           "volumes": _volumes(data_claim, "16Gi")}
+           "volumes": job_volumes(data_claim, "16Gi")}
     selector = {**labels(fleet, "train"), "rfad/job": name}
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": selector},
                "spec": {"clusterIP": "None", "selector": selector, "publishNotReadyAddresses": True,

@@ -1,25 +1,34 @@
-"""Kubernetes objects that serve the model repository: tritonserver Deployment, Services,
-HorizontalPodAutoscaler (with the prometheus-adapter rule it reads), PodDisruptionBudget and
+"""Kubernetes objects that serve the model repository: one tritonserver Deployment per GPU model,
+the Services, a HorizontalPodAutoscaler and a PodDisruptionBudget per Deployment, and the
 NetworkPolicy. Plain dicts, one function per object, every number from the profile.
+
+One Deployment per GPU model (``nvidia.com/gpu.product``), because a TensorRT engine runs only on
+the GPU model it was built on; each reads its own repository, REPO_URI/<export hash>/<gpu>, so a
+new export is a new prefix and a rollout (:func:`rfad.components.manifest.export_hash`). A pod
+stops without losing a request: its preStop hook drains it (:mod:`rfad.serving.draining`) within
+the times :mod:`rfad.deploy.drain_times` derives from the profile.
 
 The autoscaler follows NVIDIA's Triton chart (server repository, ``deploy/k8s-onprem``): a
 ``Pods`` metric of queue time per request, which prometheus-adapter computes from Triton's own
-counters ``nv_inference_queue_duration_us`` and ``nv_inference_request_success``; here only for
-``rfad_pipeline``, whose queue is where waiting requests pile up (the component models' queues
-hold the dynamic batcher's few milliseconds).
+counters (:mod:`rfad.export.k8s_monitoring`); the Deployment sets no ``replicas``, the HPA owns them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from rfad.contract import PIPELINE_MODEL
+from rfad.deploy.drain_times import drain_times
 from rfad.deploy.profiles import DeploymentProfile
 from rfad.export.k8s_tls import FleetSecurity, client_ports, secure_server
+from rfad.serving.draining import DRAIN_FILE_ENV
 
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
-QUEUE_METRIC = "rfad_pipeline_queue_us_per_request"
+QUEUE_METRIC = "rfad_pipeline_queue_us_per_request"  # the HPA's metric (rfad.export.k8s_monitoring makes it)
 MODELS = "/models"
+DRAIN_FILE = "/tmp/rfad-draining"  # on the pod's /tmp emptyDir: fresh in every pod
+GPU_LABEL = "nvidia.com/gpu.product"  # set on GPU nodes by NVIDIA's GPU feature discovery
+SCRAPE_LABEL = ("rfad/scrape", "true")  # the one Service a ServiceMonitor selects (not the headless one)
 # KServe's storage initializer: one container that copies s3://, gs://, https:// (and more) to a
 # folder; the same one KServe runs before its own predictors.
 INITIALIZER_IMAGE = "kserve/storage-initializer:v0.20.0"
@@ -28,15 +37,24 @@ URI_SCHEMES = ("s3://", "gs://", "https://", "hdfs://", "webhdfs://", "pvc://")
 
 @dataclass(frozen=True)
 class Fleet:
-    """What the operator chooses (the profile chooses the rest)."""
+    """What the operator chooses (the profile chooses the rest). ``repo_uri`` is the prefix under
+    which each export's repositories lie (REPO_URI/<export_hash>/<gpu>); ``gpu_products`` the node
+    labels served, one Deployment each."""
 
     name: str
     image: str
     repo_uri: str
+    export_hash: str
+    gpu_products: tuple[str, ...]
     client_label: tuple[str, str] = ("rfad-client", "true")
     monitoring_namespace: str = "monitoring"
     storage_secret: str | None = None  # a Secret with the credentials the storage initializer reads
     initializer_image: str = INITIALIZER_IMAGE
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    monitor: str = "servicemonitor"  # or "podmonitor"
+    monitor_labels: tuple[tuple[str, str], ...] = (("release", "kube-prometheus-stack"),)
+    engine_image: str | None = None  # deploy/Dockerfile --target engines (None: no engine-build Jobs)
+    catalog_shards: int | None = None  # None: the profile's max_replicas
     security: FleetSecurity | None = None  # TLS and a restricted header (rfad.export.k8s_tls)
 
     def __post_init__(self) -> None:
@@ -44,11 +62,41 @@ class Fleet:
             raise ValueError(f"--repo-uri: {self.repo_uri!r} must start with one of {', '.join(URI_SCHEMES)}")
         if self.repo_uri.startswith("pvc://") and len(self.repo_uri[6:].strip("/")) == 0:
             raise ValueError(f"--repo-uri: {self.repo_uri!r} names no PersistentVolumeClaim (pvc://CLAIM[/path])")
+        if not self.gpu_products:
+            raise ValueError("--gpu-product: name the nvidia.com/gpu.product label of the nodes to serve on "
+                             "(kubectl get nodes -L nvidia.com/gpu.product)")
+        slugs = [gpu_slug(product) for product in self.gpu_products]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError(f"--gpu-product: {', '.join(self.gpu_products)} name the same GPU model twice")
+        if self.monitor not in ("servicemonitor", "podmonitor"):
+            raise ValueError(f"--monitor: {self.monitor!r} is not servicemonitor or podmonitor")
+        if self.catalog_shards is not None and self.catalog_shards < 1:
+            raise ValueError(f"--catalog-shards: {self.catalog_shards} must be at least 1")
+
+    def repository_uri(self, product: str) -> str:
+        """Where the repository served on ``product`` lies: REPO_URI/<export hash>/<gpu>."""
+        return f"{self.repo_uri.rstrip('/')}/{self.export_hash}/{gpu_slug(product)}"
+
+    def deployment_name(self, product: str) -> str:
+        return f"{self.name}-{gpu_slug(product)}"
+
+
+def gpu_slug(product: str) -> str:
+    """A GPU label value as a name part: ``NVIDIA-A100-SXM4-80GB`` -> ``nvidia-a100-sxm4-80gb``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", product.lower()).strip("-")
+    if not slug or len(slug) > 40:
+        raise ValueError(f"--gpu-product: {product!r} cannot name a Deployment (1..40 letters and digits)")
+    return slug
 
 
 def labels(fleet: Fleet, component: str) -> dict:
     return {"app.kubernetes.io/name": "rfad", "app.kubernetes.io/instance": fleet.name,
             "app.kubernetes.io/component": component}
+
+
+def gpu_labels(fleet: Fleet, product: str) -> dict:
+    """The serving labels of one GPU model's pods (its Deployment's selector: disjoint from the others')."""
+    return {**labels(fleet, "serving"), "rfad/gpu": gpu_slug(product)}
 
 
 def restricted_container() -> dict:
@@ -65,11 +113,12 @@ def pod_security() -> dict:
 
 def server_args(profile: DeploymentProfile, repository: str = MODELS) -> list[str]:
     """tritonserver's flags: every model loaded at start (control mode none), readiness only when
-    all are, exit on a model that fails to load (the pod restarts visibly), the python backend's
-    shared memory from the profile."""
+    all are, exit on a model that fails to load (the pod restarts visibly), the exit timeout of the
+    profile's worst-case loop, the python backend's shared memory from the profile."""
     shm = profile.shm
     return [f"--model-repository={repository}", "--model-control-mode=none", "--strict-readiness=true",
-            "--exit-on-error=true", f"--http-port={PORTS['http']}", f"--grpc-port={PORTS['grpc']}",
+            "--exit-on-error=true", f"--exit-timeout-secs={drain_times(profile).exit_timeout_s}",
+            f"--http-port={PORTS['http']}", f"--grpc-port={PORTS['grpc']}",
             f"--metrics-port={PORTS['metrics']}", "--allow-metrics=true",
             f"--backend-config=python,shm-default-byte-size={shm.default_byte_size}",
             f"--backend-config=python,shm-growth-byte-size={shm.growth_byte_size}"]
@@ -83,10 +132,12 @@ def resources(profile: DeploymentProfile) -> dict:
     return {"requests": {"cpu": k8s.cpu_request, "memory": str(k8s.memory_request)}, "limits": limits}
 
 
-def scheduling(profile: DeploymentProfile) -> dict:
-    """nodeSelector and, for GPU pods, the toleration GPU nodes are usually tainted with."""
+def scheduling(profile: DeploymentProfile, product: str | None = None) -> dict:
+    """nodeSelector (the profile's, and the GPU model ``product`` when given) and, for GPU pods,
+    the toleration GPU nodes are usually tainted with."""
     k8s = profile.kubernetes
-    spec = {"nodeSelector": dict(k8s.node_selector)} if k8s.node_selector else {}
+    selector = {**dict(k8s.node_selector), **({GPU_LABEL: product} if product else {})}
+    spec = {"nodeSelector": selector} if selector else {}
     if k8s.gpus_per_pod:
         spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     return spec
@@ -103,18 +154,29 @@ def _probe(path: str, period: int, failures: int) -> dict:
             "timeoutSeconds": 5}
 
 
-def deployment(profile: DeploymentProfile, fleet: Fleet) -> dict:
+def drain_hook(profile: DeploymentProfile) -> dict:
+    """The container lifecycle that drains a stopping pod (its preStop runs before SIGTERM)."""
+    times = drain_times(profile)
+    return {"preStop": {"exec": {"command": [
+        "python3", "-m", "rfad.serving.draining", f"--metrics-url=http://127.0.0.1:{PORTS['metrics']}/metrics",
+        f"--endpoint-delay={times.endpoint_drop_s}", f"--timeout={times.worst_loop_s}"]}}}
+
+
+def deployment(profile: DeploymentProfile, fleet: Fleet, product: str) -> dict:
+    """The tritonserver Deployment of GPU model ``product``: its pods run only on nodes of that
+    model and read the repository built for it. No ``replicas``: its HPA owns them."""
     k8s = profile.kubernetes
+    repo_uri = fleet.repository_uri(product)
     volumes = [shm_volume(profile), {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     init = []
-    if fleet.repo_uri.startswith("pvc://"):
-        claim, _, sub_path = fleet.repo_uri[len("pvc://"):].partition("/")
+    if repo_uri.startswith("pvc://"):
+        claim, _, sub_path = repo_uri[len("pvc://"):].partition("/")
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         models_mount = {"name": "models", "mountPath": MODELS, "readOnly": True, **({"subPath": sub_path} if sub_path else {})}
     else:
         volumes.append({"name": "models", "emptyDir": {}})
         models_mount = {"name": "models", "mountPath": MODELS, "readOnly": True}
-        fetch = {"name": "fetch-model-repository", "image": fleet.initializer_image, "args": [fleet.repo_uri, MODELS],
+        fetch = {"name": "fetch-model-repository", "image": fleet.initializer_image, "args": [repo_uri, MODELS],
                  "volumeMounts": [{"name": "models", "mountPath": MODELS}, {"name": "tmp", "mountPath": "/tmp"}],
                  "env": [{"name": "HOME", "value": "/tmp"}],
                  "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
@@ -130,26 +192,34 @@ def deployment(profile: DeploymentProfile, fleet: Fleet) -> dict:
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "resources": resources(profile),
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+        "env": serving_env(),
         "volumeMounts": [models_mount, {"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}],
+        "lifecycle": drain_hook(profile),
         "securityContext": restricted_container(),
     }
     if fleet.security is not None:
         secure_server(server, volumes, fleet.security)
     pod = {"securityContext": pod_security(), "automountServiceAccountToken": False,
-           # In-flight pipelines may take a while; Triton stops taking requests on SIGTERM.
-           "terminationGracePeriodSeconds": 120, **scheduling(profile), "containers": [server], "volumes": volumes}
+           # Above the preStop drain and Triton's exit timeout together: a draining pod is never killed.
+           "terminationGracePeriodSeconds": drain_times(profile).grace_s, **scheduling(profile, product),
+           "containers": [server], "volumes": volumes}
     if init:
         pod["initContainers"] = init
-    selector = labels(fleet, "serving")
-    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["metrics"]),
-                   "prometheus.io/path": "/metrics"}
+    selector = gpu_labels(fleet, product)
+    # The repository's export hash on the pod template: a new export rolls the Deployment out.
+    annotations = {"rfad/export-hash": fleet.export_hash}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": fleet.name, "labels": selector},
-        "spec": {"replicas": k8s.min_replicas, "selector": {"matchLabels": selector},
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": fleet.deployment_name(product), "labels": selector},
+        "spec": {"selector": {"matchLabels": selector},
                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                  "template": {"metadata": {"labels": selector, "annotations": annotations}, "spec": pod}},
     }
+
+
+def serving_env() -> list[dict]:
+    return [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            {"name": DRAIN_FILE_ENV, "value": DRAIN_FILE}]
 
 
 def services(fleet: Fleet) -> list[dict]:
@@ -159,20 +229,22 @@ def services(fleet: Fleet) -> list[dict]:
     selector = labels(fleet, "serving")
     ports = [{"name": name, "port": port, "targetPort": name, "protocol": "TCP"} for name, port in PORTS.items()]
     return [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": fleet.name, "labels": selector},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": fleet.name, "labels": {**selector,
+                                                                                         SCRAPE_LABEL[0]: SCRAPE_LABEL[1]}},
          "spec": {"type": "ClusterIP", "selector": selector, "ports": ports}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{fleet.name}-pods", "labels": selector},
          "spec": {"clusterIP": "None", "selector": selector, "ports": ports}},
     ]
 
 
-def autoscaler(profile: DeploymentProfile, fleet: Fleet) -> dict:
+def autoscaler(profile: DeploymentProfile, fleet: Fleet, target: str, component: str = "serving") -> dict:
+    """The HPA of Deployment ``target`` on :data:`QUEUE_METRIC`."""
     k8s = profile.kubernetes
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": fleet.name, "labels": labels(fleet, "serving")},
+        "metadata": {"name": target, "labels": labels(fleet, component)},
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": fleet.name},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicas": k8s.min_replicas, "maxReplicas": k8s.max_replicas,
             "metrics": [{"type": "Pods", "pods": {"metric": {"name": QUEUE_METRIC},
                                                   "target": {"type": "AverageValue",
@@ -186,25 +258,12 @@ def autoscaler(profile: DeploymentProfile, fleet: Fleet) -> dict:
     }
 
 
-def adapter_rule() -> dict:
-    """prometheus-adapter's rule (Helm values of prometheus-community/prometheus-adapter) that
-    turns Triton's counters into :data:`QUEUE_METRIC`: microseconds in the queue per successful
-    request over the last minute, per pod."""
-    series = f'model="{PIPELINE_MODEL}"'
-    query = (f"avg(delta(nv_inference_queue_duration_us{{<<.LabelMatchers>>,{series}}}[1m]) / "
-             f"(1 + delta(nv_inference_request_success{{<<.LabelMatchers>>,{series}}}[1m]))) by (<<.GroupBy>>)")
-    return {"rules": {"custom": [{
-        "seriesQuery": f'nv_inference_queue_duration_us{{{series},namespace!="",pod!=""}}',
-        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-        "name": {"matches": "nv_inference_queue_duration_us", "as": QUEUE_METRIC},
-        "metricsQuery": query,
-    }]}}
-
-
-def disruption_budget(fleet: Fleet) -> dict:
-    """Voluntary disruptions (node drains, upgrades) take one serving pod at a time."""
-    selector = labels(fleet, "serving")
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": fleet.name, "labels": selector},
+def disruption_budget(fleet: Fleet, product: str) -> dict:
+    """Voluntary disruptions (node drains, upgrades) take one serving pod of a GPU model at a time
+    (one budget per Deployment: a maxUnavailable budget may cover one controller's pods only)."""
+    selector = gpu_labels(fleet, product)
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": fleet.deployment_name(product), "labels": selector},
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}}}
 
 

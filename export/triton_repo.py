@@ -22,15 +22,16 @@ from rfad.export.triton_config_check import check_repository
 from rfad.export.triton_judge import JUDGE_COMPONENTS, PREPARE_MODEL, judge_configs
 from rfad.serving.judge_io import CANVAS_FILE
 
-from rfad.components.manifest import ExportManifest
+from rfad.components.manifest import ExportManifest, export_hash
 from rfad.components.specs import ComponentSpec
+from rfad.deploy.images import check_engine_tensorrt
 from rfad.deploy.memory import shm_need
 from rfad.deploy.profiles import DEFAULT_PROFILE, MIB, ComponentServing, DeploymentProfile, get_profile
 from rfad.export.profile_flags import profile_with_flags
 from rfad.onnx_session import COMPONENT_THREADS
 from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, PipelineParameterError, PipelineParameters
+from rfad.triton_repo import TEMPLATES
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "triton_repo"
 BACKENDS = ("python", "onnxruntime", "tensorrt")
 DEPLOYMENT_FILE = "deployment.json"  # at the repository's root: the profile it was written for
 PARAMETER_FLAGS = {"max_attempts_cap": "--max-attempts-cap", "canvas_size": "--canvas-size", "judge": "--pipeline-judge"}
@@ -54,7 +55,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
                       engines: str | Path | None = None, unet_mode: str = "merged", max_batch_size: int | None = None,
                       max_attempts_cap: int | None = None, canvas_size: int | None = None,
                       pipeline_judge: str | None = None, dynamic_batching: bool | None = None,
-                      pipeline_instances: int | None = None) -> Path:
+                      pipeline_instances: int | None = None, image_tensorrt: str | None = None) -> Path:
     """Write the repository of deployment ``profile`` (:mod:`rfad.deploy.profiles`) to ``out``
     (replaced if it exists); returns its path.
 
@@ -70,6 +71,10 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     caption encoded once per request), ``ensemble`` (one BLS call to ``rfad_judge``) or ``none``;
     by default :data:`rfad.serving.pipeline_parameters.DEFAULT_JUDGE` where the judge components
     are there, ``none`` otherwise (modes and checks: :mod:`rfad.serving.pipeline_parameters`).
+
+    TensorRT engines must have been built with the TensorRT of the image the profile is served
+    with (:mod:`rfad.deploy.images`); ``image_tensorrt`` names it where the profile's image
+    declares none, or for another image.
     """
     if pipeline_instances is not None and pipeline_instances < 1:
         raise ValueError(f"--pipeline-instances {pipeline_instances}: must be at least 1")
@@ -101,7 +106,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     backend = chosen.backend
     if backend == "tensorrt" and engines is None:
         raise ValueError("--backend tensorrt needs --engines DIR (from `rfad-export trt`)")
-    _check_precision(chosen, backend, manifest, onnx_dir, engines)
+    engines_record = _check_precision(chosen, backend, manifest, onnx_dir, engines, image_tensorrt)
     skip = {"controlnet", "unet"} if unet_mode == "merged" else {"controlnet_unet"}
     specs = {name: spec for name, spec in manifest.specs.items() if name not in skip}
     components = list(specs)
@@ -169,7 +174,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
         pipeline_parameters, instance_count=chosen.pipeline.instances,
         instance_kind="KIND_GPU" if chosen.gpu else "KIND_CPU")))
     record = {"profile": chosen.name, "flags": flags, "settings": asdict(chosen), "backend": backend,
-              "precision": chosen.precision,
+              "precision": chosen.precision, "export_hash": export_hash(onnx_dir), **engines_record,
               "unet": unet_mode, "judge": pipeline_parameters.judge, "declared_canvas": manifest.canvas,
               "server_args": [f"--backend-config=python,shm-default-byte-size={chosen.shm.default_byte_size}",
                               f"--backend-config=python,shm-growth-byte-size={chosen.shm.growth_byte_size}"],
@@ -191,17 +196,19 @@ def _place(source: Path, target: Path) -> None:
 
 
 def _check_precision(profile: DeploymentProfile, backend: str, manifest: ExportManifest, onnx_dir: Path,
-                     engines: str | Path | None) -> None:
+                     engines: str | Path | None, image_tensorrt: str | None) -> dict:
     """The graphs (or engines) must be of the profile's precision, and engines must take every
-    batch Triton may form and the canvas."""
+    batch Triton may form and the canvas, and be of the serving image's TensorRT; returns what
+    deployment.json records of the engines (nothing without them)."""
     if backend != "tensorrt":
         if manifest.precision != profile.precision:
             raise ValueError(f"--onnx {onnx_dir}: an {manifest.precision} export, but profile {profile.name} serves "
                              f"{profile.precision} (export {'with' if profile.precision == 'fp16' else 'without'} "
                              "--fp16)")
-        return
+        return {}
     record_file = Path(engines) / "engines.json"
-    built = json.loads(record_file.read_text()).get("deployment_profile") if record_file.is_file() else None
+    engines_json = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    built = engines_json.get("deployment_profile")
     if built is None:
         raise ValueError(f"--engines {engines}: no engines.json recording what they were built for "
                          f"(rfad-export trt --profile {profile.name})")
@@ -215,6 +222,8 @@ def _check_precision(profile: DeploymentProfile, backend: str, manifest: ExportM
     if problems:
         raise ValueError(f"--engines {engines}: built for profile {built.get('name')}: {'; '.join(problems)} "
                          f"(rfad-export trt --profile {profile.name})")
+    tensorrt = check_engine_tensorrt(engines_json.get("tensorrt"), profile.image, image_tensorrt, f"--engines {engines}")
+    return {"tensorrt": tensorrt, "engines_gpu": engines_json.get("gpu")}
 
 
 def _write_readme(out: Path, onnx_dir: Path, backend: str, unet_mode: str, models: list[str], manifest: ExportManifest,

@@ -42,13 +42,21 @@ def deployment_record(profile_name: str | None, fp16: bool, batch, image) -> dic
 
 def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False, batch=(1, 2, MAX_COMPONENT_BATCH),
                   image=(256, 512, 768), timing_cache: str | Path | None = None, echo=print,
-                  profile_name: str | None = None) -> dict:
+                  profile_name: str | None = None, serving_tensorrt: str | None = None) -> dict:
     """One ``<component>.plan`` per graph in ``onnx_dir`` plus ``engines.json`` (shapes, precision,
     versions, and the deployment profile they were built for: ``rfad-export triton-repo``
-    checks it against the repository's)."""
+    checks it against the repository's). ``serving_tensorrt``: the TensorRT of the image that will
+    serve them; another TensorRT here is refused before anything is built."""
     check_tensorrt()
     import tensorrt
     import torch
+
+    from rfad.deploy.images import release_of
+
+    if serving_tensorrt is not None and release_of(tensorrt.__version__) != release_of(serving_tensorrt):
+        raise ValueError(f"this machine has TensorRT {tensorrt.__version__}, the serving image TensorRT "
+                         f"{serving_tensorrt}: engines built here would not load there (build them in the image's "
+                         "release: deploy/Dockerfile --target engines)")
     from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
 
     onnx_dir, engines = Path(onnx_dir), Path(engines)

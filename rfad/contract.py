@@ -279,3 +279,11 @@ JUDGE_OUTPUTS = JudgeOutputs(
     TensorField("probabilities", "FP32", (-1, len(CLASS_NAMES)), doc="class probabilities per image (CLASS_NAMES order)"),
     TensorField("available", "BOOL", (-1,), doc="p(Available) >= threshold, per image"),
 )
+
+
+# --- Request ids and retries (every model, every client) ------------------------------------
+# The client gives each request an id (Triton's request id: the server logs it with the outcome
+# and returns it in the response), kept across its retries, and numbers its tries in this
+# request parameter (1 = first try). A retry is thus visible in the server's log and metrics.
+REQUEST_TRY_PARAMETER = "rfad_try"
+MAX_REQUEST_ID_LENGTH = 128

@@ -306,7 +306,7 @@ def test_the_api_covers_the_contract():
     assert inspect.signature(AsyncRfadClient.generate) == inspect.signature(RfadClient.generate)
     assert inspect.iscoroutinefunction(AsyncRfadClient.generate)
     fields = [f.name for f in dataclasses.fields(Result)]
-    assert fields == [spec.name for spec in PIPELINE_OUTPUTS] + ["latency_s"]
+    assert fields == [spec.name for spec in PIPELINE_OUTPUTS] + ["latency_s", "request_id", "tries"]
     assert Result.class_names == CLASS_NAMES
 
 

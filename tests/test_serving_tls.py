@@ -124,6 +124,31 @@ def test_a_client_trusting_another_ca_or_name_is_refused_at_once(secured, pki, p
     assert len(command.stderr.strip().splitlines()) == 1, command.stderr
 
 
+def test_dns_discovery_verifies_the_server_name_on_every_address_it_finds(secured, pki, product):
+    """dns:/// connects to addresses (a headless Service's pod IPs) the certificate does not name:
+    each discovered endpoint gets the CA, the headers and the name to verify (tls_server_name)."""
+    port = secured.grpc_port
+    pods = [f"127.0.0.1:{port}", f"127.0.0.2:{port}"]  # both reach the server bound to 0.0.0.0
+
+    def headless_service(host, service_port):  # what cluster DNS answers: one address per pod
+        assert (host, service_port) == ("rfad-pods.test", port)
+        return pods
+
+    with RfadClient(f"dns:///rfad-pods.test:{port}", ca=pki.ca, headers=HEADER, tls_server_name="localhost",
+                    retries=0, resolver=headless_service) as client:
+        for seed in range(2):
+            client.generate(product, "an ad", seed=seed, steps=1, max_attempts=1, guidance_scale=1.0, threshold=0.0)
+        summary = client.endpoints.summary()
+    assert [summary[pod]["requests"] for pod in pods] == [1, 1], summary
+    # Without the name, 127.0.0.2 (not in the certificate) is a refusal, not a retry.
+    with RfadClient(f"dns:///rfad-pods.test:{port}", ca=pki.ca, headers=HEADER, retries=3, backoff_s=5.0,
+                    resolver=lambda host, service_port: pods[1:]) as client:
+        started = time.monotonic()
+        with pytest.raises(AccessDeniedError) as info:
+            client.generate(product, "an ad", steps=1, max_attempts=1)
+        assert info.value.status == "UNAUTHENTICATED" and time.monotonic() - started < 5, info.value
+
+
 def test_a_restricted_protocol_is_refused_without_its_header_and_served_with_it(secured, pki, product):
     for headers in ({}, {f"triton-grpc-protocol-{KEY}": "wrong"}, {KEY: VALUE}):
         with RfadClient(secured.grpc_url, ca=pki.ca, headers=headers, retries=3) as client:

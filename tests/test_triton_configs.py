@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from rfad.components.manifest import export_hash
 from rfad.components.registry import component_specs
 from rfad.components.specs import ModelFacts
 from rfad.deploy.memory import SD15_FACTS
-from rfad.deploy.profiles import CPU, EDGE, MIB, PROFILES
+from rfad.deploy.profiles import CPU, DATACENTER, EDGE, MIB, PROFILES
 from rfad.export.k8s_serving import server_args
 from rfad.export.triton_config import pipeline_config, render_config
 from rfad.export.triton_config_check import ConfigError, check_repository, parse_model_config
@@ -82,14 +83,21 @@ def tiny_onnx_fp16(tiny_zoo, tmp_path_factory):
     return out
 
 
-def _engines(onnx_dir: Path, folder: Path, profile) -> Path:
-    """Plans where `rfad-export trt --profile` writes them, with its engines.json record. The
-    writer only copies the plans (no TensorRT here): their bytes are never read in this test."""
+# The TensorRT of a Jetson's image, which rfad does not declare (rfad.deploy.images): the operator names it.
+JETSON_TENSORRT = "10.3.0"
+
+
+def _engines(onnx_dir: Path, folder: Path, profile, tensorrt: str | None = None) -> Path:
+    """Plans where `rfad-export trt --profile` writes them, with its engines.json record (built
+    with the TensorRT of the profile's image unless ``tensorrt`` says otherwise). The writer only
+    copies the plans (no TensorRT here): their bytes are never read in this test."""
     folder.mkdir()
     for name in json.loads((onnx_dir / "manifest.json").read_text())["components"]:
         (folder / f"{name}.plan").write_bytes(b"engine built on a GPU")
     record = deployment_record(profile.name, profile.precision == "fp16", profile.engines.batch, profile.engines.image)
-    (folder / "engines.json").write_text(json.dumps({"deployment_profile": record}))
+    version = tensorrt or profile.image.tensorrt or JETSON_TENSORRT
+    (folder / "engines.json").write_text(json.dumps({"tensorrt": version, "gpu": "NVIDIA A100-SXM4-80GB",
+                                                     "deployment_profile": record}))
     return folder
 
 
@@ -100,7 +108,9 @@ def test_written_repositories_check_for_every_profile_and_backend(request, tmp_p
     profile = PROFILES[name]
     onnx_dir = request.getfixturevalue("tiny_onnx" if profile.precision == "fp32" else "tiny_onnx_fp16")
     engines = _engines(onnx_dir, tmp_path / "engines", profile) if backend == "tensorrt" else None
-    repo = write_triton_repo(onnx_dir, tmp_path / "repo", profile=name, backend=backend, engines=engines)
+    declared = JETSON_TENSORRT if backend == "tensorrt" and profile.image.tensorrt is None else None
+    repo = write_triton_repo(onnx_dir, tmp_path / "repo", profile=name, backend=backend, engines=engines,
+                             image_tensorrt=declared)
     configs = check_repository(repo)
     assert {"rfad_pipeline", "rfad_judge", "controlnet_unet", "rfnet"} <= set(configs)
     for component in ("text_encoder", "controlnet_unet", "vae_decoder", "rfnet"):
@@ -123,6 +133,9 @@ def test_written_repositories_check_for_every_profile_and_backend(request, tmp_p
     assert (record["profile"], record["backend"], record["flags"]) == (name, backend, {"--backend": backend}
                                                                        if backend != profile.backend else {})
     assert record["settings"]["pipeline"]["default_steps"] == profile.pipeline.default_steps
+    assert record["export_hash"] == export_hash(onnx_dir)  # rfad-export k8s names the repository's path by it
+    if backend == "tensorrt":  # the TensorRT the engines were built with, which the image must have
+        assert record["tensorrt"] == (profile.image.tensorrt or JETSON_TENSORRT)
     # A repository whose ensemble calls a model that is not there is refused.
     (repo / "rfnet" / "config.pbtxt").unlink()
     with pytest.raises(ConfigError, match="ensemble step 'rfnet' is not in the repository"):
@@ -152,6 +165,18 @@ def test_repository_flags_that_contradict_the_profile_are_one_line_errors(tiny_o
                   "--engines", str(engines), "--canvas-size", "768")
     assert "built for profile edge: largest batch 2 < max_batch_size 16" in message
     assert "image sides 512-512 px exclude the canvas 768 px" in message
+    # Engines of another TensorRT than the serving image's do not load there: refused.
+    older = _engines(tiny_onnx_fp16, tmp_path / "older-engines", DATACENTER, tensorrt="10.4.0")
+    message = run("--onnx", str(tiny_onnx_fp16), "--profile", "datacenter", "--backend", "tensorrt",
+                  "--engines", str(older))
+    assert "built with TensorRT 10.4.0, but the serving image has TensorRT 10.5.0" in message
+    assert "nvcr.io/nvidia/tensorrt:24.10-py3" in message  # where to rebuild them
+    # A Jetson's image declares no TensorRT here: the operator names it, and it must match.
+    assert "declares no TensorRT version here: name the one it has with --image-tensorrt" in run(
+        "--onnx", str(tiny_onnx_fp16), "--profile", "edge", "--backend", "tensorrt", "--engines", str(engines))
+    assert "built with TensorRT 10.3.0, but the serving image has TensorRT 10.2.0" in run(
+        "--onnx", str(tiny_onnx_fp16), "--profile", "edge", "--backend", "tensorrt", "--engines", str(engines),
+        "--image-tensorrt", "10.2.0")
 
 
 def _regions(pid: int) -> dict[str, int]:

@@ -10,6 +10,7 @@ scale); an export manifest also lists the graph files and how they were made. Ev
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,3 +78,17 @@ class ExportManifest:
             raise ValueError(f"{where}: {path.name} has format {found}, this rfad reads format {MANIFEST_FORMAT}: "
                              f"re-export with `{writer}`")
         return cls.from_dict(values)
+
+
+EXPORT_HASH_LENGTH = 16  # hex digits: 64 bits, no collision between the exports of one fleet
+
+
+def export_hash(onnx_dir: str | Path) -> str:
+    """The content hash of an export: SHA-256 of its ``manifest.json`` (every graph's file, size
+    and how it was made, timing included), so each export run has its own. A fleet's model
+    repositories live under it (``rfad-export k8s``: REPO_URI/<hash>/<gpu>), so a new export is
+    a new prefix and a rollout, never files changing under running pods."""
+    path = Path(onnx_dir) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--onnx {onnx_dir}: no manifest.json (write it with `rfad-export onnx`)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:EXPORT_HASH_LENGTH]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rfad.contract import DEFAULT_LIMITS, DEFAULTS, JUDGE_MAX_IMAGES, MAX_COMPONENT_BATCH
+from rfad.deploy.images import NGC_24_10, NGC_24_10_IGPU, ServingImage
 
 KINDS = ("KIND_CPU", "KIND_GPU")
 PRECISIONS = ("fp32", "fp16")
@@ -112,7 +113,15 @@ class KubernetesSizing:
     ``max_replicas`` on the average queue time per ``rfad_pipeline`` request (``queue_target_us``);
     resources of the tritonserver container; nodes it may run on. ``prepare_shards`` and
     ``train_nodes`` x ``train_gpus_per_node`` size the RF1M data and training Jobs (``prepare_shards``
-    0: the profile runs none; an edge fleet serves, it does not prepare RF1M or train)."""
+    0: the profile runs none; an edge fleet serves, it does not prepare RF1M or train).
+
+    ``gpu_products``: the ``nvidia.com/gpu.product`` node labels served, one Deployment (and one
+    engine build) each, since a TensorRT engine runs only on the GPU model it was built on (empty:
+    the operator must name them). ``step_seconds`` and ``attempt_seconds`` estimate one denoising
+    step at the pipeline's largest batch and one attempt's decode and judging on that GPU: they
+    bound the worst-case loop a pod drains before it stops (:mod:`rfad.deploy.drain_times`);
+    ``endpoint_drop_seconds`` is how long a stopping pod keeps serving while the Service and DNS
+    drop it."""
 
     min_replicas: int
     max_replicas: int
@@ -128,6 +137,10 @@ class KubernetesSizing:
     train_gpus_per_node: int = 1
     train_memory_per_gpu: int = 32 * GIB  # data loading and the frozen models' host copies
     startup_seconds: int = 600  # how long models may take to load before the pod is restarted
+    gpu_products: tuple[str, ...] = ()
+    step_seconds: float = 0.0
+    attempt_seconds: float = 0.0
+    endpoint_drop_seconds: int = 15
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,7 @@ class DeploymentProfile:
     engines: EngineShapes | None = None  # None: the profile names no TensorRT engines
     overrides: tuple[tuple[str, ComponentServing], ...] = field(default=())
     kubernetes: KubernetesSizing | None = None  # None: not deployed to Kubernetes (rfad-serve)
+    image: ServingImage | None = None  # the NVIDIA release it is served with (None: rfad-serve's own server)
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -223,6 +237,10 @@ def _problems(profile: DeploymentProfile):
             yield "prepare_shards >= 0, train_nodes >= 1 and train_gpus_per_node >= 1"
         if profile.gpu != (k8s.gpus_per_pod > 0):
             yield "gpus_per_pod must be > 0 exactly when the components run on the GPU"
+        if k8s.step_seconds <= 0 or k8s.attempt_seconds <= 0 or k8s.endpoint_drop_seconds < 0:
+            yield "step_seconds and attempt_seconds must be > 0 (they bound the drain), endpoint_drop_seconds >= 0"
+        if profile.image is None:
+            yield "a Kubernetes profile names the image release it is served with"
 
 
 # No batcher delay on CPU: a request that finds its component idle runs at once. Held for a batch
@@ -259,9 +277,12 @@ EDGE = DeploymentProfile(
     shm=SharedMemory(default_byte_size=16 * MIB, growth_byte_size=16 * MIB, dev_shm_bytes=512 * MIB),
     memory=MemoryBudget(device="NVIDIA Jetson Orin NX 16 GB (CPU and GPU share 16 GiB)", model_bytes=10 * GIB,
                         host_bytes=14 * GIB, unified=True),
+    # Estimates, not measurements (no Jetson here): SD-1.5 + ControlNet fp16 at 512 px, batch 2.
     kubernetes=KubernetesSizing(min_replicas=1, max_replicas=4, queue_target_us=2_000_000, gpus_per_pod=1,
                                 cpu_request="4", memory_request=12 * GIB, memory_limit=14 * GIB,
-                                node_selector=(("kubernetes.io/arch", "arm64"),), startup_seconds=900),
+                                node_selector=(("kubernetes.io/arch", "arm64"),), startup_seconds=900,
+                                step_seconds=0.8, attempt_seconds=3.0),
+    image=NGC_24_10_IGPU,
 )
 
 _DATACENTER_UNET = ComponentServing("KIND_GPU", 2, 16, Batching(preferred_batch_sizes=(8, 16), max_queue_delay_us=5000))
@@ -281,10 +302,16 @@ DATACENTER = DeploymentProfile(
     engines=EngineShapes(batch=(1, 8, 16), image=(256, 512, 768)),
     shm=SharedMemory(default_byte_size=64 * MIB, growth_byte_size=64 * MIB, dev_shm_bytes=6 * GIB),
     memory=MemoryBudget(device="one NVIDIA A100 or H100, 40 GB or more", model_bytes=40 * GIB, host_bytes=64 * GIB),
+    # gpu_products: the labels GPU feature discovery gives A100 80 GB SXM and H100 80 GB SXM nodes.
+    # step/attempt seconds: estimates (no GPU here) from the published A100 anchors (DESIGN.md
+    # section 8: about 24 ms per guided ControlNet step at batch 2), scaled to batch 16.
     kubernetes=KubernetesSizing(min_replicas=2, max_replicas=16, queue_target_us=1_000_000, gpus_per_pod=1,
                                 cpu_request="8", memory_request=32 * GIB, memory_limit=48 * GIB,
                                 node_selector=(("nvidia.com/gpu.present", "true"),), prepare_shards=32,
-                                train_nodes=2, train_gpus_per_node=8),
+                                train_nodes=2, train_gpus_per_node=8,
+                                gpu_products=("NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"),
+                                step_seconds=0.2, attempt_seconds=1.0),
+    image=NGC_24_10,
 )
 
 PROFILES = {profile.name: profile for profile in (CPU, EDGE, DATACENTER)}

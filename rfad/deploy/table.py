@@ -6,6 +6,7 @@ docs/render.py puts :func:`profiles_table` in the page's ``profiles`` block.
 
 from __future__ import annotations
 
+from rfad.deploy.drain_times import drain_times
 from rfad.deploy.memory import BYTES_PER_PARAMETER, PARAMETERS, SERVED, shm_need, weight_bytes
 from rfad.deploy.profiles import GIB, MIB, PROFILES, ComponentServing, DeploymentProfile
 
@@ -58,6 +59,10 @@ def _rows(profile: DeploymentProfile) -> dict[str, str]:
         "weights at SD-1.5 sizes (arithmetic)": f"{weights / GIB:.2f} GiB, "
                                                 f"{(memory.model_bytes - weights) / GIB:.2f} GiB left (estimate)",
     }
+    if profile.image is not None:
+        image = profile.image
+        rows["image (NGC release)"] = (f"`{image.triton_image}`: Triton {image.triton}, CUDA {image.cuda}, TensorRT "
+                                       f"{image.tensorrt or 'not declared (unverified)'}, Python {image.python}")
     if k8s is None:
         rows["Kubernetes"] = "not deployed there (`rfad-serve`)"
     else:
@@ -66,6 +71,11 @@ def _rows(profile: DeploymentProfile) -> dict[str, str]:
                                   + ", ".join(f"`{k}={v}`" for k, v in k8s.node_selector))
         rows["replicas (HPA on queue time)"] = (f"{k8s.min_replicas}-{k8s.max_replicas}, target "
                                                 f"{k8s.queue_target_us / 1e6:g} s queue per request")
+        rows["GPU models (one Deployment each)"] = (", ".join(f"`{g}`" for g in k8s.gpu_products)
+                                                    or "none declared: `rfad-export k8s --gpu-product`")
+        times = drain_times(profile)
+        rows["drain (estimate): step / worst loop / grace"] = (
+            f"{k8s.step_seconds:g} s per step at the largest batch; {times.worst_loop_s} s; {times.grace_s} s")
         rows["RF1M jobs"] = ("none (serving only)" if not k8s.prepare_shards else
                              f"prepare: {k8s.prepare_shards} shards; train: {k8s.train_nodes} node(s) x "
                              f"{k8s.train_gpus_per_node} GPU")

@@ -44,7 +44,8 @@ Example:
 @click.option("--startup-timeout", default=300.0, show_default=True, type=float,
               help="Seconds to wait for every model to load.")
 @click.option("--exit-timeout", default=30.0, show_default=True, type=float,
-              help="Seconds in-flight requests may take to finish after Ctrl-C/SIGTERM.")
+              help="Seconds in-flight requests may take to finish after Ctrl-C/SIGTERM: new rfad_pipeline requests "
+                   "are refused (UNAVAILABLE) while they do; a second Ctrl-C stops at once.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
               help="PEM certificate (chain) of the gRPC endpoint: with --tls-key, gRPC speaks TLS only.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
@@ -61,7 +62,9 @@ Example:
 def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeout, exit_timeout, tls_cert, tls_key,
          tls_ca, restrict_header, restrict_value_file, restricted) -> None:
     """Start Triton over REPO, wait until every model is ready, print the endpoints, and serve
-    in the foreground until Ctrl-C or SIGTERM (then stop cleanly, exit code 0)."""
+    in the foreground until Ctrl-C or SIGTERM; then drain (the requests in flight finish, new ones
+    are refused so clients go elsewhere) and stop cleanly, exit code 0."""
+    from rfad.serving.draining import DrainError
     from rfad.serving.launcher import TritonServer
     from rfad.serving.start_errors import ServerStartCancelled, ServerStartError
 
@@ -98,6 +101,18 @@ def main(repo, host, grpc_port, http_port, metrics_port, log_file, startup_timeo
                 tail = server.log_tail()  # read before stop(), which removes a temporary log
                 click.echo(f"Triton exited on its own (code {server.stop()}); the end of its log:\n{tail}", err=True)
                 sys.exit(1)
+        # A second Ctrl-C or SIGTERM while draining stops at once (KeyboardInterrupt, then stop()).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            drained = server.drain(exit_timeout, refusing=lambda: click.echo(
+                f"draining: new requests are refused; waiting up to {exit_timeout:g} s for those in flight"))
+            click.echo(f"drained in {drained.seconds:.1f} s" if drained.drained else
+                       f"{drained.busy} request(s) still in flight after {drained.seconds:.1f} s: stopping anyway")
+        except DrainError as exc:
+            click.echo(f"cannot drain: {exc}", err=True)
+    except KeyboardInterrupt:
+        click.echo("stopping at once")
     finally:
         code = server.stop()
     click.echo(f"stopped (Triton exit code {code})")

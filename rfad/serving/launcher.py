@@ -11,8 +11,12 @@ A model that fails to load makes the server exit (``--exit-on-error``); :meth:`T
 turns that into :class:`ServerStartError` naming the model and quoting the server log.
 TLS and restricted protocols (:mod:`rfad.serving.security`) are Triton's own; the launcher's
 own requests (readiness, the repository index) go over the HTTP endpoint, which has no TLS and
-which Triton binds to loopback under TLS, with the restriction's header where it applies.
-Nothing here is imported by the models themselves; only the standard library is needed.
+which Triton binds to loopback under TLS, with the restriction's header where it applies. Each
+server gets its own drain file (``$RFAD_DRAIN_FILE`` in its temporary folder), so
+:meth:`TritonServer.drain` can let the loops in flight finish before it is stopped
+(:mod:`rfad.serving.draining` says why Triton's SIGTERM alone does not); draining reads the
+metrics page, plain HTTP too. Nothing here is imported by the models themselves; only the
+standard library is needed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from rfad.serving.draining import DRAIN_FILE_ENV, DrainResult, drain
 from rfad.serving.security import Restriction, ServerTls
 from rfad.serving.start_errors import ServerStartCancelled, ServerStartError
 from rfad.serving.triton_install import TritonInstall
@@ -155,6 +160,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.returncode: int | None = None
         self.startup_s: float | None = None  # seconds from launch to ready, once started
+        self.drain_file: Path | None = None  # $RFAD_DRAIN_FILE of the running server
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._default_log = log_file is None
         self._log = None
@@ -242,6 +248,8 @@ class TritonServer:
             self.log_file = workdir / "tritonserver.log"
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_file, "wb")
+        self.drain_file = workdir / "draining"
+        environment = {**install.environment(), DRAIN_FILE_ENV: str(self.drain_file)}
         # The death signal is tied to the starting THREAD, not the process: set it only from the
         # main thread, or a server started from a worker thread would die with that thread.
         hook = _parent_death_signal() if threading.current_thread() is threading.main_thread() else None
@@ -250,7 +258,7 @@ class TritonServer:
         # stop() can kill as a whole; and Ctrl-C in a terminal reaches only rfad-serve, which
         # then stops the server in order instead of both receiving SIGINT.
         self.process = subprocess.Popen(self.command(backends, install), stdin=subprocess.DEVNULL, stdout=self._log,
-                                        stderr=subprocess.STDOUT, env=install.environment(), cwd=workdir,
+                                        stderr=subprocess.STDOUT, env=environment, cwd=workdir,
                                         start_new_session=True, preexec_fn=hook)
         _RUNNING.add(self)
         try:
@@ -271,6 +279,9 @@ class TritonServer:
             return response.read()
 
     def _wait_until_ready(self, cancel: threading.Event | None) -> None:
+        # One fresh HTTP request per poll: no connection state between polls, so no reconnect
+        # backoff (a gRPC channel's backoff grew to tens of seconds while the models loaded, and
+        # readiness was seen up to ~20 s late while clients were already being served).
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             if self.has_exited():
@@ -338,6 +349,14 @@ class TritonServer:
             pass
         self.returncode = self.process.wait()
         return self.returncode
+
+    def drain(self, timeout_s: float, poll_s: float = 0.25, refusing=None) -> DrainResult:
+        """Refuse new ``rfad_pipeline`` requests (UNAVAILABLE: clients go elsewhere; ``refusing`` is
+        called once they are) and wait up to ``timeout_s`` until none is running or queued; call
+        :meth:`stop` afterwards."""
+        if self.process is None or self.drain_file is None:
+            raise RuntimeError("drain(): the server was not started")
+        return drain(self.metrics_url, self.drain_file, timeout_s, poll_s, refusing)
 
     def stop(self, timeout_s: float | None = None) -> int | None:
         """SIGTERM the server, wait up to ``timeout_s`` (default ``exit_timeout_s`` + 5 s), then SIGKILL.

@@ -8,7 +8,11 @@ that a cancelled request stopped stepping:
   step each candidate of the batch is at under early screening);
 - ``rfad_attempts_total``, ``rfad_candidates_total``, ``rfad_candidates_available_total``;
 - ``rfad_candidates_screened_total``: candidates early screening replaced mid-loop;
-- ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``;
+- ``rfad_requests_total{outcome=...}``: ``ok``, ``invalid``, ``cancelled``, ``failed``, and
+  ``draining`` (refused UNAVAILABLE while the server drains: :mod:`rfad.serving.draining`);
+- ``rfad_request_retries_total``: requests that were a client's retry (try number > 1, sent by
+  :mod:`rfad.client` with the request's id unchanged: :mod:`rfad.serving.request_trace`);
+- ``rfad_requests_in_flight`` (gauge): requests whose loop is running now; the drain waits for 0;
 - ``rfad_bls_calls_total{component=...}`` and ``rfad_bls_seconds_total{component=...}``: BLS
   calls to each model and their round trips as the pipeline sees them (request built, sent,
   answered, outputs in hand); beside Triton's own time of that model per request
@@ -20,7 +24,7 @@ instance in ``initialize`` and kept for its lifetime.
 
 from __future__ import annotations
 
-OUTCOMES = ("ok", "invalid", "cancelled", "failed")
+OUTCOMES = ("ok", "invalid", "cancelled", "failed", "draining")
 
 
 class PipelineMetrics:
@@ -36,6 +40,10 @@ class PipelineMetrics:
             "screened": pb_utils.MetricFamily("rfad_candidates_screened_total",
                                               "Candidates early screening replaced mid-loop", counter),
             "requests": pb_utils.MetricFamily("rfad_requests_total", "rfad_pipeline requests by outcome", counter),
+            "retries": pb_utils.MetricFamily("rfad_request_retries_total",
+                                             "Requests that were a client's retry (try number > 1)", counter),
+            "in_flight": pb_utils.MetricFamily("rfad_requests_in_flight", "rfad_pipeline requests running now",
+                                               pb_utils.MetricFamily.GAUGE),
             "bls_calls": pb_utils.MetricFamily("rfad_bls_calls_total", "BLS calls by rfad_pipeline, per model", counter),
             "bls_seconds": pb_utils.MetricFamily("rfad_bls_seconds_total",
                                                  "Round trip of rfad_pipeline's BLS calls, per model", counter),
@@ -59,6 +67,13 @@ class PipelineMetrics:
 
     def request(self, outcome: str) -> None:
         self._requests[outcome].increment(1)
+
+    def retry(self) -> None:
+        self._metrics["retries"].increment(1)
+
+    def in_flight(self, change: int) -> None:
+        """+1 when a request starts, -1 when it has its response."""
+        self._metrics["in_flight"].increment(change)
 
     def bls_call(self, component: str, seconds: float) -> None:
         """One BLS call to ``component`` that took ``seconds`` (the runner reports each one)."""
