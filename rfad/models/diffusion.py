@@ -42,8 +42,11 @@ class DiffusionModels:
         return {"text_encoder": self.text_encoder, "unet": self.unet, "vae": self.vae, "controlnet": self.controlnet}
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "DiffusionModels":
+        # Only what is given: diffusers warns about "modules that should be kept in float32" whenever
+        # a dtype keyword is present, even None, and a user cannot act on that warning.
+        moves = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
         for module in self.modules.values():
-            module.to(device=device, dtype=dtype)
+            module.to(**moves)
         return self
 
     def freeze(self) -> "DiffusionModels":
