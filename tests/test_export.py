@@ -123,7 +123,7 @@ def test_engines_build_on_gpu(tiny_onnx, tmp_path):
 def test_generate_cli_with_the_onnx_runner_matches_torch(tiny_zoo, tiny_onnx, product_png, tmp_path):
     from PIL import Image
 
-    from rfad.cli import main as rfad_cli
+    from rfad.app.cli import main as rfad_cli
 
     common = ["generate", "--product", str(product_png), "--prompt", "a bottle", "--steps", "2", "--size", "128",
               "--seed", "9", "--max-attempts", "1"]

@@ -278,7 +278,7 @@ def demo(out, models, tiny, size, steps, max_attempts, threshold) -> None:
     By default the miniature world: drawn products on painted tables, judged by an RFNet trained
     on RF-mini, each attempt shown with its verdict and the oracle's.
     """
-    from rfad.demo import TINY_WITH_MODELS, run_demo
+    from rfad.app.demo import TINY_WITH_MODELS, run_demo
     from rfad.serving.start_errors import ServerStartError
 
     if tiny and models is not None:  # run_demo refuses it too, for library callers; here it is a usage error

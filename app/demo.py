@@ -2,7 +2,7 @@
 
 models -> ONNX with parity -> Triton repository -> the local Triton server -> real gRPC requests
 -> images and a report. Orchestration only; each stage is the same library call its own command
-makes, and the report is :mod:`rfad.demo_report`'s.
+makes, and the report is :mod:`rfad.app.demo_report`'s.
 
 Which models:
 
@@ -114,7 +114,7 @@ TINY_WITH_MODELS = "--tiny builds its own random-weight models: drop --models, o
 def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None, steps: int = 20,
              max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
     from rfad.client import RfadClient
-    from rfad.demo_report import write_report
+    from rfad.app.demo_report import write_report
     from rfad.export.api import export_onnx, write_triton_repo
     from rfad.miniworld import training_record, world_dir
     from rfad.models.model_set import ModelSet
