@@ -35,6 +35,10 @@ WORLD_PRODUCTS = 4
 WORLD_PRODUCT_SEED = 5
 WORLD_AVAILABLE_SHARE = 0.4  # the scene mix the prompts are drawn from, as RF-mini's
 FALLBACK_SIZE = 256  # the canvas of a model set that declares none
+# A demo request: enough steps for the miniature world's generator to paint a scene, and enough
+# attempts to show the loop discarding candidates (the command's defaults; `rfad demo --steps`).
+DEMO_STEPS = 20
+DEMO_MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,9 @@ def _one_product(client, product: DemoProduct, seed: int, steps: int, max_attemp
 TINY_WITH_MODELS = "--tiny builds its own random-weight models: drop --models, or drop --tiny"
 
 
-def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None, steps: int = 20,
-             max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print) -> dict:
+def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None,
+             steps: int = DEMO_STEPS, max_attempts: int = DEMO_MAX_ATTEMPTS, threshold: float = DEFAULTS.threshold,
+             echo=print) -> dict:
     from rfad.client import RfadClient
     from rfad.app.demo_report import write_report
     from rfad.export.api import export_onnx, write_triton_repo

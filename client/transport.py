@@ -27,10 +27,10 @@ import numpy as np
 from rfad.client.endpoints import EndpointPool, parse_endpoints
 from rfad.client.errors import DeadlineExceededError, RfadClientError, UnavailableError, error_from_exception
 from rfad.client.request import infer_inputs
-from rfad.contract import PIPELINE_MODEL, TensorField
+from rfad.contract import PIPELINE_MODEL, TRITON_PORTS, TensorField
 from rfad.extras import missing_extras_message
 
-DEFAULT_URL = "127.0.0.1:8001"
+DEFAULT_URL = f"127.0.0.1:{TRITON_PORTS['grpc']}"
 
 T = TypeVar("T")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from rfad.contract import TRITON_PORTS
 from rfad.deploy.profiles import DeploymentProfile, get_profile
 from rfad.export.k8s_jobs import DATA_LAYOUT, prepare_job, train_job
 from rfad.export.k8s_kserve import inference_service
@@ -121,7 +122,7 @@ def _write_readme(out: Path, profile: DeploymentProfile, fleet: Fleet, namespace
         f"gRPC clients that balance per request use the headless Service `{fleet.name}-pods`.",
         "   Or, on KServe with the `kserve-tritonserver` runtime: `kubectl apply -k kserve` instead.",
         f"3. Check: `kubectl{ns} rollout status deployment/{fleet.name}`, then `rfad-client health --url "
-        f"{fleet.name}.{namespace or 'default'}:8001` from a labelled pod.",
+        f"{fleet.name}.{namespace or 'default'}:{TRITON_PORTS['grpc']}` from a labelled pod.",
     ]
     if any(name.startswith("jobs/") for name in files):
         lines += [

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from rfad.deploy.profiles import DEFAULT_GPU_PROFILE
+
 
 def _label(_ctx, _param, value: str) -> tuple[str, str]:
     key, sep, label = value.partition("=")
@@ -19,7 +21,7 @@ def _label(_ctx, _param, value: str) -> tuple[str, str]:
               help="Where the model repository lies: s3://, gs://, https:// (copied by an init container) or "
                    "pvc://CLAIM[/path] (mounted read-only).")
 @click.option("--image", required=True, help="Container image: NVIDIA's tritonserver with rfad installed (deploy/Dockerfile).")
-@click.option("--profile", "profile_name", default="datacenter", show_default=True,
+@click.option("--profile", "profile_name", default=DEFAULT_GPU_PROFILE, show_default=True,
               help="Deployment profile: datacenter or edge (docs/deploying.md).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (replaced).")
 @click.option("--name", default="rfad", show_default=True, help="Name of the Deployment, Services and Jobs.")

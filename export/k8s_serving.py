@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rfad.contract import PIPELINE_MODEL
+from rfad.contract import PIPELINE_MODEL, TRITON_PORTS
 from rfad.deploy.profiles import DeploymentProfile
 
-PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+PORTS = TRITON_PORTS  # Triton's defaults, as rfad-serve and the client use them
 QUEUE_METRIC = "rfad_pipeline_queue_us_per_request"
 MODELS = "/models"
 # KServe's storage initializer: one container that copies s3://, gs://, https:// (and more) to a

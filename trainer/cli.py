@@ -88,7 +88,7 @@ def rfnet(**options) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--product-scale", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Place the product image at this fraction of the canvas [default: the scale the model was "
-                   "trained at, from its train_log.json, else 0.75].")
+                   "trained at, from its train_log.json; required for a model without one].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
 def eval_rfnet(model_dir, data, split, depth, saliency, threshold, batch_size, product_scale, json_out) -> None:
     """Precision/recall/F1/AP (Available vs not), accuracy vs the majority baseline, per class, confusion."""

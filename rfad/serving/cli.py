@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from rfad.contract import TRITON_PORTS
+
 EPILOG = """\b
 Exposing the server: it binds 127.0.0.1 (this machine only) unless told otherwise.
 Triton has no authentication of its own; to serve other machines use --host 0.0.0.0
@@ -20,7 +22,7 @@ authentication in front of the gRPC port.
 Example:
   rfad-export triton-repo ... --out repo
   rfad-serve --repo repo --log server.log
-  rfad-client health --url 127.0.0.1:8001
+  rfad-client health
 """
 
 
@@ -29,11 +31,11 @@ Example:
               help="Model repository (written by `rfad-export triton-repo`).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address the gRPC, HTTP and metrics endpoints bind (see 'Exposing the server' below).")
-@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--grpc-port", default=TRITON_PORTS["grpc"], show_default=True, type=click.IntRange(0, 65535),
               help="gRPC port (0 picks a free one).")
-@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--http-port", default=TRITON_PORTS["http"], show_default=True, type=click.IntRange(0, 65535),
               help="HTTP/REST port (0 picks a free one).")
-@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--metrics-port", default=TRITON_PORTS["metrics"], show_default=True, type=click.IntRange(0, 65535),
               help="Prometheus metrics port (0 picks a free one).")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the server log here (default: a temporary file removed at exit).")

@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from rfad.contract import TRITON_PORTS
 from rfad.serving.start_errors import ServerStartCancelled, ServerStartError, TritonNotInstalledError
 from rfad.serving.triton_install import INSTALL_HINT, TritonInstall
 
@@ -127,8 +128,8 @@ class TritonServer:
     :meth:`stop` kills it.
     """
 
-    def __init__(self, repo: str | os.PathLike, host: str = "127.0.0.1", grpc_port: int = 8001,
-                 http_port: int = 8000, metrics_port: int = 8002, log_file: str | os.PathLike | None = None,
+    def __init__(self, repo: str | os.PathLike, host: str = "127.0.0.1", grpc_port: int = TRITON_PORTS["grpc"],
+                 http_port: int = TRITON_PORTS["http"], metrics_port: int = TRITON_PORTS["metrics"], log_file: str | os.PathLike | None = None,
                  startup_timeout_s: float = 120.0, exit_timeout_s: float = 10.0, extra_args: tuple[str, ...] = ()):
         self.repo = Path(repo)
         self.host = host
