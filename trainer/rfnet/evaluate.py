@@ -121,15 +121,7 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
                                               local_files_only=True)
     log_file = Path(model_dir) / TRAIN_LOG
     trained = json.loads(log_file.read_text())["config"] if log_file.is_file() else {}
-    maps = build_map_models(RFNetTrainConfig(data=data, out=model_dir, tiny=bool(trained.get("tiny")),
-                                             seed=int(trained.get("seed", 0)), depth=depth, saliency=saliency))
-    rows, root = load_split_rows(data, split, echo)
-    if not rows:
-        raise ValueError(f"--data {data}: no usable labelled rows with split {split!r}")
-    if maps is None and any(row.depth is None or row.saliency is None for row in rows):
-        raise ValueError(f"--data {data}: some {split} rows have no cached depth/saliency maps; run `rfad-data "
-                         "prepare` first, or pass --depth DPT_DIR and --saliency U2NET")
-    train_rows, _ = load_split_rows(data, "train", lambda *_: None)
+    # The model's own facts first: a missing scale is refused before any data or map model is read.
     if product_scale is not None:
         scale_from = "--product-scale"
     elif not log_file.is_file():
@@ -139,6 +131,15 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
         product_scale, scale_from = float(trained["product_scale"]), TRAIN_LOG
     else:
         product_scale, scale_from = DEFAULTS.product_scale, f"the default ({TRAIN_LOG} predates --product-scale)"
+    maps = build_map_models(RFNetTrainConfig(data=data, out=model_dir, tiny=bool(trained.get("tiny")),
+                                             seed=int(trained.get("seed", 0)), depth=depth, saliency=saliency))
+    rows, root = load_split_rows(data, split, echo)
+    if not rows:
+        raise ValueError(f"--data {data}: no usable labelled rows with split {split!r}")
+    if maps is None and any(row.depth is None or row.saliency is None for row in rows):
+        raise ValueError(f"--data {data}: some {split} rows have no cached depth/saliency maps; run `rfad-data "
+                         "prepare` first, or pass --depth DPT_DIR and --saliency U2NET")
+    train_rows, _ = load_split_rows(data, "train", lambda *_: None)
     dataset = RFNetDataset(rows, root, tokenizer, model.config.image_size, model.config.max_caption_tokens, maps,
                            product_scale)
     probabilities, labels = predict(model, dataset, batch_size, "cpu")
