@@ -44,10 +44,10 @@ from rfad.client.errors import (
 )
 from rfad.client.request import infer_inputs
 from rfad.client.security import ChannelSecurity
-from rfad.contract import MAX_REQUEST_ID_LENGTH, PIPELINE_MODEL, REQUEST_TRY_PARAMETER, TensorField
+from rfad.contract import MAX_REQUEST_ID_LENGTH, PIPELINE_MODEL, REQUEST_TRY_PARAMETER, TRITON_PORTS, TensorField
 from rfad.extras import missing_extras_message
 
-DEFAULT_URL = "127.0.0.1:8001"
+DEFAULT_URL = f"127.0.0.1:{TRITON_PORTS['grpc']}"
 
 T = TypeVar("T")
 

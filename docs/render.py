@@ -58,9 +58,9 @@ def pages() -> list[Path]:
 
 def programs() -> dict[str, str]:
     """Console script -> ``module:click object`` (pyproject.toml's [project.scripts])."""
-    from rfad.console_scripts import SCRIPTS
+    from rfad.app.console_scripts import SCRIPTS
 
-    return {"rfad": "rfad.cli:main", **{name: target for name, (_, target) in SCRIPTS.items()}}
+    return {"rfad": "rfad.app.cli:main", **{name: target for name, (_, target) in SCRIPTS.items()}}
 
 
 def load_program(name: str) -> click.Command:
@@ -361,6 +361,21 @@ def model_set_roles() -> str:
     return _table(("key", "model", "flag (as in `rfad generate`)"), rows)
 
 
+def layers() -> str:
+    """The import contracts of pyproject.toml ([tool.importlinter]), which tests/test_layers.py checks."""
+    import tomllib
+
+    rows = []
+    for contract in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]:
+        if contract["type"] == "layers":
+            layers = [[f"`{name.strip()}`" for name in layer.replace(":", "|").split("|")] for layer in contract["layers"]]
+            modules = f"in `{contract['containers'][0]}`, highest first: " + "; ".join(", ".join(names) for names in layers)
+        else:
+            modules = ", ".join(f"`{name}`" for name in contract.get("protected_modules") or contract["forbidden_modules"])
+        rows.append((f"`{contract['id']}`", _cell(contract["name"]), _cell(modules)))
+    return _table(("contract", "rule", "modules"), rows)
+
+
 def profiles() -> str:
     from rfad.deploy.table import profiles_table
 
@@ -373,7 +388,7 @@ BLOCKS: dict[str, Callable[..., str]] = {
     "settings-limits": settings_limits, "request-limits": request_limits, "pipeline-parameters": pipeline_parameters,
     "canvas": canvas, "components": components, "memory-options": memory_options, "export-numbers": export_numbers,
     "rfnet-config": rfnet_config, "rf1m-labels": rf1m_labels, "model-set-roles": model_set_roles,
-    "profiles": profiles,
+    "profiles": profiles, "layers": layers,
 }
 # Blocks of measured results: kind -> the benchmark module whose ``block(argument)`` renders them.
 RESULT_BLOCKS: dict[str, str] = {

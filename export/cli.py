@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from rfad.deploy.profiles import DEFAULT_PROFILE
-from rfad.contract import MAX_COMPONENT_BATCH
+from rfad.deploy.profiles import DEFAULT_GPU_PROFILE, DEFAULT_PROFILE
 from rfad.export.tolerances import check_tolerance_help
 from rfad.models.options import MODEL_SET_FLAGS, model_set_options
 from rfad.serving.pipeline_parameters import DEFAULT_JUDGE, JUDGE_MODES
@@ -57,7 +56,7 @@ def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency
 @main.command()
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--engines", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--profile", "profile_name", default="datacenter", show_default=True,
+@click.option("--profile", "profile_name", default=DEFAULT_GPU_PROFILE, show_default=True,
               help="Deployment profile whose engines to build: edge (static 512 px, batch 1-2) or datacenter "
                    "(256-768 px, batch 1-16); docs/deploying.md.")
 @click.option("--fp16/--fp32", default=None, help="Precision [default: the profile's].")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from rfad.deploy.profiles import DEFAULT_GPU_PROFILE
+
 
 def _label(_ctx, _param, value: str) -> tuple[str, str]:
     key, sep, label = value.partition("=")
@@ -25,7 +27,7 @@ def _labels(ctx, param, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="The export served (rfad-export onnx): the hash of its manifest.json names the repositories.")
 @click.option("--image", required=True, help="Container image: NVIDIA's tritonserver with rfad installed (deploy/Dockerfile --target serve).")
-@click.option("--profile", "profile_name", default="datacenter", show_default=True,
+@click.option("--profile", "profile_name", default=DEFAULT_GPU_PROFILE, show_default=True,
               help="Deployment profile: datacenter or edge (docs/deploying.md).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder (replaced).")
 @click.option("--name", default="rfad", show_default=True, help="Name of the Deployment, Services and Jobs.")

@@ -18,12 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rfad.contract import TRITON_PORTS
 from rfad.deploy.drain_times import drain_times
 from rfad.deploy.profiles import DeploymentProfile
 from rfad.export.k8s_tls import FleetSecurity, client_ports, secure_server
 from rfad.serving.draining import DRAIN_FILE_ENV
 
-PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+PORTS = TRITON_PORTS  # Triton's defaults, as rfad-serve and the client use them
 QUEUE_METRIC = "rfad_pipeline_queue_us_per_request"  # the HPA's metric (rfad.export.k8s_monitoring makes it)
 MODELS = "/models"
 DRAIN_FILE = "/tmp/rfad-draining"  # on the pod's /tmp emptyDir: fresh in every pod

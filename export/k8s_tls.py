@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from rfad.contract import TRITON_PORTS
 from rfad.serving.security import DEFAULT_RESTRICTED, Restriction, ServerTls
 
 TLS_MOUNT = PurePosixPath("/etc/rfad/tls")
@@ -193,8 +194,8 @@ def readme_lines(security: FleetSecurity, deployments: list[str], name: str, nam
     tls_note = (f" (`--tls-server-name {name}-pods`: `dns:///` connects to the pods' IP addresses, which the "
                 f"certificate does not name; the client verifies that name on every pod it finds)"
                 if security.tls_secret is not None else "")
-    lines.append(f"- Check from a labelled pod: `rfad-client health --url dns:///{name}-pods:8001 {' '.join(client)}`"
-                 f"{tls_note}.")
+    lines.append(f"- Check from a labelled pod: `rfad-client health --url dns:///{name}-pods:{TRITON_PORTS['grpc']} "
+                 f"{' '.join(client)}`{tls_note}.")
     if security.tls_secret is not None:
         lines.append(f"- KServe's predictors (`kserve/`) have the same TLS and header; address them as `--url "
                      f"dns:///{name}-kserve-grpc:9000 --tls-server-name {name}-kserve-grpc`.")

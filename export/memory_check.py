@@ -53,11 +53,11 @@ def memory_available(meminfo: str | Path = "/proc/meminfo") -> int | None:
     return None
 
 
-def memory_shortfall(weight_bytes: dict[str, int], available: int | None,
+def memory_shortfall(weight_bytes: dict[str, int], available: int,
                      external_data_threshold: int = PROTOBUF_LIMIT) -> str | None:
     """A one-line reason why an export of components with these weights would not fit in
-    ``available`` bytes (None when it fits, or when the memory available is unknown)."""
-    if available is None or not weight_bytes:
+    ``available`` bytes (None when it fits). An unknown ``available`` is the caller's to refuse."""
+    if not weight_bytes:
         return None
     needed = export_peak_estimate(weight_bytes, external_data_threshold)
     if needed <= available:

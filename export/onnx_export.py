@@ -2,8 +2,8 @@
 
 For each component of :func:`rfad.components.registry.component_specs`, in processes of its
 own (:mod:`rfad.isolated`), so that memory goes back to the OS between components: trace
-its wrapper (:data:`rfad.export.wrappers.WRAPPERS`) with the spec's names and dynamic axes and
-save the PyTorch outputs of two parity cases; then, holding only the graph, fold its small
+its module (:data:`rfad.components.modules.MODULES`, the torch runner's too) with the spec's
+names and dynamic axes and save the PyTorch outputs of two parity cases; then, holding only the graph, fold its small
 constants, optionally convert it to float16, write it with its weights streamed (external data
 over the protobuf limit) and compare it in onnxruntime with those outputs (different batch,
 non-square image), recording the max abs difference per output in ``parity.json``. A
@@ -94,6 +94,10 @@ def _export_isolated(model_set: ModelSet, out: Path, components, opset, external
     from rfad.export.memory_check import memory_available, memory_shortfall
     from rfad.export.onnx_steps import finish_step, inspect_models, trace_step
 
+    available_memory = memory_available() if memory_check else None
+    if memory_check and available_memory is None:
+        raise ExportError("--memory-check: this system does not report MemAvailable (/proc/meminfo), so the memory "
+                          "the export needs cannot be checked; re-run with --no-memory-check to export without it")
     plan, _ = _isolated(inspect_models, model_set, renames, out, what="reading the models")
     facts = ModelFacts.from_dict(plan["facts"])
     specs = component_specs(facts, renames)
@@ -103,10 +107,11 @@ def _export_isolated(model_set: ModelSet, out: Path, components, opset, external
     if unknown:
         raise ExportError(f"unknown or unavailable components {unknown}; available: {available}"
                           + ("" if plan["has_judge"] else " (judge components need --rfnet, --depth, --saliency)"))
-    shortfall = memory_shortfall({name: plan["weight_bytes"][name] for name in chosen}, memory_available(),
-                                 external_data_threshold)
-    if memory_check and shortfall:
-        raise ExportError(f"this export {shortfall}")
+    if memory_check:
+        shortfall = memory_shortfall({name: plan["weight_bytes"][name] for name in chosen}, available_memory,
+                                     external_data_threshold)
+        if shortfall:
+            raise ExportError(f"this export {shortfall}")
     precision = "fp16" if fp16 else "fp32"
     files, parity = {}, []
     for name in chosen:
@@ -114,7 +119,8 @@ def _export_isolated(model_set: ModelSet, out: Path, components, opset, external
         has_half, traced = _isolated(trace_step, model_set, name, plan["facts"], renames, plan["vocab"][name], opset,
                                      work, fp16, what=f"{name}: tracing")
         if fp16 and not has_half:
-            echo(f"{name}: PyTorch cannot run it in float16 on this CPU; its fp16 parity uses the fixed tolerance only")
+            echo(f"{name}: PyTorch cannot run it in float16 on this CPU; its fp16 parity uses the fixed tolerance only "
+                 "(parity.json: torch_fp16_missing)")
         (files[name], rows), finished = _isolated(finish_step, specs[name].to_dict(), work, out / name / "model.onnx",
                                                   external_data_threshold, fp16, what=f"{name}: finishing")
         files[name].update(weight_bytes_fp32=plan["weight_bytes"][name], trace=traced, finish=finished)

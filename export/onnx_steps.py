@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rfad.components.modules import component_modules, model_facts
 from rfad.components.registry import COMPONENTS, component_specs
 from rfad.components.samples import check_side, sample_inputs
 from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.export.graph_files import convert_to_fp16, fold_small_constants, open_graph, weight_bytes, write_graph
-from rfad.export.parity import compare_with_references, half_reference_cases, reference_cases
+from rfad.export.parity import NO_HALF, compare_with_references, half_reference_cases, reference_cases
 from rfad.models.model_set import ModelSet
 
 REFERENCES = "reference.npz"
@@ -68,42 +69,10 @@ def load_models(model_set: ModelSet, groups: tuple[str, ...] = ("diffusion", "ju
     return diffusion, judge
 
 
-def _provides(group: str, diffusion, judge) -> bool:
-    """Whether the loaded models have the components of ``group``."""
-    if group == "diffusion":
-        return diffusion is not None
-    return judge is not None and (group == "judge" or judge.screen_rfnet is not None)
-
-
-def probe_facts(diffusion, judge=None) -> ModelFacts:
-    """Read the per-checkpoint sizes: one ControlNet call at a 64-px input gives every residual's
-    channels and downscale factor, whatever the architecture."""
-    text_dim = int(diffusion.text_encoder.config.hidden_size)
-    with torch.no_grad():
-        down, mid = diffusion.controlnet(
-            torch.zeros(1, 4, 8, 8), torch.tensor([1.0]), encoder_hidden_states=torch.zeros(1, 77, text_dim),
-            controlnet_cond=torch.zeros(1, 3, 64, 64), return_dict=False,
-        )
-    judge_facts = {}
-    if judge is not None:
-        judge_facts = dict(rfnet_width=int(judge.rfnet.config.width), num_classes=int(judge.rfnet.config.num_classes),
-                           caption_tokens=int(judge.caption_tokenizer.model_max_length),
-                           judge_size=int(judge.rfnet.config.image_size), screen_rfnet=judge.screen_rfnet is not None)
-    return ModelFacts(
-        text_dim=text_dim, text_tokens=int(diffusion.tokenizer.model_max_length),
-        latent_channels=int(diffusion.vae.config.latent_channels), unet_in_channels=int(diffusion.unet.config.in_channels),
-        down_residuals=tuple((int(d.shape[1]), 8 // int(d.shape[2])) for d in down),
-        mid_residual=(int(mid.shape[1]), 8 // int(mid.shape[2])), **judge_facts,
-    )
-
-
 def component_graphs(diffusion, judge=None) -> dict[str, torch.nn.Module]:
-    """The module exported for each registered component the models provide (judge ones with ``judge``)."""
-    from rfad.export.wrappers import WRAPPERS, check_wrappers
-
-    check_wrappers()
-    return {name: WRAPPERS[name](diffusion, judge).eval() for name, component in COMPONENTS.items()
-            if _provides(component.group, diffusion, judge)}
+    """The module exported for each registered component the models provide (judge ones with
+    ``judge``): :func:`rfad.components.modules.component_modules`, in eval mode."""
+    return {name: module.eval() for name, module in component_modules(diffusion, judge).items()}
 
 
 def vocab_size_of(spec: ComponentSpec, diffusion, judge) -> int:
@@ -170,7 +139,7 @@ def inspect_models(model_set: ModelSet, renames: dict | None, out: Path) -> dict
     graphs = component_graphs(diffusion, judge)
     # Sizes come from the parameters' metadata: nothing is read from the weight files.
     weights = {name: sum(p.numel() * p.element_size() for p in graph.parameters()) for name, graph in graphs.items()}
-    facts = probe_facts(diffusion, judge)
+    facts = model_facts(diffusion, judge)
     specs = component_specs(facts, renames)
     out.mkdir(parents=True, exist_ok=True)
     diffusion.tokenizer.save_pretrained(out / "tokenizer")
@@ -199,7 +168,7 @@ def trace_step(model_set: ModelSet, name: str, facts: dict, renames: dict | None
     trace_to_onnx(graph, spec, facts, vocab, opset, work / RAW)
     half = half_reference_cases(graph, spec, cases) if fp16 else {}
     np.savez(work / REFERENCES, **cases, **half)
-    return bool(half) if fp16 else None
+    return NO_HALF not in half if fp16 else None
 
 
 def finish_step(spec: dict, work: Path, path: Path, external_data_threshold: int, fp16: bool) -> tuple[dict, list]:

@@ -50,10 +50,16 @@ def reference_cases(graph, spec: ComponentSpec, facts: ModelFacts, vocab: int) -
     return cases
 
 
+# The key of ``reference.npz`` that says why it holds no float16 references.
+NO_HALF = "half/missing"
+
+
 def half_reference_cases(graph, spec: ComponentSpec, cases: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The module's outputs in float16 for the inputs of ``cases``, keyed ``case/half/name`` (float32
     numpy; an output that is not finite is kept so). Converts ``graph`` to float16 in place: call
-    it last. Empty when PyTorch has no float16 CPU kernel for one of the module's ops."""
+    it last. Where PyTorch has no float16 CPU kernel for one of the module's ops, only
+    :data:`NO_HALF`, saying so: that graph's fp16 parity is held to the fixed tolerance, and
+    parity.json records why. Any other error is raised."""
     import torch
 
     graph.half()
@@ -64,8 +70,10 @@ def half_reference_cases(graph, spec: ComponentSpec, cases: dict[str, np.ndarray
         try:
             with torch.no_grad():
                 out = graph(*(t.half() if t.is_floating_point() else t for t in tensors))
-        except (RuntimeError, NotImplementedError):  # e.g. "... not implemented for 'Half'"
-            return {}
+        except (RuntimeError, NotImplementedError) as exc:
+            if "not implemented for 'Half'" not in str(exc):
+                raise
+            return {NO_HALF: np.array(f"PyTorch has no float16 CPU kernel: {str(exc).splitlines()[0]}")}
         out = out if isinstance(out, (tuple, list)) else (out,)
         half.update({f"{case}/half/{name}": o.float().numpy() for name, o in zip(spec.output_names, out, strict=True)})
     return half
@@ -88,10 +96,10 @@ def tolerance_of(reference: np.ndarray, precision: str, half: np.ndarray | None 
 
 
 def compare_with_references(spec: ComponentSpec, graph_path: Path, cases: dict[str, np.ndarray],
-                            precision: str = "fp32") -> list[dict]:
+                            precision: str) -> list[dict]:
     """Max abs difference per output and case between the graph in onnxruntime and the references
-    (fp16 rows also give ``torch_fp16_diff``, PyTorch's own float16 distance, None without it, and
-    ``fixed_tolerance``, what the tolerance would be without it)."""
+    (fp16 rows also give ``torch_fp16_diff``, PyTorch's own float16 distance, None without it and
+    then ``torch_fp16_missing``, why; and ``fixed_tolerance``, what the tolerance would be without it)."""
     from rfad.onnx_session import open_session
 
     session = open_session(graph_path, precision)
@@ -111,6 +119,8 @@ def compare_with_references(spec: ComponentSpec, graph_path: Path, cases: dict[s
                    "tolerance": tolerance, "ok": diff <= tolerance}
             if precision == "fp16":
                 row["torch_fp16_diff"] = None if half is None else float(np.abs(half - ref).max())
+                if half is None:
+                    row["torch_fp16_missing"] = str(cases.get(NO_HALF, "no float16 reference was computed"))
                 row["fixed_tolerance"] = tolerance_of(ref, precision)
             rows.append(row)
     return rows

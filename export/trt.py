@@ -13,7 +13,6 @@ from pathlib import Path
 
 from rfad.components.manifest import ExportManifest
 from rfad.components.specs import ComponentSpec
-from rfad.contract import MAX_COMPONENT_BATCH
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -40,13 +39,15 @@ def deployment_record(profile_name: str | None, fp16: bool, batch, image) -> dic
     return {"name": profile_name, "precision": "fp16" if fp16 else "fp32", "batch": list(batch), "image": list(image)}
 
 
-def build_engines(onnx_dir: str | Path, engines: str | Path, fp16: bool = False, batch=(1, 2, MAX_COMPONENT_BATCH),
-                  image=(256, 512, 768), timing_cache: str | Path | None = None, echo=print,
+def build_engines(onnx_dir: str | Path, engines: str | Path, *, batch: tuple[int, int, int],
+                  image: tuple[int, int, int], fp16: bool = False, timing_cache: str | Path | None = None, echo=print,
                   profile_name: str | None = None, serving_tensorrt: str | None = None) -> dict:
     """One ``<component>.plan`` per graph in ``onnx_dir`` plus ``engines.json`` (shapes, precision,
     versions, and the deployment profile they were built for: ``rfad-export triton-repo``
-    checks it against the repository's). ``serving_tensorrt``: the TensorRT of the image that will
-    serve them; another TensorRT here is refused before anything is built."""
+    checks it against the repository's). ``batch`` and ``image``: (min, opt, max) of the engines'
+    optimisation profile, a deployment profile's :class:`rfad.deploy.profiles.EngineShapes`.
+    ``serving_tensorrt``: the TensorRT of the image that will serve them; another TensorRT here is
+    refused before anything is built."""
     check_tensorrt()
     import tensorrt
     import torch

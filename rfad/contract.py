@@ -17,6 +17,8 @@ CLASS_NAMES = ("Available", "Space Mismatch", "Size Mismatch", "Indistinctivenes
 RFNET_ABLATIONS = ("product", "caption", "depth", "saliency", "filter")
 
 MAX_SEED = 2**63 - 1  # seeds travel as INT64 over Triton
+# Triton's default ports: where rfad-serve listens, the client looks and the manifests expose.
+TRITON_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 
 class InvalidRequest(ValueError):

@@ -14,8 +14,8 @@ from pathlib import Path
 PRECISIONS = ("fp32", "fp16")
 
 
-def session_options(precision: str = "fp32"):
-    """SessionOptions for a graph of ``precision``.
+def session_options(precision: str):
+    """SessionOptions for a graph of ``precision`` (``fp32`` or ``fp16``: the export manifest says which).
 
     fp16 graphs on the CPU provider get ``ORT_ENABLE_EXTENDED`` instead of the default
     ``ORT_ENABLE_ALL``: the layout transformations that only the "all" level adds crash
@@ -120,7 +120,7 @@ def memory_options(options, component: str):
     return apply_memory_options(options, MEMORY_OPTIONS[component])
 
 
-def open_session(path: str | Path, precision: str = "fp32", providers: list | None = None,
+def open_session(path: str | Path, precision: str, providers: list | None = None,
                  component: str | None = None, threads: "ThreadSettings | None" = None):
     """An ``onnxruntime.InferenceSession`` of the graph at ``path`` (CPU provider unless told otherwise);
     with ``component``, that component's memory options on the CPU provider; with ``threads``, those

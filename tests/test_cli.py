@@ -8,7 +8,7 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from rfad.cli import main
+from rfad.app.cli import main
 
 
 def _generate(runner, zoo, product, out, *extra):

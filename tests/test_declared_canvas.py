@@ -36,7 +36,7 @@ def test_a_declared_canvas_round_trips_and_bad_ones_name_the_key(tiny_zoo, tmp_p
 
 
 def test_generate_places_the_product_as_the_set_declares(tiny_zoo, product_png, tmp_path):
-    from rfad.cli import main as rfad_cli
+    from rfad.app.cli import main as rfad_cli
 
     folder = tmp_path / "set"
     ModelSet.resolve(tiny_zoo).with_overrides(canvas=DECLARED).write(folder)

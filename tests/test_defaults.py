@@ -12,7 +12,7 @@ import click
 import pytest
 
 from rfad.canvas import CanvasSpec
-from rfad.cli import main as rfad_cli
+from rfad.app.cli import main as rfad_cli
 from rfad.contract import DEFAULT_LIMITS, PIPELINE_INPUTS, SETTINGS_INPUTS
 from rfad.export.cli import main as export_cli
 from rfad.models.options import MODEL_SET_FLAGS, MODEL_SET_TYPES

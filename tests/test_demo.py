@@ -15,7 +15,7 @@ from rfad.contract import CLASS_NAMES
 def test_tiny_demo_writes_images_and_a_report_with_early_screening(tmp_path):
     """With early screening at a threshold of 1.0 every candidate a slot may replace is replaced:
     two per attempt at step 2 of 4; the report shows them in draw order beside the finished ones."""
-    from rfad.cli import main as rfad_cli
+    from rfad.app.cli import main as rfad_cli
 
     out = tmp_path / "out"
     result = CliRunner().invoke(rfad_cli, ["demo", "--tiny", "--out", str(out), "--size", "128", "--steps", "4",
@@ -52,7 +52,7 @@ def test_tiny_demo_writes_images_and_a_report_with_early_screening(tmp_path):
 def test_the_default_demo_serves_the_miniature_world(tmp_path):
     """Drawn products through the served loop: every attempt's image saved with RFNet's verdict and the
     oracle's label, and the image the loop returned is the one its attempt made alone."""
-    from rfad.cli import main as rfad_cli
+    from rfad.app.cli import main as rfad_cli
 
     out = tmp_path / "out"
     result = CliRunner().invoke(rfad_cli, ["demo", "--out", str(out), "--steps", "4", "--max-attempts", "2"],
@@ -81,8 +81,8 @@ def test_the_default_demo_serves_the_miniature_world(tmp_path):
 def test_the_demo_refuses_tiny_with_models_before_starting(tmp_path):
     import pytest
 
-    from rfad.cli import main
-    from rfad.demo import TINY_WITH_MODELS, run_demo
+    from rfad.app.cli import main
+    from rfad.app.demo import TINY_WITH_MODELS, run_demo
 
     result = CliRunner().invoke(main, ["demo", "--tiny", "--models", str(tmp_path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and TINY_WITH_MODELS in result.output

@@ -123,7 +123,7 @@ def test_engines_build_on_gpu(tiny_onnx, tmp_path):
 def test_generate_cli_with_the_onnx_runner_matches_torch(tiny_zoo, tiny_onnx, product_png, tmp_path):
     from PIL import Image
 
-    from rfad.cli import main as rfad_cli
+    from rfad.app.cli import main as rfad_cli
 
     common = ["generate", "--product", str(product_png), "--prompt", "a bottle", "--steps", "2", "--size", "128",
               "--seed", "9", "--max-attempts", "1"]
@@ -311,11 +311,12 @@ def test_fp16_parity_still_catches_a_changed_graph(tiny_zoo, tmp_path):
     from onnx import numpy_helper
 
     from rfad.export.onnx_export import export_component
-    from rfad.export.onnx_steps import component_graphs, load_models, probe_facts
+    from rfad.components.modules import model_facts
+    from rfad.export.onnx_steps import component_graphs, load_models
     from rfad.export.parity import compare_with_references, half_reference_cases, reference_cases
 
     diffusion, _ = load_models(ModelSet.resolve(tiny_zoo), ("diffusion",))
-    facts = probe_facts(diffusion)
+    facts = model_facts(diffusion)
     spec = component_specs(facts)["vae_decoder"]
     graph = component_graphs(diffusion)["vae_decoder"]
     path = tmp_path / "vae_decoder" / "model.onnx"
@@ -334,3 +335,29 @@ def test_fp16_parity_still_catches_a_changed_graph(tiny_zoo, tmp_path):
     onnx.save(model, str(path))
     rows = compare_with_references(spec, path, cases, "fp16")
     assert not all(row["ok"] for row in rows)
+
+
+def test_a_module_without_a_float16_kernel_is_recorded_and_any_other_error_raised():
+    """PyTorch's own float16 run: a missing float16 CPU kernel is a stated reason (parity.json's
+    torch_fp16_missing), not a silent skip; any other error of that run stops the export."""
+    import torch
+
+    from rfad.components.specs import ModelFacts
+    from rfad.components.registry import component_specs
+    from rfad.export.parity import NO_HALF, half_reference_cases
+
+    spec = component_specs(ModelFacts(text_dim=32))["vae_decoder"]
+    cases = {"0/in/latents": np.zeros((1, 4, 8, 8), np.float32)}
+
+    class Raising(torch.nn.Module):
+        def __init__(self, message: str):
+            super().__init__()
+            self.message = message
+
+        def forward(self, latents):
+            raise RuntimeError(self.message)
+
+    missing = half_reference_cases(Raising('"slow_conv2d_cpu" not implemented for \'Half\''), spec, cases)
+    assert list(missing) == [NO_HALF] and "no float16 CPU kernel" in str(missing[NO_HALF])
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        half_reference_cases(Raising("shape mismatch"), spec, cases)

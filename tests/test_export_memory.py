@@ -46,6 +46,11 @@ def test_an_export_that_would_not_fit_says_so_before_starting(tiny_zoo, tmp_path
     assert "needs about 2.5 GiB of memory and 0.5 GiB is available (MemAvailable)" in result.output
     assert "its largest step is controlnet_unet's" in result.output and "--components" in result.output
     assert not any((tmp_path / "o").glob("*/model.onnx"))  # refused before any component was exported
+    # Where the memory available cannot be read, the check refuses instead of passing unchecked.
+    monkeypatch.setattr(memory_check, "memory_available", lambda: None)
+    result = CliRunner().invoke(export_cli, ["onnx", "--models", str(tiny_zoo), "--out", str(tmp_path / "unread")])
+    assert result.exit_code == 1 and "does not report MemAvailable" in result.output
+    assert "--no-memory-check" in result.output and not (tmp_path / "unread").exists()
 
 
 def test_memory_estimate_and_meminfo(tmp_path):
@@ -57,7 +62,6 @@ def test_memory_estimate_and_meminfo(tmp_path):
     needed = memory_check.export_peak_estimate(weights)
     assert needed == memory_check.RESIDENT_PROCESSES + memory_check.step_peak_estimate(weights["controlnet_unet"])
     assert memory_check.memory_shortfall(weights, needed) is None
-    assert memory_check.memory_shortfall(weights, None) is None  # unknown: no refusal
     assert "controlnet_unet" in memory_check.memory_shortfall(weights, needed - 1)
 
 

@@ -99,8 +99,8 @@ def test_console_scripts_name_their_missing_extra_in_one_line(script, blocked, e
 
 def test_every_console_script_checks_an_extra():
     stage_scripts = {name: target for name, target in PROJECT["scripts"].items() if name != "rfad"}
-    assert all(target.startswith("rfad.console_scripts:") for target in stage_scripts.values())
-    from rfad.console_scripts import SCRIPTS
+    assert all(target.startswith("rfad.app.console_scripts:") for target in stage_scripts.values())
+    from rfad.app.console_scripts import SCRIPTS
 
     assert set(SCRIPTS) == set(stage_scripts)
     # With the extras installed, the command itself runs.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,6 @@ from rfad.models.diffusion import check_sd_folder, load_controlnet, load_diffusi
 from rfad.models.folders import ModelFolderError
 from rfad.models.model_set import MODEL_SET_FILE, ModelSet
 from rfad.tiny import zoo as tiny
-from rfad.tiny.lora import write_tiny_lora
 from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
 
 
@@ -118,6 +119,33 @@ def test_single_file_checkpoint_needs_a_local_config(tmp_path):
     checkpoint.write_bytes(b"")
     with pytest.raises(ModelFolderError, match="--sd-config"):
         load_diffusion_models(ModelSet.resolve(checkpoint).with_overrides(controlnet=tmp_path))
+
+
+def write_tiny_lora(unet, path: Path, seed: int = 0, rank: int = 4, std: float = 0.2) -> Path:
+    """Save a random-weight LoRA on the attention projections of ``unet`` to ``path`` (.safetensors),
+    in diffusers' LoRA file format: what the LoRA-fusing test loads.
+
+    ``unet`` is left untouched (the adapter goes on a copy). peft initialises LoRA's
+    B matrices to zero, which would make the LoRA a no-op; they are drawn at random instead.
+    """
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(path)
+    unet = copy.deepcopy(unet)
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+                     adapter_name="tiny_lora")
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_" in name:
+                param.normal_(0.0, std)
+    layers = get_peft_model_state_dict(unet, adapter_name="tiny_lora")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(path.parent, unet_lora_layers=layers, weight_name=path.name,
+                                              safe_serialization=True)
+    return path
 
 
 def test_lora_is_fused_into_the_unet(tiny_zoo, tmp_path):

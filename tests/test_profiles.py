@@ -67,7 +67,7 @@ def test_parameter_counts_are_those_of_the_architectures():
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, DPTConfig, DPTForDepthEstimation
 
-    from rfad.export.onnx_steps import probe_facts
+    from rfad.components.modules import model_facts
     from rfad.models.rfnet import RFNet, RFNetConfig
     from rfad.models.u2net import U2NET_PARAM_COUNT
 
@@ -85,7 +85,7 @@ def test_parameter_counts_are_those_of_the_architectures():
                                               intermediate_size=4096, neck_hidden_sizes=[256, 512, 1024, 1024],
                                               backbone_out_indices=[5, 11, 17, 23]))  # DPT-Large
         rfnet = RFNet(RFNetConfig())
-        facts = probe_facts(SimpleNamespace(text_encoder=clip, controlnet=controlnet, vae=vae, unet=unet,
+        facts = model_facts(SimpleNamespace(text_encoder=clip, controlnet=controlnet, vae=vae, unet=unet,
                                             tokenizer=SimpleNamespace(model_max_length=77)))
     text = count(rfnet.text_encoder, rfnet.text_projection)
     assert PARAMETERS == {

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from rfad.canvas import CanvasSpec, prepare_canvas
-from rfad.cli import main
+from rfad.app.cli import main
 from rfad.models.diffusion import load_diffusion_models
 from rfad.models.judge import load_judge_models
 from rfad.models.model_set import ModelSet

@@ -284,7 +284,7 @@ def test_two_processes_train_and_write_a_loadable_controlnet(tiny_zoo, rfnet_dir
 
 
 def test_generate_uses_the_tuned_controlnet(tiny_zoo, tuned, tmp_path):
-    from rfad.cli import main
+    from rfad.app.cli import main
 
     out, _ = tuned
     product = tmp_path / "product.png"

@@ -30,7 +30,7 @@ def model():
 def test_shapes_through_every_block(model, batch):
     product, generated, depth, saliency, ids, mask = _inputs(batch)
     config = model.config
-    tokens = model.encode_image(product, 0)
+    tokens = model.encode_images([product], [0])[0]
     assert tokens.shape == (batch, config.grid**2, config.width) == (batch, 4, 32)
     caption = model.encode_caption(ids, mask)
     assert caption.shape == (batch, ids.shape[1], config.width)

@@ -6,6 +6,7 @@ Everything runs on CPU with tiny random-weight models and the synthetic dataset.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -404,9 +405,15 @@ def test_the_product_image_is_placed_at_the_training_scale_and_eval_follows_it(t
     metrics_file = tmp_path / "m.json"
     assert _train("eval-rfnet", "--model", str(out), "--data", str(tiny_set), "--json", str(metrics_file)).exit_code == 0
     assert json.loads(metrics_file.read_text())["product_scale"] == 0.5
+    assert json.loads(metrics_file.read_text())["product_scale_from"] == "train_log.json"
     assert _train("eval-rfnet", "--model", str(out), "--data", str(tiny_set), "--product-scale", "0.75",
                   "--json", str(metrics_file)).exit_code == 0
     assert json.loads(metrics_file.read_text())["product_scale"] == 0.75
+    # A model without its training log does not say where it was trained to see I_o: the scale is asked for.
+    no_log = tmp_path / "no-log"
+    shutil.copytree(out, no_log, ignore=shutil.ignore_patterns("train_log.json", "checkpoints", "logs"))
+    unknown = _train("eval-rfnet", "--model", str(no_log), "--data", str(tiny_set))
+    assert unknown.exit_code == 1 and "no train_log.json to read the product scale" in unknown.output
     refused = CliRunner().invoke(train_cli, ["rfnet", "--data", str(tiny_set), "--tiny", "--product-scale", "1.5",
                                              "--out", str(tmp_path / "bad")])
     assert refused.exit_code == 2 and "--product-scale" in refused.output

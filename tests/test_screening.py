@@ -200,7 +200,7 @@ def test_rfad_generate_screens_and_records_it_in_the_sidecar(tiny_zoo, product_p
 
     from click.testing import CliRunner
 
-    from rfad.cli import main
+    from rfad.app.cli import main
 
     base = ["generate", "--models", str(tiny_zoo), "--product", str(product_png), "--prompt", PROMPT, "--caption",
             CAPTION, "--steps", "4", "--size", "64", "--max-attempts", "1", "--threshold", "1.0"]

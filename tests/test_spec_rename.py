@@ -1,5 +1,5 @@
 """A tensor renamed in its spec is renamed everywhere: the exported graphs, the Triton configs and
-the calls of all three runners follow, and the images stay what they were.
+the calls of all three runners (torch, onnxruntime, Triton) follow, and the images stay what they were.
 
 The rename goes in through export's ``renames`` (the registry's override) and nowhere else:
 every consumer reads the names from the specs the export writes.
@@ -111,7 +111,12 @@ def test_the_judge_ensemble_is_wired_by_the_renamed_specs():
 
 def test_every_runner_makes_the_images_it_made_before_the_rename(tiny_zoo, tiny_onnx, renamed_onnx, repo):
     product = (tiny_zoo / "samples" / "bottle.png").read_bytes()
-    reference = _image(TorchRunner(load_diffusion_models(ModelSet.resolve(tiny_zoo))), product)
+    models = load_diffusion_models(ModelSet.resolve(tiny_zoo))
+    reference = _image(TorchRunner(models), product)
+    renamed = TorchRunner(models, renames=RENAMES)  # the torch runner's calls are built from the specs too
+    assert renamed.specs["vae_decoder"].output_names == ["pixels"] and renamed.specs["text_encoder"].input_names == [
+        "token_ids"]
+    assert np.array_equal(_image(renamed, product), reference)
     before = _image(OnnxRunner(tiny_onnx, merged=True), product)
     after = _image(OnnxRunner(renamed_onnx, merged=True), product)
     assert np.array_equal(after, before) and np.abs(after.astype(int) - reference.astype(int)).max() <= 2
@@ -147,14 +152,14 @@ def test_specs_round_trip_and_take_their_values_by_role_strictly():
         component_specs(facts, {"unet": {"sample": "timestep"}})
 
 
-def test_export_wrappers_and_the_component_registry_must_agree():
-    from rfad.export.wrappers import WRAPPERS, check_wrappers
+def test_component_modules_and_the_component_registry_must_agree():
+    from rfad.components.modules import MODULES, check_modules
 
-    check_wrappers()
-    with pytest.raises(RuntimeError, match=r"components without a wrapper \['unet'\]"):
-        check_wrappers({name: wrap for name, wrap in WRAPPERS.items() if name != "unet"})
-    with pytest.raises(RuntimeError, match=r"wrappers without a component \['sharpener'\]"):
-        check_wrappers({**WRAPPERS, "sharpener": WRAPPERS["unet"]})
+    check_modules()
+    with pytest.raises(RuntimeError, match=r"components without a module \['unet'\]"):
+        check_modules({name: build for name, build in MODULES.items() if name != "unet"})
+    with pytest.raises(RuntimeError, match=r"modules without a component \['sharpener'\]"):
+        check_modules({**MODULES, "sharpener": MODULES["unet"]})
 
 
 def test_an_export_of_the_old_manifest_format_is_refused_in_one_line(tiny_onnx, tmp_path):

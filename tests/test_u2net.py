@@ -170,7 +170,7 @@ def test_saliency_map_shape_and_range(model_name: str, size, small_state) -> Non
     images = saliency_preprocess(torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0)))
     with torch.no_grad():
         saliency = model(images)
-        all_maps = model.forward_all(images)
+        all_maps = tuple(torch.sigmoid(logits) for logits in model._logits(images))  # d0 and the six side maps
     assert saliency.shape == (2, 1, *size) and saliency.dtype == torch.float32
     assert 0.0 <= saliency.min() and saliency.max() <= 1.0
     assert len(all_maps) == 7 and all(m.shape == (2, 1, *size) for m in all_maps)

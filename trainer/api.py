@@ -15,10 +15,10 @@ from rfad.trainer.data.prepare import prepare_maps
 from rfad.trainer.data.scenes import draw_scene, write_scene_dataset
 from rfad.trainer.data.synth import write_synthetic_dataset
 from rfad.trainer.miniworld.ship_judge import ship_judge
-from rfad.trainer.rfft.config import RFFTConfig
+from rfad.trainer.rfft.config import WEIGHT_DTYPES, RFFTConfig
 from rfad.trainer.rfft.losses import feedback_losses
 from rfad.trainer.rfft.micro_batch import prepare_micro_batch
-from rfad.trainer.rfft.sampling import load_rows
+from rfad.trainer.rfft.sampling import load_rows, micro_batch_rows, micro_step_randomness
 from rfad.trainer.rfft.train import load_rfft_models, train_rfft
 from rfad.trainer.rfnet.evaluate import average_precision, compute_metrics, evaluate_rfnet
 from rfad.trainer.rfnet.train import TINY_LR, TRAIN_LOG, RFNetTrainConfig, epoch_order, load_split_rows, train_rfnet
@@ -31,8 +31,10 @@ __all__ = [
     # RFNet: training, its split and epoch order, evaluation
     "TINY_LR", "TRAIN_LOG", "RFNetTrainConfig", "train_rfnet", "epoch_order", "load_split_rows", "compute_metrics", "average_precision",
     "evaluate_rfnet",
-    # RFFT: training, and the pieces of one step (benchmarks/suite/rfft_step.py times them)
-    "RFFTConfig", "train_rfft", "load_rfft_models", "load_rows", "prepare_micro_batch", "feedback_losses",
+    # RFFT: training, and the pieces of one step (benchmarks/suite/rfft_step.py and benchmarks/gpu/
+    # training_parts.py time them; the latter draws each micro-step's rows and randomness as training does)
+    "RFFTConfig", "WEIGHT_DTYPES", "train_rfft", "load_rfft_models", "load_rows", "micro_batch_rows",
+    "micro_step_randomness", "prepare_micro_batch", "feedback_losses",
     # the miniature world's judge, shipped
     "ship_judge",
 ]

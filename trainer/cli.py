@@ -93,7 +93,7 @@ def rfnet(**options) -> None:
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--product-scale", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Place the product image at this fraction of the canvas [default: the scale the model was "
-                   "trained at, from its train_log.json, else 0.75].")
+                   "trained at, from its train_log.json; required for a model without one].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the metrics here (with --per-image, every row's probabilities too).")
 @click.option("--per-image", is_flag=True, help="Keep each row's id, label and class probabilities in --json.")

@@ -26,8 +26,7 @@ from measure import Meter
 
 
 def _rfft_config(zoo: Path, plan, work: Path, precision: str):
-    from rfad.trainer.data.synth import write_synthetic_dataset
-    from rfad.trainer.rfft.config import RFFTConfig
+    from rfad.trainer.api import RFFTConfig, write_synthetic_dataset
 
     data = work / f"rfft-data-{plan.rfft_size}"
     if not (data / "manifest.jsonl").is_file():
@@ -43,11 +42,15 @@ def bench_rfft(zoo: Path, plan, meter: Meter, device: torch.device, work: Path, 
     one row, then a row per micro-step."""
     from rfad.pipeline.denoise import denoise_steps
     from rfad.pipeline.torch_runner import TorchRunner
-    from rfad.trainer.rfft.config import WEIGHT_DTYPES
-    from rfad.trainer.rfft.losses import feedback_losses
-    from rfad.trainer.rfft.micro_batch import prepare_micro_batch
-    from rfad.trainer.rfft.sampling import load_rows, micro_batch_rows, micro_step_randomness
-    from rfad.trainer.rfft.train import load_rfft_models
+    from rfad.trainer.api import (
+        WEIGHT_DTYPES,
+        feedback_losses,
+        load_rfft_models,
+        load_rows,
+        micro_batch_rows,
+        micro_step_randomness,
+        prepare_micro_batch,
+    )
 
     config = _rfft_config(zoo, plan, work, precision)
     spec, settings = config.canvas_spec(), config.generation_settings()

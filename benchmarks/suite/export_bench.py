@@ -47,7 +47,7 @@ def component_rows(shape, zoo: Path, onnx: Path, repeats: int) -> list[dict]:
         batch = LOOP_BATCH.get(name, 1)
         feed = sample_inputs(spec, batch, shape.size, shape.size, vocab=vocab_size_of(spec, diffusion, judge))
         tensors = [torch.from_numpy(feed[n]) for n in spec.input_names]
-        session = open_session(onnx / manifest.files[name]["file"])
+        session = open_session(onnx / manifest.files[name]["file"], manifest.precision)
 
         def eager():
             with torch.no_grad():

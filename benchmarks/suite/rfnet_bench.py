@@ -49,7 +49,7 @@ def onnx_session(model: RFNet, workdir: Path, tokens: int):
     path = workdir / "rfnet" / "model.onnx"
     export_component(RFNetJudge(model).eval(), spec, path, facts, opset=17, external_data_threshold=2**31, vocab=300)
     onnxruntime.set_default_logger_severity(3)
-    return open_session(path), spec
+    return open_session(path, "fp32"), spec
 
 
 def bench(shape: str, config: RFNetConfig, batches: list[int], repeats: int, train_batch: int,

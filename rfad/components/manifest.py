@@ -28,7 +28,7 @@ class ExportManifest:
     specs: dict[str, ComponentSpec]
     scheduler_config: dict
     vae_scale_factor: int
-    precision: str = "fp32"
+    precision: str  # "fp32" or "fp16": how the graphs were written, never assumed
     opset: int | None = None
     files: dict[str, dict] = field(default_factory=dict)  # component -> {"file", "external_data", "bytes"}
     models: dict[str, str] = field(default_factory=dict)  # the model folders that were exported

@@ -1,8 +1,9 @@
 """The one registry of served components: name, group, description and the spec each one has.
 
-Export keys its PyTorch wrappers by these names (a component without a wrapper, or a wrapper
-without a component, is an error); the Triton repository writer, the judge ensemble and the
-runners read the specs built here. Group ``diffusion`` needs the base models and the
+The component modules (:mod:`rfad.components.modules`, which the torch runner calls and the
+export traces) are keyed by these names (a component without a module, or a module without a
+component, is an error); the Triton repository writer, the judge ensemble and every runner read
+the specs built here. Group ``diffusion`` needs the base models and the
 ControlNet; group ``judge`` needs RFNet, depth and saliency (built only when the facts have an
 RFNet width); group ``screen`` is an optional second RFNet that early screening judges
 x0-previews with (the model set's ``screen_rfnet``; built only when the facts say it is there),

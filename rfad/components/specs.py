@@ -6,7 +6,7 @@ ONNX export (names, dynamic axes, sample inputs), TensorRT optimisation profiles
 (:mod:`rfad.components.registry` builds them), so a new component or a renamed tensor is a
 change in one place. Torch-free: the BLS model and tools read it without loading any model.
 
-A tensor has a ``role``, the stable key the runners, export wrappers and python steps use
+A tensor has a ``role``, the stable key the runners, the component modules and python steps use
 (``sample``, ``down_res`` with an index, ``probabilities``), and a ``name``, what the ONNX graph,
 the Triton config and a BLS request call it; the name is the role unless a deployment renames
 it, so renaming a tensor changes its spec and nothing else.
@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Mapping, Sequence
 
-from rfad.contract import CLASS_NAMES, MAX_COMPONENT_BATCH
+from rfad.contract import CLASS_NAMES
 
 LATENT_FACTOR = 8  # SD-1.5's VAE downscale
 
@@ -164,9 +164,9 @@ class ComponentSpec:
         """Concrete shape of ``tensor`` for an image of ``height`` x ``width`` pixels."""
         return tuple(resolve_dim(d, batch, height, width, self.tokens) for d in tensor.shape)
 
-    def profile(self, batch: tuple[int, int, int] = (1, 2, MAX_COMPONENT_BATCH),
-                image: tuple[int, int, int] = (256, 512, 768)) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """TensorRT optimisation profile: input name -> (min, opt, max) shapes over batch and square image sizes."""
+    def profile(self, batch: tuple[int, int, int], image: tuple[int, int, int]) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """TensorRT optimisation profile: input name -> (min, opt, max) shapes over batch and square image
+        sizes (a deployment profile's :class:`rfad.deploy.profiles.EngineShapes`)."""
         sizes = image if self.spatial else (image[1],) * 3
         return {t.name: tuple(self.shape_of(t, b, s, s) for b, s in zip(batch, sizes, strict=True)) for t in self.inputs}
 

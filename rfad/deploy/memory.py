@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from rfad.components.registry import component_specs
 from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.contract import MAX_IMAGE_BYTES
-from rfad.deploy.profiles import MIB, DeploymentProfile
+from rfad.deploy.profiles import DeploymentProfile
 
 # Parameters of each served component at the published sizes the paper deploys: SD-1.5 UNet
 # (859.5M) and a ControlNet made from it (361.3M), its VAE (83.7M: encoder + quant conv, decoder +
@@ -114,19 +114,3 @@ def shm_need(profile: DeploymentProfile, backend: str | None = None, unet_mode: 
         judge_in = (profile.pipeline.judge_images_cap + 1) * MAX_IMAGE_BYTES
         parts.append(("rfad_judge_prepare", 1, rounded(judge_in + prepared)))
     return ShmNeed(tuple(parts))
-
-
-def budget_lines(profile: DeploymentProfile, unet_mode: str = "merged") -> list[str]:
-    """The profile's memory budget as arithmetic a reader can check, one line per item."""
-    weights = weight_bytes(profile, unet_mode)
-    total = sum(weights.values())
-    per = BYTES_PER_PARAMETER[profile.precision]
-    lines = [f"{name}: {PARAMETERS[name] / 1e6:.1f}M x {per} B x {profile.component(name).count} = "
-             f"{size / 2**30:.2f} GiB" for name, size in weights.items()]
-    need = shm_need(profile, unet_mode=unet_mode)
-    left = profile.memory.model_bytes - total
-    lines.append(f"weights {total / 2**30:.2f} GiB of {profile.memory.model_bytes / 2**30:.0f} GiB for models: "
-                 f"{left / 2**30:.2f} GiB left for activations, workspaces and CUDA contexts (not measured here)")
-    lines.append(f"/dev/shm need {need.total / MIB:.0f} MiB (" +
-                 ", ".join(f"{model} {count} x {peak / MIB:.0f} MiB" for model, count, peak in need.parts) + ")")
-    return lines

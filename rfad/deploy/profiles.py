@@ -315,7 +315,8 @@ DATACENTER = DeploymentProfile(
 )
 
 PROFILES = {profile.name: profile for profile in (CPU, EDGE, DATACENTER)}
-DEFAULT_PROFILE = CPU.name
+DEFAULT_PROFILE = CPU.name  # what rfad-export triton-repo writes: the repository rfad-serve runs here
+DEFAULT_GPU_PROFILE = DATACENTER.name  # what rfad-export trt and k8s build for: engines and manifests need a GPU
 
 
 def get_profile(name: str) -> DeploymentProfile:

@@ -130,7 +130,7 @@ def _load_single_file(checkpoint: Path, config: Path | None, dtype: torch.dtype)
     return pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae, scheduler_config
 
 
-def fuse_lora(models: DiffusionModels, lora: str | os.PathLike, scale: float = 0.8) -> DiffusionModels:
+def fuse_lora(models: DiffusionModels, lora: str | os.PathLike, scale: float) -> DiffusionModels:
     """Fuse LoRA weights (diffusers/kohya ``.safetensors``) into the UNet and text encoder at ``scale``.
 
     Fused rather than kept as adapters: exported graphs and TensorRT engines then carry plain

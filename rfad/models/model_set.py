@@ -47,7 +47,7 @@ class ModelSet:
     sd_config: Path | None = None
     controlnet: Path | None = None
     lora: Path | None = None
-    lora_scale: float = 0.8
+    lora_scale: float = 0.8  # the official pipeline's; the one home of this default (rfad-models.json may set another)
     depth: Path | None = None
     saliency: Path | None = None
     rfnet: Path | None = None
@@ -86,7 +86,7 @@ class ModelSet:
                     canvas = canvas_from_dict(data["canvas"], f"models: {manifest}: canvas")
             except ValueError as exc:
                 raise ModelFolderError(str(exc)) from None
-            return cls(**values, lora_scale=float(data.get("lora_scale", 0.8)), canvas=canvas)
+            return cls(**values, lora_scale=float(data.get("lora_scale", cls.lora_scale)), canvas=canvas)
         if (root / "model_index.json").is_file():
             controlnet = root / "controlnet"
             return cls(sd=root.resolve(), controlnet=controlnet.resolve() if controlnet.is_dir() else None)

@@ -229,12 +229,9 @@ class RFNet(nn.Module):
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         return (images - self.mean) / self.std
 
-    def encode_image(self, images: torch.Tensor, modality: int) -> torch.Tensor:
-        """images [B, 1|3, H, W] in [0, 1] -> tokens [B, G*G, d] (G = image_size / 32) with the modality embedding."""
-        return self.encode_images([images], [modality])[0]
-
     def encode_images(self, images: list[torch.Tensor], modalities: list[int]) -> list[torch.Tensor]:
-        """Several modalities at once. A shared backbone runs them as ONE batch: its BatchNorm then
+        """images, each [B, 1|3, H, W] in [0, 1] -> tokens, each [B, G*G, d] (G = image_size / 32) with
+        its modality's embedding. Several modalities at once. A shared backbone runs them as ONE batch: its BatchNorm then
         normalises with statistics over all modalities in training, the same mixture its running
         statistics hold at evaluation (separate calls would train on per-modality statistics)."""
         prepared = [self._prepare(x) for x in images]
@@ -366,7 +363,8 @@ def load_state_strictly(module: nn.Module, state: dict, what: str) -> None:
 
 
 class RFNetText(nn.Module):
-    """Export wrapper: the ``rfnet_text`` graph (caption tokens -> e_c), sharing RFNet's parameters."""
+    """The ``rfnet_text`` component (caption tokens -> e_c), sharing RFNet's parameters: the torch runner
+    calls it and the export traces it (:mod:`rfad.components.modules`)."""
 
     def __init__(self, rfnet: RFNet):
         super().__init__()
@@ -377,7 +375,8 @@ class RFNetText(nn.Module):
 
 
 class RFNetJudge(nn.Module):
-    """Export wrapper: the ``rfnet`` graph (images + e_c -> class probabilities), sharing RFNet's parameters."""
+    """The ``rfnet`` component (images + e_c -> class probabilities), sharing RFNet's parameters: the torch
+    runner calls it and the export traces it (:mod:`rfad.components.modules`)."""
 
     def __init__(self, rfnet: RFNet):
         super().__init__()

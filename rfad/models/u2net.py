@@ -178,11 +178,6 @@ class U2Net(nn.Module):
         Returns the fused saliency map d0 after sigmoid: float [B, out_channels, H, W] in [0, 1]."""
         return torch.sigmoid(self._logits(images)[0])
 
-    def forward_all(self, images: Tensor) -> tuple[Tensor, ...]:
-        """Like :meth:`forward`, but returns (d0, d1, ..., d6) after sigmoid, each
-        [B, out_channels, H, W]: the fused map and the six side outputs (deep supervision)."""
-        return tuple(torch.sigmoid(logits) for logits in self._logits(images))
-
     def save_pretrained(self, directory: str | Path) -> None:
         """Writes ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
         directory = Path(directory)

@@ -1,11 +1,12 @@
-"""Runners over exported components: every component method is one call built from its spec.
+"""Every runner's component calls, built from the component specs.
 
-The onnxruntime runner (graphs in process) and the Triton runner (BLS requests) differ only in
-how one component call is executed (:meth:`SpecRunner._execute`: the onnxruntime runner hands
-onnxruntime numpy arrays, the Triton runner hands Triton torch tensors by DLPack). Everything
-else is here: values are passed by role, paired with the spec's tensors (names and dtypes)
-strictly, and the outputs come back by role, so a tensor renamed in a spec is followed without a
-code change.
+The torch runner (the PyTorch modules in process), the onnxruntime runner (exported graphs in
+process) and the Triton runner (BLS requests) differ only in how one component call is executed
+(:meth:`SpecRunner._execute`: the torch runner calls the component's module, the onnxruntime
+runner hands onnxruntime numpy arrays, the Triton runner hands Triton torch tensors by DLPack).
+Everything else is here: values are passed by role, paired with the spec's tensors (names and
+dtypes) strictly, and the outputs come back by role, so a tensor renamed in a spec is followed
+without a code change.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def as_numpy(value, dtype: str) -> np.ndarray:
 
 
 class SpecRunner(ComponentRunner):
-    """Base of the runners over an export's components (their specs in :attr:`specs`).
+    """Base of the runners: one call per component, built from its spec (the specs in :attr:`specs`).
 
     ``merged``: each denoising step is one call of ``controlnet_unet`` instead of ``controlnet``
     then ``unet``. :attr:`calls` counts component calls (benchmarks divide overheads by it).

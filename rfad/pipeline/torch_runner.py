@@ -1,16 +1,32 @@
-"""The torch runner: the PyTorch modules, in process (``rfad generate``, trainers' evaluation)."""
+"""The torch runner: the PyTorch modules, in process (``rfad generate``, the trainers' evaluation, RFFT).
+
+Built from the specs like the other runners (:class:`rfad.pipeline.spec_runner.SpecRunner`): a
+component call binds its values to the spec's tensors by role and runs that component's module
+(:mod:`rfad.components.modules`, the same module ``rfad-export onnx`` traces), so the three
+runners compute one thing per component and a renamed tensor is followed here too. Tensors keep
+their autograd history (RFFT's differentiable step runs through this runner).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from rfad.components.modules import component_modules, model_facts
+from rfad.components.registry import component_specs
+from rfad.components.specs import ComponentSpec, TensorSpec
 from rfad.models.diffusion import DiffusionModels
 from rfad.models.judge import JudgeModels
-from rfad.pipeline.runner import ComponentRunner, RunnerInfo
+from rfad.pipeline.runner import RunnerInfo
+from rfad.pipeline.spec_runner import SpecRunner
 
 
-class TorchRunner(ComponentRunner):
-    """Runs :class:`DiffusionModels` (and optionally :class:`JudgeModels`) in process on ``device``.
+class TorchRunner(SpecRunner):
+    """Runs :class:`DiffusionModels` (and optionally :class:`JudgeModels`, with early screening's
+    RFNet where they have one) in process on ``device``.
+
+    ``renames``: component -> {tensor key -> name}, as :func:`rfad.components.registry.component_specs`
+    takes them (an export's tensors named otherwise than their roles).
 
     ``compile_mode``: run the ControlNet and the UNet, the two modules of every denoising step,
     through ``torch.compile`` with this mode (``"default"``, ``"reduce-overhead"``: CUDA graphs,
@@ -21,18 +37,21 @@ class TorchRunner(ComponentRunner):
     """
 
     def __init__(self, models: DiffusionModels, device: str | torch.device = "cpu", judge: JudgeModels | None = None,
-                 compile_mode: str | None = None):
+                 renames: dict[str, dict[str, str]] | None = None, compile_mode: str | None = None):
         self.models = models
         self.compile_mode = compile_mode
-        self._controlnet, self._unet = models.controlnet, models.unet
-        if compile_mode is not None:
-            self._controlnet = torch.compile(models.controlnet, mode=compile_mode)
-            self._unet = torch.compile(models.unet, mode=compile_mode)
         self.judge_models = judge
         self.device = torch.device(device)
         self.dtype = models.unet.dtype
+        self.modules = component_modules(models, judge)
+        specs = component_specs(model_facts(models, judge), renames)
+        self.specs = {name: spec for name, spec in specs.items() if name in self.modules}
+        # Each module's floating inputs in its parameters' dtype (a float16 generator beside a float32 judge).
+        self.input_dtypes = {name: next(module.parameters()).dtype for name, module in self.modules.items()}
+        if compile_mode is not None:
+            for name in ("controlnet", "unet"):
+                self.modules[name] = torch.compile(self.modules[name], mode=compile_mode)
         vae_config = models.vae.config
-        self.scaling_factor = float(vae_config.scaling_factor)
         self.info = RunnerInfo(
             tokenizer=models.tokenizer,
             scheduler_config=dict(models.scheduler_config),
@@ -44,58 +63,13 @@ class TorchRunner(ComponentRunner):
             screen_judge=judge is not None and judge.screen_rfnet is not None,
         )
 
-    def text_encoder(self, input_ids):
-        return self.models.text_encoder(input_ids.to(self.device))[0]
+    def _execute(self, spec: ComponentSpec, feed: list[tuple[TensorSpec, object]]) -> list[torch.Tensor]:
+        dtype = self.input_dtypes[spec.name]
+        outputs = self.modules[spec.name](*(self._tensor(value, dtype) for _, value in feed))
+        return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
-    def controlnet(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
-        down, mid = self._controlnet(
-            sample, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=controlnet_cond,
-            conditioning_scale=float(conditioning_scale), return_dict=False,
-        )
-        return list(down), mid
-
-    def unet(self, sample, timestep, encoder_hidden_states, down_residuals, mid_residual):
-        return self._unet(
-            sample, timestep, encoder_hidden_states=encoder_hidden_states,
-            down_block_additional_residuals=down_residuals, mid_block_additional_residual=mid_residual,
-            return_dict=False,
-        )[0]
-
-    def vae_encoder(self, images):
-        dist = self.models.vae.encode(images.to(self.device, self.dtype)).latent_dist
-        return dist.mean * self.scaling_factor, dist.std * self.scaling_factor
-
-    def vae_decoder(self, latents):
-        return self.models.vae.decode(latents / self.scaling_factor, return_dict=False)[0]
-
-    def _judge(self, component: str) -> JudgeModels:
-        if self.judge_models is None:
-            raise self._no_judge(component)
-        return self.judge_models
-
-    def depth(self, images):
-        return self._judge("depth").depth(images)
-
-    def saliency(self, images):
-        return self._judge("saliency").saliency(images)
-
-    def rfnet_text(self, input_ids, attention_mask):
-        return self._judge("rfnet_text").rfnet.encode_caption(input_ids, attention_mask)
-
-    def rfnet(self, product_image, generated_image, depth_map, saliency_map, caption_embeddings, caption_mask):
-        logits = self._judge("rfnet").rfnet.judge(product_image, generated_image, depth_map, saliency_map,
-                                                  caption_embeddings, caption_mask)
-        return logits.softmax(dim=-1)
-
-    def _screen(self, component: str) -> torch.nn.Module:
-        if self.judge_models is None or self.judge_models.screen_rfnet is None:
-            raise self._no_screen_judge(component)
-        return self.judge_models.screen_rfnet
-
-    def screen_rfnet_text(self, input_ids, attention_mask):
-        return self._screen("screen_rfnet_text").encode_caption(input_ids, attention_mask)
-
-    def screen_rfnet(self, product_image, generated_image, depth_map, saliency_map, caption_embeddings, caption_mask):
-        logits = self._screen("screen_rfnet").judge(product_image, generated_image, depth_map, saliency_map,
-                                                    caption_embeddings, caption_mask)
-        return logits.softmax(dim=-1)
+    def _tensor(self, value, dtype: torch.dtype) -> torch.Tensor:
+        """``value`` (a tensor as the loop passes it, or a per-sample numpy array) on the runner's
+        device, floating values in the module's dtype; integer values (ids, masks, timesteps) unchanged."""
+        tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        return tensor.to(self.device, dtype) if tensor.is_floating_point() else tensor.to(self.device)

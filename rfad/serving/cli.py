@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from rfad.contract import TRITON_PORTS
 from rfad.serving.security import PROTOCOLS, Restriction, ServerTls
 
 EPILOG = """\b
@@ -24,7 +25,7 @@ endpoint (Triton's has no TLS) binds 127.0.0.1 only.
 Example:
   rfad-export triton-repo ... --out repo
   rfad-serve --repo repo --log server.log
-  rfad-client health --url 127.0.0.1:8001
+  rfad-client health
 """
 
 
@@ -33,11 +34,11 @@ Example:
               help="Model repository (written by `rfad-export triton-repo`).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address the gRPC, HTTP and metrics endpoints bind (see 'Exposing the server' below).")
-@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--grpc-port", default=TRITON_PORTS["grpc"], show_default=True, type=click.IntRange(0, 65535),
               help="gRPC port (0 picks a free one).")
-@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--http-port", default=TRITON_PORTS["http"], show_default=True, type=click.IntRange(0, 65535),
               help="HTTP/REST port (0 picks a free one).")
-@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(0, 65535),
+@click.option("--metrics-port", default=TRITON_PORTS["metrics"], show_default=True, type=click.IntRange(0, 65535),
               help="Prometheus metrics port (0 picks a free one).")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the server log here (default: a temporary file removed at exit).")

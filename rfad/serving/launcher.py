@@ -36,6 +36,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from rfad.contract import TRITON_PORTS
 from rfad.serving.draining import DRAIN_FILE_ENV, DrainResult, drain
 from rfad.serving.security import Restriction, ServerTls
 from rfad.serving.start_errors import ServerStartCancelled, ServerStartError
@@ -141,10 +142,10 @@ class TritonServer:
     loopback only, as it has no TLS. ``restriction``: protocols that need a header.
     """
 
-    def __init__(self, repo: str | os.PathLike, host: str = "127.0.0.1", grpc_port: int = 8001,
-                 http_port: int = 8000, metrics_port: int = 8002, log_file: str | os.PathLike | None = None,
-                 startup_timeout_s: float = 120.0, exit_timeout_s: float = 10.0, extra_args: tuple[str, ...] = (),
-                 tls: ServerTls | None = None, restriction: Restriction | None = None):
+    def __init__(self, repo: str | os.PathLike, host: str = "127.0.0.1", grpc_port: int = TRITON_PORTS["grpc"],
+                 http_port: int = TRITON_PORTS["http"], metrics_port: int = TRITON_PORTS["metrics"],
+                 log_file: str | os.PathLike | None = None, startup_timeout_s: float = 120.0, exit_timeout_s: float = 10.0,
+                 extra_args: tuple[str, ...] = (), tls: ServerTls | None = None, restriction: Restriction | None = None):
         self.repo = Path(repo)
         self.host = host
         self.tls, self.restriction = tls, restriction

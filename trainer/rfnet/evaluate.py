@@ -107,7 +107,8 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
     Maps missing from the manifest are computed by the ``depth``/``saliency`` models; for a model
     trained with ``--tiny`` (its train_log.json says so) the same seeded tiny map models are used.
     ``product_scale``: where the product image is placed (None: the scale the model was trained
-    at, from its train_log.json, else the default); the metrics record it.
+    at, from its train_log.json; a model without one is refused, and a log written before the scale
+    was recorded means the default, the only scale there was); the metrics record it and whence.
     """
     from transformers import AutoTokenizer
 
@@ -120,6 +121,16 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
                                               local_files_only=True)
     log_file = Path(model_dir) / TRAIN_LOG
     trained = json.loads(log_file.read_text())["config"] if log_file.is_file() else {}
+    # The model's own facts first: a missing scale is refused before any data or map model is read.
+    if product_scale is not None:
+        scale_from = "--product-scale"
+    elif not log_file.is_file():
+        raise ValueError(f"--model {model_dir}: no {TRAIN_LOG} to read the product scale it was trained at; pass "
+                         "--product-scale (the served canvas's)")
+    elif "product_scale" in trained:
+        product_scale, scale_from = float(trained["product_scale"]), TRAIN_LOG
+    else:
+        product_scale, scale_from = DEFAULTS.product_scale, f"the default ({TRAIN_LOG} predates --product-scale)"
     maps = build_map_models(RFNetTrainConfig(data=data, out=model_dir, tiny=bool(trained.get("tiny")),
                                              seed=int(trained.get("seed", 0)), depth=depth, saliency=saliency))
     rows, root = load_split_rows(data, split, echo)
@@ -129,8 +140,6 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
         raise ValueError(f"--data {data}: some {split} rows have no cached depth/saliency maps; run `rfad-data "
                          "prepare` first, or pass --depth DPT_DIR and --saliency U2NET")
     train_rows, _ = load_split_rows(data, "train", lambda *_: None)
-    if product_scale is None:
-        product_scale = float(trained.get("product_scale", DEFAULTS.product_scale))
     dataset = RFNetDataset(rows, root, tokenizer, model.config.image_size, model.config.max_caption_tokens, maps,
                            product_scale)
     probabilities, labels = predict(model, dataset, batch_size, "cpu")
@@ -138,6 +147,7 @@ def evaluate_rfnet(model_dir: str, data: str, split: str = "test", depth: str | 
     metrics["split"] = split
     metrics["model"] = str(model_dir)
     metrics["product_scale"] = product_scale
+    metrics["product_scale_from"] = scale_from
     if per_image:
         metrics["per_image"] = [{"id": row.id, "label": row.label, "probabilities": [round(float(v), 6) for v in p]}
                                 for row, p in zip(rows, probabilities.tolist())]

@@ -302,9 +302,15 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
         if state.get("processes") != world or state.get("samples_per_step") != samples_per_step:
             raise ValueError(f"--resume: {latest} was written by {state.get('processes')} processes with "
                              f"{state.get('samples_per_step')} samples per step; resume with the same numbers")
-        # Another placement of I_o would change the data under the run half-way (older checkpoints lack it).
-        if state.get("product_scale", config.product_scale) != config.product_scale:
-            raise ValueError(f"--resume: {latest} was trained with --product-scale {state['product_scale']}, not "
+        # Another placement of I_o would change the data under the run half-way. A checkpoint written
+        # before checkpoints recorded the scale was trained at the default, the only scale there was.
+        trained_at = state.get("product_scale")
+        if trained_at is None:
+            trained_at = DEFAULTS.product_scale
+            say(f"{latest} records no product scale (written before --product-scale): it was trained at the "
+                f"default, {trained_at}")
+        if trained_at != config.product_scale:
+            raise ValueError(f"--resume: {latest} was trained with --product-scale {trained_at}, not "
                              f"{config.product_scale}; resume with the same scale")
         load_checkpoint(accelerator, latest)  # verified; weights, optimizer, RNG states, accumulation counter
         epoch, step, step_in_epoch, history = state["epoch"], state["step"], state["step_in_epoch"], state["history"]

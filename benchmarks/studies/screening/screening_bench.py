@@ -163,8 +163,7 @@ def part_served(args) -> dict:
     from benchmarks.studies.screening.runs import served_request
 
     from rfad.client import RfadClient
-    from rfad.export.onnx_export import export_onnx
-    from rfad.export.triton_repo import write_triton_repo
+    from rfad.export.api import export_onnx, write_triton_repo
     from rfad.serving.launcher import TritonServer
 
     if not (args.work / "onnx" / "manifest.json").is_file():

@@ -45,8 +45,10 @@ class TritonPythonModel:
                                    "(install onnxruntime-gpu), or write the repository with --kind KIND_CPU")
             providers = [("CUDAExecutionProvider", {"device_id": self.device_id})]
         # The model is named after its component, whose memory options (rfad.onnx_session) apply on CPU.
-        self.session = open_session(graph, parameters.get("precision", "fp32"), providers, component=self.name,
-                                    threads=threads)
+        if "precision" not in parameters:
+            raise RuntimeError(f"{self.name}: config.pbtxt has no 'precision' parameter: write the repository with "
+                               "`rfad-export triton-repo`")
+        self.session = open_session(graph, parameters["precision"], providers, component=self.name, threads=threads)
 
     def _run(self, feed: dict) -> list:
         """OrtValues by input name -> the outputs as OrtValues on this instance's device."""

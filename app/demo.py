@@ -2,7 +2,7 @@
 
 models -> ONNX with parity -> Triton repository -> the local Triton server -> real gRPC requests
 -> images and a report. Orchestration only; each stage is the same library call its own command
-makes, and the report is :mod:`rfad.demo_report`'s.
+makes, and the report is :mod:`rfad.app.demo_report`'s.
 
 Which models:
 
@@ -37,6 +37,10 @@ WORLD_PRODUCTS = 4
 WORLD_PRODUCT_SEED = 5
 WORLD_AVAILABLE_SHARE = 0.4  # the scene mix the prompts are drawn from, as RF-mini's
 FALLBACK_SIZE = 256  # the canvas of a model set that declares none
+# A demo request: enough steps for the miniature world's generator to paint a scene, and enough
+# attempts to show the loop discarding candidates (the command's defaults; `rfad demo --steps`).
+DEMO_STEPS = 20
+DEMO_MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -142,11 +146,11 @@ def _one_product(client, product: DemoProduct, seed: int, steps: int, max_attemp
 TINY_WITH_MODELS = "--tiny builds its own random-weight models: drop --models, or drop --tiny"
 
 
-def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None, steps: int = 20,
-             max_attempts: int = 5, threshold: float = DEFAULTS.threshold, echo=print,
-             screening: DemoScreening | None = None) -> dict:
+def run_demo(out: Path, models: Path | None = None, tiny: bool = False, size: int | None = None,
+             steps: int = DEMO_STEPS, max_attempts: int = DEMO_MAX_ATTEMPTS, threshold: float = DEFAULTS.threshold,
+             echo=print, screening: DemoScreening | None = None) -> dict:
     from rfad.client import RfadClient
-    from rfad.demo_report import write_report
+    from rfad.app.demo_report import write_report
     from rfad.export.api import export_onnx, write_triton_repo
     from rfad.miniworld import training_record, world_dir
     from rfad.models.model_set import ModelSet

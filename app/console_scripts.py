@@ -3,7 +3,7 @@
 Each checks the extra its command needs (:mod:`rfad.extras`) BEFORE importing the command's
 module, because those modules import their stack (torch, accelerate, ...) as they load: without
 the extra, ``rfad-train`` prints one line naming the extra and exits 1 instead of a traceback.
-A thin front door like :mod:`rfad.cli`: nothing imports it, and it names the stage modules only
+A thin front door like :mod:`rfad.app.cli`: nothing imports it, and it names the stage modules only
 as strings.
 """
 

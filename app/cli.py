@@ -17,8 +17,9 @@ import click
 from click.core import ParameterSource
 
 from rfad import __version__
-from rfad.extras import needs_extras, require_extras
+from rfad.app.demo import DEMO_MAX_ATTEMPTS, DEMO_STEPS, FALLBACK_SIZE
 from rfad.contract import DEFAULTS
+from rfad.extras import needs_extras, require_extras
 from rfad.models.options import MODEL_SET_FLAGS, model_option, model_set_options
 from rfad.pipeline.settings import GenerationSettings
 
@@ -107,10 +108,12 @@ def _check_runner_flags(runner: str, models, onnx_dir: Path | None, device: str)
 
 def _onnx_provenance(onnx_dir: Path, runner) -> dict:
     """What ``--runner onnx`` ran, for the sidecar: the folder and its manifest's facts."""
-    manifest = json.loads((onnx_dir / "manifest.json").read_text())
-    return {"folder": str(onnx_dir.resolve()), "precision": manifest.get("precision", "fp32"),
-            "opset": manifest.get("opset"), "facts": manifest["facts"], "models": manifest.get("models", {}),
-            "components": sorted(manifest["components"]), "merged": runner.merged}
+    from rfad.components.manifest import ExportManifest
+
+    manifest = ExportManifest.read(onnx_dir / "manifest.json", f"--onnx {onnx_dir}")
+    return {"folder": str(onnx_dir.resolve()), "precision": manifest.precision, "opset": manifest.opset,
+            "facts": manifest.facts.to_dict(), "models": manifest.models, "components": sorted(manifest.specs),
+            "merged": runner.merged}
 
 
 def _output_paths(out: Path, count: int) -> list[Path]:
@@ -281,9 +284,9 @@ def generate(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, sali
 @model_option("models", help="A model set of your own [default: the miniature world: the shipped generator and "
                              "the RFNet trained on RF-mini].")
 @click.option("--tiny", is_flag=True, help="The tiny random-weight zoo instead (noise images; the fastest run).")
-@click.option("--size", type=int, help="Canvas side in pixels [default: the models' declared canvas, else 256].")
-@click.option("--steps", default=20, show_default=True, type=int)
-@click.option("--max-attempts", default=5, show_default=True, type=int)
+@click.option("--size", type=int, help=f"Canvas side in pixels [default: the models' declared canvas, else {FALLBACK_SIZE}].")
+@click.option("--steps", default=DEMO_STEPS, show_default=True, type=int)
+@click.option("--max-attempts", default=DEMO_MAX_ATTEMPTS, show_default=True, type=int)
 @click.option("--threshold", default=GenerationSettings.threshold, show_default=True, type=float,
               help="p(Available) needed to pass.")
 @click.option("--screen-at", type=float, default=None,
@@ -300,7 +303,7 @@ def demo(out, models, tiny, size, steps, max_attempts, threshold, screen_at, scr
     on RF-mini, each attempt shown with its verdict and the oracle's.
     """
     from rfad.contract import InvalidRequest, check_screening
-    from rfad.demo import TINY_WITH_MODELS, DemoScreening, run_demo
+    from rfad.app.demo import TINY_WITH_MODELS, DemoScreening, run_demo
     from rfad.serving.start_errors import ServerStartError
 
     if tiny and models is not None:  # run_demo refuses it too, for library callers; here it is a usage error
