@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-.PHONY: setup test demo bench bench-sd15 gpu-check clean
+.PHONY: setup test test-fast demo bench bench-sd15 gpu-check clean
 
 $(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt constraints/triton-2.51.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ $(BIN)/.rfad-installed: pyproject.toml constraints/cpu.txt constraints/triton-2.
 
 setup: $(BIN)/.rfad-installed
 
+# CI's command (.ci/run) in two tiers, each listing its 25 slowest tests: first what needs no model
+# export or server (fails within minutes), then the slow tier (exports, servers, training; the
+# `slow` marker, tests/conftest.py). `make test-fast` runs the first tier alone.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25 -m "not slow"
+	$(BIN)/python -m pytest -q --durations=25 -m slow
+
+test-fast: setup
+	$(BIN)/python -m pytest -q --durations=25 -m "not slow"
 
 demo: setup
 	$(BIN)/rfad demo --out $(OUT)

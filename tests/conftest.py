@@ -1,10 +1,23 @@
-"""Shared fixtures: the tiny model zoo (built once per session) and hand-drawn product cut-outs."""
+"""Shared fixtures, each built once per session: the tiny model zoo, its ONNX export (fp32, and fp16
+as the GPU profiles serve it), the served repository and a running Triton server over it; and
+hand-drawn product cut-outs.
+
+Tests that stop, kill, break or reconfigure a server start their own; every other test that
+talks to a served pipeline shares :func:`tiny_server` (its state between tests is the models'
+and Triton's counters: read them as differences).
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from rfad.tiny.products import draw_product
+
+# The canvas side of the shared served repository (the tiny zoo's images are 128 px).
+SERVED_SIZE = 128
+# The components a deployment serves: ControlNet and UNet merged, as `rfad-export triton-repo` does by default.
+SERVED_COMPONENTS = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "depth", "saliency",
+                     "rfnet_text", "rfnet"]
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +91,46 @@ def pki(tmp_path_factory):
     rogue = issue("rogue", other_ca[:2], usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     return SimpleNamespace(ca=ca[2], other_ca=other_ca[2], server_cert=server[2], server_key=server[3],
                            client_cert=client[2], client_key=client[3], rogue_cert=rogue[2], rogue_key=rogue[3])
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_fp16(tiny_zoo, tmp_path_factory):
+    """The served components exported in fp16, as the GPU profiles serve them, once per session, with
+    every weight in external data (as an export of SD-1.5's sizes writes it: the threshold is 1 kB)."""
+    from rfad.export.onnx_export import export_onnx
+    from rfad.models.model_set import ModelSet
+
+    out = tmp_path_factory.mktemp("onnx-fp16")
+    export_onnx(ModelSet.resolve(tiny_zoo), out, SERVED_COMPONENTS, fp16=True, external_data_threshold=1000,
+                echo=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tiny_onnx, tmp_path_factory):
+    """The tiny export as `rfad-export triton-repo` writes it for rfad-serve here (the cpu profile,
+    python backend, the default judging route) at a 128 px canvas, once per session."""
+    from rfad.export.triton_repo import write_triton_repo
+
+    return write_triton_repo(tiny_onnx, tmp_path_factory.mktemp("repo") / "repo", canvas_size=SERVED_SIZE)
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_repo):
+    """A real Triton server (nvidia-pytriton's tritonserver) over :func:`tiny_repo` on free ports,
+    started once per session and stopped at its end."""
+    from rfad.serving.launcher import TritonServer
+
+    with TritonServer(tiny_repo, grpc_port=0, http_port=0, metrics_port=0) as running:
+        yield running
+
+
+# The fixtures that export or serve: a test that uses one is in the slow tier, which `make test`
+# runs second (the fast tier fails in minutes on what needs no model export or server).
+SLOW_FIXTURES = {"tiny_onnx", "tiny_onnx_fp16", "tiny_repo", "tiny_server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -23,7 +23,8 @@ def test_tiny_then_generate_writes_image_with_exact_product_pixels(tmp_path):
     result = runner.invoke(main, ["tiny", "--out", str(zoo)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     product = zoo / "samples" / "bottle.png"
-    result = _generate(runner, zoo, product, tmp_path / "o.png", "--steps", "4", "--seed", "7")
+    # Threshold 0: the first attempt is kept (one attempt at the default 512 px canvas, not up to five).
+    result = _generate(runner, zoo, product, tmp_path / "o.png", "--steps", "4", "--seed", "7", "--threshold", "0")
     assert result.exit_code == 0, result.output
     image = np.array(Image.open(tmp_path / "o.png"))
     assert image.shape == (512, 512, 3) and image.dtype == np.uint8
@@ -39,7 +40,7 @@ def test_tiny_then_generate_writes_image_with_exact_product_pixels(tmp_path):
     assert np.array_equal(image[top:bottom, left:right][opaque], crop[..., :3][opaque])
     assert sidecar["settings"]["seed"] == 7 and sidecar["settings"]["steps"] == 4
     # The zoo's RFNet is untrained: it judges every candidate (probabilities recorded), and
-    # the loop stops within the default 5 attempts.
+    # the loop stops within the default 5 attempts (at the first, with threshold 0).
     assert sidecar["judged"] and 1 <= sidecar["attempts"] <= 5
     assert len(sidecar["images"][0]["probabilities"]) == 5
     assert set(sidecar["timings_s"]) >= {"total", "denoise", "judge", "load_models"}

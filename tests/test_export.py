@@ -15,7 +15,6 @@ from rfad.canvas import CanvasSpec, prepare_canvas
 from rfad.components.registry import component_specs
 from rfad.components.specs import ModelFacts
 from rfad.export.cli import main as export_cli
-from rfad.export.onnx_export import export_onnx
 from rfad.export.trt import engine_profiles
 from rfad.models.diffusion import load_diffusion_models
 from rfad.models.judge import load_judge_models
@@ -59,14 +58,6 @@ def test_onnx_runner_reproduces_the_torch_runner(tiny_zoo, tiny_onnx):
         for ours, theirs in zip(result.candidates, reference.candidates):
             assert np.abs(ours.image.astype(int) - theirs.image.astype(int)).max() <= 2
             assert np.allclose(ours.probabilities, theirs.probabilities, atol=1e-4)
-
-
-def test_external_data_when_over_the_threshold(tiny_zoo, tmp_path):
-    export_onnx(ModelSet.resolve(tiny_zoo), tmp_path, components=["text_encoder"], external_data_threshold=1000,
-                echo=lambda *_: None)
-    assert (tmp_path / "text_encoder" / "model.onnx.data").is_file()
-    assert json.loads((tmp_path / "manifest.json").read_text())["files"]["text_encoder"]["external_data"]
-    assert all(row["ok"] for row in json.loads((tmp_path / "parity.json").read_text())["rows"])
 
 
 def test_missing_or_corrupt_inputs_are_clear_errors(tiny_zoo, tiny_onnx, tmp_path):
@@ -153,27 +144,32 @@ def test_generate_cli_with_the_onnx_runner_matches_torch(tiny_zoo, tiny_onnx, pr
     assert result.exit_code == 1 and "--runner torch needs --models" in result.output
 
 
-def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tiny_onnx, tmp_path):
+def _graph_bytes(folder):
+    """A graph's bytes on disk: model.onnx and its external data, if any."""
+    return sum(path.stat().st_size for path in folder.glob("model.onnx*"))
+
+
+def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tiny_onnx, tiny_onnx_fp16):
     from onnx import TensorProto
 
+    from rfad.components.manifest import ExportManifest
+
     components = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "rfnet"]
-    manifest = export_onnx(ModelSet.resolve(tiny_zoo), tmp_path, components=components, fp16=True,
-                           echo=lambda *_: None)
+    manifest = ExportManifest.read(tiny_onnx_fp16 / "manifest.json", "the fp16 export")
     assert manifest.precision == "fp16"
-    parity = json.loads((tmp_path / "parity.json").read_text())
+    parity = json.loads((tiny_onnx_fp16 / "parity.json").read_text())
     assert parity["precision"] == "fp16" and all(row["ok"] for row in parity["rows"])
     # Each output is also measured against PyTorch's own float16 run (the tolerance's second term).
     assert all(row["torch_fp16_diff"] is not None and np.isfinite(row["torch_fp16_diff"])
                and row["tolerance"] >= row["fixed_tolerance"] for row in parity["rows"])
     for name in components:
-        graph = onnx.load(str(tmp_path / name / "model.onnx"))
+        graph = onnx.load(str(tiny_onnx_fp16 / name / "model.onnx"))
         weights = [t for t in graph.graph.initializer if len(t.dims) and np.prod(t.dims) >= 16]
         assert weights and all(t.data_type == TensorProto.FLOAT16 for t in weights if len(t.dims) > 1), name
         # Same interface as the fp32 graphs: the specs, runners and Triton configs do not change.
         for value in list(graph.graph.input) + list(graph.graph.output):
             assert value.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.INT64), (name, value.name)
-        fp32_bytes = (tiny_onnx / name / "model.onnx").stat().st_size
-        assert (tmp_path / name / "model.onnx").stat().st_size < 0.7 * fp32_bytes, name
+        assert _graph_bytes(tiny_onnx_fp16 / name) < 0.7 * _graph_bytes(tiny_onnx / name), name
 
     # The whole loop over the fp16 graphs stays within 2/255 of PyTorch in fp32.
     model_set = ModelSet.resolve(tiny_zoo)
@@ -181,7 +177,7 @@ def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tin
     canvas = prepare_canvas(draw_product("box", 60, 70), CanvasSpec(width=128, height=96))
     settings = GenerationSettings(steps=3, seed=4, candidates=2)
     reference = generate(torch_runner, canvas, "a box", settings)
-    ours = generate(OnnxRunner(tmp_path, merged=True), canvas, "a box", settings)
+    ours = generate(OnnxRunner(tiny_onnx_fp16, merged=True), canvas, "a box", settings)
     for a, b in zip(ours.candidates, reference.candidates):
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
 

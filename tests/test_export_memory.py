@@ -15,20 +15,21 @@ from onnx.external_data_helper import uses_external_data
 
 from rfad.export import memory_check
 from rfad.export.cli import main as export_cli
-from rfad.export.onnx_export import export_onnx
-from rfad.models.model_set import ModelSet
 
 
-def test_each_step_runs_in_a_fresh_process_and_streams_fp16_weights(tiny_zoo, tmp_path):
+def test_each_step_runs_in_a_fresh_process_and_streams_fp16_weights(tiny_onnx_fp16):
+    """The session's fp16 export (tests/conftest.py), written with a 1 kB external-data threshold."""
+    from rfad.components.manifest import ExportManifest
+
     components = ["text_encoder", "controlnet_unet", "rfnet"]
-    manifest = export_onnx(ModelSet.resolve(tiny_zoo), tmp_path, components=components, fp16=True,
-                           external_data_threshold=1000, echo=lambda *_: None)
+    manifest = ExportManifest.read(tiny_onnx_fp16 / "manifest.json", "the fp16 export")
     pids = [manifest.files[name][step]["pid"] for name in components for step in ("trace", "finish")]
     assert len(set(pids)) == len(pids) and os.getpid() not in pids
-    assert all(row["ok"] for row in json.loads((tmp_path / "parity.json").read_text())["rows"])
+    assert all(row["ok"] for row in json.loads((tiny_onnx_fp16 / "parity.json").read_text())["rows"])
     for name in components:
-        folder = tmp_path / name
+        folder = tiny_onnx_fp16 / name
         assert sorted(p.name for p in folder.iterdir()) == ["model.onnx", "model.onnx.data"], name  # work/ removed
+        assert manifest.files[name]["external_data"], name
         graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
         large = [t for t in graph.graph.initializer if int(np.prod(t.dims)) * 2 > 1024]
         assert large and all(uses_external_data(t) for t in large), name

@@ -45,14 +45,15 @@ def _ads(n: int, width: int = SIZE, height: int = SIZE, seed: int = 0) -> list[b
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_onnx, tmp_path_factory):
-    return write_triton_repo(tiny_onnx, tmp_path_factory.mktemp("judge-repo") / "repo", canvas_size=SIZE)
+def repo(tiny_repo):
+    """The session's served repository (tests/conftest.py): the tiny export at a 128 px canvas."""
+    return tiny_repo
 
 
 @pytest.fixture(scope="module")
-def server(repo):
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as running:
-        yield running
+def server(tiny_server):
+    """The session's running server over it (tests/conftest.py)."""
+    return tiny_server
 
 
 @pytest.fixture(scope="module")

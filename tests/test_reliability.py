@@ -122,8 +122,9 @@ def test_a_failing_component_fails_only_its_request_and_names_itself(faulty_serv
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_onnx, tmp_path_factory):
-    return write_triton_repo(tiny_onnx, tmp_path_factory.mktemp("reliable") / "repo", canvas_size=SIZE)
+def repo(tiny_repo):
+    """The session's served repository (tests/conftest.py): the tiny export at a 128 px canvas."""
+    return tiny_repo
 
 
 def test_a_killed_and_restarted_server_is_retried_by_the_client(repo, product):
@@ -157,9 +158,9 @@ def test_a_killed_and_restarted_server_is_retried_by_the_client(repo, product):
 
 
 @pytest.fixture(scope="module")
-def server(repo):
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as running:
-        yield running
+def server(tiny_server):
+    """The session's running server over it (tests/conftest.py)."""
+    return tiny_server
 
 
 def _metric(server, name: str, **labels) -> float:

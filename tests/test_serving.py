@@ -1,7 +1,7 @@
 """The served pipeline on a real Triton server (nvidia-pytriton's tritonserver), tiny models.
 
-The server is started once for the module from a repository written by `rfad-export triton-repo`;
-requests go over real gRPC through `rfad.client`.
+The server is the session's (tests/conftest.py: started once, from a repository written by
+`rfad-export triton-repo`); requests go over real gRPC through `rfad.client`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import shutil
 import signal
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -28,7 +26,6 @@ from rfad.canvas import CanvasSpec, prepare_canvas
 from rfad.client import InvalidRequestError, RfadClient, UnavailableError
 from rfad.client.cli import main as client_cli
 from rfad.contract import MAX_SEED
-from rfad.export.triton_repo import write_triton_repo
 from rfad.models.diffusion import load_diffusion_models
 from rfad.models.judge import load_judge_models
 from rfad.models.model_set import ModelSet
@@ -43,14 +40,15 @@ SIZE = 128
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_onnx, tmp_path_factory):
-    return write_triton_repo(tiny_onnx, tmp_path_factory.mktemp("repo") / "repo", canvas_size=SIZE)
+def repo(tiny_repo):
+    """The session's served repository (tests/conftest.py): the tiny export at a 128 px canvas."""
+    return tiny_repo
 
 
 @pytest.fixture(scope="module")
-def server(repo):
-    with TritonServer(repo, grpc_port=0, http_port=0, metrics_port=0) as running:
-        yield running
+def server(tiny_server):
+    """The session's running server over it (tests/conftest.py)."""
+    return tiny_server
 
 
 @pytest.fixture(scope="module")

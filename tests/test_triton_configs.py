@@ -71,18 +71,6 @@ def test_a_config_triton_would_refuse_is_an_error_naming_the_file(edit, message)
         parse_model_config(edit(text), "vae_decoder/config.pbtxt")
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx_fp16(tiny_zoo, tmp_path_factory):
-    """The tiny zoo's served components (ControlNet and UNet merged) exported in fp16, as the GPU profiles serve."""
-    from rfad.export.onnx_export import export_onnx
-    from rfad.models.model_set import ModelSet
-
-    out = tmp_path_factory.mktemp("onnx-fp16")
-    served = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "depth", "saliency", "rfnet_text", "rfnet"]
-    export_onnx(ModelSet.resolve(tiny_zoo), out, served, fp16=True, echo=lambda *_: None)
-    return out
-
-
 # The TensorRT of a Jetson's image, which rfad does not declare (rfad.deploy.images): the operator names it.
 JETSON_TENSORRT = "10.3.0"
 
