@@ -11,7 +11,6 @@ import json
 import math
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -263,23 +262,6 @@ def test_the_client_installs_alone_and_talks_to_the_server(server, tiny_zoo, tmp
 
     assert subprocess.run(git_status, cwd=root, capture_output=True, text=True, check=True).stdout == status_before
     assert _build_outputs(root) == builds_before
-
-
-def test_rfad_serve_prints_endpoints_and_stops_on_sigterm(repo):
-    port = free_port()
-    command = [sys.executable, "-c", "from rfad.serving.cli import main; main()", "--repo", str(repo),
-               "--grpc-port", str(port), "--http-port", str(free_port()), "--metrics-port", str(free_port())]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = process.stdout.readline()
-        assert f"gRPC 127.0.0.1:{port}" in line, line
-        assert "rfad_pipeline" in process.stdout.readline()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert not RfadClient(f"127.0.0.1:{port}").is_ready()
 
 
 def test_eight_concurrent_clients_all_succeed(server, product):

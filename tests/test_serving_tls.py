@@ -265,6 +265,7 @@ def test_rfad_serve_says_what_is_secured_and_never_shows_a_secret(mutual, pki, v
     assert "gRPC 127.0.0.1:" in lines[0] and "(mutual TLS)" in lines[0]
     assert lines[1].startswith(f"restricted: {', '.join(DEFAULT_RESTRICTED)} need header "
                                f"'triton-grpc-protocol-{KEY}' (gRPC) or '{KEY}' (HTTP); open: health")
+    assert "rfad_pipeline v1 READY" in lines[2], lines  # the served repository's models, listed
     key_body = pki.server_key.read_text().splitlines()[1]
     for text in ("".join(lines), log.read_text()):
         assert VALUE not in text and key_body not in text
