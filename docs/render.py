@@ -396,6 +396,7 @@ RESULT_BLOCKS: dict[str, str] = {
     "sd15": "benchmarks.studies.sd15.sd15_report",
     "method": "benchmarks.studies.method.method_report",
     "miniworld": "benchmarks.studies.miniworld.report",
+    "screening": "benchmarks.studies.screening.summary",
 }
 
 

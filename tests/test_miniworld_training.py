@@ -97,3 +97,54 @@ def test_bad_settings_are_one_line_errors(tmp_path, flag, value, message):
     result = CliRunner().invoke(main, ["miniworld", "--out", str(tmp_path / "m"), *FEW_STEPS, flag, value])
     assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "m" / RECORD_FILE).exists()
+
+
+def test_rfad_train_maps_writes_map_models_the_judge_loads(trained, tmp_path):
+    """`rfad-train maps` on a few scenes through the generator's VAE: the DPT and U2-Net folders load
+    through the judge's own estimators and map an image to [0, 1]; the record hashes the files and
+    holds the held-out check before and after training."""
+    import torch
+
+    from rfad.models.maps import DepthEstimator, SaliencyEstimator
+    from rfad.trainer.cli import main
+
+    out = tmp_path / "maps"
+    result = CliRunner().invoke(main, ["maps", "--out", str(out), "--models", str(trained), "--scenes", "6",
+                                       "--steps", "3", "--batch", "2", "--check", "4", "--size", "64",
+                                       "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    images = torch.rand(2, 3, 64, 64)
+    for estimator in (DepthEstimator.from_pretrained(out / "dpt"), SaliencyEstimator.from_pretrained(out / "u2net")):
+        with torch.no_grad():
+            maps = estimator(images)
+        assert maps.shape == (2, 1, 64, 64) and float(maps.min()) >= 0 and float(maps.max()) <= 1
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert record["command"] == "rfad-train maps" and record["files"] == file_hashes(out)
+    assert set(record["check"]) == {"untrained", "trained"} and record["curve"][-1]["step"] == 3
+    bad = CliRunner().invoke(main, ["maps", "--out", str(tmp_path / "bad"), "--size", "60"])
+    assert bad.exit_code != 0 and "--size 60" in bad.output
+
+
+def test_rfad_train_decoder_changes_the_decoder_only_and_records_the_check(trained, tmp_path):
+    """`rfad-train decoder` copies the set, fine-tunes its VAE decoder with the encoder frozen (so the
+    diffusion models' latents do not change), and records the oracle's reconstruction check."""
+    from safetensors.torch import load_file
+
+    from rfad.trainer.cli import main
+
+    out = tmp_path / "sharper"
+    result = CliRunner().invoke(main, ["decoder", "--models", str(trained), "--out", str(out), "--steps", "2",
+                                       "--batch", "2", "--crop", "16", "--check-per-class", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    [weights] = (trained / "sd15" / "vae").glob("*.safetensors")
+    before, after = load_file(weights), load_file(out / "sd15" / "vae" / weights.name)
+    encoder = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in encoder)
+    assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in decoder)
+    record = json.loads((out / RECORD_FILE).read_text())
+    section = record["decoder_finetune"]
+    assert section["losses"][-1]["step"] == 2 and set(section["reconstruction_check"]) == {"before", "after"}
+    assert record["files"] == file_hashes(out)
+    again = CliRunner().invoke(main, ["decoder", "--models", str(trained), "--out", str(out), "--steps", "1"])
+    assert again.exit_code != 0 and "exists" in again.output

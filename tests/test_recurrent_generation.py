@@ -46,10 +46,10 @@ class CountingRunner(TorchRunner):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.calls: dict[str, int] = {}
+        self.counted: dict[str, int] = {}
 
     def _count(self, name):
-        self.calls[name] = self.calls.get(name, 0) + 1
+        self.counted[name] = self.counted.get(name, 0) + 1
 
     def text_encoder(self, input_ids):
         self._count("text_encoder")
@@ -102,13 +102,13 @@ def test_judge_equals_rfnet_on_the_same_inputs(runner, canvas):
 
 
 def test_per_request_constants_are_computed_once(runner, canvas):
-    runner.calls.clear()
+    runner.counted.clear()
     result = generate(runner, canvas, "ad", GenerationSettings(steps=2, candidates=2, max_attempts=3, threshold=1.0),
                       caption="blue mug", judge=RunnerJudge(runner))
     assert result.attempts == 3 and len(result.candidates) == 6
     # prompt + negative prompt in one text_encoder call, one caption embedding, one VAE encode
     # of the init image, and one RFNet call per attempt (candidates judged as a batch).
-    assert runner.calls == {"text_encoder": 1, "rfnet_text": 1, "vae_encoder": 1, "rfnet": 3}
+    assert runner.counted == {"text_encoder": 1, "rfnet_text": 1, "vae_encoder": 1, "rfnet": 3}
     assert all(c.probabilities is not None and c.available is False for c in result.candidates)
 
 

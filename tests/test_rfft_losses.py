@@ -64,16 +64,16 @@ class TextDirection(nn.Module):
 class StandInRunner(TorchRunner):
     """The tiny zoo's torch runner with ControlNet + UNet replaced by eps = GAIN x + s (W mean(e) + o).
 
-    ``calls`` records, per ControlNet call, the timesteps it saw and whether autograd was recording.
+    ``seen`` records, per ControlNet call, the timesteps it saw and whether autograd was recording.
     """
 
     def __init__(self, models, judge, net: TextDirection):
         super().__init__(models, judge=judge)
         self.net = net
-        self.calls: list[tuple[list[int], bool]] = []
+        self.seen: list[tuple[list[int], bool]] = []
 
     def controlnet(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
-        self.calls.append((sorted(set(timestep.tolist())), torch.is_grad_enabled()))
+        self.seen.append((sorted(set(timestep.tolist())), torch.is_grad_enabled()))
         return [], conditioning_scale * self.net(encoder_hidden_states)[:, :, None, None]
 
     def unet(self, sample, timestep, encoder_hidden_states, down_residuals, mid_residual):
@@ -152,8 +152,8 @@ def test_the_regularisers_run_on_the_papers_step_and_guidance(setup):
     timesteps = batch.denoising.timesteps.tolist()
     t_star = timesteps[step_index]
     assert 30 <= step_index < 40 and not x_t.requires_grad
-    assert student.calls == [([t], False) for t in timesteps[:step_index]] + [([t_star], True)]
-    assert teacher.calls == [([t_star], False)]
+    assert student.seen == [([t], False) for t in timesteps[:step_index]] + [([t_star], True)]
+    assert teacher.seen == [([t_star], False)]
 
     p0, p1 = _pooled_prompts(setup, student)
     s, w = settings.controlnet_scale, settings.guidance_scale

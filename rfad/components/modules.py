@@ -79,7 +79,10 @@ class ControlNetUNetGraph(nn.Module):
         super().__init__()
         self.controlnet = ControlNetGraph(controlnet)
         self.unet = UNetGraph(unet)
-        self.inpaint = unet.config.in_channels != controlnet.config.in_channels
+        # RFFT's learner passes its ControlNet wrapped for data-parallel training (DDP), which keeps
+        # the diffusers model, and so its config, on ``.module``.
+        bare = getattr(controlnet, "module", controlnet)
+        self.inpaint = unet.config.in_channels != bare.config.in_channels
 
     def forward(self, sample, *rest):
         if self.inpaint:

@@ -265,12 +265,17 @@ def relabel_miniworld(out_dir: str | os.PathLike, progress: bool = False, decode
         record = json.loads(path.read_text(encoding="utf-8"))
         canvas = prepare_canvas(out / record["rows"][0]["product"], MINIWORLD_CANVAS)
         product = np.asarray(canvas.product_rgba)
-        for row, entry in zip(record["rows"], record["labels"]):
+        if decoder is not None:
+            # The product's images decoded as one batch, as generate_for_product decoded them: a
+            # convolution's rounding depends on the batch, so the same decoder gives the same bytes.
+            latents = np.stack([np.load(out / LATENTS / f"{row['id']}.npy", allow_pickle=False)
+                                for row in record["rows"]])
+            with torch.no_grad():
+                decoded = decoder.vae_decoder(torch.from_numpy(latents).to(decoder.device, decoder.dtype))
+            redecoded = paste_back(to_uint8(decoded), canvas)
+        for i, (row, entry) in enumerate(zip(record["rows"], record["labels"])):
             if decoder is not None:
-                latents = np.load(out / LATENTS / f"{row['id']}.npy", allow_pickle=False)
-                with torch.no_grad():
-                    decoded = decoder.vae_decoder(torch.from_numpy(latents)[None].to(decoder.device, decoder.dtype))
-                image = paste_back(to_uint8(decoded), canvas)[0]
+                image = redecoded[i]
                 Image.fromarray(image).save(out / row["generated"], format="PNG")
             else:
                 image = np.asarray(Image.open(out / row["generated"]).convert("RGB"))

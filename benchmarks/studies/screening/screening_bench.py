@@ -187,7 +187,10 @@ def part_report(args) -> dict:
 
     parts = {name: _done(args.work, name) for name in PARTS if name != "report"}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "parts"}
+    from benchmarks.common import machine
+
     result, table = report(parts, args.bootstrap, settings)
+    result["machine"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     records = args.out.with_suffix(".records.jsonl")

@@ -3,6 +3,9 @@ screened arm with the baseline (paired by product), the AUC by step, and one Mar
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from benchmarks.studies.screening.stats import auc, bootstrap, difference, latency_percentiles, paired_bootstrap, ratio, share, speedup
 
@@ -140,3 +143,21 @@ def report(parts: dict, rounds: int, settings: dict) -> tuple[dict, str]:
         "seconds": {name: part.get("seconds") for name, part in parts.items() if part},
     }
     return result, markdown(result)
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "screening.json"
+
+
+def block(_: str = "") -> str:
+    """docs/performance.md's ``<!-- generated:screening -->`` block, from benchmarks/results/screening.json."""
+    from benchmarks.common import machine_line
+
+    if not RESULTS.is_file():
+        return "Not measured yet: run `python -m benchmarks.studies.screening.screening_bench --work DIR`."
+    result = json.loads(RESULTS.read_text())
+    settings = result["settings"]
+    about = (f"`python -m benchmarks.studies.screening.screening_bench`: {settings['val_products']} validation and "
+             f"{settings['test_products']} test products of RF-mini's request stream, {settings['requests']} requests "
+             f"per product and arm, {settings['steps']} steps, up to {settings['max_attempts']} attempts, "
+             f"{settings['seeds']} candidates per product for the AUC; 95 % intervals by product.")
+    return f"{machine_line(result)} {about}\n\n{markdown(result)}"
