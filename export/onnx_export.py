@@ -34,7 +34,7 @@ from rfad.models.model_set import ModelSet
 PROTOBUF_LIMIT = 2 * 1024**3
 WORK = "work"  # per-component folder of the raw graph and the references, removed when finished
 # Imported once by the step processes' forkserver (rfad.isolated): what every step needs.
-STEP_MODULES = ("rfad.export.onnx_steps",)
+STEP_MODULES = ("rfad.export.step_libraries",)
 
 
 class ExportError(RuntimeError):
