@@ -114,11 +114,13 @@ def pod_security() -> dict:
 
 def server_args(profile: DeploymentProfile, repository: str = MODELS) -> list[str]:
     """tritonserver's flags: every model loaded at start (control mode none), readiness only when
-    all are, exit on a model that fails to load (the pod restarts visibly), the exit timeout of the
-    profile's worst-case loop, the python backend's shared memory from the profile."""
+    all are, no auto-completed configs (rfad-export writes them whole; auto-completing starts each
+    python model's stub once more, importing torch again: half of a start on CPU), exit on a model
+    that fails to load (the pod restarts visibly), the exit timeout of the profile's worst-case
+    loop, the python backend's shared memory from the profile."""
     shm = profile.shm
     return [f"--model-repository={repository}", "--model-control-mode=none", "--strict-readiness=true",
-            "--exit-on-error=true", f"--exit-timeout-secs={drain_times(profile).exit_timeout_s}",
+            "--disable-auto-complete-config", "--exit-on-error=true", f"--exit-timeout-secs={drain_times(profile).exit_timeout_s}",
             f"--http-port={PORTS['http']}", f"--grpc-port={PORTS['grpc']}",
             f"--metrics-port={PORTS['metrics']}", "--allow-metrics=true",
             f"--backend-config=python,shm-default-byte-size={shm.default_byte_size}",
