@@ -3,7 +3,7 @@
 I_o is the product as the serving loop shows it to RFNet: the cut-out placed on the ad canvas
 (``prepare_canvas(...).init_image``), so training and serving inputs match. I_d and I_s come
 from the manifest's cached maps (``rfad-data prepare``) or, when a row has none, from the map
-models given to the dataset, computed once per row and kept in memory.
+models given to the dataset, computed in batches when the dataset is made and kept in memory.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ class MapModels:
 
     @torch.no_grad()
     def __call__(self, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """generated float [3, S, S] in [0, 1] -> (depth [1, S, S], saliency [1, S, S])."""
-        batch = generated.unsqueeze(0)
-        return self.depth(batch)[0], self.saliency(batch)[0]
+        """generated float [N, 3, S, S] in [0, 1] -> (depth [N, 1, S, S], saliency [N, 1, S, S])."""
+        return self.depth(generated), self.saliency(generated)
 
 
 def _to_tensor(image: Image.Image, size: int, mode: str) -> torch.Tensor:
@@ -67,12 +66,32 @@ class RFNetDataset(torch.utils.data.Dataset):
         # returns, so results are the same with it or without it.
         self._decoded: dict[tuple[str, str], Image.Image] = {}
         self._cached_bytes = 0
-        missing = [row.id for row in rows if (row.depth is None or row.saliency is None)]
+        missing = [row for row in rows if (row.depth is None or row.saliency is None)]
         if missing and maps is None:
-            raise ValueError(f"{len(missing)} rows have no cached depth/saliency maps (e.g. {missing[0]!r}): run "
+            raise ValueError(f"{len(missing)} rows have no cached depth/saliency maps (e.g. {missing[0].id!r}): run "
                              "`rfad-data prepare` first, or pass --depth and --saliency models")
+        self._compute_maps(missing)
 
     CACHE_BYTES = 1 << 30
+    # Rows whose maps one call of the map models computes: one image per call had cost the tiny
+    # judge's training on 600 uncached rows half its time (28 s of 51 s, 2 cores).
+    MAP_BATCH = 32
+
+    def _generated(self, row: ManifestRow) -> torch.Tensor:
+        """I_g, float [3, S, S] in [0, 1]."""
+        return _to_tensor(self._kept(("generated", row.generated),
+                                     lambda: Image.open(resolve_path(self.root, row.generated))), self.size, "RGB")
+
+    def _compute_maps(self, rows: list[ManifestRow]) -> None:
+        """Depth and saliency of ``rows`` (those without cached maps) into the map cache, in batches."""
+        pending = list({row.id: row for row in rows}.values())
+        for start in range(0, len(pending), self.MAP_BATCH):
+            chunk = pending[start:start + self.MAP_BATCH]
+            depth, saliency = self.maps(torch.stack([self._generated(row) for row in chunk]))
+            for row, d, s in zip(chunk, depth, saliency):
+                # Kept as uint8, quantised exactly like the PNGs of `rfad-data prepare`: a quarter of the
+                # memory, and the model sees the same precision whichever way the maps were made.
+                self._map_cache[row.id] = tuple((m.clamp(0, 1) * 255.0).round().to(torch.uint8) for m in (d, s))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -100,23 +119,18 @@ class RFNetDataset(torch.utils.data.Dataset):
             prepare_canvas(resolve_path(self.root, row.product), spec).init_image))
         return _to_tensor(placed, self.size, "RGB")
 
-    def _maps(self, row: ManifestRow, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _maps(self, row: ManifestRow) -> tuple[torch.Tensor, torch.Tensor]:
         if row.depth is not None and row.saliency is not None:
             return tuple(_to_tensor(self._kept((kind, path), lambda p=path: Image.open(resolve_path(self.root, p))),
                                     self.size, "L")
                          for kind, path in (("depth", row.depth), ("saliency", row.saliency)))
-        if row.id not in self._map_cache:
-            # Kept as uint8, quantised exactly like the PNGs of `rfad-data prepare`: a quarter of the
-            # memory, and the model sees the same precision whichever way the maps were made.
-            self._map_cache[row.id] = tuple((m.clamp(0, 1) * 255.0).round().to(torch.uint8) for m in self.maps(generated))
         depth, saliency = self._map_cache[row.id]
         return depth.float() / 255.0, saliency.float() / 255.0
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         row = self.rows[index]
-        generated = _to_tensor(self._kept(("generated", row.generated),
-                                          lambda: Image.open(resolve_path(self.root, row.generated))), self.size, "RGB")
-        depth, saliency = self._maps(row, generated)
+        generated = self._generated(row)
+        depth, saliency = self._maps(row)
         tokens = self.tokenizer(row.caption, padding="max_length", max_length=self.max_tokens, truncation=True,
                                 return_tensors="pt")
         return {
