@@ -2,6 +2,10 @@
 as the GPU profiles serve it), the served repository and a running Triton server over it; and
 hand-drawn product cut-outs.
 
+Under pytest-xdist (`make test` runs ``-n``), the folders (zoo, exports, repository) are built
+once for the whole run by whichever worker asks first, the others waiting on a file lock; each
+worker starts its own server over the shared repository.
+
 Tests that stop, kill, break or reconfigure a server start their own; every other test that
 talks to a served pipeline shares :func:`tiny_server` (its state between tests is the models'
 and Triton's counters: read them as differences).
@@ -9,7 +13,12 @@ and Triton's counters: read them as differences).
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
+from filelock import FileLock
 
 from rfad.tiny.products import draw_product
 
@@ -20,14 +29,28 @@ SERVED_COMPONENTS = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_deco
                      "rfnet_text", "rfnet"]
 
 
+def shared_folder(tmp_path_factory, name: str, build) -> Path:
+    """``<run's temp>/<name>``, made by ``build(folder)`` once per run: under xdist, by the first
+    worker that asks (the run's temp is the workers' common parent), the others waiting for it.
+    A build that failed is retried by the next asker rather than reused."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory):
     """The tiny zoo written to disk through the real save path; returns its folder."""
     from rfad.tiny.zoo import build_tiny_zoo
 
-    root = tmp_path_factory.mktemp("zoo")
-    build_tiny_zoo(root, seed=0)
-    return root
+    return shared_folder(tmp_path_factory, "zoo", lambda folder: build_tiny_zoo(folder, seed=0))
 
 
 @pytest.fixture
@@ -43,9 +66,8 @@ def tiny_onnx(tiny_zoo, tmp_path_factory):
     from rfad.export.onnx_export import export_onnx
     from rfad.models.model_set import ModelSet
 
-    out = tmp_path_factory.mktemp("onnx")
-    export_onnx(ModelSet.resolve(tiny_zoo), out, echo=lambda *_: None)
-    return out
+    return shared_folder(tmp_path_factory, "onnx",
+                         lambda out: export_onnx(ModelSet.resolve(tiny_zoo), out, echo=lambda *_: None))
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +122,9 @@ def tiny_onnx_fp16(tiny_zoo, tmp_path_factory):
     from rfad.export.onnx_export import export_onnx
     from rfad.models.model_set import ModelSet
 
-    out = tmp_path_factory.mktemp("onnx-fp16")
-    export_onnx(ModelSet.resolve(tiny_zoo), out, SERVED_COMPONENTS, fp16=True, external_data_threshold=1000,
-                echo=lambda *_: None)
-    return out
+    return shared_folder(tmp_path_factory, "onnx-fp16",
+                         lambda out: export_onnx(ModelSet.resolve(tiny_zoo), out, SERVED_COMPONENTS, fp16=True,
+                                                 external_data_threshold=1000, echo=lambda *_: None))
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +133,9 @@ def tiny_repo(tiny_onnx, tmp_path_factory):
     python backend, the default judging route) at a 128 px canvas, once per session."""
     from rfad.export.triton_repo import write_triton_repo
 
-    return write_triton_repo(tiny_onnx, tmp_path_factory.mktemp("repo") / "repo", canvas_size=SERVED_SIZE)
+    folder = shared_folder(tmp_path_factory, "repo",
+                           lambda out: write_triton_repo(tiny_onnx, out / "repo", canvas_size=SERVED_SIZE))
+    return folder / "repo"
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +151,18 @@ def tiny_server(tiny_repo):
 # The fixtures that export or serve: a test that uses one is in the slow tier, which `make test`
 # runs second (the fast tier fails in minutes on what needs no model export or server).
 SLOW_FIXTURES = {"tiny_onnx", "tiny_onnx_fp16", "tiny_repo", "tiny_server"}
+# Tests over ~15 s on 2 cores that use none of them (`--durations` of the fast tier, 2026-12-07):
+# whole demos, crash-and-resume runs, multi-process training.
+SLOW_FILES = {"test_demo.py", "test_crash_safety.py"}
+SLOW_TESTS = {"test_records_read_off_like_the_loop_the_same_seeds_run",
+              "test_two_processes_train_and_write_a_loadable_controlnet",
+              "test_two_process_cpu_run_writes_a_loadable_model",
+              "test_tiny_then_generate_writes_image_with_exact_product_pixels",
+              "test_training_is_reproducible_for_a_seed_and_changes_with_it"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES
+                or item.originalname in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
