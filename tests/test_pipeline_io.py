@@ -122,3 +122,39 @@ def test_a_bounded_bpe_cache_never_changes_the_tokens(which):
         code = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(rng.randint(4, 9)))
         text = f"a red bottle on a marble table {code}"
         assert bounded(text)["input_ids"] == free(text)["input_ids"]
+
+
+def test_the_judge_steps_caption_tokenizer_equals_the_transformers_one_it_was_saved_from(tmp_path):
+    """rfad_judge_prepare tokenises with the tokenizers library alone (CaptionTokenizer, no torch);
+    the ids and mask must be those of the transformers tokenizer the judge was trained with:
+    short, empty, non-ASCII, product codes, and captions past the length (truncated, specials kept)."""
+    from transformers import AutoTokenizer
+
+    from rfad.pipeline.caption import CaptionTokenizer, bound_bpe_cache, tokenize_caption
+    from rfad.tiny.tokenizers import build_roberta_tokenizer
+
+    build_roberta_tokenizer(max_length=16).save_pretrained(tmp_path / "caption")
+    reference = AutoTokenizer.from_pretrained(tmp_path / "caption", local_files_only=True)
+    ours = bound_bpe_cache(CaptionTokenizer(tmp_path / "caption"), words=3)
+    assert ours.model_max_length == 16
+    captions = ["red mug", "", "Kaffeebecher für Büro – 350 ml", "sku XJ-2291b on a shelf",
+                " ".join(["a bottle on a marble table"] * 10)]
+    for caption in captions:
+        ids, mask = tokenize_caption(ours, caption, return_tensors="np")
+        expected_ids, expected_mask = tokenize_caption(reference, caption, return_tensors="np")
+        assert ids.dtype == np.int64 and ids.shape == (1, 16) and mask.shape == (1, 16)
+        assert ids.tolist() == expected_ids.tolist() and mask.tolist() == expected_mask.tolist(), caption
+    ids, mask = tokenize_caption(ours, captions[-1])  # torch tensors, as the in-process judge asks
+    assert ids.tolist() == expected_ids.tolist() and ids[0, -1] == reference.eos_token_id
+    # What the step imports and does at start, in a fresh interpreter: torch and transformers stay out.
+    import subprocess
+    import sys
+
+    probe = ("import sys; import rfad.contract, rfad.serving.judge_io, rfad.serving.responses; "
+             "from rfad.pipeline.caption import CaptionTokenizer, bound_bpe_cache; "
+             f"bound_bpe_cache(CaptionTokenizer({str(tmp_path / 'caption')!r})); "
+             "print(sorted({'torch', 'transformers'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
+    (tmp_path / "caption" / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        CaptionTokenizer(tmp_path / "caption")

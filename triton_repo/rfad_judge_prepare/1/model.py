@@ -13,15 +13,13 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from rfad.contract import JUDGE_INPUTS, InvalidRequest
-from rfad.pipeline.caption import bound_bpe_cache
+from rfad.pipeline.caption import CaptionTokenizer, bound_bpe_cache
 from rfad.serving.judge_io import declared_spec, judge_tensors, parse_judge_request
 from rfad.serving.responses import error_response, respond_each
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        from transformers import AutoTokenizer
-
         config = json.loads(args["model_config"])
         self.outputs = [o["name"] for o in config["output"]]
         # The judge's working size, from the config rfad-export wrote from the specs: the
@@ -29,8 +27,8 @@ class TritonPythonModel:
         self.size = int(next(o for o in config["output"] if o["name"] == "generated_image")["dims"][-1])
         assets = Path(args["model_repository"]) / args["model_version"] / "assets"
         # Captions carry product codes, new words the tokenizer would cache without end (caption.py).
-        self.tokenizer = bound_bpe_cache(AutoTokenizer.from_pretrained(assets / "caption_tokenizer",
-                                                                       local_files_only=True))
+        # The tokenizers library alone: transformers would import torch into this step (caption.py).
+        self.tokenizer = bound_bpe_cache(CaptionTokenizer(assets / "caption_tokenizer"))
         self.spec = declared_spec(assets)  # the product is placed as the repository's pipeline places it
 
     def _handle(self, request):
