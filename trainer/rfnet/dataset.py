@@ -74,8 +74,9 @@ class RFNetDataset(torch.utils.data.Dataset):
 
     CACHE_BYTES = 1 << 30
     # Rows whose maps one call of the map models computes: one image per call had cost the tiny
-    # judge's training on 600 uncached rows half its time (28 s of 51 s, 2 cores).
-    MAP_BATCH = 32
+    # judge's training on 600 uncached rows half its time (28 s of 51 s, 2 cores; 36 s in all at 8,
+    # 34 s at 32). 8 keeps DPT-Large's and U2-Net's activations at their published sizes small.
+    MAP_BATCH = 8
 
     def _generated(self, row: ManifestRow) -> torch.Tensor:
         """I_g, float [3, S, S] in [0, 1]."""
