@@ -120,7 +120,8 @@ def server_args(profile: DeploymentProfile, repository: str = MODELS) -> list[st
     loop, the python backend's shared memory from the profile."""
     shm = profile.shm
     return [f"--model-repository={repository}", "--model-control-mode=none", "--strict-readiness=true",
-            "--disable-auto-complete-config", "--exit-on-error=true", f"--exit-timeout-secs={drain_times(profile).exit_timeout_s}",
+            "--disable-auto-complete-config", "--exit-on-error=true",
+            f"--exit-timeout-secs={drain_times(profile).exit_timeout_s}",
             f"--http-port={PORTS['http']}", f"--grpc-port={PORTS['grpc']}",
             f"--metrics-port={PORTS['metrics']}", "--allow-metrics=true",
             f"--backend-config=python,shm-default-byte-size={shm.default_byte_size}",
