@@ -22,8 +22,8 @@ setup: $(BIN)/.rfad-installed
 # export or server (fails within minutes), then the slow tier (exports, servers, training; the
 # `slow` marker, tests/conftest.py). `make test-fast` runs the first tier alone. Each tier runs on
 # one pytest-xdist worker per core, at most $(TEST_WORKERS) (each may start a Triton server), with
-# one thread per process: the workers already fill the cores, and the tiny models' operators are
-# too small to gain from threads (on 2 cores, two threads per process cost a third more CPU time).
+# one thread per process: the workers already fill the cores, the tiny models' operators are too
+# small to gain from threads, and threads of processes sharing cores spin against each other.
 TEST_WORKERS ?= 4
 PYTEST = OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=25 -n auto --maxprocesses $(TEST_WORKERS) \
 	--dist worksteal
