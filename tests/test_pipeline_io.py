@@ -106,13 +106,13 @@ def test_every_candidate_seed_must_fit_in_int64(settings, seeds):
 
 @pytest.mark.parametrize("which", ["clip", "roberta"])
 def test_a_bounded_bpe_cache_never_changes_the_tokens(which):
-    """Served tokenizers keep at most SERVED_BPE_CACHE_WORDS split words (rfad.pipeline.caption): the
+    """Served tokenizers keep at most SERVED_BPE_CACHE_WORDS split words (rfad.pipeline.tokens): the
     prompts' product codes would fill the cache without end. Past the bound, words are split afresh,
     to the same tokens."""
     import random
     import string
 
-    from rfad.pipeline.caption import bound_bpe_cache
+    from rfad.pipeline.tokens import bound_bpe_cache
     from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
 
     build = build_clip_tokenizer if which == "clip" else build_roberta_tokenizer
@@ -124,37 +124,45 @@ def test_a_bounded_bpe_cache_never_changes_the_tokens(which):
         assert bounded(text)["input_ids"] == free(text)["input_ids"]
 
 
-def test_the_judge_steps_caption_tokenizer_equals_the_transformers_one_it_was_saved_from(tmp_path):
-    """rfad_judge_prepare tokenises with the tokenizers library alone (CaptionTokenizer, no torch);
-    the ids and mask must be those of the transformers tokenizer the judge was trained with:
-    short, empty, non-ASCII, product codes, and captions past the length (truncated, specials kept)."""
-    from transformers import AutoTokenizer
+TEXTS = ["red mug", "", "Kaffeebecher für Büro – 350 ml", "sku XJ-2291b on a shelf", "A  Bottle,  ON a TABLE!!",
+         " ".join(["a bottle on a marble table"] * 20)]  # the last is past both lengths: truncated, specials kept
 
-    from rfad.pipeline.caption import CaptionTokenizer, bound_bpe_cache, tokenize_caption
-    from rfad.tiny.tokenizers import build_roberta_tokenizer
 
-    build_roberta_tokenizer(max_length=16).save_pretrained(tmp_path / "caption")
-    reference = AutoTokenizer.from_pretrained(tmp_path / "caption", local_files_only=True)
-    ours = bound_bpe_cache(CaptionTokenizer(tmp_path / "caption"), words=3)
-    assert ours.model_max_length == 16
-    captions = ["red mug", "", "Kaffeebecher für Büro – 350 ml", "sku XJ-2291b on a shelf",
-                " ".join(["a bottle on a marble table"] * 10)]
-    for caption in captions:
-        ids, mask = tokenize_caption(ours, caption, return_tensors="np")
-        expected_ids, expected_mask = tokenize_caption(reference, caption, return_tensors="np")
-        assert ids.dtype == np.int64 and ids.shape == (1, 16) and mask.shape == (1, 16)
-        assert ids.tolist() == expected_ids.tolist() and mask.tolist() == expected_mask.tolist(), caption
-    ids, mask = tokenize_caption(ours, captions[-1])  # torch tensors, as the in-process judge asks
-    assert ids.tolist() == expected_ids.tolist() and ids[0, -1] == reference.eos_token_id
-    # What the step imports and does at start, in a fresh interpreter: torch and transformers stay out.
+@pytest.mark.parametrize("kind", ["clip", "roberta"])
+def test_the_saved_tokenizer_equals_the_transformers_one_it_was_saved_from(kind, tmp_path):
+    """The runners built from an export and rfad_judge_prepare tokenise with the tokenizers library
+    alone (SavedTokenizer: no torch, no transformers); the ids and mask must be those of the
+    transformers tokenizer the models were trained with (CLIP's for prompts, RoBERTa's for
+    captions): short, empty, non-ASCII, mixed case, product codes, and texts past the length."""
     import subprocess
     import sys
 
+    from transformers import AutoTokenizer
+
+    from rfad.pipeline.tokens import SavedTokenizer, bound_bpe_cache, tokenize
+    from rfad.tiny.tokenizers import build_clip_tokenizer, build_roberta_tokenizer
+
+    length = 77 if kind == "clip" else 16
+    (build_clip_tokenizer() if kind == "clip" else build_roberta_tokenizer(max_length=16)).save_pretrained(tmp_path)
+    reference = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    ours = bound_bpe_cache(SavedTokenizer(tmp_path), words=3)
+    assert ours.model_max_length == reference.model_max_length == length
+    for text in TEXTS:
+        ids, mask = tokenize(ours, [text], return_tensors="np")
+        expected_ids, expected_mask = tokenize(reference, [text], return_tensors="np")
+        assert ids.dtype == np.int64 and ids.shape == (1, length) and mask.shape == (1, length)
+        assert ids.tolist() == expected_ids.tolist() and mask.tolist() == expected_mask.tolist(), text
+    assert expected_ids[0, -1] == reference.eos_token_id  # the last text was truncated
+    ids, mask = tokenize(ours, TEXTS[:2])  # a batch, as torch tensors: the loop's [negative, prompt]
+    expected_ids, expected_mask = tokenize(reference, TEXTS[:2])
+    assert ids.shape == (2, length) and ids.tolist() == expected_ids.tolist()
+    assert mask.tolist() == expected_mask.tolist()
+    # What a served step imports and does at start, in a fresh interpreter: torch and transformers stay out.
     probe = ("import sys; import rfad.contract, rfad.serving.judge_io, rfad.serving.responses; "
-             "from rfad.pipeline.caption import CaptionTokenizer, bound_bpe_cache; "
-             f"bound_bpe_cache(CaptionTokenizer({str(tmp_path / 'caption')!r})); "
+             "from rfad.pipeline.tokens import SavedTokenizer, bound_bpe_cache; "
+             f"bound_bpe_cache(SavedTokenizer({str(tmp_path)!r})); "
              "print(sorted({'torch', 'transformers'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
-    (tmp_path / "caption" / "tokenizer.json").unlink()
+    (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
-        CaptionTokenizer(tmp_path / "caption")
+        SavedTokenizer(tmp_path)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from rfad.canvas import AdCanvas
-from rfad.pipeline.caption import tokenize_caption
+from rfad.pipeline.tokens import tokenize_caption
 from rfad.pipeline.judge_view import resize_tensor
 from rfad.pipeline.request import image_to_tensor
 from rfad.pipeline.runner import ComponentRunner

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from rfad.canvas import AdCanvas
 from rfad.pipeline.runner import ComponentRunner
+from rfad.pipeline.tokens import tokenize
 
 
 @dataclass
@@ -39,11 +40,7 @@ class PreparedRequest:
 
 def encode_prompts(runner: ComponentRunner, prompt: str, negative_prompt: str = "") -> torch.Tensor:
     """[negative, prompt] -> float [2, 77, D], padded/truncated to the tokenizer's length as diffusers does."""
-    tokenizer = runner.info.tokenizer
-    ids = tokenizer(
-        [negative_prompt, prompt], padding="max_length", max_length=tokenizer.model_max_length,
-        truncation=True, return_tensors="pt",
-    ).input_ids
+    ids, _ = tokenize(runner.info.tokenizer, [negative_prompt, prompt])
     return runner.text_encoder(ids.to(runner.device))
 
 

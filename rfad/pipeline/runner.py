@@ -23,12 +23,14 @@ import torch
 class RunnerInfo:
     """What the loop must know about the models behind a runner.
 
-    tokenizer: the CLIP tokenizer (``model_max_length`` tokens, 77 for SD-1.5).
+    tokenizer: the CLIP tokenizer (``model_max_length`` tokens, 77 for SD-1.5): transformers' in
+        the torch runner, a :class:`rfad.pipeline.tokens.SavedTokenizer` in those built from an
+        export; :func:`rfad.pipeline.tokens.tokenize` takes either.
     scheduler_config: the base model's scheduler config (the loop builds DDIM from it).
     unet_in_channels: 4 (latent blending) or 9 (inpainting UNet: latents + mask + masked-image latents).
     latent_channels: 4 for SD-1.5.
     vae_scale_factor: 8 for SD-1.5.
-    caption_tokenizer: RFNet's RoBERTa tokenizer, or None for a runner without judge models.
+    caption_tokenizer: RFNet's RoBERTa tokenizer (either kind, as ``tokenizer``), or None for a runner without judge models.
     judge_size: the side of the square images the judge components take (RFNet's image_size;
         rfad.pipeline.judge_view), or None for a runner without judge models.
     screen_judge: whether the runner has early screening's own RFNet (``screen_rfnet_text``,

@@ -43,9 +43,7 @@ class SpecRunner(ComponentRunner):
 
     def _load(self, folder: Path, manifest: ExportManifest, merged: bool) -> None:
         """Specs and RunnerInfo of ``manifest``, the tokenizers from ``folder`` (``tokenizer/``, ``caption_tokenizer/``)."""
-        from transformers import AutoTokenizer, CLIPTokenizer
-
-        from rfad.pipeline.caption import bound_bpe_cache
+        from rfad.pipeline.tokens import SavedTokenizer, bound_bpe_cache
 
         self.specs = manifest.specs
         if merged and "controlnet_unet" not in self.specs:
@@ -53,12 +51,11 @@ class SpecRunner(ComponentRunner):
         self.merged = merged
         caption = folder / "caption_tokenizer"
         self.info = RunnerInfo(
-            tokenizer=bound_bpe_cache(CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)),
+            tokenizer=bound_bpe_cache(SavedTokenizer(folder / "tokenizer")),
             scheduler_config=manifest.scheduler_config,
             unet_in_channels=manifest.facts.unet_in_channels, latent_channels=manifest.facts.latent_channels,
             vae_scale_factor=int(manifest.vae_scale_factor),
-            caption_tokenizer=(bound_bpe_cache(AutoTokenizer.from_pretrained(caption, local_files_only=True))
-                               if caption.is_dir() else None),
+            caption_tokenizer=bound_bpe_cache(SavedTokenizer(caption)) if caption.is_dir() else None,
             judge_size=manifest.facts.judge_size if "rfnet" in self.specs else None,
             screen_judge="screen_rfnet" in self.specs,
         )

@@ -39,7 +39,7 @@ from rfad.contract import (
     InvalidRequest,
     check_text,
 )
-from rfad.pipeline.caption import tokenize_caption
+from rfad.pipeline.tokens import tokenize_caption
 from rfad.pipeline.judge_view import resize_rows
 
 
@@ -147,7 +147,7 @@ def judge_tensors(request: JudgeRequest, tokenizer, size: int, spec: CanvasSpec 
 
     generated_image, product_image float32 [N, 3, size, size] in [0, 1] (``size``: the judge's,
     :attr:`rfad.components.specs.ModelFacts.judge_size`); input_ids, attention_mask int64 [N, L]
-    (the caption, tokenised by :func:`rfad.pipeline.caption.tokenize_caption`). Each image is
+    (the caption, tokenised by :func:`rfad.pipeline.tokens.tokenize_caption`). Each image is
     decoded and resized on its own, reading only the rows the resize touches, so a request holds
     one decoded image at a time, in PIL's buffer.
     """

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from rfad.canvas import AdCanvas, CanvasSpec, prepare_canvas
-from rfad.pipeline.caption import tokenize_caption
+from rfad.pipeline.tokens import tokenize_caption
 from rfad.pipeline.denoise import DenoisingBatch, merge_batches, start_denoising
 from rfad.pipeline.request import image_to_tensor, prepare_request
 from rfad.pipeline.settings import GenerationSettings

@@ -13,7 +13,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from rfad.contract import JUDGE_INPUTS, InvalidRequest
-from rfad.pipeline.caption import CaptionTokenizer, bound_bpe_cache
+from rfad.pipeline.tokens import SavedTokenizer, bound_bpe_cache
 from rfad.serving.judge_io import declared_spec, judge_tensors, parse_judge_request
 from rfad.serving.responses import error_response, respond_each
 
@@ -26,9 +26,9 @@ class TritonPythonModel:
         # generated images' dims are [-1, 3, S, S].
         self.size = int(next(o for o in config["output"] if o["name"] == "generated_image")["dims"][-1])
         assets = Path(args["model_repository"]) / args["model_version"] / "assets"
-        # Captions carry product codes, new words the tokenizer would cache without end (caption.py).
-        # The tokenizers library alone: transformers would import torch into this step (caption.py).
-        self.tokenizer = bound_bpe_cache(CaptionTokenizer(assets / "caption_tokenizer"))
+        # Captions carry product codes, new words the tokenizer would cache without end (tokens.py).
+        # The tokenizers library alone: transformers would import torch into this step (tokens.py).
+        self.tokenizer = bound_bpe_cache(SavedTokenizer(assets / "caption_tokenizer"))
         self.spec = declared_spec(assets)  # the product is placed as the repository's pipeline places it
 
     def _handle(self, request):
