@@ -28,12 +28,15 @@ def main() -> None:
                     "screen_rfnet [default: the model set's; none: the judge's RFNet screens]."})
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--components", help="Comma-separated subset (default: every component the models provide).")
+@click.option("--unet", "served", type=click.Choice(["merged", "separate"]),
+              help="Only the graphs a repository written with `triton-repo --unet` of this mode serves (merged: not "
+                   "controlnet and unet) [default: every component].")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 21))
 @click.option("--fp16", is_flag=True, help="float16 weights and arithmetic (float32 inputs/outputs); for GPU serving.")
 @click.option("--memory-check/--no-memory-check", default=True, show_default=True,
               help="Refuse, before starting, an export whose estimated peak memory exceeds MemAvailable.")
-def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, screen_rfnet, out, components, opset,
-         fp16, memory_check) -> None:
+def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency, screen_rfnet, out, components, served,
+         opset, fp16, memory_check) -> None:
     """Every component to ONNX, checked against PyTorch at two shapes (OUT/parity.json).
 
     Each component is traced and finished in processes of its own, so the export needs the
@@ -47,7 +50,7 @@ def onnx(models, sd_config, controlnet, lora, lora_scale, rfnet, depth, saliency
                                                             lora_scale=lora_scale, rfnet=rfnet, depth=depth,
                                                             saliency=saliency, screen_rfnet=screen_rfnet)
         export_onnx(model_set, out, components.split(",") if components else None, opset=opset, fp16=fp16,
-                    echo=click.echo, memory_check=memory_check)
+                    echo=click.echo, memory_check=memory_check, served=served)
     except (ExportError, ModelFolderError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"ONNX graphs, manifest.json and parity.json written to {out}")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rfad.canvas import canvas_to_dict
 from rfad.components.manifest import ExportManifest
-from rfad.components.registry import component_specs
+from rfad.components.registry import component_specs, served_components
 from rfad.components.specs import ComponentSpec, ModelFacts
 from rfad.export.tolerances import FP16_REFERENCE_MARGIN
 from rfad.models.model_set import ModelSet
@@ -70,8 +70,13 @@ def _isolated(function, *args, what: str):
 
 def export_onnx(model_set: ModelSet, out: str | Path, components: list[str] | None = None, opset: int = 17,
                 external_data_threshold: int = PROTOBUF_LIMIT, fp16: bool = False, echo=print,
-                renames: dict[str, dict[str, str]] | None = None, memory_check: bool = True) -> ExportManifest:
+                renames: dict[str, dict[str, str]] | None = None, memory_check: bool = True,
+                served: str | None = None) -> ExportManifest:
     """Export ``components`` (default: all the set provides) to ``out``; returns the manifest.
+
+    ``served``: ``"merged"`` or ``"separate"`` keeps, of those, only the components a repository
+    written with that ``--unet`` serves (:func:`rfad.components.registry.served_components`):
+    ``merged`` skips ``controlnet`` and ``unet``, which would trace the largest models twice more.
 
     ``fp16``: every graph with float16 weights and arithmetic (float32 inputs and outputs),
     checked against the float32 PyTorch modules with :data:`rfad.export.tolerances.PARITY_TOLERANCE`
@@ -82,22 +87,27 @@ def export_onnx(model_set: ModelSet, out: str | Path, components: list[str] | No
     built from it use those names. ``memory_check``: refuse, before exporting, an
     export whose estimated peak memory exceeds ``MemAvailable``.
     """
+    from rfad.export.memory_check import memory_available
     from rfad.isolated import step_processes
 
-    with step_processes(preload=STEP_MODULES):
-        return _export_isolated(model_set, Path(out), components, opset, external_data_threshold, fp16, echo, renames,
-                                memory_check)
-
-
-def _export_isolated(model_set: ModelSet, out: Path, components, opset, external_data_threshold, fp16, echo, renames,
-                     memory_check) -> ExportManifest:
-    from rfad.export.memory_check import memory_available, memory_shortfall
-    from rfad.export.onnx_steps import finish_step, inspect_models, trace_step
-
+    # Read before the step processes start (importing their libraries takes seconds), so that a
+    # system that cannot say is refused at once.
     available_memory = memory_available() if memory_check else None
     if memory_check and available_memory is None:
         raise ExportError("--memory-check: this system does not report MemAvailable (/proc/meminfo), so the memory "
                           "the export needs cannot be checked; re-run with --no-memory-check to export without it")
+    with step_processes(preload=STEP_MODULES):
+        return _export_isolated(model_set, Path(out), components, opset, external_data_threshold, fp16, echo, renames,
+                                available_memory, served)
+
+
+def _export_isolated(model_set: ModelSet, out: Path, components, opset, external_data_threshold, fp16, echo, renames,
+                     available_memory: int | None, served) -> ExportManifest:
+    """:func:`export_onnx` inside its step processes; ``available_memory``: bytes to check the
+    export's estimated peak against, or None not to check."""
+    from rfad.export.memory_check import memory_shortfall
+    from rfad.export.onnx_steps import finish_step, inspect_models, trace_step
+
     plan, _ = _isolated(inspect_models, model_set, renames, out, what="reading the models")
     facts = ModelFacts.from_dict(plan["facts"])
     specs = component_specs(facts, renames)
@@ -107,7 +117,11 @@ def _export_isolated(model_set: ModelSet, out: Path, components, opset, external
     if unknown:
         raise ExportError(f"unknown or unavailable components {unknown}; available: {available}"
                           + ("" if plan["has_judge"] else " (judge components need --rfnet, --depth, --saliency)"))
-    if memory_check:
+    if served is not None:
+        chosen = served_components(chosen, served)
+        if not chosen:
+            raise ExportError(f"--components {','.join(components)}: none of them is served with --unet {served}")
+    if available_memory is not None:
         shortfall = memory_shortfall({name: plan["weight_bytes"][name] for name in chosen}, available_memory,
                                      external_data_threshold)
         if shortfall:

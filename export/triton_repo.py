@@ -23,6 +23,7 @@ from rfad.export.triton_judge import JUDGE_COMPONENTS, PREPARE_MODEL, judge_conf
 from rfad.serving.judge_io import CANVAS_FILE
 
 from rfad.components.manifest import ExportManifest, export_hash
+from rfad.components.registry import served_components
 from rfad.components.specs import ComponentSpec
 from rfad.deploy.images import check_engine_tensorrt
 from rfad.deploy.memory import shm_need
@@ -97,8 +98,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
         raise ValueError(f"{PARAMETER_FLAGS[exc.parameter]}: {exc.detail}") from None
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"--backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    if unet_mode not in ("merged", "separate"):
-        raise ValueError(f"--unet: {unet_mode!r} is not merged or separate")
+    components = served_components(manifest.specs, unet_mode)  # an unknown --unet is a ValueError naming it
     chosen, flags = profile_with_flags(declared, {
         "--backend": backend, "--max-batch": max_batch_size, "--max-attempts-cap": max_attempts_cap,
         "--canvas-size": canvas_size, "--pipeline-instances": pipeline_instances,
@@ -107,9 +107,7 @@ def write_triton_repo(onnx_dir: str | Path, out: str | Path, profile: str | Depl
     if backend == "tensorrt" and engines is None:
         raise ValueError("--backend tensorrt needs --engines DIR (from `rfad-export trt`)")
     engines_record = _check_precision(chosen, backend, manifest, onnx_dir, engines, image_tensorrt)
-    skip = {"controlnet", "unet"} if unet_mode == "merged" else {"controlnet_unet"}
-    specs = {name: spec for name, spec in manifest.specs.items() if name not in skip}
-    components = list(specs)
+    specs = {name: manifest.specs[name] for name in components}
     required = {"text_encoder", "vae_encoder", "vae_decoder"} | ({"controlnet_unet"} if unet_mode == "merged"
                                                                   else {"controlnet", "unet"})
     missing = sorted(required - set(components))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -58,6 +60,12 @@ def test_onnx_runner_reproduces_the_torch_runner(tiny_zoo, tiny_onnx):
         for ours, theirs in zip(result.candidates, reference.candidates):
             assert np.abs(ours.image.astype(int) - theirs.image.astype(int)).max() <= 2
             assert np.allclose(ours.probabilities, theirs.probabilities, atol=1e-4)
+    # A runner built from an export (as the served pipeline builds its own) imports neither
+    # transformers nor diffusers: its tokenizers are read with the tokenizers library alone.
+    probe = ("import sys; from rfad.pipeline.onnx_runner import OnnxRunner; from rfad.pipeline.request import "
+             f"encode_prompts; encode_prompts(OnnxRunner({str(tiny_onnx)!r}, merged=True), 'a box'); "
+             "print(sorted({'transformers', 'diffusers'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_missing_or_corrupt_inputs_are_clear_errors(tiny_zoo, tiny_onnx, tmp_path):
@@ -162,6 +170,10 @@ def test_fp16_export_has_fp16_weights_float32_io_and_runs_the_loop(tiny_zoo, tin
     components = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "rfnet"]
     manifest = ExportManifest.read(tiny_onnx_fp16 / "manifest.json", "the fp16 export")
     assert manifest.precision == "fp16"
+    # Exported with served="merged" (`--unet merged`): what that repository serves, nothing else.
+    assert list(manifest.specs) == [name for name in ExportManifest.read(tiny_onnx / "manifest.json", "fp32").specs
+                                    if name not in ("controlnet", "unet")]
+    assert not (tiny_onnx_fp16 / "unet").exists() and not (tiny_onnx_fp16 / "controlnet").exists()
     parity = json.loads((tiny_onnx_fp16 / "parity.json").read_text())
     assert parity["precision"] == "fp16" and all(row["ok"] for row in parity["rows"])
     # Each output is also measured against PyTorch's own float16 run (the tolerance's second term).
@@ -364,3 +376,15 @@ def test_a_module_without_a_float16_kernel_is_recorded_and_any_other_error_raise
     assert list(missing) == [NO_HALF] and "no float16 CPU kernel" in str(missing[NO_HALF])
     with pytest.raises(RuntimeError, match="shape mismatch"):
         half_reference_cases(Raising("shape mismatch"), spec, cases)
+
+
+def test_served_components_are_what_each_unet_mode_serves_in_export_order():
+    from rfad.components.registry import COMPONENTS, served_components
+
+    names = list(COMPONENTS)
+    merged, separate = served_components(names, "merged"), served_components(names, "separate")
+    assert "controlnet_unet" in merged and not {"controlnet", "unet"} & set(merged)
+    assert {"controlnet", "unet"} <= set(separate) and "controlnet_unet" not in separate
+    assert merged == [n for n in names if n in merged] and set(merged) | set(separate) == set(names)
+    with pytest.raises(ValueError, match=r"--unet: 'fused' is not merged or separate"):
+        served_components(names, "fused")

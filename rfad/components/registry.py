@@ -51,6 +51,19 @@ def components_in(group: str) -> tuple[str, ...]:
     return tuple(name for name, component in COMPONENTS.items() if component.group == group)
 
 
+UNET_MODES = ("merged", "separate")
+
+
+def served_components(available, unet_mode: str = "merged") -> list[str]:
+    """Of the component names ``available``, in their order, those a Triton repository written with
+    ``--unet unet_mode`` serves: ``merged`` serves ``controlnet_unet`` (the residuals never leave
+    the graph) and not ``controlnet`` and ``unet``; ``separate`` the other way round."""
+    if unet_mode not in UNET_MODES:
+        raise ValueError(f"--unet: {unet_mode!r} is not merged or separate")
+    skip = {"controlnet", "unet"} if unet_mode == "merged" else {"controlnet_unet"}
+    return [name for name in available if name not in skip]
+
+
 def component_specs(facts: ModelFacts, renames: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, ComponentSpec]:
     """Every registered component the facts allow (judge ones only with ``facts.rfnet_width``, screen
     ones only with ``facts.screen_rfnet``), by name.
