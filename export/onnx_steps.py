@@ -54,6 +54,14 @@ def quiet_export_logs() -> None:
     # fills become -1e4, 1e-12 epsilons 1e-7), once per constant: expected, and the parity check
     # measures the effect.
     warnings.filterwarnings("ignore", message="the float32 number .* will be truncated to", category=UserWarning)
+    # The TorchScript exporter's notes on what it leaves to others: a strided Slice it does not fold
+    # (graph_files folds the graph's constants afterwards), and advanced indexing that would be wrong
+    # for negative indices (the parity check runs the graph against PyTorch). Neither asks anything
+    # of the user; `rfad demo` printed them for the miniature world's VAE encoder and caption encoder.
+    warnings.filterwarnings("ignore", message="Constant folding - Only steps=1 can be constant folded",
+                            category=UserWarning)
+    warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing",
+                            category=UserWarning)
 
 
 def load_models(model_set: ModelSet, groups: tuple[str, ...] = ("diffusion", "judge")):

@@ -43,13 +43,14 @@ def test_tiny_demo_writes_images_and_a_report_with_early_screening(tmp_path):
     assert "| image |" in markdown and "| screening |" in markdown and "attempt 1 (screened)" in markdown
     assert "screened out at step 2 with p(Available)" in markdown and "not screened (its slot's refills were spent)" in markdown
     assert json.loads((out / "onnx" / "parity.json").read_text())["rows"]
+    assert (out / "onnx" / "controlnet_unet").is_dir() and not (out / "onnx" / "unet").exists()  # what it serves
     refused = CliRunner().invoke(rfad_cli, ["demo", "--tiny", "--out", str(tmp_path / "no"), "--steps", "4",
                                             "--screen-at", "0.5"])
     assert refused.exit_code == 2 and "--screen-threshold: required with screen_at" in refused.output
     assert not (tmp_path / "no").exists()
 
 
-def test_the_default_demo_serves_the_miniature_world(tmp_path):
+def test_the_default_demo_serves_the_miniature_world(tmp_path, capfd):
     """Drawn products through the served loop: every attempt's image saved with RFNet's verdict and the
     oracle's label, and the image the loop returned is the one its attempt made alone."""
     from rfad.app.cli import main as rfad_cli
@@ -76,6 +77,9 @@ def test_the_default_demo_serves_the_miniature_world(tmp_path):
             assert image.size == (128, 128) and np.asarray(image).std() > 5  # a painted scene, not a flat canvas
     markdown = (out / "report.md").read_text()
     assert "| oracle (truth) |" in markdown and "![attempt 1]" in markdown
+    # Nothing a newcomer cannot act on, from this process or the export's step processes (fd level).
+    printed = capfd.readouterr()
+    assert "Warning" not in result.output + printed.out + printed.err, printed.err
 
 
 def test_the_demo_refuses_tiny_with_models_before_starting(tmp_path):
