@@ -24,9 +24,6 @@ from rfad.tiny.products import draw_product
 
 # The canvas side of the shared served repository (the tiny zoo's images are 128 px).
 SERVED_SIZE = 128
-# The components a deployment serves: ControlNet and UNet merged, as `rfad-export triton-repo` does by default.
-SERVED_COMPONENTS = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder", "depth", "saliency",
-                     "rfnet_text", "rfnet"]
 
 
 def shared_folder(tmp_path_factory, name: str, build) -> Path:
@@ -43,6 +40,12 @@ def shared_folder(tmp_path_factory, name: str, build) -> Path:
             build(folder)
             done.touch()
     return folder
+
+
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory):
+    """:func:`shared_folder` for a test module's own once-per-run folder: ``run_folder(name, build)``."""
+    return lambda name, build: shared_folder(tmp_path_factory, name, build)
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +126,7 @@ def tiny_onnx_fp16(tiny_zoo, tmp_path_factory):
     from rfad.models.model_set import ModelSet
 
     return shared_folder(tmp_path_factory, "onnx-fp16",
-                         lambda out: export_onnx(ModelSet.resolve(tiny_zoo), out, SERVED_COMPONENTS, fp16=True,
+                         lambda out: export_onnx(ModelSet.resolve(tiny_zoo), out, served="merged", fp16=True,
                                                  external_data_threshold=1000, echo=lambda *_: None))
 
 
@@ -149,16 +152,17 @@ def tiny_server(tiny_repo):
 
 
 # The fixtures that export or serve: a test that uses one is in the slow tier, which `make test`
-# runs second (the fast tier fails in minutes on what needs no model export or server).
-SLOW_FIXTURES = {"tiny_onnx", "tiny_onnx_fp16", "tiny_repo", "tiny_server"}
+# runs second (the fast tier fails in minutes on what needs no model export or server);
+# renamed_onnx is test_spec_rename's (a test in each tier had been exporting it again).
+SLOW_FIXTURES = {"tiny_onnx", "tiny_onnx_fp16", "tiny_repo", "tiny_server", "renamed_onnx"}
 # Tests over ~15 s on 2 cores that use none of them (`--durations` of the fast tier, 2026-12-07):
-# whole demos, crash-and-resume runs, multi-process training.
-SLOW_FILES = {"test_demo.py", "test_crash_safety.py"}
-SLOW_TESTS = {"test_records_read_off_like_the_loop_the_same_seeds_run",
-              "test_two_processes_train_and_write_a_loadable_controlnet",
+# whole demos, crash-and-resume runs, multi-process training; and the modules whose module fixture
+# (a trained model set, a preview dataset and its judge) a slow test needs too, so that it is built
+# once per run rather than once per tier.
+SLOW_FILES = {"test_demo.py", "test_crash_safety.py", "test_miniworld_training.py", "test_screening_judge.py"}
+SLOW_TESTS = {"test_two_processes_train_and_write_a_loadable_controlnet",
               "test_two_process_cpu_run_writes_a_loadable_model",
-              "test_tiny_then_generate_writes_image_with_exact_product_pixels",
-              "test_training_is_reproducible_for_a_seed_and_changes_with_it"}
+              "test_tiny_then_generate_writes_image_with_exact_product_pixels"}
 
 
 def pytest_collection_modifyitems(items):
@@ -166,3 +170,35 @@ def pytest_collection_modifyitems(items):
         if (SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES
                 or item.originalname in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
+
+
+# Tests that ask for a shared export by name at run time (request.getfixturevalue).
+RUN_TIME_EXPORT_TESTS = {"test_written_repositories_check_for_every_profile_and_backend"}
+
+
+def _waits_for_shared_exports(item) -> bool:
+    """Whether ``item`` needs the run's shared exports."""
+    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))) or item.originalname in RUN_TIME_EXPORT_TESTS
+
+
+class ExportsFirstOrder:
+    """Under pytest-xdist's worksteal, worker 0 starts on the first len/N selected tests and the
+    others on the following chunks. The tests that need the shared exports are ordered so that
+    worker 0's chunk is theirs (it builds the exports) and the next chunk starts with the tests
+    that need none (whole demos, training runs, the image's pip resolves): at the slow tier's start
+    that worker works instead of waiting on the build's lock. Order only: every test still runs.
+    After the `-m` selection (trylast), so that the chunks are the selected tests'."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        if workers < 2:
+            return
+        shared = [item for item in items if _waits_for_shared_exports(item)]
+        alone = [item for item in items if not _waits_for_shared_exports(item)]
+        first = len(items) // workers
+        items[:] = shared[:first] + alone + shared[first:]
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(ExportsFirstOrder(), "rfad-exports-first-order")

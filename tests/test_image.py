@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -107,12 +108,14 @@ def test_the_images_installs_resolve_for_python_3_10_on_x86_64(wheel, tmp_path):
     installs = image_installs()
     assert set(installs) == {"engines", "serve"}
     assert all(f"constraints/{Path(NGC_24_10.constraints).name}" in args for args in installs.values())
-    serve = resolve(wheel, installs["serve"], tmp_path / "serve.json")
+    # Both at once: alone, a third of each resolve's time is spent waiting on PyPI's responses.
+    with ThreadPoolExecutor(2) as pool:
+        serve, engines = pool.map(lambda stage: resolve(wheel, installs[stage], tmp_path / f"{stage}.json"),
+                                  ("serve", "engines"))
     assert "onnxruntime-gpu" in serve and "onnxruntime" not in serve  # both would install the module onnxruntime
     assert serve["torch"] == "2.7.1" and serve["nvidia-cuda-runtime-cu12"].startswith(NGC_24_10.cuda + ".")
     assert Version(serve["numpy"]) < Version("2")  # the Triton 2.51 python-backend stub
     assert {"diffusers", "transformers", "accelerate", "tritonclient", "rfad"} <= set(serve)
-    engines = resolve(wheel, installs["engines"], tmp_path / "engines.json")
     assert {"polygraphy", "onnx", "torch", "rfad"} <= set(engines) and engines["torch"] == serve["torch"]
     # TensorRT's Python API is the base image's (NVIDIA's tensorrt image), not a PyPI download.
     assert not any(name.startswith("tensorrt") for name in engines)

@@ -114,7 +114,7 @@ def test_records_read_off_like_the_loop_the_same_seeds_run(tiny_zoo):
     one candidate per attempt draws attempt a with seed + a - 1. The records' reading of the loop
     equals what generate returns: attempts, returned seed, image (within 1/255)."""
     from benchmarks.studies.method.loop_arms import run_loop
-    from rfad.canvas import prepare_canvas
+    from rfad.canvas import CanvasSpec, prepare_canvas
     from rfad.models.diffusion import load_diffusion_models
     from rfad.models.judge import load_judge_models
     from rfad.models.model_set import ModelSet
@@ -127,7 +127,7 @@ def test_records_read_off_like_the_loop_the_same_seeds_run(tiny_zoo):
     model_set = ModelSet.resolve(tiny_zoo)
     runner = TorchRunner(load_diffusion_models(model_set), "cpu", judge=load_judge_models(model_set))
     judge = RunnerJudge(runner)
-    canvas = prepare_canvas(draw_product("bottle"))
+    canvas = prepare_canvas(draw_product("bottle"), CanvasSpec(width=128, height=128))  # the tiny zoo's size
     batch = generate(runner, canvas, "a bottle", GenerationSettings(steps=2, seed=40, num_images=3, candidates=3,
                                                                      max_attempts=1), caption="red bottle")
     state = judge.prepare(canvas, "red bottle")

@@ -50,11 +50,12 @@ SERVED = ["text_encoder", "controlnet_unet", "vae_encoder", "vae_decoder"]
 SETTINGS = GenerationSettings(steps=3, seed=3, max_attempts=1)
 
 
-@pytest.fixture(scope="module")
-def renamed_onnx(tiny_zoo, tmp_path_factory):
-    out = tmp_path_factory.mktemp("renamed") / "onnx"
-    export_onnx(ModelSet.resolve(tiny_zoo), out, components=SERVED, renames=RENAMES, echo=lambda *_: None)
-    return out
+@pytest.fixture(scope="session")
+def renamed_onnx(tiny_zoo, run_folder):
+    """The served diffusion components exported with RENAMES, once per run (both of this module's
+    tests that read it are in the slow tier: tests/conftest.py SLOW_FIXTURES)."""
+    return run_folder("renamed-onnx", lambda out: export_onnx(ModelSet.resolve(tiny_zoo), out, components=SERVED,
+                                                              renames=RENAMES, echo=lambda *_: None))
 
 
 @pytest.fixture(scope="module")
