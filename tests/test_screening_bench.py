@@ -58,3 +58,47 @@ def test_the_screening_bench_runs_every_part_and_resumes(tmp_path, capsys):
     assert all(f"{part}: {work / (part + '.json')} exists, skipped" in printed
                for part in ("auc", "choose", "inprocess", "served"))
     assert json.loads(out.read_text())["chosen"] == chosen
+
+
+def test_a_second_judges_auc_is_compared_with_rfnets_on_the_same_previews():
+    from benchmarks.studies.screening.stats import auc
+    from benchmarks.studies.screening.summary import auc_table
+
+    records = []
+    for product in range(6):
+        for seed in range(4):
+            available = (product + seed) % 2 == 0
+            p_rfnet = 0.5 + (0.1 if available else -0.1) * (1 if seed < 3 else -1)  # ranks 3 of 4 right
+            p_screen = 0.7 if available else 0.3  # ranks every one right
+            records.append({"split": "test", "product": str(product), "oracle": "Available" if available else "x",
+                            "p_by_step": {"rfnet": {"5": p_rfnet}, "screen_rfnet": {"5": p_screen}},
+                            "p_final": p_rfnet})
+    table = auc_table({"steps": [5], "judges": ["rfnet", "screen_rfnet"], "records": records}, rounds=200)["test"]
+    positives = [r["oracle"] == "Available" for r in records]
+    expected = auc([r["p_by_step"]["screen_rfnet"]["5"] for r in records], positives) - auc(
+        [r["p_by_step"]["rfnet"]["5"] for r in records], positives)
+    difference = table["screen_rfnet - rfnet"]["5"]
+    assert difference["value"] == pytest.approx(expected) and expected > 0
+    assert difference["low"] <= difference["value"] <= difference["high"] and difference["products"] == 6
+    assert table["screen_rfnet"]["5"]["value"] == pytest.approx(1.0)
+
+
+def test_the_report_records_how_the_screening_rfnet_was_made(tmp_path):
+    from benchmarks.studies.screening.screening_bench import _training_record
+
+    data, rfnet = tmp_path / "previews", tmp_path / "screen"
+    data.mkdir(), rfnet.mkdir()
+    assert _training_record(rfnet) is None  # a folder without a training log: nothing to record
+    (data / "summary.json").write_text(json.dumps({
+        "images": 8, "labels": {"Available": 3}, "splits": {"train": {"images": 6, "products": 3},
+                                                          "val": {"images": 2, "products": 1}},
+        "settings": {"screen_step": 5, "steps": 20, "world_products": 300}}))
+    (rfnet / "train_log.json").write_text(json.dumps({
+        "config": {"init": "judge/rfnet", "data": str(data), "epochs": 6, "lr": 1e-4, "lr_step_epoch": 3,
+                   "batch_size": 16, "image_size": 128, "seed": 0, "tiny": True},
+        "history": [{"epoch": 1, "val_accuracy": 0.4}, {"epoch": 2, "val_accuracy": 0.5}]}))
+    record = _training_record(rfnet)
+    assert record["config"]["lr"] == 1e-4 and record["config"]["init"] == "judge/rfnet" and "tiny" not in record["config"]
+    assert record["last_epoch"] == {"epoch": 2, "val_accuracy": 0.5}
+    assert record["previews"]["splits"]["train"] == {"images": 6, "products": 3}
+    assert (record["previews"]["screen_step"], record["previews"]["world_products"]) == (5, 300)

@@ -104,6 +104,29 @@ def test_previews_are_the_loops_previews_labelled_by_the_final_images_oracle(pre
     assert abs(judge(first, state)[0, 0] - labels[0]["p_available_preview"]) < 1e-5
 
 
+def test_previews_of_a_given_world_take_its_products_and_splits_and_leave_out_its_test_products(runner, tmp_path):
+    from rfad.trainer.data.miniworld import product_splits
+    from rfad.trainer.data.previews import write_preview_dataset
+
+    world = MiniworldSettings(seed=3, steps=STEPS, images_per_product=1, val_fraction=0.25, test_fraction=0.25)
+    settings = PreviewSettings(world, screen_at=0.5, world_products=8)
+    splits = product_splits(8, world.seed, world.val_fraction, world.test_fraction)
+    outside_test = [p for p in range(8) if splits[p] != "test"]
+    with pytest.raises(ValueError, match=r"^n: 7 previews need 7 products; the 8-product world has 6 outside its test"):
+        write_preview_dataset(tmp_path / "too-many", 7, runner, RunnerJudge(runner), settings)
+    summary = write_preview_dataset(tmp_path / "previews", 6, runner, RunnerJudge(runner), settings)
+    labels = [json.loads(line) for line in (tmp_path / "previews" / "labels.jsonl").read_text().splitlines()]
+    rows = read_manifest(tmp_path / "previews" / "manifest.jsonl", strict_labels=True)
+    assert [entry["product"] for entry in labels] == outside_test  # in the stream's order, none of its test split
+    assert [row.split for row in rows] == [splits[p] for p in outside_test] and {"train", "val"} == {r.split for r in rows}
+    # The scenes are that world's, not those of a 6-product stream.
+    scenes = product_requests(8, world.seed, world.available_share)
+    assert [row.prompt for row in rows] == [scenes[p].prompt for p in outside_test]
+    assert summary["settings"]["world_products"] == 8 and summary["products"] == 6
+    with pytest.raises(ValueError, match="world-products: must be at least 1"):
+        PreviewSettings(world, screen_at=0.5, world_products=0)
+
+
 def test_a_screening_rfnet_screens_in_process_and_must_match_the_judge(runner, screen_rfnet, tiny_zoo, tmp_path):
     model_set = ModelSet.resolve(tiny_zoo).with_overrides(screen_rfnet=screen_rfnet)
     screening = TorchRunner(runner.models, judge=load_judge_models(model_set))

@@ -188,10 +188,14 @@ def relabel_miniworld_command(out_dir: Path, decoder_models: Path | None) -> Non
               help="Class mix of the request prompts: share of Available scenes' prompts.")
 @click.option("--val-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in val.")
 @click.option("--test-fraction", default=0.15, show_default=True, type=float, help="Share of PRODUCTS in test.")
+@click.option("--world-products", type=click.IntRange(min=1),
+              help="Take the products and splits of this size of RF-mini (rfad-data miniworld --n N / images per "
+                   "product; the screening bench's world: 300), leaving out its test products [default: a world of "
+                   "just the products needed].")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 def previews(out_dir: Path, n: int, screen_at: float, seed: int, models: Path | None, steps: int, guidance: float,
              images_per_product: int, available_share: float, val_fraction: float, test_fraction: float,
-             device: str) -> None:
+             world_products: int | None, device: str) -> None:
     """Write x0-previews at the screening step, labelled by the oracle on each candidate's FINAL image.
 
     RF-mini's requests through the real loop with early screening at --screen-at and nothing
@@ -213,7 +217,8 @@ def previews(out_dir: Path, n: int, screen_at: float, seed: int, models: Path | 
         settings = PreviewSettings(MiniworldSettings(seed=seed, steps=steps, guidance=guidance,
                                                      images_per_product=images_per_product,
                                                      available_share=available_share, val_fraction=val_fraction,
-                                                     test_fraction=test_fraction), screen_at=screen_at)
+                                                     test_fraction=test_fraction), screen_at=screen_at,
+                                   world_products=world_products)
         model_set = ModelSet.resolve(models if models is not None else world_dir())
         runner = TorchRunner(load_diffusion_models(model_set, device=device), device=device,
                              judge=load_judge_models(model_set, device))

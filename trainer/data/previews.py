@@ -43,21 +43,28 @@ from rfad.miniworld.oracle import label_ad
 
 @dataclass(frozen=True)
 class PreviewSettings:
-    """RF-mini's request settings (:class:`MiniworldSettings`) and the screening step's share ``screen_at``."""
+    """RF-mini's request settings (:class:`MiniworldSettings`), the screening step's share ``screen_at``
+    and ``world_products``: the size of the RF-mini whose products and splits the previews take
+    (the products, prompts and splits of a stream depend on its size), or None for a stream of
+    just the products the previews need."""
 
     world: MiniworldSettings = MiniworldSettings()
     screen_at: float = 0.25
+    world_products: int | None = None
 
     def __post_init__(self) -> None:
         try:
             check_screening(self.screen_at, 0.0, self.world.steps)
         except ValueError as exc:
             raise ValueError(f"screen-at: {str(exc).split(': ', 1)[1]}") from None
+        if self.world_products is not None and self.world_products < 1:
+            raise ValueError(f"world-products: must be at least 1, got {self.world_products}")
 
 
 def write_preview_dataset(out_dir: str | os.PathLike, n: int, runner, judge, settings: PreviewSettings = PreviewSettings(),
                           progress: bool = False) -> dict:
-    """Generate ``n`` candidates (``ceil(n / images_per_product)`` products) with ``runner`` (a
+    """Generate ``n`` candidates (``ceil(n / images_per_product)`` products, in the stream's order; of
+    ``settings.world_products``, those outside its test split) with ``runner`` (a
     :class:`rfad.pipeline.runner.ComponentRunner`: the generator's models) and record each one's
     preview at the screening step, judged by ``judge`` (the ``Judge`` that screens, e.g. a
     :class:`rfad.pipeline.judge.RunnerJudge`), labelled by the oracle on its final image.
@@ -70,17 +77,24 @@ def write_preview_dataset(out_dir: str | os.PathLike, n: int, runner, judge, set
     world = settings.world
     start = time.perf_counter()
     per_product = world.images_per_product
-    n_products = -(-n // per_product)
-    requests = product_requests(n_products, world.seed, world.available_share)
-    splits = product_splits(n_products, world.seed, world.val_fraction, world.test_fraction)
+    stream = settings.world_products or -(-n // per_product)
+    requests = product_requests(stream, world.seed, world.available_share)
+    splits = product_splits(stream, world.seed, world.val_fraction, world.test_fraction)
+    # Of a given world, the test products are left out: they are what the screening bench and the
+    # judge's test split read, and no screening judge may have seen them.
+    products = [p for p in range(stream) if settings.world_products is None or splits[p] != "test"]
+    if n > len(products) * per_product:
+        raise ValueError(f"n: {n} previews need {-(-n // per_product)} products; the {stream}-product world has "
+                         f"{len(products)} outside its test split")
+    products = products[:-(-n // per_product)]
     out = Path(out_dir)
     for folder in ("images", "finals", "products"):
         (out / folder).mkdir(parents=True, exist_ok=True)
 
     rows, labels = [], []
     with tqdm(total=n, desc="x0-previews", unit="image", disable=not progress) as bar:
-        for p, scene in enumerate(requests):
-            count = min(per_product, n - p * per_product)
+        for p in products:
+            scene, count = requests[p], min(per_product, n - len(rows))
             product_path = f"products/preview-{p:05d}.png"
             scene.product.save(out / product_path, format="PNG")
             request = GenerationSettings(steps=world.steps, guidance_scale=world.guidance,
@@ -109,9 +123,9 @@ def write_preview_dataset(out_dir: str | os.PathLike, n: int, runner, judge, set
         file.writelines(json.dumps(entry) + "\n" for entry in labels)
     counts = {name: sum(row.label == name for row in rows) for name in CLASS_NAMES}
     summary = {
-        "settings": {**asdict(world), "screen_at": settings.screen_at,
+        "settings": {**asdict(world), "screen_at": settings.screen_at, "world_products": stream,
                      "screen_step": labels[0]["step"] if labels else None},
-        "images": len(rows), "products": n_products, "labels": counts,
+        "images": len(rows), "products": len(products), "labels": counts,
         "splits": {split: {"images": sum(row.split == split for row in rows),
                            "products": len({row.product for row in rows if row.split == split})} for split in SPLITS},
         "seconds": round(time.perf_counter() - start, 1),

@@ -167,7 +167,7 @@ def part_served(args) -> dict:
     from rfad.serving.launcher import TritonServer
 
     if not (args.work / "onnx" / "manifest.json").is_file():
-        export_onnx(_model_set(args), args.work / "onnx")
+        export_onnx(_model_set(args), args.work / "onnx", served="merged")
     if not (args.work / "repo" / "deployment.json").is_file():
         write_triton_repo(args.work / "onnx", args.work / "repo", backend="python")
     products = _products(args)["test"]
@@ -187,6 +187,8 @@ def part_report(args) -> dict:
 
     parts = {name: _done(args.work, name) for name in PARTS if name != "report"}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "parts"}
+    if args.screen_rfnet is not None:
+        settings["screen_rfnet_training"] = _training_record(args.screen_rfnet)
     from benchmarks.common import machine
 
     result, table = report(parts, args.bootstrap, settings)
@@ -201,6 +203,24 @@ def part_report(args) -> dict:
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)
     return {"results": str(args.out), "records": str(records)}
+
+
+def _training_record(rfnet: Path) -> dict | None:
+    """How a screening RFNet was made: its training settings and last epoch (train_log.json) and
+    the x0-preview dataset's summary (``rfad-data previews``), where they are there."""
+    log_file = rfnet / "train_log.json"
+    if not log_file.is_file():
+        return None
+    log = json.loads(log_file.read_text())
+    config = log["config"]
+    summary_file = Path(config["data"]) / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    return {"config": {k: config.get(k) for k in ("init", "data", "epochs", "lr", "lr_step_epoch", "batch_size",
+                                                  "image_size", "seed")},
+            "last_epoch": log["history"][-1] if log.get("history") else None,
+            "previews": None if summary is None else {k: summary[k] for k in ("images", "splits", "labels")}
+            | {"screen_step": summary["settings"]["screen_step"], "steps": summary["settings"]["steps"],
+               "world_products": summary["settings"].get("world_products")}}
 
 
 def _floats(text: str) -> list[float]:

@@ -59,7 +59,18 @@ def auc_table(part: dict, rounds: int) -> dict:
             table[split][judge] = rows
         table[split]["rfnet"]["final"] = bootstrap(records, lambda rs: auc(
             [r["p_final"] for r in rs], [r["oracle"] == "Available" for r in rs]), rounds)
+        # Another judge against RFNet on the same previews: the difference resampled by product
+        # (both AUCs of each resample from the same products: a paired comparison).
+        for judge in [j for j in part["judges"] if j != "rfnet"]:
+            table[split][f"{judge} - rfnet"] = {str(step): bootstrap(records, lambda rs, s=str(step), j=judge: _minus(
+                auc([r["p_by_step"][j][s] for r in rs], [r["oracle"] == "Available" for r in rs]),
+                auc([r["p_by_step"]["rfnet"][s] for r in rs], [r["oracle"] == "Available" for r in rs])), rounds)
+                for step in part["steps"]}
     return table
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def _arms(records: list[dict]) -> dict[str, list[dict]]:
@@ -111,6 +122,8 @@ def markdown(result: dict) -> str:
     if chosen:
         lines += [f"Chosen on the validation products: screen_at {chosen['screen_at']:g}, screen_threshold "
                   f"{chosen['screen_threshold']:g} ({result['choice_rule']}).", ""]
+    if not (result.get("inprocess") or result.get("served")):
+        return "\n".join(lines).rstrip("\n")
     lines += ["| path | arm | Available / CPU-s | Available / 1000 steps | oracle availability | p50 / p99 first "
               "Available (s) | screened / request |", "|---|---|---|---|---|---|---|"]
     for path in ("inprocess", "served"):
@@ -146,12 +159,17 @@ def report(parts: dict, rounds: int, settings: dict) -> tuple[dict, str]:
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "screening.json"
+# The AUC part run again with a noise-aware screening RFNet (--screen-rfnet), on the same products.
+NOISE_AWARE = RESULTS.with_name("screening_noise_aware.json")
 
 
-def block(_: str = "") -> str:
-    """docs/performance.md's ``<!-- generated:screening -->`` block, from benchmarks/results/screening.json."""
+def block(argument: str = "") -> str:
+    """docs/performance.md's ``<!-- generated:screening -->`` block, from benchmarks/results/screening.json;
+    ``<!-- generated:screening noise-aware -->`` from screening_noise_aware.json."""
     from benchmarks.common import machine_line
 
+    if argument == "noise-aware":
+        return _noise_aware_block()
     if not RESULTS.is_file():
         return "Not measured yet: run `python -m benchmarks.studies.screening.screening_bench --work DIR`."
     result = json.loads(RESULTS.read_text())
@@ -161,3 +179,31 @@ def block(_: str = "") -> str:
              f"per product and arm, {settings['steps']} steps, up to {settings['max_attempts']} attempts, "
              f"{settings['seeds']} candidates per product for the AUC; 95 % intervals by product.")
     return f"{machine_line(result)} {about}\n\n{markdown(result)}"
+
+
+def _noise_aware_block() -> str:
+    from benchmarks.common import machine_line
+
+    if not NOISE_AWARE.is_file():
+        return ("Not measured yet: `rfad-data previews`, `rfad-train rfnet --init`, then "
+                "`python -m benchmarks.studies.screening.screening_bench --parts auc,report --screen-rfnet DIR`.")
+    result = json.loads(NOISE_AWARE.read_text())
+    settings = result["settings"]
+    made = settings.get("screen_rfnet_training") or {}
+    config, previews = made.get("config") or {}, made.get("previews")
+    how = (f"The screening RFNet: {config.get('init')} fine-tuned for {config.get('epochs')} epochs at lr "
+           f"{config.get('lr'):g} (batch {config.get('batch_size')}) on ")
+    if previews:
+        how += (f"{previews['splits']['train']['images']} x0-previews at step {previews['screen_step']} of "
+                f"{previews['steps']} of {previews['splits']['train']['products']} training products of the "
+                f"{previews['world_products']}-product RF-mini (`rfad-data previews --world-products "
+                f"{previews['world_products']}`), each labelled by the oracle's verdict on its final image; its "
+                f"learning rate was chosen on the previews of {previews['splits']['val']['products']} validation "
+                "products.")
+    else:
+        how += "x0-previews."
+    about = (f"The AUC part of `python -m benchmarks.studies.screening.screening_bench --screen-rfnet`: "
+             f"{settings['val_products']} validation and {settings['test_products']} test products, "
+             f"{settings['seeds']} candidates each, {settings['steps']} steps; both judges on the same previews; "
+             "95 % intervals by product; `screen_rfnet - rfnet` is the paired difference.")
+    return f"{machine_line(result)} {about} {how}\n\n{markdown(result)}"
