@@ -53,13 +53,19 @@ def variant_folder(work: Path, name: str, seed: int, fraction: float = 1.0) -> P
     return work / "judges" / (f"{slug}-s{seed}" if fraction == 1.0 else f"{slug}-f{fraction:g}-s{seed}")
 
 
-def pretrain(scenes: Path, out: Path, recipe: Recipe, seed: int = 0) -> dict:
-    """RFNet on the VAE-decoded scenes (labels by the oracle); skipped when ``out`` is complete."""
+def pretrain(scenes: Path, out: Path, recipe: Recipe, depth: Path, saliency: Path, seed: int = 0) -> dict:
+    """RFNet on the VAE-decoded scenes (labels by the oracle); skipped when ``out`` is complete.
+
+    ``depth``, ``saliency``: the map models RF-mini's maps come from, so that the maps the judge
+    learns to read in pretraining are those it reads in fine-tuning and in serving (without them
+    ``--tiny`` would compute the scenes' maps with the tiny zoo's random-weight models, other
+    maps than RF-mini's)."""
     start = time.perf_counter()
     if not (out / TRAIN_LOG).is_file():
         train_rfnet(RFNetTrainConfig(data=str(scenes), out=str(out), tiny=True, backbone=recipe.backbone,
                                      epochs=recipe.pretrain_epochs, image_size=recipe.image_size, lr=recipe.lr,
-                                     batch_size=recipe.batch_size, product_scale=recipe.product_scale, seed=seed),
+                                     batch_size=recipe.batch_size, product_scale=recipe.product_scale, seed=seed,
+                                     depth=str(depth), saliency=str(saliency)),
                     echo=lambda *_: None)
     history = json.loads((out / TRAIN_LOG).read_text())["history"]
     return {"model": str(out), "history": history, "seconds": round(time.perf_counter() - start, 1)}

@@ -88,7 +88,7 @@ def part_pretrain(args) -> dict:
     if not (scenes / "manifest.jsonl").is_file():
         runner, _ = load_generator(None)
         write_scene_dataset(scenes, args.pretrain_scenes, seed=PRETRAIN_SEED, progress=True, through_vae=runner)
-    rfnet = judge_runs.pretrain(scenes, args.work / "pretrained", args.recipe)
+    rfnet = judge_runs.pretrain(scenes, args.work / "pretrained", args.recipe, args.depth, args.saliency)
     resnet_seconds = resnet_only_pretrain(args)
     return {"scenes": args.pretrain_scenes, "rfnet": rfnet, "resnet_only_seconds": resnet_seconds}
 
