@@ -99,6 +99,27 @@ def test_prepare_writes_maps_and_is_resumable(small_set, map_models, tmp_path):
     assert read_manifest(written) == list(rows.values())
 
 
+def test_prepare_refuses_a_folder_of_maps_from_other_models(small_set, map_models, tmp_path):
+    """A re-run keeps the maps it finds, so a folder whose maps another depth or saliency model made
+    is refused (naming the flag and the models it was made with), and nothing in it changes."""
+    from rfad.tiny.zoo import build_tiny_u2net
+
+    depth, saliency = map_models
+    out = tmp_path / "prepared"
+    prepare_maps(small_set, depth, saliency, out, device="cpu", progress=False)
+    assert json.loads((out / "map_models.json").read_text())["saliency"]["path"] == str(saliency)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    build_tiny_u2net(1).save_pretrained(tmp_path / "other-u2net")
+    with pytest.raises(ValueError, match=rf"--out {out}: its maps were computed with other saliency models "
+                                         rf"\(--saliency was {saliency}\)"):
+        prepare_maps(small_set, depth, tmp_path / "other-u2net", out, device="cpu", progress=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    # Maps without the record (written before it existed) are refused too: who made them is unknown.
+    (out / "map_models.json").unlink()
+    with pytest.raises(ValueError, match="holds maps without map_models.json"):
+        prepare_maps(small_set, depth, saliency, out, device="cpu", progress=False)
+
+
 def test_prepare_shards_cover_all_rows_and_merge(small_set, map_models, tmp_path):
     depth, saliency = map_models
     whole, _ = prepare_maps(small_set, depth, saliency, tmp_path / "whole", device="cpu", progress=False)

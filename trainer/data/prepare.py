@@ -21,6 +21,9 @@ Scale and failure handling:
   each round-robin when the device is CUDA) and merges their shard manifests in manifest order;
 - resumable: a map file that exists and decodes is kept, only missing or unreadable ones are
   computed (so a re-run after a crash, or after deleting one map, redoes only what is missing);
+  ``OUT/map_models.json`` records the SHA-256 of the depth and saliency models' files, and a run
+  with other models into the same OUT is refused, so that a resumed run never mixes maps of two
+  models (hashing DPT-Large's 1.3 GB takes a few seconds per process);
 - atomic: each PNG and manifest is written under a temporary name and renamed into place, so a
   killed run never leaves a half-written file under a final name;
 - a row whose generated image is missing or does not decode is reported and kept without maps
@@ -171,6 +174,48 @@ def resolve_device(device: str) -> str:
     return device
 
 
+MODELS_RECORD = "map_models.json"
+
+
+def _model_fingerprint(path: str | os.PathLike) -> str:
+    """SHA-256 over a model file, or over every file of a model folder (relative name and content)."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update((file.relative_to(root).as_posix() if file != root else root.name).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def claim_map_folder(out: Path, depth: str | os.PathLike, saliency: str | os.PathLike) -> None:
+    """Record in ``out`` which models its maps come from (:data:`MODELS_RECORD`), or refuse when
+    ``out`` already holds maps of other models: kept maps are trusted on a re-run, so maps of two
+    models would otherwise end up in one dataset without a trace."""
+    import json
+
+    record = {"depth": {"path": str(depth), "sha256": _model_fingerprint(depth)},
+              "saliency": {"path": str(saliency), "sha256": _model_fingerprint(saliency)}}
+    path = out / MODELS_RECORD
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        changed = [kind for kind in MAP_KINDS if kept.get(kind, {}).get("sha256") != record[kind]["sha256"]]
+        if changed:
+            raise ValueError(f"--out {out}: its maps were computed with other {' and '.join(changed)} models ("
+                             + "; ".join(f"--{kind} was {kept.get(kind, {}).get('path')}" for kind in changed)
+                             + "); choose another --out, or delete it to recompute every map")
+        return
+    if any((out / kind).is_dir() and any((out / kind).iterdir()) for kind in MAP_KINDS):
+        raise ValueError(f"--out {out}: holds maps without {MODELS_RECORD}, so which models made them is unknown; "
+                         "choose another --out, or delete it to recompute every map")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # shards may claim at once: same content
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
+
+
 def prepare_shard(manifest: str | os.PathLike, depth: str | os.PathLike, saliency: str | os.PathLike,
                   out: str | os.PathLike, shard: tuple[int, int] = (0, 1), batch_size: int = 8,
                   device: str = "cpu", progress: bool = True, position: int = 0,
@@ -292,6 +337,7 @@ def prepare_maps(manifest: str | os.PathLike, depth: str | os.PathLike, saliency
             raise FileNotFoundError(f"{flag} {path} does not exist")
     device = resolve_device(device)
     read_manifest(manifest)  # a broken manifest fails here, once, not in every worker
+    claim_map_folder(out, depth, saliency)
     if shard is not None:
         _, report = prepare_shard(manifest, depth, saliency, out, shard, batch_size, device, progress)
         return out / shard_manifest_name(*shard), report
