@@ -19,7 +19,8 @@ when that file exists (delete it to rerun):
 - ``curve``: the learning curve: the judge fine-tuned on 25/50/100 % of the training products x
   ``--seeds`` seeds, scored on validation products;
 - ``judges``: RFNet, its ablations, RFNet without pretraining and the ResNet-only baseline, x
-  ``--seeds`` seeds each, scored on validation and test; per-image records
+  ``--seeds`` seeds each (the ablations and RFNet without pretraining: ``--ablation-seeds``),
+  scored on validation and test; per-image records
   (``benchmarks/results/method_records_<split>.jsonl``);
 - ``loop``: Recurrent Generation's arms on the test products, read off those records
   (:mod:`benchmarks.studies.method.loop_arms`): one attempt, up to 5 with RFNet (its threshold
@@ -144,9 +145,9 @@ def part_curve(args) -> dict:
 def part_judges(args) -> dict:
     records = _records(args)
     trained = {}
-    for name, ablate, pretrained in judge_runs.VARIANTS:
+    for index, (name, ablate, pretrained) in enumerate(judge_runs.VARIANTS):
         trained[name] = []
-        for seed in args.seeds:
+        for seed in (args.seeds if index == 0 else args.ablation_seeds):
             judge = f"{name} s{seed}"
             folder = judge_runs.variant_folder(args.work, name, seed)
             seconds = judge_runs.train_judge(data_manifest(args.work), folder, ablate, args.recipe, seed,
@@ -204,7 +205,9 @@ def main() -> None:
     parser.add_argument("--depth", type=Path, help="Depth model the judge's maps come from [default: shipped].")
     parser.add_argument("--saliency", type=Path, help="Saliency model [default: shipped].")
     parser.add_argument("--pretrain-scenes", type=int, default=6000)
-    parser.add_argument("--seeds", default="0,1,2", help="Training seeds of every judge variant.")
+    parser.add_argument("--seeds", default="0,1,2", help="Training seeds of RFNet, the curve and the ResNet baseline.")
+    parser.add_argument("--ablation-seeds", help="Training seeds of the ablations and RFNet without pretraining "
+                                                 "[default: --seeds]; the report gives each row's seed count.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's].")
     recipe = judge_runs.Recipe()
     for field, value in vars(recipe).items():
@@ -212,6 +215,8 @@ def main() -> None:
     args = parser.parse_args()
     args.recipe = judge_runs.Recipe(**{f: getattr(args, f) for f in vars(recipe)})
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.ablation_seeds = (args.seeds if args.ablation_seeds is None
+                           else [int(s) for s in args.ablation_seeds.split(",") if s])
     args.work.mkdir(parents=True, exist_ok=True)
     if args.depth is None or args.saliency is None:
         from rfad.miniworld import world_dir
