@@ -15,7 +15,8 @@ when that file exists (delete it to rerun):
   processes, rerunning resumes), then the depth and saliency maps (``rfad-data prepare``) from
   ``--depth``/``--saliency`` (the models the judge will ship with);
 - ``pretrain``: RFNet on ``--pretrain-scenes`` drawn scenes decoded by the generator's VAE and
-  labelled by the oracle (``rfad-data scenes --through-vae``; no RF-mini image);
+  labelled by the oracle (``rfad-data scenes --through-vae``; no RF-mini image), once per
+  ``--pretrain-candidates`` setting; the best on the scenes' validation split is kept;
 - ``curve``: the learning curve: the judge fine-tuned on 25/50/100 % of the training products x
   ``--seeds`` seeds, scored on validation products;
 - ``judges``: RFNet, its ablations, RFNet without pretraining and the ResNet-only baseline, x
@@ -83,22 +84,42 @@ def part_data(args) -> dict | None:
 
 
 def part_pretrain(args) -> dict:
+    """RFNet pretrained with each of ``--pretrain-candidates`` (epochs, batch size, learning rate) on
+    the VAE-decoded scenes; the one with the best final accuracy on the scenes' own validation split
+    becomes ``WORK/pretrained`` (a link), and the ResNet baseline is pretrained with its settings.
+    No RF-mini image takes part in the choice."""
+    from dataclasses import replace
+
     from rfad.trainer.api import load_generator, write_scene_dataset
 
     scenes = args.work / "pretrain-scenes"
     if not (scenes / "manifest.jsonl").is_file():
         runner, _ = load_generator(None)
         write_scene_dataset(scenes, args.pretrain_scenes, seed=PRETRAIN_SEED, progress=True, through_vae=runner)
-    rfnet = judge_runs.pretrain(scenes, args.work / "pretrained", args.recipe, args.depth, args.saliency)
-    resnet_seconds = resnet_only_pretrain(args)
-    return {"scenes": args.pretrain_scenes, "rfnet": rfnet, "resnet_only_seconds": resnet_seconds}
+    candidates = []
+    for epochs, batch, lr in args.pretrain_candidates:
+        recipe = replace(args.recipe, pretrain_epochs=epochs, batch_size=batch, lr=lr)
+        folder = args.work / "pretrain-candidates" / f"e{epochs}-b{batch}-lr{lr:g}"
+        run = judge_runs.pretrain(scenes, folder, recipe, args.depth, args.saliency)
+        candidates.append({"epochs": epochs, "batch_size": batch, "lr": lr, **run,
+                           "final_val_accuracy": run["history"][-1].get("val_accuracy")})
+    chosen = max(candidates, key=lambda c: c["final_val_accuracy"] or 0.0)
+    link = args.work / "pretrained"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path(chosen["model"]).relative_to(args.work))
+    resnet_seconds = resnet_only_pretrain(args, replace(args.recipe, pretrain_epochs=chosen["epochs"],
+                                                        batch_size=chosen["batch_size"], lr=chosen["lr"]))
+    return {"scenes": args.pretrain_scenes, "rfnet": chosen, "candidates": candidates,
+            "chosen_on": "final accuracy on the pretraining scenes' validation split",
+            "resnet_only_seconds": resnet_seconds}
 
 
-def resnet_only_pretrain(args) -> float:
+def resnet_only_pretrain(args, recipe) -> float:
     from benchmarks.studies.method.resnet_baseline import pretrain_resnet_only
 
     start = time.perf_counter()
-    pretrain_resnet_only(args.work / "pretrain-scenes", args.work / "pretrained-resnet.safetensors", args.recipe)
+    pretrain_resnet_only(args.work / "pretrain-scenes", args.work / "pretrained-resnet.safetensors", recipe)
     return round(time.perf_counter() - start, 1)
 
 
@@ -146,8 +167,11 @@ def part_judges(args) -> dict:
     records = _records(args)
     trained = {}
     for index, (name, ablate, pretrained) in enumerate(judge_runs.VARIANTS):
+        seeds = args.seeds if index == 0 else args.ablation_seeds
+        if not seeds:  # --ablation-seeds "": the ablations are not run (the report has no row for them)
+            continue
         trained[name] = []
-        for seed in (args.seeds if index == 0 else args.ablation_seeds):
+        for seed in seeds:
             judge = f"{name} s{seed}"
             folder = judge_runs.variant_folder(args.work, name, seed)
             seconds = judge_runs.train_judge(data_manifest(args.work), folder, ablate, args.recipe, seed,
@@ -189,6 +213,10 @@ def part_report(args) -> dict:
     return {"results": str(path)}
 
 
+def _candidates(value: str) -> list[tuple[int, int, float]]:
+    return [(int(e), int(b), float(lr)) for e, b, lr in (item.split(":") for item in value.split(",") if item)]
+
+
 def _shard(value: str) -> tuple[int, int]:
     index, count = (int(part) for part in value.split("/"))
     return index, count
@@ -205,15 +233,19 @@ def main() -> None:
     parser.add_argument("--depth", type=Path, help="Depth model the judge's maps come from [default: shipped].")
     parser.add_argument("--saliency", type=Path, help="Saliency model [default: shipped].")
     parser.add_argument("--pretrain-scenes", type=int, default=6000)
+    parser.add_argument("--pretrain-candidates", type=_candidates, default=_candidates("8:16:1e-3,20:16:1e-3,20:32:2e-3"),
+                        help="EPOCHS:BATCH:LR,... pretraining settings tried; the best on the scenes' validation "
+                             "split is kept.")
     parser.add_argument("--seeds", default="0,1,2", help="Training seeds of RFNet, the curve and the ResNet baseline.")
     parser.add_argument("--ablation-seeds", help="Training seeds of the ablations and RFNet without pretraining "
-                                                 "[default: --seeds]; the report gives each row's seed count.")
+                                                 "[default: --seeds; \"\": none]; the report gives each row's seed count.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's].")
     recipe = judge_runs.Recipe()
     for field, value in vars(recipe).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+        if field != "pretrain_epochs":  # pretraining's settings are --pretrain-candidates
+            parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     args = parser.parse_args()
-    args.recipe = judge_runs.Recipe(**{f: getattr(args, f) for f in vars(recipe)})
+    args.recipe = judge_runs.Recipe(**{f: getattr(args, f) for f in vars(recipe) if f != "pretrain_epochs"})
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.ablation_seeds = (args.seeds if args.ablation_seeds is None
                            else [int(s) for s in args.ablation_seeds.split(",") if s])
