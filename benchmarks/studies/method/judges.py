@@ -60,15 +60,18 @@ def pretrain(scenes: Path, out: Path, recipe: Recipe, depth: Path, saliency: Pat
     learns to read in pretraining are those it reads in fine-tuning and in serving (without them
     ``--tiny`` would compute the scenes' maps with the tiny zoo's random-weight models, other
     maps than RF-mini's)."""
-    start = time.perf_counter()
+    timing = out.with_name(out.name + ".seconds")
     if not (out / TRAIN_LOG).is_file():
+        start = time.perf_counter()
         train_rfnet(RFNetTrainConfig(data=str(scenes), out=str(out), tiny=True, backbone=recipe.backbone,
                                      epochs=recipe.pretrain_epochs, image_size=recipe.image_size, lr=recipe.lr,
                                      batch_size=recipe.batch_size, product_scale=recipe.product_scale, seed=seed,
                                      depth=str(depth), saliency=str(saliency)),
                     echo=lambda *_: None)
+        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
     history = json.loads((out / TRAIN_LOG).read_text())["history"]
-    return {"model": str(out), "history": history, "seconds": round(time.perf_counter() - start, 1)}
+    return {"model": str(out), "history": history,
+            "seconds": float(timing.read_text()) if timing.is_file() else float("nan")}
 
 
 def train_judge(data: Path, out: Path, ablate: tuple[str, ...], recipe: Recipe, seed: int,
