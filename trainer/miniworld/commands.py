@@ -98,7 +98,11 @@ def _command_line() -> list[str]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The world's model set folder, replaced (rfad/miniworld/judge in a checkout ships it with the package).")
 @click.option("--made-by", default="", help="How the judge was trained, in words, kept in the training record.")
-def ship_judge(rfnet, depth, saliency, metrics, out, made_by) -> None:
+@click.option("--heldout", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A manifest (RF-mini's) whose first test products' images ship as heldout/, scored into the record.")
+@click.option("--heldout-products", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Test products of --heldout to ship (all their test images).")
+def ship_judge(rfnet, depth, saliency, metrics, out, made_by, heldout, heldout_products) -> None:
     """Ship a trained RFNet as the miniature world's judge: the world's full model set (generator, judge, maps, canvas).
 
     Writes --out as a model set of the shipped generator, this RFNet, its depth and saliency
@@ -108,7 +112,8 @@ def ship_judge(rfnet, depth, saliency, metrics, out, made_by) -> None:
     from rfad.trainer.miniworld.ship_judge import ship_judge as ship
 
     try:
-        shipped = ship(rfnet, depth, saliency, metrics, out, _command_line(), made_by=made_by)
+        shipped = ship(rfnet, depth, saliency, metrics, out, _command_line(), made_by=made_by, heldout=heldout,
+                       heldout_products=heldout_products)
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"shipped {shipped['files']} files ({shipped['bytes'] / 1e6:.1f} MB) into {shipped['out']}")
