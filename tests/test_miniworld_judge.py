@@ -16,6 +16,21 @@ def test_shipped_judge_hashes_as_recorded_and_stays_small():
     assert record["test_split"]["accuracy"] > record["test_split"]["majority_baseline"]
 
 
+def test_the_shipped_judge_scores_its_heldout_images_as_recorded():
+    """The shipped judge re-scored now on the RF-mini test images shipped beside it (maps computed by
+    the shipped map models, eval-rfnet's code) gives the metrics recorded when it shipped: a change
+    on the judge's path (tokenizer, product placement, maps, RFNet) changes them. And it sees: its
+    Available AP there is above the base rate, which is what a judge that ranks at random scores."""
+    from rfad.trainer.miniworld.ship_judge import heldout_metrics
+
+    record = training_record(world_dir())["heldout"]
+    now = heldout_metrics(world_dir())
+    assert now["confusion"] == record["confusion"] and now["n"] == record["n"] >= 40
+    assert abs(now["available_ap"] - record["available_ap"]) < 1e-6
+    base_rate = record["support"]["Available"] / record["n"]
+    assert record["available_ap"] > base_rate + 0.1
+
+
 def test_the_world_is_the_generator_the_judge_and_their_canvas():
     from rfad.miniworld import model_dir
     from rfad.models.judge import load_judge_models
@@ -48,8 +63,11 @@ def test_rfad_train_ship_judge_rebuilds_the_shipped_world_from_its_parts(tmp_pat
     metrics = tmp_path / "rfnet.json"
     metrics.write_text(json.dumps(record["test_split"]))
     out = tmp_path / "world"
+    heldout = shipped / "heldout" / "manifest.jsonl"
+    products = len({json.loads(line)["product"] for line in heldout.read_text().splitlines()})
     args = ["ship-judge", "--rfnet", str(shipped / "rfnet"), "--depth", str(shipped / "dpt"), "--saliency",
-            str(shipped / "u2net"), "--metrics", str(metrics), "--out", str(out)]
+            str(shipped / "u2net"), "--metrics", str(metrics), "--out", str(out),
+            "--heldout", str(heldout), "--heldout-products", str(products)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     again = training_record(out)
@@ -57,6 +75,7 @@ def test_rfad_train_ship_judge_rebuilds_the_shipped_world_from_its_parts(tmp_pat
     same = {path: entry for path, entry in record["files"].items() if path != "rfad-models.json"}
     assert {path: again["files"][path] for path in same} == same
     assert again["test_split"] == record["test_split"] and again["command"][:2] == ["rfad-train", "ship-judge"]
+    assert again["heldout"] == record["heldout"]
     world = ModelSet.resolve(out)
     assert world.canvas == MINIWORLD_CANVAS and world.sd == ModelSet.resolve(model_dir()).sd
 
