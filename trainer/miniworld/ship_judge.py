@@ -46,6 +46,21 @@ def _copy(source: Path, files: tuple[str, ...], target: Path, what: str) -> None
 HELDOUT = "heldout"
 
 
+def record_metrics(scores: dict, source: str) -> dict:
+    """The record's metrics (:data:`METRICS`) from ``rfad-train eval-rfnet``'s output (its nested
+    ``available`` and ``per_class``) or from a record's own flat ``test_split``."""
+    if "available" in scores and "per_class" in scores:
+        scores = {"accuracy": scores["accuracy"], "majority_baseline": scores["majority_baseline"],
+                  "available_ap": scores["available"]["ap"], "available_f1": scores["available"]["f1"],
+                  "per_class_f1": {name: row["f1"] for name, row in scores["per_class"].items()},
+                  "support": {name: row["support"] for name, row in scores["per_class"].items()},
+                  "confusion": scores.get("confusion_matrix"), "n": scores.get("n")}
+    missing = [key for key in METRICS if scores.get(key) is None]
+    if missing:
+        raise ValueError(f"{source}: no {', '.join(missing)} (expected `rfad-train eval-rfnet --json` output)")
+    return {key: scores[key] for key in METRICS}
+
+
 def write_heldout(manifest: Path, out: Path, products: int) -> Path:
     """``out/manifest.jsonl`` (written) of the test-split rows of the first ``products`` test products
     of ``manifest`` (by product file name), with copies of their images under ``out/images`` and
@@ -75,7 +90,7 @@ def heldout_metrics(world: Path) -> dict:
 
     scores = evaluate_rfnet(str(world / "rfnet"), str(world / HELDOUT / "manifest.jsonl"), "test",
                             depth=str(world / "dpt"), saliency=str(world / "u2net"), echo=lambda *_: None)
-    return {key: scores[key] for key in METRICS}
+    return record_metrics(scores, f"{world / HELDOUT}")
 
 
 def ship_judge(rfnet: Path, depth: Path, saliency: Path, metrics: Path, out: Path, command: list[str],
@@ -88,10 +103,7 @@ def ship_judge(rfnet: Path, depth: Path, saliency: Path, metrics: Path, out: Pat
     from rfad.miniworld.canvas import MINIWORLD_CANVAS
     from rfad.models.model_set import ModelSet
 
-    scores = json.loads(Path(metrics).read_text())
-    missing = [key for key in METRICS if key not in scores]
-    if missing:
-        raise ValueError(f"--metrics {metrics}: no {', '.join(missing)} (expected `rfad-train eval-rfnet --json` output)")
+    test_split = record_metrics(json.loads(Path(metrics).read_text()), f"--metrics {metrics}")
     train_log = Path(rfnet) / "train_log.json"
     if not train_log.is_file():
         raise FileNotFoundError(f"--rfnet {rfnet}: no train_log.json (expected `rfad-train rfnet` output)")
@@ -110,7 +122,7 @@ def ship_judge(rfnet: Path, depth: Path, saliency: Path, metrics: Path, out: Pat
         "command": command,
         "made_by": made_by,
         "rfnet_train_config": json.loads(train_log.read_text())["config"],
-        "test_split": {key: scores[key] for key in METRICS},
+        "test_split": test_split,
         "canvas": canvas_to_dict(MINIWORLD_CANVAS),
         "maps": f"dpt/ and u2net/ are copies of {depth} and {saliency}, the models the judge's training maps "
                 "were computed with",
