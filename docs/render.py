@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import re
 import sys
@@ -37,6 +36,8 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the benchmarks package, whose results some blocks render, is imported from the checkout
     sys.path.insert(0, str(ROOT))
+from docs.render_cells import fmt_mib, fmt_number, fmt_pixels, fmt_range, fmt_shape, md_cell, md_table  # noqa: E402
+
 BLOCK = re.compile(r"<!-- generated:(?P<key>[^>]*?) -->\n(?P<body>.*?)<!-- /generated:(?P<end>[\w-]+) -->", re.S)
 
 
@@ -90,54 +91,18 @@ def help_records(path: str) -> list[tuple[str, str]]:
 
 # --- formatting -----------------------------------------------------------------------------
 
-def _cell(text: str) -> str:
-    """Text for a Markdown table cell on one line: pipes escaped, ``<`` kept visible (not an HTML tag)."""
-    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;")
-
-
-def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _number(value) -> str:
-    from rfad.contract import MAX_SEED
-
-    if value == MAX_SEED:
-        return "2^63−1"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _range(bounds: tuple) -> str:
-    return f"{_number(bounds[0])}–{_number(bounds[1])}"
-
-
-def _pixels(count: int) -> str:
-    side = math.isqrt(count)
-    return f"{side}×{side} px" if side * side == count else f"{count} pixels"
-
-
-def _mib(count: int) -> str:
-    return f"{count / 2**20:g} MiB"
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "`[" + ", ".join("N" if dim == -1 else str(dim) for dim in shape) + "]`"
-
-
 # --- the blocks -----------------------------------------------------------------------------
 
 def flags(path: str) -> str:
-    rows = [(f"`{_cell(flag)}`", _cell(text)) for flag, text in help_records(path)]
-    return _table(("option", f"what it does (`{path} --help`)"), rows)
+    rows = [(f"`{md_cell(flag)}`", md_cell(text)) for flag, text in help_records(path)]
+    return md_table(("option", f"what it does (`{path} --help`)"), rows)
 
 
 def _image_limits() -> str:
     from rfad.canvas import CanvasSpec
     from rfad.contract import MAX_IMAGE_BYTES
 
-    return (f"≤ {_mib(MAX_IMAGE_BYTES)} encoded, ≤ {_pixels(CanvasSpec.max_pixels)}, "
+    return (f"≤ {fmt_mib(MAX_IMAGE_BYTES)} encoded, ≤ {fmt_pixels(CanvasSpec.max_pixels)}, "
             f"sides ≥ {CanvasSpec.min_side} px")
 
 
@@ -150,31 +115,31 @@ def _input_limits(name: str) -> str:
         "prompt": f"1–{LIMITS.prompt_chars} characters",
         "negative_prompt": f"≤ {LIMITS.prompt_chars} characters",
         "caption": f"≤ {LIMITS.prompt_chars} characters",
-        "seed": f"{_range(LIMITS.seed)}, with room for the request's candidate seeds (below)",
-        "max_attempts": f"{_range(LIMITS.max_attempts)}, and at most the server's cap",
+        "seed": f"{fmt_range(LIMITS.seed)}, with room for the request's candidate seeds (below)",
+        "max_attempts": f"{fmt_range(LIMITS.max_attempts)}, and at most the server's cap",
         "screen_at": "0–1, both excluded; the screening step (below) within 1 … `steps` − 1",
-        "screen_threshold": f"{_range(LIMITS.screen_threshold)}; required with `screen_at`, refused without it",
+        "screen_threshold": f"{fmt_range(LIMITS.screen_threshold)}; required with `screen_at`, refused without it",
     }
     if name in special:
         return special[name]
-    return _range(getattr(LIMITS, name))
+    return fmt_range(getattr(LIMITS, name))
 
 
 def _inputs_table(inputs) -> str:
-    rows = [(f"`{f.name}`", f.datatype, _shape(f.shape), "no" if f.optional else "yes", _cell(_input_limits(f.name)),
-             _cell(f.doc)) for f in inputs]
-    return _table(("input", "type", "shape", "required", "limits", "what it is"), rows)
+    rows = [(f"`{f.name}`", f.datatype, fmt_shape(f.shape), "no" if f.optional else "yes", md_cell(_input_limits(f.name)),
+             md_cell(f.doc)) for f in inputs]
+    return md_table(("input", "type", "shape", "required", "limits", "what it is"), rows)
 
 
 def _outputs_table(outputs) -> str:
-    rows = [(f"`{f.name}`", f.datatype, _shape(f.shape), _cell(f.doc)) for f in outputs]
-    return _table(("output", "type", "shape", "what it is"), rows)
+    rows = [(f"`{f.name}`", f.datatype, fmt_shape(f.shape), md_cell(f.doc)) for f in outputs]
+    return md_table(("output", "type", "shape", "what it is"), rows)
 
 
 def pipeline_inputs() -> str:
     from rfad.contract import DEFAULT_LIMITS, PIPELINE_INPUTS
 
-    highest = _number(DEFAULT_LIMITS.seed[1])
+    highest = fmt_number(DEFAULT_LIMITS.seed[1])
     return (_inputs_table(PIPELINE_INPUTS) + "\n\n"
             f"Seeds: candidate *i* (counting across attempts, in draw order) uses `seed` + *i*, so `seed` + N − 1 must "
             f"stay ≤ {highest} with N = `candidates` × (1 + R) × max(`max_attempts`, ⌈`num_images` / `candidates`⌉) "
@@ -207,7 +172,7 @@ def judge_outputs() -> str:
 def classes() -> str:
     from rfad.contract import CLASS_NAMES
 
-    return _table(("column", "class"), [(i, name) for i, name in enumerate(CLASS_NAMES)])
+    return md_table(("column", "class"), [(i, name) for i, name in enumerate(CLASS_NAMES)])
 
 
 def settings_limits() -> str:
@@ -215,9 +180,9 @@ def settings_limits() -> str:
 
     special = {"screen_at": ("off", "0–1, both excluded"), "screen_threshold": ("none", "0–1, with screen_at")}
     rows = [(f"`{name}`", *special[name]) if name in special else
-            (f"`{name}`", _number(getattr(DEFAULTS, name)), _range(getattr(DEFAULT_LIMITS, name)))
+            (f"`{name}`", fmt_number(getattr(DEFAULTS, name)), fmt_range(getattr(DEFAULT_LIMITS, name)))
             for name in SETTINGS_INPUTS]
-    return _table(("setting", "default", "allowed"), rows)
+    return md_table(("setting", "default", "allowed"), rows)
 
 
 def request_limits() -> str:
@@ -226,8 +191,8 @@ def request_limits() -> str:
     from rfad.serving.pipeline_parameters import PipelineParameters
 
     return "\n".join([
-        f"- Images: ≤ {_mib(MAX_IMAGE_BYTES)} encoded (larger requests are refused unread) and ≤ "
-        f"{_pixels(CanvasSpec.max_pixels)} (from the header, before decoding), each side ≥ {CanvasSpec.min_side} px; "
+        f"- Images: ≤ {fmt_mib(MAX_IMAGE_BYTES)} encoded (larger requests are refused unread) and ≤ "
+        f"{fmt_pixels(CanvasSpec.max_pixels)} (from the header, before decoding), each side ≥ {CanvasSpec.min_side} px; "
         f"only the {', '.join(DECODED_FORMATS)} decoders are reachable.",
         f"- Texts: ≤ {LIMITS.prompt_chars} characters of valid UTF-8; the prompt must not be empty.",
         f"- Work per request: ≤ {LIMITS.candidates[1]} candidates per attempt, ≤ {LIMITS.num_images[1]} images, "
@@ -247,14 +212,14 @@ def pipeline_parameters() -> str:
     accepted = {"max_attempts_cap": f"{DEFAULTS.max_attempts} (the default `max_attempts`) – {INT32_MAX} (INT32)",
                 "canvas_size": f"a multiple of {CANVAS_MULTIPLE}, ≥ {MIN_CANVAS_SIDE}",
                 "judge": " \\| ".join(f"`{mode}`" for mode in JUDGE_MODES),
-                "default_steps": _range(DEFAULT_LIMITS.steps),
+                "default_steps": fmt_range(DEFAULT_LIMITS.steps),
                 "candidates_cap": f"{DEFAULTS.candidates} (the default `candidates`) – {DEFAULT_LIMITS.candidates[1]}"}
     # default_steps and candidates_cap come from the deployment profile (--profile), not a flag of their own.
     option = {"judge": "--pipeline-judge", "default_steps": "--profile", "candidates_cap": "--profile"}
     default = {"judge": f"`{DEFAULT_JUDGE}` where the judge components were exported, else `none`"}
     rows = [(f"`{f.name}`", default.get(f.name, getattr(PipelineParameters, f.name)), accepted[f.name],
              f"`{option.get(f.name, '--' + f.name.replace('_', '-'))}`") for f in fields(PipelineParameters)]
-    return _table(("parameter", "default", "accepted", "`rfad-export triton-repo` option"), rows)
+    return md_table(("parameter", "default", "accepted", "`rfad-export triton-repo` option"), rows)
 
 
 def canvas() -> str:
@@ -270,16 +235,16 @@ def canvas() -> str:
         f"- control image: Canny ({spec.canny_low}/{spec.canny_high}) of the product on black;",
         f"- init image: the product over RGB {spec.background};",
         f"- a product image must be ≥ {spec.min_side} px per side (its alpha bounding box too) and ≤ "
-        f"{_pixels(spec.max_pixels)}.",
+        f"{fmt_pixels(spec.max_pixels)}.",
     ])
 
 
 def components() -> str:
     from rfad.components.registry import COMPONENTS
 
-    rows = [(f"`{c.name}`", c.group, _cell(c.description), "batch, height, width" if c.spatial else "batch")
+    rows = [(f"`{c.name}`", c.group, md_cell(c.description), "batch, height, width" if c.spatial else "batch")
             for c in COMPONENTS.values()]
-    return _table(("component", "group", "what it computes", "dynamic axes"), rows)
+    return md_table(("component", "group", "what it computes", "dynamic axes"), rows)
 
 
 def memory_options() -> str:
@@ -290,7 +255,7 @@ def memory_options() -> str:
 
     rows = [(f"`{name}`", on(o.arena), on(o.memory_pattern), "by what is asked" if o.exact_arena else "powers of two")
             for name, o in MEMORY_OPTIONS.items()]
-    return _table(("component", "CPU arena", "memory pattern", "arena grows"), rows)
+    return md_table(("component", "CPU arena", "memory pattern", "arena grows"), rows)
 
 
 def export_numbers() -> str:
@@ -348,17 +313,17 @@ def rfnet_config() -> str:
 def rf1m_labels() -> str:
     from rfad.trainer.data.rf1m import RF1M_LABELS
 
-    return _table(("index", "label in RF1M's release"), list(enumerate(RF1M_LABELS)))
+    return md_table(("index", "label in RF1M's release"), list(enumerate(RF1M_LABELS)))
 
 
 def model_set_roles() -> str:
     from rfad.models.model_set import ROLES, ModelSet
     from rfad.models.options import MODEL_SET_TYPES
 
-    rows = [(f"`{role}`", _cell(text), f"`--{role.replace('_', '-')}`" if role in MODEL_SET_TYPES else "")
+    rows = [(f"`{role}`", md_cell(text), f"`--{role.replace('_', '-')}`" if role in MODEL_SET_TYPES else "")
             for role, text in ROLES.items()]
     rows.append(("`lora_scale`", f"LoRA scale (default {ModelSet.lora_scale:g})", "`--lora-scale`"))
-    return _table(("key", "model", "flag (as in `rfad generate`)"), rows)
+    return md_table(("key", "model", "flag (as in `rfad generate`)"), rows)
 
 
 def layers() -> str:
@@ -372,8 +337,8 @@ def layers() -> str:
             modules = f"in `{contract['containers'][0]}`, highest first: " + "; ".join(", ".join(names) for names in layers)
         else:
             modules = ", ".join(f"`{name}`" for name in contract.get("protected_modules") or contract["forbidden_modules"])
-        rows.append((f"`{contract['id']}`", _cell(contract["name"]), _cell(modules)))
-    return _table(("contract", "rule", "modules"), rows)
+        rows.append((f"`{contract['id']}`", md_cell(contract["name"]), md_cell(modules)))
+    return md_table(("contract", "rule", "modules"), rows)
 
 
 def profiles() -> str:
