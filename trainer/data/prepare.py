@@ -178,16 +178,15 @@ MODELS_RECORD = "map_models.json"
 
 
 def _model_fingerprint(path: str | os.PathLike) -> str:
-    """SHA-256 over a model file, or over every file of a model folder (relative name and content)."""
+    """SHA-256 of a model file, or over the SHA-256 of every file of a model folder (by relative name)."""
+    import json
+
+    from rfad.miniworld import file_hashes, file_sha256
+
     root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update((file.relative_to(root).as_posix() if file != root else root.name).encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    if root.is_file():
+        return file_sha256(root)
+    return hashlib.sha256(json.dumps(file_hashes(root), sort_keys=True).encode()).hexdigest()
 
 
 def claim_map_folder(out: Path, depth: str | os.PathLike, saliency: str | os.PathLike) -> None:
