@@ -85,11 +85,73 @@ def test_training_is_reproducible_for_a_seed_and_changes_with_it(trained, tmp_pa
         file_hashes(trained)["sd15/unet/diffusion_pytorch_model.safetensors"]
 
 
+def test_a_run_split_into_parts_resumes_to_the_same_weights(trained, tmp_path):
+    """--stop-after keeps each finished phase in OUT.stages; the same command then resumes after the last one
+    and writes the same model set as one uninterrupted run, and removes the stages."""
+    from rfad.trainer.miniworld.stages import stages_folder
+
+    out = tmp_path / "parts"
+    _train(out, "--stop-after", "vae")
+    assert not out.exists() and (stages_folder(out) / "vae" / "stage.json").is_file()
+    second = _train(out, "--stop-after", "unet")
+    assert "VAE: kept in" in second.output and (stages_folder(out) / "unet" / "stage.json").is_file()
+    last = _train(out)
+    assert "UNet: kept in" in last.output and not stages_folder(out).exists()
+    assert file_hashes(out) == file_hashes(trained)
+    record = training_record(out)
+    assert record["resumed_phases"] == ["vae", "unet"]
+    assert record["losses"]["vae"]["curve"] == training_record(trained)["losses"]["vae"]["curve"]
+
+
+def test_a_kept_phase_made_under_other_settings_is_refused(tmp_path):
+    from rfad.trainer.cli import main
+
+    out = tmp_path / "m"
+    _train(out, "--stop-after", "vae")
+    result = CliRunner().invoke(main, ["miniworld", "--out", str(out), *FEW_STEPS, "--vae-lr", "0.01"])
+    assert result.exit_code != 0
+    assert "trained under other settings (vae_lr 0.001 -> 0.01)" in result.output and "delete" in result.output
+    assert not out.exists()
+
+
+def test_a_factor_4_vae_gives_32_pixel_latents_that_the_loop_generates_from(tmp_path):
+    """--vae-channels with 3 blocks: a latent factor of 4 (32 x 32 latents at 128 px); the UNet, the ControlNet's
+    conditioning embedding, the generation loop and the ONNX export (its specs' latent shapes) follow it."""
+    from rfad.canvas import prepare_canvas
+    from rfad.miniworld.canvas import MINIWORLD_CANVAS
+    from rfad.models.diffusion import load_diffusion_models
+    from rfad.models.model_set import ModelSet
+    from rfad.pipeline.generate import generate
+    from rfad.pipeline.settings import GenerationSettings
+    from rfad.pipeline.torch_runner import TorchRunner
+    from rfad.trainer.data.scenes import draw_scene
+
+    out = tmp_path / "f4"
+    _train(out, "--vae-channels", "32,64,64")
+    models = load_diffusion_models(ModelSet.resolve(out))
+    assert 2 ** (len(models.vae.config.block_out_channels) - 1) == 4
+    assert models.unet.config.sample_size == 32 and training_record(out)["vae"]["latent_factor"] == 4
+    scene = draw_scene("Available", np.random.default_rng(0))
+    canvas = prepare_canvas(scene.product, MINIWORLD_CANVAS)
+    settings = GenerationSettings(steps=2, guidance_scale=3.0)
+    result = generate(TorchRunner(models), canvas, scene.prompt, settings)
+    assert result.images[0].image.shape == (128, 128, 3)
+
+    from rfad.export.onnx_export import export_onnx
+    from rfad.pipeline.onnx_runner import OnnxRunner
+
+    manifest = export_onnx(ModelSet.resolve(out), tmp_path / "onnx", served="merged", echo=lambda *_: None)
+    assert manifest.vae_scale_factor == 4
+    exported = generate(OnnxRunner(tmp_path / "onnx", merged=True), canvas, scene.prompt, settings)
+    assert np.abs(exported.images[0].image.astype(int) - result.images[0].image.astype(int)).max() <= 2
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--vae-crop", "60", "vae crop: must be a multiple of 8"),
     ("--unet-channels", "32,44", "multiple of 8"),
     ("--norm-groups", "12", "norm-groups: 12 does not divide every width"),
     ("--available-share", "1.5", "not in the range"),
+    ("--vae-channels", "32,32,64,64,64", "vae-channels: 2 to 4 blocks"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, flag, value, message):
     from rfad.trainer.cli import main

@@ -158,16 +158,18 @@ def component_modules(diffusion, judge=None) -> dict[str, nn.Module]:
 
 
 def model_facts(diffusion, judge=None) -> ModelFacts:
-    """The per-checkpoint sizes the specs need: one ControlNet call at a 64-px input gives every
-    residual's channels and downscale factor, whatever the architecture."""
+    """The per-checkpoint sizes the specs need: one ControlNet call on an 8 x 8 latent (its control
+    image 8 x the VAE's factor wide) gives every residual's channels and downscale factor, whatever
+    the architecture."""
     text_dim = int(diffusion.text_encoder.config.hidden_size)
+    vae_factor = 2 ** (len(diffusion.vae.config.block_out_channels) - 1)
     weight = next(diffusion.controlnet.parameters())
     like = dict(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         down, mid = diffusion.controlnet(
             torch.zeros(1, 4, 8, 8, **like), torch.tensor([1.0], **like),
             encoder_hidden_states=torch.zeros(1, 77, text_dim, **like),
-            controlnet_cond=torch.zeros(1, 3, 64, 64, **like), return_dict=False,
+            controlnet_cond=torch.zeros(1, 3, 8 * vae_factor, 8 * vae_factor, **like), return_dict=False,
         )
     judge_facts = {}
     if judge is not None:
@@ -176,7 +178,7 @@ def model_facts(diffusion, judge=None) -> ModelFacts:
                            judge_size=int(judge.rfnet.config.image_size), screen_rfnet=judge.screen_rfnet is not None)
     return ModelFacts(
         text_dim=text_dim, text_tokens=int(diffusion.tokenizer.model_max_length),
-        latent_channels=int(diffusion.vae.config.latent_channels),
+        latent_channels=int(diffusion.vae.config.latent_channels), latent_factor=vae_factor,
         unet_in_channels=int(diffusion.unet.config.in_channels),
         down_residuals=tuple((int(d.shape[1]), 8 // int(d.shape[2])) for d in down),
         mid_residual=(int(mid.shape[1]), 8 // int(mid.shape[2])), **judge_facts,

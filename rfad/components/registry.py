@@ -32,7 +32,7 @@ class Component:
         inputs, outputs = self.tensors(facts)
         uses_tokens = any("L" in t.shape for t in inputs + outputs)
         return ComponentSpec(self.name, inputs, outputs, self.description, self.spatial,
-                             tokens=facts.caption_tokens if uses_tokens else None)
+                             tokens=facts.caption_tokens if uses_tokens else None, latent_factor=facts.latent_factor)
 
 
 COMPONENTS: dict[str, Component] = {}

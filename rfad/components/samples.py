@@ -14,7 +14,7 @@ from rfad.components.specs import ComponentSpec, ModelFacts
 
 def pixel_multiple(facts: ModelFacts) -> int:
     """Image sides must be multiples of this: the latent is halved down to the coarsest residual."""
-    return 8 * max([facts.mid_residual[1]] + [f for _, f in facts.down_residuals])
+    return facts.latent_factor * max([facts.mid_residual[1]] + [f for _, f in facts.down_residuals])
 
 
 def check_side(facts: ModelFacts) -> int:

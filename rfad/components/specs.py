@@ -11,7 +11,7 @@ A tensor has a ``role``, the stable key the runners, the component modules and p
 the Triton config and a BLS request call it; the name is the role unless a deployment renames
 it, so renaming a tensor changes its spec and nothing else.
 
-Shapes use symbols: ``B`` batch, ``H``/``W`` image pixels, ``h``/``w`` latent (H/8, W/8),
+Shapes use symbols: ``B`` batch, ``H``/``W`` image pixels, ``h``/``w`` latent (H/f, W/f, f the VAE's factor: 8 for SD-1.5),
 ``h/2``.. for the ControlNet's coarser residuals, ``L`` caption tokens (its value is the spec's
 ``tokens``); ints are fixed sizes.
 """
@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 
 from rfad.contract import CLASS_NAMES
 
-LATENT_FACTOR = 8  # SD-1.5's VAE downscale
+LATENT_FACTOR = 8  # SD-1.5's VAE downscale, the default of a spec's latent_factor
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ class ComponentSpec:
     description: str = ""
     spatial: bool = True  # H/W may vary (False: only the batch axis is dynamic)
     tokens: int | None = None  # the value of the ``L`` symbol (caption tokens); None: no L axis
+    latent_factor: int = LATENT_FACTOR  # image side / latent side: the ``h``/``w`` symbols are H/f, W/f
 
     def __post_init__(self):
         repeated = [n for n, count in Counter(t.name for t in self.inputs + self.outputs).items() if count > 1]
@@ -162,7 +163,7 @@ class ComponentSpec:
 
     def shape_of(self, tensor: TensorSpec, batch: int, height: int, width: int) -> tuple[int, ...]:
         """Concrete shape of ``tensor`` for an image of ``height`` x ``width`` pixels."""
-        return tuple(resolve_dim(d, batch, height, width, self.tokens) for d in tensor.shape)
+        return tuple(resolve_dim(d, batch, height, width, self.tokens, self.latent_factor) for d in tensor.shape)
 
     def profile(self, batch: tuple[int, int, int], image: tuple[int, int, int]) -> dict[str, tuple[tuple[int, ...], ...]]:
         """TensorRT optimisation profile: input name -> (min, opt, max) shapes over batch and square image
@@ -179,12 +180,13 @@ class ComponentSpec:
         return cls(**{**values, **tensors})
 
 
-def resolve_dim(dim, batch: int, height: int, width: int, tokens: int | None = None) -> int:
+def resolve_dim(dim, batch: int, height: int, width: int, tokens: int | None = None,
+                latent_factor: int = LATENT_FACTOR) -> int:
     """Value of one shape symbol."""
     if isinstance(dim, int):
         return dim
     base, _, divisor = dim.partition("/")
-    value = {"B": batch, "H": height, "W": width, "h": height // LATENT_FACTOR, "w": width // LATENT_FACTOR,
+    value = {"B": batch, "H": height, "W": width, "h": height // latent_factor, "w": width // latent_factor,
              "L": tokens}[base]
     # Strided convs round up: a 7-px map halves to 4 (ceil), as the UNet's downsamplers do.
     return math.ceil(value / int(divisor)) if divisor else value
@@ -198,6 +200,7 @@ class ModelFacts:
     text_tokens: int = 77
     latent_channels: int = 4
     unet_in_channels: int = 4  # 9 for an inpainting UNet
+    latent_factor: int = LATENT_FACTOR  # the VAE's downscale: 8 for SD-1.5, 4 for a 3-block VAE
     # ControlNet residuals: (channels, downscale vs the latent) per down residual; mid last.
     down_residuals: tuple[tuple[int, int], ...] = ()
     mid_residual: tuple[int, int] = (1280, 8)

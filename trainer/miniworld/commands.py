@@ -40,7 +40,7 @@ def _channels(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--vae-batch", default=_default("vae_batch"), show_default=True, type=click.IntRange(min=1), help="Crops per VAE step.")
 @click.option("--vae-crop", default=_default("vae_crop"), show_default=True, type=click.IntRange(min=8), help="Side of the VAE's training crops (multiple of 8).")
 @click.option("--vae-lr", default=_default("vae_lr"), show_default=True, type=float, help="VAE peak learning rate (AdamW, warm-up, cosine).")
-@click.option("--vae-channels", default=_default("vae_channels"), show_default=True, callback=_channels, help="VAE block widths (4 blocks: factor 8).")
+@click.option("--vae-channels", default=_default("vae_channels"), show_default=True, callback=_channels, help="VAE block widths, 2 to 4 blocks (4: latent factor 8, 16 x 16 latents at 128 px; 3: factor 4, 32 x 32).")
 @click.option("--norm-groups", default=_default("norm_groups"), show_default=True, type=click.IntRange(min=1),
               help="GroupNorm groups of the VAE, UNet and ControlNet (must divide every width).")
 @click.option("--unet-steps", default=_default("unet_steps"), show_default=True, type=click.IntRange(min=1), help="UNet optimiser steps.")
@@ -59,12 +59,17 @@ def _channels(ctx, param, value: str) -> tuple[int, ...]:
               help="Scenes per class for the oracle check of the VAE's reconstructions.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads [default: torch's].")
 @click.option("--log-every", default=_default("log_every"), show_default=True, type=click.IntRange(min=1), help="Steps per point of the recorded loss curves.")
+@click.option("--stop-after", type=click.Choice(["vae", "unet"]),
+              help="Stop once this phase is kept in OUT.stages (split a long run into parts); the same command without it resumes.")
 def miniworld(**options) -> None:
     """Train the miniature world's generator: tiny VAE, 4-channel UNet (+ tiny CLIP) and canny ControlNet.
 
     Draws the scenes (rfad.trainer.data.scenes), trains the three models on this machine's CPU and
     writes a model set folder that every `--models DIR` command loads, with training_record.json
     (settings, seed, losses, times, SHA-256 of every file). docs/miniworld.md has the shipped run.
+
+    The VAE and UNet phases are kept in OUT.stages as they finish: run the same command again after
+    a stop and it resumes after the last kept phase (a phase kept under other settings is refused).
     """
     from rfad.trainer.miniworld.train import train_miniworld
 

@@ -36,7 +36,13 @@ class MiniworldTrainConfig:
     check_per_class: int = 40
     threads: int | None = None
     log_every: int = 50
+    stop_after: str | None = None  # "vae" or "unet": keep that phase (OUT.stages) and stop; the same command resumes
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+    @property
+    def latent_factor(self) -> int:
+        """Image side / latent side: 2 ** (VAE blocks - 1); 8 as SD-1.5's, 4 keeps 32 x 32 latents at 128 px."""
+        return 2 ** (len(self.vae_channels) - 1)
 
     def __post_init__(self) -> None:
         for name in ("scenes", "vae_steps", "vae_batch", "unet_steps", "unet_batch", "controlnet_steps",
@@ -47,6 +53,11 @@ class MiniworldTrainConfig:
             if any(width % self.norm_groups for width in getattr(self, name)):
                 raise ValueError(f"norm-groups: {self.norm_groups} does not divide every width of "
                                  f"{name.replace('_', '-')} {list(getattr(self, name))}")
+        if not 2 <= len(self.vae_channels) <= 4:
+            raise ValueError(f"vae-channels: 2 to 4 blocks (latent factor 2, 4 or 8), got {len(self.vae_channels)}: "
+                             f"{list(self.vae_channels)}")
+        if self.stop_after not in (None, "vae", "unet"):
+            raise ValueError(f"stop-after: expected 'vae' or 'unet', got {self.stop_after!r}")
         if self.vae_crop % 8 or not 8 <= self.vae_crop <= SIDE:
             raise ValueError(f"vae crop: must be a multiple of 8 in [8, {SIDE}], got {self.vae_crop}")
         if self.text_encoder not in ("train", "frozen"):

@@ -116,6 +116,15 @@ def controls_to_tensor(controls: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(np.ascontiguousarray(controls)).float() / 255.0)[:, None].expand(-1, 3, -1, -1)
 
 
+def conditioning_channels(factor: int) -> tuple[int, ...]:
+    """The ControlNet conditioning embedding's widths for a VAE of ``factor`` (2, 4 or 8): each width after the
+    first halves the control image, so it lands on the latent grid; (16, 32, 48, 64) at 8, the zoo's and SD's."""
+    downsamplings = {2: 1, 4: 2, 8: 3}.get(factor)
+    if downsamplings is None:
+        raise ValueError(f"latent factor: expected 2, 4 or 8 (image side / latent side), got {factor}")
+    return (16, 32, 48, 64)[:downsamplings + 1]
+
+
 def train_controlnet(bank: LatentBank, unet, text_encoder, *, steps: int, batch: int, lr: float, uncond_prob: float,
                      snr_gamma: float, seed: int, log: Callable[[int, dict], None]):
     """Train a ControlNet made from ``unet`` on the product's Canny edges, UNet and text encoder frozen."""
@@ -124,8 +133,8 @@ def train_controlnet(bank: LatentBank, unet, text_encoder, *, steps: int, batch:
     torch.manual_seed(seed)
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
-    # The conditioning embedding shrinks the 128 px control image by 8, onto the latent grid (as the zoo's).
-    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 48, 64)).train()
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=conditioning_channels(
+        bank.controls.shape[-1] // bank.mean.shape[-1])).train()
     objective = NoisingObjective(bank, batch, uncond_prob, snr_gamma, seed + 1)
 
     def step_loss() -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The miniature world's VAE: a tiny ``AutoencoderKL`` (factor 8) trained on crops of the scenes.
+"""The miniature world's VAE: a tiny ``AutoencoderKL`` (factor 2 ** (blocks - 1)) trained on crops of the scenes.
 
 The VAE is fully convolutional, so it trains on random crops (64 px by default: a quarter of
 the pixels of a whole 128 px scene, 4.4x the samples a second, docs/miniworld.md) and then
@@ -49,7 +49,8 @@ def train_vae(images: np.ndarray, steps: int, batch: int, crop: int, lr: float, 
     """
     side = images.shape[1]
     torch.manual_seed(seed)
-    vae = tiny_vae(seed, tiny_shape(vae_channels=channels, sample_size=side // 8, norm_num_groups=norm_groups))
+    factor = 2 ** (len(channels) - 1)
+    vae = tiny_vae(seed, tiny_shape(vae_channels=channels, sample_size=side // factor, norm_num_groups=norm_groups))
     vae.train()
     hold_log_variance(vae)
     optimiser, scheduler = make_optimiser(vae.parameters(), lr, steps)
@@ -76,7 +77,7 @@ def train_vae(images: np.ndarray, steps: int, batch: int, crop: int, lr: float, 
 
 @torch.no_grad()
 def encode_images(vae, images: np.ndarray, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unscaled latent distributions of uint8 [N, H, W, 3] images: (mean, std), float16 [N, 4, H/8, W/8] each
+    """Unscaled latent distributions of uint8 [N, H, W, 3] images: (mean, std), float16 [N, 4, H/f, W/f] each (f: the VAE's factor)
     (half precision halves the cache; the diffusion models train on samples drawn from it)."""
     means, stds = [], []
     for start in range(0, len(images), batch):
