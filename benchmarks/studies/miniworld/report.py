@@ -38,6 +38,31 @@ def rules_section() -> str:
             "trusted.")
 
 
+def vae_identity(folder: Path) -> dict:
+    """What tells two generators' VAEs apart: the latent factor and the weights' SHA-256, and a short ``tag``
+    (``f8-1a2b3c4d``) that part files and tables carry."""
+    from rfad.miniworld import file_sha256
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    factor = 2 ** (len(config["block_out_channels"]) - 1)
+    [weights] = Path(folder).glob("*.safetensors")
+    digest = file_sha256(weights)
+    return {"factor": factor, "vae_sha256": digest, "tag": f"f{factor}-{digest[:8]}"}
+
+
+def generator_identity(models: Path | None) -> dict:
+    """:func:`vae_identity` of a generator model set's VAE (``models`` None: the shipped generator), with its path."""
+    from rfad.miniworld import model_dir
+    from rfad.models.model_set import ModelSet
+
+    return {"models": str(models or "shipped"), **vae_identity(ModelSet.resolve(models or model_dir()).sd / "vae")}
+
+
+def _generator(row: dict) -> str:
+    generator = row.get("generator")
+    return f"factor {generator['factor']} ({generator['vae_sha256'][:8]})" if generator else "shipped"
+
+
 def _machine_line(result: dict) -> str:
     m = result["machine"]
     return f"Measured {m['date']} on {m['cpu_count']} CPU cores ({m['processor']}), torch {m['torch']}, " \
@@ -73,21 +98,23 @@ def agreement_section(result: dict) -> str:
 def generated_agreement_section(result: dict) -> str:
     """The oracle on generated-looking scenes: per construction and scene set, agreement per class with its
     95 % interval; per drawn variant for the report set."""
-    parts = [_machine_line(result).split(", torch")[0] + f"; {result['settings']['n_per_class']} scenes per class "
-             "and set (`python -m benchmarks.studies.miniworld.oracle_generated`)."]
-    summary = [{"construction": row["construction"], "set": row["set"],
+    parts = [_machine_line(result).split(", torch")[0].replace("Measured", "Written") + "; each row's date is its "
+             "own (`python -m benchmarks.studies.miniworld.oracle_generated`)."]
+    summary = [{"generator": _generator(row), "construction": row["construction"], "set": row["set"],
+                "n": row["n_per_class"], "measured": row.get("measured", ""),
                 **{SHORT[name]: f"{100 * row['per_class'][name]:.1f} % ({100 * row['intervals'][name][0]:.0f}-"
                                 f"{100 * row['intervals'][name][1]:.0f})" for name in CLASS_NAMES},
                 "seconds": row["seconds"]} for row in result["rows"]]
     parts.append("Agreement per constructed class, 95 % Wilson interval in brackets:\n\n"
-                 + markdown_table(summary, [("construction", "construction"), ("set", "set")]
+                 + markdown_table(summary, [("generator", "generator VAE"), ("construction", "construction"), ("set", "set"),
+                                            ("n", "scenes / class"), ("measured", "measured")]
                                   + [(SHORT[n], n) for n in CLASS_NAMES] + [("seconds", "s")]))
     for row in result["rows"]:
         if row["set"] != "report":
             continue
         variants = [{"variant": key, "n": n, "agree": f"{100 * agreed / n:.1f} %"}
                     for key, (n, agreed) in row["variants"].items()]
-        parts.append(f"Per drawn variant ({row['construction']}, report set): {row['description']}.\n\n"
+        parts.append(f"Per drawn variant ({_generator(row)}, {row['construction']}, report set): {row['description']}.\n\n"
                      + markdown_table(variants, [("variant", "class / variant"), ("n", "scenes"), ("agree", "agreement")]))
     return "\n\n".join(parts)
 
