@@ -15,6 +15,7 @@ from rfad.trainer.data.prepare import prepare_maps
 from rfad.trainer.data.scenes import draw_scene, write_scene_dataset
 from rfad.trainer.data.synth import write_synthetic_dataset
 from rfad.trainer.miniworld.ship_judge import ship_judge
+from rfad.trainer.miniworld.vae import reconstruct
 from rfad.trainer.rfft.config import WEIGHT_DTYPES, RFFTConfig
 from rfad.trainer.rfft.losses import feedback_losses
 from rfad.trainer.rfft.micro_batch import prepare_micro_batch
@@ -35,6 +36,6 @@ __all__ = [
     # training_parts.py time them; the latter draws each micro-step's rows and randomness as training does)
     "RFFTConfig", "WEIGHT_DTYPES", "train_rfft", "load_rfft_models", "load_rows", "micro_batch_rows",
     "micro_step_randomness", "prepare_micro_batch", "feedback_losses",
-    # the miniature world's judge, shipped
-    "ship_judge",
+    # the miniature world: its judge, shipped; a generator VAE's reconstructions (benchmarks/studies/method/judge_evidence.py)
+    "ship_judge", "reconstruct",
 ]

@@ -46,7 +46,7 @@ CAPTION_IDS = [0, 5, 6, 2]  # a constant caption: the study asks what the image 
 def draw_split(n: int, seed: int) -> list:
     """``n`` drawn scenes, classes in turn (balanced), each from its own seed ``[seed, index]``."""
     from rfad.contract import CLASS_NAMES
-    from rfad.trainer.data.scenes import draw_scene
+    from rfad.trainer.api import draw_scene
 
     return [draw_scene(CLASS_NAMES[i % len(CLASS_NAMES)], np.random.default_rng([seed, i])) for i in range(n)]
 
@@ -77,7 +77,7 @@ def arm_images(scenes: list, vae) -> np.ndarray:
     if vae is None:
         return images
     from rfad.canvas import paste_back
-    from rfad.trainer.miniworld.vae import reconstruct
+    from rfad.trainer.api import reconstruct
 
     return np.stack([paste_back(image, scene.canvas) for image, scene in zip(reconstruct(vae, images), scenes)])
 
@@ -148,7 +148,7 @@ class Fit:
 
 def evaluate(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy and Available AP (Available vs the rest) with 95 % bootstrap intervals, and the confusion."""
-    from rfad.trainer.rfnet.evaluate import average_precision
+    from rfad.trainer.api import average_precision
 
     ids = [str(i) for i in range(len(labels))]
     correct = probabilities.argmax(1) == labels
