@@ -19,8 +19,9 @@ pixels, and the question is what the image still shows. The caption is a constan
 reason. The oracle is also run on each arm's validation images, to show what a rule-based reader
 still sees there.
 
-Each arm is one part, ``DIR/<arm>.json``, skipped when present: a VAE arm is named by its VAE's
-factor and the first 8 hex digits of its weights' SHA-256, so two generators are two parts.
+Each arm is one part, ``DIR/<arm>-steps<S>-train<N>-seed<K>.json``, skipped when present: a VAE
+arm is named by its VAE's factor and the first 8 hex digits of its weights' SHA-256, so two
+generators are two parts.
 ``benchmarks/results/judge_evidence.json`` gathers the parts, and docs/method.md's ``evidence``
 block renders it. Intervals: 95 % bootstrap over the validation scenes (each is its own product).
 """
@@ -220,7 +221,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     for arm in arms:
         name, identity = (vae_name(args.vae) if arm == "vae" else ("clean", {}))
-        path = args.work / f"{name}-seed{args.seed}.json"
+        path = args.work / f"{name}-steps{args.steps}-train{args.train}-seed{args.seed}.json"
         if path.is_file():
             print(f"{path} exists, skipped")
             continue
@@ -254,7 +255,7 @@ def block(result: dict) -> str:
     """docs/method.md's ``evidence`` block: the headline table and the per-class table of every arm."""
     from rfad.contract import CLASS_NAMES
 
-    rows = sorted(result["rows"], key=lambda r: (r["arm"] != "clean", r.get("factor", 0), r["seed"]))
+    rows = sorted(result["rows"], key=lambda r: (r["steps"], r["arm"] != "clean", -r.get("factor", 0), r["seed"]))
     lines = ["| images | scenes (train / val) | steps | judge accuracy | judge Available AP | base rate | "
              "oracle agrees with the drawn class | minutes |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
