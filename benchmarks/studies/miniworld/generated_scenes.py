@@ -7,6 +7,10 @@ torch runner, the miniature world's canvas, DDIM, no judge), labels each with th
 records the share of every class, overall and by the class whose scene the request's prompt
 came from. Writes benchmarks/results/miniworld_generated.json and docs/miniworld-generated.png
 (generated scenes with their verdicts), then docs/miniworld.md's generated sections (report.py).
+With ``--models`` naming another generator than the shipped one, it writes
+``miniworld_generated_<tag>.json`` and ``miniworld_generated_<tag>.png`` beside the results
+instead (tag: the VAE's factor and weights' hash, as the oracle-generated study's), and the docs,
+which describe the shipped generator, stay as they are.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from benchmarks.common import write_results
-from benchmarks.studies.miniworld.report import DOCS, SHORT, render
+from benchmarks.common import RESULTS, write_results
+from benchmarks.studies.miniworld.report import DOCS, SHORT, generator_identity, render
 
 from rfad.contract import CLASS_NAMES
 from rfad.trainer.api import MiniworldSettings, write_miniworld_dataset
@@ -54,19 +58,24 @@ def main() -> None:
     args = parser.parse_args()
     settings = MiniworldSettings(seed=args.seed, steps=args.steps, guidance=args.guidance, images_per_product=1,
                                  available_share=args.available_share)
+    identity = generator_identity(args.models and Path(args.models))
+    shipped = identity["vae_sha256"] == generator_identity(None)["vae_sha256"]
+    name = "miniworld_generated" if shipped else f"miniworld_generated_{identity['tag']}"
     with tempfile.TemporaryDirectory() as tmp:
         summary = write_miniworld_dataset(tmp, args.products, settings, models=args.models, progress=True)
         labels = [json.loads(line) for line in (Path(tmp) / "labels.jsonl").read_text().splitlines()]
-        verdict_grid(Path(tmp), labels, DOCS / "miniworld-generated.png")
+        verdict_grid(Path(tmp), labels, DOCS / "miniworld-generated.png" if shipped else RESULTS / f"{name}.png")
     by_prompt = {source: {name: sum(e["prompt_from"] == source and e["label"] == name for e in labels)
                           for name in CLASS_NAMES} for source in CLASS_NAMES}
     fired = {name: round(float(np.mean([name in e["fired"] for e in labels])), 4) for name in CLASS_NAMES[1:]}
     row = {"rates": summary["rates"], "labels": summary["labels"], "by_prompt": by_prompt, "fired": fired,
            "images": summary["images"], "seconds": summary["seconds"],
            "generator_record_sha256": summary["generator_record_sha256"]}
-    path = write_results("miniworld_generated", [row], {**summary["settings"], "generator": summary["generator"]})
+    path = write_results(name, [row], {**summary["settings"], "generator": summary["generator"],
+                                       "generator_vae": identity})
     print(json.dumps(summary["rates"]), f"in {summary['seconds']} s; wrote {path}")
-    render()
+    if shipped:
+        render()
 
 
 if __name__ == "__main__":
