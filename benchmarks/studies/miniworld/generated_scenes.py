@@ -7,7 +7,7 @@ torch runner, the miniature world's canvas, DDIM, no judge), labels each with th
 records the share of every class, overall and by the class whose scene the request's prompt
 came from. Writes benchmarks/results/miniworld_generated.json and docs/miniworld-generated.png
 (generated scenes with their verdicts), then docs/miniworld.md's generated sections (report.py).
-With ``--models`` naming another generator than the shipped one, it writes
+With ``--models`` naming another folder than the shipped generator's, it writes
 ``miniworld_generated_<tag>.json`` and ``miniworld_generated_<tag>.png`` beside the results
 instead (tag: the VAE's factor and weights' hash, as the oracle-generated study's), and the docs,
 which describe the shipped generator, stay as they are.
@@ -27,6 +27,7 @@ from benchmarks.common import RESULTS, write_results
 from benchmarks.studies.miniworld.report import DOCS, SHORT, generator_identity, render
 
 from rfad.contract import CLASS_NAMES
+from rfad.miniworld import model_dir
 from rfad.trainer.api import MiniworldSettings, write_miniworld_dataset
 
 GRID_COLUMNS = 8
@@ -59,7 +60,7 @@ def main() -> None:
     settings = MiniworldSettings(seed=args.seed, steps=args.steps, guidance=args.guidance, images_per_product=1,
                                  available_share=args.available_share)
     identity = generator_identity(args.models and Path(args.models))
-    shipped = identity["vae_sha256"] == generator_identity(None)["vae_sha256"]
+    shipped = args.models is None or Path(args.models).resolve() == model_dir().resolve()
     name = "miniworld_generated" if shipped else f"miniworld_generated_{identity['tag']}"
     with tempfile.TemporaryDirectory() as tmp:
         summary = write_miniworld_dataset(tmp, args.products, settings, models=args.models, progress=True)
