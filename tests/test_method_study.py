@@ -184,5 +184,8 @@ def test_the_evidence_study_shows_the_judge_drawn_scenes_or_their_vae_round_trip
         assert row["val"] == 10 and len(row["log"]) == 2 and 0 <= row["accuracy"] <= 1
         assert set(row["oracle_per_class"]) == {scene.label for scene in scenes}
     assert rows[0]["oracle_agreement"] == 1.0  # the oracle agrees with every drawn scene
+    assert study.refresh_oracle(rows[0]) is rows[0]  # measured under the current rules: kept
+    stale = {**rows[0], "oracle_rules": [["older rules"]], "oracle_agreement": 0.0}
+    assert study.refresh_oracle(stale)["oracle_agreement"] == 1.0  # measured again
     text = study.block({"rows": rows})
     assert "| drawn scenes | 10 / 10 | 2 |" in text and "after the VAE (factor 8, " in text

@@ -100,6 +100,29 @@ def test_each_rule_fires_on_the_background_edit_it_measures(plain_scene):
         assert verdict.measurements["reference_ratios"] == [pytest.approx(tall / height, abs=0.02)]
 
 
+def test_a_reference_joined_to_the_product_by_blur_is_read_and_a_shadow_under_it_is_not(plain_scene):
+    """A decoder smears the few pixels between a reference object and the product: the object is cut off
+    at the product's band and still measured. A dark patch under the product (its shadow) stands over
+    the product's columns, so it is not read as a small reference."""
+    scene, params = plain_scene, plain_scene.params
+    left, top, right, base = params["product_box"]
+    colour = np.median(scene.canvas.product_rgba[scene.canvas.product_rgba[..., 3] > 127][:, :3], axis=0)
+    far = _far_colour(colour, params["wall_rgb"], params["table_rgb"])
+    height = base - top + 1
+    tall = int(0.15 * height)
+    joined = scene.image.copy()
+    joined[base - tall + 1:base + 1, right + 6:right + 14] = far
+    joined[base - 2:base + 1, right - 2:right + 6] = far  # the smear that joins it to the product
+    verdict = _judge(scene, joined)
+    assert verdict.fired == (SIZE,), verdict.explain()
+    assert verdict.measurements["reference_ratios"] == [pytest.approx(tall / height, abs=0.02)]
+
+    shadow = scene.image.copy()
+    shadow[base + 3:base + 7, left + 4:right - 4] = (scene.image[base + 3:base + 7, left + 4:right - 4] * 0.4).astype(np.uint8)
+    verdict = _judge(scene, shadow)
+    assert verdict.measurements["reference_ratios"] == [] and SIZE not in verdict.fired, verdict.explain()
+
+
 def test_oracle_refuses_bad_inputs_naming_the_argument(plain_scene):
     canvas, image = plain_scene.canvas, plain_scene.image
     with pytest.raises(ValueError, match="^image: expected a uint8 array"):

@@ -52,6 +52,7 @@ SUPPORT_BELOW = 0.04        # ... or this far below it (drawing tolerance)
 # Size Mismatch.
 SAME_DEPTH = 0.06           # an object whose bottom is this close to the product's base stands beside it
 REFERENCE_AREA = 0.0012     # smaller objects (x H^2) are specks, not scale cues
+OVER_PRODUCT = 0.5          # an object with more of its columns over the product's is under it (a shadow), not beside it
 SCALE_RANGE = (0.27, 1.35)  # plausible reference height / product height for tabletop objects
 MIN_PRODUCT_HEIGHT = 0.2    # a tabletop product framed smaller than this (x H) is dwarfed by its scene
 
@@ -90,8 +91,9 @@ RULES = (
          f"no support line lies in [-{SUPPORT_ABOVE:g}, +{SUPPORT_BELOW:g}] H of the base"),
     Rule(SIZE,
          f"`reference_ratios`: height / product height of every object (pixels more than {OBJECT_COLOUR:g} from "
-         f"their row's background, not product-coloured, not touching the product, over {REFERENCE_AREA:g} H^2, "
-         "bridged over gaps of up to 4 rows where a line of their colour crosses them) "
+         f"their row's background, not product-coloured, beyond {EDGE_BAND + ATTACHED:g} H of the product's "
+         f"silhouette, bridged over gaps of up to 4 rows where a line of their colour crosses them, over "
+         f"{REFERENCE_AREA:g} H^2, beside the product: at most {OVER_PRODUCT:g} of their columns over its columns) "
          f"whose bottom is within {SAME_DEPTH:g} H of the product's base; `product_height`: product height / H",
          f"a ratio is outside [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}], or `product_height` < {MIN_PRODUCT_HEIGHT:g}"),
 )
@@ -148,7 +150,7 @@ def label_ad(image: np.ndarray, product: np.ndarray, placement: np.ndarray) -> O
         "ring_near_fraction": float(near.mean()) if near.size else 0.0,
         "hallucinated_area": _hallucinated_area(beyond & product_coloured, beyond, touching) / float(solid.sum()),
         "support_lines": _support_lines(rgb, beyond & ~_grow(objects, 1), base),
-        "reference_ratios": _reference_ratios(_bridge_lines(objects & ~product_coloured), touching, base,
+        "reference_ratios": _reference_ratios(_bridge_lines(objects & ~product_coloured & ~touching), solid, base,
                                               base - top + 1),
         "product_height": (base - top + 1) / height,
     }
@@ -254,15 +256,25 @@ def _support_lines(rgb: np.ndarray, free: np.ndarray, base: int) -> list[float]:
     return offsets
 
 
-def _reference_ratios(candidates: np.ndarray, touching: np.ndarray, base: int, product_height: int) -> list[float]:
-    """Height / ``product_height`` of each free-standing object whose bottom is near ``base``."""
+def _reference_ratios(candidates: np.ndarray, solid: np.ndarray, base: int, product_height: int) -> list[float]:
+    """Height / ``product_height`` of each object beside the product whose bottom is near ``base``.
+
+    ``candidates`` leaves out the band where an object would touch the product: a decoder's blur
+    bridges the few pixels between a reference object and the product (or its shadow), and an
+    object cut off there is still read. What lies mostly over the product's columns is under or
+    above it (its shadow, the decoder's halo), not a reference standing beside it.
+    """
     height = candidates.shape[0]
+    columns = np.flatnonzero(solid.any(axis=0))
+    left, right = int(columns[0]), int(columns[-1])
     count, labels, stats = _components(candidates)
-    attached = set(np.unique(labels[candidates & touching]).tolist())
     ratios = []
     for i in range(1, count):
-        top, tall, area = stats[i, cv2.CC_STAT_TOP], stats[i, cv2.CC_STAT_HEIGHT], stats[i, cv2.CC_STAT_AREA]
-        if i in attached or area < REFERENCE_AREA * height * height:
+        x, top, wide, tall, area = (int(v) for v in stats[i, :5])
+        if area < REFERENCE_AREA * height * height:
+            continue
+        over = max(0, min(x + wide - 1, right) - max(x, left) + 1)
+        if over > OVER_PRODUCT * wide:
             continue
         if abs(top + tall - 1 - base) <= SAME_DEPTH * height:
             ratios.append(round(float(tall / product_height), 4))

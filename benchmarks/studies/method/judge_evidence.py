@@ -17,7 +17,8 @@ The network, the schedule and the scenes are the same in both arms, so a gap bet
 evidence the VAE erased. Depth and saliency are left out (``ablate``): their models read the same
 pixels, and the question is what the image still shows. The caption is a constant for the same
 reason. The oracle is also run on each arm's validation images, to show what a rule-based reader
-still sees there.
+still sees there (measured again, when the parts are gathered, for a part measured under other
+rules than the oracle's current ones).
 
 Each arm is one part, ``DIR/<arm>-steps<S>-train<N>-seed<K>.json``, skipped when present: a VAE
 arm is named by its VAE's factor and the first 8 hex digits of its weights' SHA-256, so two
@@ -89,6 +90,39 @@ def oracle_agreement(images: np.ndarray, scenes: list) -> list[bool]:
 
     return [label_ad(image, np.asarray(scene.canvas.product_rgba), scene.canvas.product_alpha).label == scene.label
             for image, scene in zip(images, scenes)]
+
+
+def rules_fingerprint() -> list[list[str]]:
+    """The oracle's rule table as stated: a part's oracle columns measured under other rules are measured again."""
+    from rfad.miniworld.oracle import RULES
+
+    return [[rule.label, rule.measures, rule.fires_when] for rule in RULES]
+
+
+def oracle_columns(images: np.ndarray, scenes: list) -> dict:
+    """The oracle's agreement with the drawn class on an arm's validation images: overall (with its interval)
+    and per class, and the rules it was measured under."""
+    from rfad.contract import CLASS_NAMES
+
+    agreed = oracle_agreement(images, scenes)
+    return {"oracle_agreement": float(np.mean(agreed)),
+            "oracle_agreement_interval": bootstrap_interval(share(agreed), [str(i) for i in range(len(agreed))]),
+            "oracle_per_class": {name: float(np.mean([a for a, s in zip(agreed, scenes) if s.label == name]))
+                                 for name in CLASS_NAMES},
+            "oracle_rules": rules_fingerprint()}
+
+
+def refresh_oracle(row: dict) -> dict:
+    """``row`` with its oracle columns measured again under the current rules, if they were measured under others
+    (the judge's columns do not depend on the oracle: it trains on the drawn class)."""
+    if row.get("oracle_rules") == rules_fingerprint():
+        return row
+    from diffusers import AutoencoderKL
+
+    scenes = draw_split(row["val"], VAL_SEED)
+    vae = None if row["arm"] == "clean" else AutoencoderKL.from_pretrained(
+        vae_folder(None if row["vae"] == "shipped" else Path(row["vae"]))).eval()
+    return {**row, **oracle_columns(arm_images(scenes, vae), scenes)}
 
 
 class Fit:
@@ -192,12 +226,7 @@ def run_arm(arm: str, vae: Path | None, args) -> dict:
                         "val_available_ap": metrics["available_ap"]})
             print(f"  {arm} step {step}/{args.steps}: loss {log[-1]['loss']:.3f}, val accuracy "
                   f"{metrics['accuracy']:.3f}, AP {metrics['available_ap']:.3f}", flush=True)
-    agreed = oracle_agreement(data["val"][1], val_scenes)
-    return {"arm": arm, **metrics, "log": log, "oracle_agreement": float(np.mean(agreed)),
-            "oracle_agreement_interval": bootstrap_interval(share(agreed), [str(i) for i in range(len(agreed))]),
-            "oracle_per_class": {name: float(np.mean([a for a, s in zip(agreed, val_scenes) if s.label == name]))
-                                 for name in CLASS_NAMES},
-            "train": args.train, "val": args.val, "steps": args.steps, "seed": args.seed,
+    return {"arm": arm, **metrics, "log": log, **oracle_columns(data["val"][1], val_scenes), "train": args.train, "val": args.val, "steps": args.steps, "seed": args.seed,
             "prepare_seconds": round(prepared_s, 1), "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -227,7 +256,12 @@ def main() -> None:
             continue
         row = {**run_arm(arm, args.vae, args), "name": name, **identity}
         path.write_text(json.dumps(row, indent=2) + "\n")
-    rows = [json.loads(p.read_text()) for p in sorted(args.work.glob("*.json"))]
+    rows = []
+    for part in sorted(args.work.glob("*.json")):
+        row = json.loads(part.read_text())
+        if (fresh := refresh_oracle(row)) is not row:
+            part.write_text(json.dumps(fresh, indent=2) + "\n")
+        rows.append(fresh)
     path = write_results("judge_evidence", rows, {"work": str(args.work), "batch": BATCH, "lr": LR,
                                                   "schedule": "one-cycle", "weight_decay": WEIGHT_DECAY})
     print(f"wrote {path}")
