@@ -188,4 +188,4 @@ def test_the_evidence_study_shows_the_judge_drawn_scenes_or_their_vae_round_trip
     stale = {**rows[0], "oracle_rules": [["older rules"]], "oracle_agreement": 0.0}
     assert study.refresh_oracle(stale)["oracle_agreement"] == 1.0  # measured again
     text = study.block({"rows": rows})
-    assert "| drawn scenes | 10 / 10 | 2 |" in text and "after the VAE (factor 8, " in text
+    assert "| drawn scenes | 10 / 10 | 2 |" in text and "after the VAE (factor 8, " in text and "the shipped generator's)" in text

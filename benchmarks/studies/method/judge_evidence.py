@@ -277,7 +277,8 @@ if __name__ == "__main__":
 def _arm_label(row: dict) -> str:
     if row["arm"] == "clean":
         return "drawn scenes"
-    return f"after the VAE (factor {row['factor']}, {row['vae_sha256'][:8]}, {row['vae']})"
+    shipped = ", the shipped generator's" if row["vae"] == "shipped" else ""
+    return f"after the VAE (factor {row['factor']}, {row['vae_sha256'][:8]}{shipped})"
 
 
 def _pct(value: float, interval=None) -> str:
