@@ -104,10 +104,22 @@ def test_a_run_split_into_parts_resumes_to_the_same_weights(trained, tmp_path):
 
 
 def test_a_kept_phase_made_under_other_settings_is_refused(tmp_path):
-    from rfad.trainer.cli import main
+    """A phase is compared on the settings it (and the phases before it) read: a kept VAE serves a run with
+    more UNet steps, and is refused by one with another VAE learning rate."""
+    from dataclasses import fields
 
+    from rfad.trainer.cli import main
+    from rfad.trainer.miniworld.config import MiniworldTrainConfig
+    from rfad.trainer.miniworld.stages import NOT_COMPARED, PHASE_SETTINGS
+
+    # Every setting is declared: compared for a kept phase, or read by nothing that is kept.
+    assert {f.name for f in fields(MiniworldTrainConfig)} == set(PHASE_SETTINGS["unet"]) | set(NOT_COMPARED)
     out = tmp_path / "m"
     _train(out, "--stop-after", "vae")
+    more_unet = [flag if flag != "3" or previous != "--unet-steps" else "4"
+                 for previous, flag in zip([""] + FEW_STEPS, FEW_STEPS)]
+    reused = CliRunner().invoke(main, ["miniworld", "--out", str(out), *more_unet, "--stop-after", "vae"])
+    assert reused.exit_code == 0 and "VAE: kept in" in reused.output, reused.output
     result = CliRunner().invoke(main, ["miniworld", "--out", str(out), *FEW_STEPS, "--vae-lr", "0.01"])
     assert result.exit_code != 0
     assert "trained under other settings (vae_lr 0.001 -> 0.01)" in result.output and "delete" in result.output

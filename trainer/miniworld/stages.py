@@ -10,9 +10,12 @@ round-trips float32 exactly). A stage made under other settings is refused, nami
 settings that differ, so a resumed run is never a mix of two configurations. The stages folder
 is removed once the model set is written.
 
+A phase is compared on the settings it and the phases before it read (:data:`PHASE_SETTINGS`):
+a run with more UNet steps reuses a kept VAE, and one with another VAE learning rate refuses it.
 Settings that cannot change the weights (``--threads``, ``--log-every``, ``--check-per-class``,
-``--out``, ``--stop-after``) are not compared. ``--threads`` does change float summation order on CPU, so a run
-resumed at another thread count is as close to the uninterrupted one as two thread counts are.
+``--out``, ``--stop-after``) are never compared. ``--threads`` does change float summation order
+on CPU, so a run resumed at another thread count is as close to the uninterrupted one as two
+thread counts are.
 """
 
 from __future__ import annotations
@@ -27,8 +30,14 @@ from rfad.trainer.miniworld.config import MiniworldTrainConfig
 
 STAGE_FILE = "stage.json"
 PHASES = ("vae", "unet")  # the ControlNet is the last phase: its output is the model set itself
-# Settings that do not change the trained weights (threads only changes summation order).
-NOT_COMPARED = ("command", "out", "threads", "log_every", "check_per_class", "stop_after")
+# The settings each kept phase depends on: its own and those of the phases before it.
+_SCENES = ("seed", "scenes", "available_share", "norm_groups")
+_VAE = ("vae_steps", "vae_batch", "vae_crop", "vae_lr", "vae_channels")
+_UNET = ("unet_steps", "unet_batch", "unet_lr", "unet_channels", "text_encoder", "uncond_prob", "snr_gamma")
+PHASE_SETTINGS = {"vae": _SCENES + _VAE, "unet": _SCENES + _VAE + _UNET}
+# What no kept phase depends on: how the run is executed and logged, and the ControlNet, which is never kept.
+NOT_COMPARED = ("command", "out", "threads", "log_every", "check_per_class", "stop_after",
+                "controlnet_steps", "controlnet_batch", "controlnet_lr")
 
 
 def stages_folder(out: str | Path) -> Path:
@@ -37,10 +46,10 @@ def stages_folder(out: str | Path) -> Path:
     return out.with_name(out.name + ".stages")
 
 
-def compared_settings(config: MiniworldTrainConfig) -> dict:
-    """The settings a stage must have been made under to be resumed from (JSON types)."""
-    return {key: (list(value) if isinstance(value, tuple) else value) for key, value in asdict(config).items()
-            if key not in NOT_COMPARED}
+def compared_settings(config: MiniworldTrainConfig, phase: str) -> dict:
+    """The settings ``phase``'s stage must have been made under to be resumed from (JSON types)."""
+    values = asdict(config)
+    return {key: (list(values[key]) if isinstance(values[key], tuple) else values[key]) for key in PHASE_SETTINGS[phase]}
 
 
 class StageStore:
@@ -48,7 +57,7 @@ class StageStore:
 
     def __init__(self, config: MiniworldTrainConfig):
         self.folder = stages_folder(config.out)
-        self.settings = compared_settings(config)
+        self.settings = {phase: compared_settings(config, phase) for phase in PHASES}
 
     def load(self, phase: str) -> tuple[Path, dict] | None:
         """(the phase's folder, its stage record) if it has finished under these settings; None if it has not run.
@@ -59,11 +68,10 @@ class StageStore:
         if not (folder / STAGE_FILE).is_file():
             return None
         record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
-        made_under = record.get("settings", {})
-        differ = sorted(key for key in set(made_under) | set(self.settings)
-                        if made_under.get(key) != self.settings.get(key))
+        made_under, settings = record.get("settings", {}), self.settings[phase]
+        differ = sorted(key for key in settings if made_under.get(key) != settings[key])
         if differ:
-            changes = ", ".join(f"{key} {made_under.get(key)!r} -> {self.settings.get(key)!r}" for key in differ)
+            changes = ", ".join(f"{key} {made_under.get(key)!r} -> {settings[key]!r}" for key in differ)
             raise ValueError(f"{folder}: this finished {phase} phase was trained under other settings ({changes}); "
                              f"rerun with its settings to resume, or delete {self.folder} to start over")
         return folder, record
@@ -77,7 +85,7 @@ class StageStore:
             target = staging / phase
             for name, module in modules.items():
                 module.save_pretrained(target / name, safe_serialization=True)
-            stage = {"phase": phase, "settings": self.settings, **record}
+            stage = {"phase": phase, "settings": self.settings[phase], **record}
             (target / STAGE_FILE).write_text(json.dumps(stage, indent=2) + "\n", encoding="utf-8")
 
         self.folder.mkdir(parents=True, exist_ok=True)
