@@ -63,14 +63,11 @@ def vae_folder(vae: Path | None) -> Path:
 
 def vae_name(vae: Path | None) -> tuple[str, dict]:
     """The part name of a VAE arm, and what identifies that VAE (its factor and weights' SHA-256)."""
-    from rfad.miniworld import file_sha256
+    from benchmarks.studies.miniworld.report import vae_identity
 
-    folder = vae_folder(vae)
-    config = json.loads((folder / "config.json").read_text())
-    factor = 2 ** (len(config["block_out_channels"]) - 1)
-    [weights] = folder.glob("*.safetensors")
-    digest = file_sha256(weights)
-    return f"vae-f{factor}-{digest[:8]}", {"vae": str(vae or "shipped"), "factor": factor, "vae_sha256": digest}
+    identity = vae_identity(vae_folder(vae))
+    return f"vae-{identity['tag']}", {"vae": str(vae or "shipped"), "factor": identity["factor"],
+                                      "vae_sha256": identity["vae_sha256"]}
 
 
 def arm_images(scenes: list, vae) -> np.ndarray:
@@ -92,11 +89,11 @@ def oracle_agreement(images: np.ndarray, scenes: list) -> list[bool]:
             for image, scene in zip(images, scenes)]
 
 
-def rules_fingerprint() -> list[list[str]]:
-    """The oracle's rule table as stated: a part's oracle columns measured under other rules are measured again."""
-    from rfad.miniworld.oracle import RULES
+def _rules() -> list[list[str]]:
+    """The oracle's rule table, as the oracle-generated study fingerprints it."""
+    from benchmarks.studies.miniworld.oracle_generated import rules_fingerprint
 
-    return [[rule.label, rule.measures, rule.fires_when] for rule in RULES]
+    return rules_fingerprint()
 
 
 def oracle_columns(images: np.ndarray, scenes: list) -> dict:
@@ -109,13 +106,13 @@ def oracle_columns(images: np.ndarray, scenes: list) -> dict:
             "oracle_agreement_interval": bootstrap_interval(share(agreed), [str(i) for i in range(len(agreed))]),
             "oracle_per_class": {name: float(np.mean([a for a, s in zip(agreed, scenes) if s.label == name]))
                                  for name in CLASS_NAMES},
-            "oracle_rules": rules_fingerprint()}
+            "oracle_rules": _rules()}
 
 
 def refresh_oracle(row: dict) -> dict:
     """``row`` with its oracle columns measured again under the current rules, if they were measured under others
     (the judge's columns do not depend on the oracle: it trains on the drawn class)."""
-    if row.get("oracle_rules") == rules_fingerprint():
+    if row.get("oracle_rules") == _rules():
         return row
     from diffusers import AutoencoderKL
 
