@@ -73,19 +73,6 @@ def test_auc_is_the_share_of_correctly_ordered_pairs():
     assert auc([0.3, 0.4], [True, True]) is None
 
 
-def test_seed_distance_is_zero_for_repeats_and_reads_only_the_background():
-    from benchmarks.studies.method.metrics import seed_distance
-
-    background = np.zeros((8, 8), bool)
-    background[:, :4] = True
-    a = np.zeros((8, 8, 3), np.uint8)
-    b = a.copy()
-    b[:, 4:] = 255  # differs only where the product is
-    assert seed_distance([a, b], background) == 0.0
-    b[:, :4] = 51
-    assert seed_distance([a, b, a], background) == pytest.approx((0.2 + 0.2 + 0.0) / 3)
-
-
 def test_single_shot_returns_generate_s_images_with_oracle_and_early_verdicts(tiny_zoo):
     """The benchmark's own denoising loop (which also decodes x0-predictions) must paint exactly what
     serving's ``generate`` paints for the same seeds, or the early signal would judge other images."""
@@ -99,6 +86,7 @@ def test_single_shot_returns_generate_s_images_with_oracle_and_early_verdicts(ti
     from rfad.pipeline.settings import GenerationSettings
     from rfad.pipeline.torch_runner import TorchRunner
     from rfad.trainer.data.miniworld import load_generator
+    from rfad.trainer.data.fidelity import read_fidelity
     from rfad.trainer.data.scenes import draw_scene
 
     generator, _ = load_generator(None)
@@ -114,6 +102,8 @@ def test_single_shot_returns_generate_s_images_with_oracle_and_early_verdicts(ti
                                                                                   seed=shot["seed"], candidates=1))
         np.testing.assert_array_equal(shot["image"], served.images[0].image)
         assert shot["oracle"] in CLASS_NAMES and 0 <= shot["p_available"] <= 1
+        assert shot["fidelity"] == read_fidelity(shot["image"], np.asarray(scene.canvas.product_rgba),
+                                                 scene.canvas.product_alpha, scene.prompt)
         assert set(shot["p_available_early"]) == {"0.5"} and 0 <= shot["p_available_early"]["0.5"] <= 1
     loops = recurrent(runner, judge, [product], 1, settings, max_attempts=2)
     assert loops[0]["oracle_first"] == shots[0]["oracle"]  # the loop's first attempt is the single shot

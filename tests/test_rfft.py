@@ -301,7 +301,18 @@ def test_generate_uses_the_tuned_controlnet(tiny_zoo, tuned, tmp_path):
 
 
 def test_eval_rfft_reports_base_and_tuned(tiny_zoo, rfnet_dir, data, tuned, tmp_path):
+    """Availability, attempts, diversity across seeds and products, and prompt fidelity: the rows'
+    prompts are rewritten to miniature-world ones, which fidelity reads back."""
+    import shutil
+
+    from rfad.trainer.data.scenes import draw_scene
+
     out, _ = tuned
+    data = Path(shutil.copytree(data, tmp_path / "data"))
+    rows = read_manifest(data / "manifest.jsonl")
+    prompts = [draw_scene("Available", np.random.default_rng([29, i])).prompt for i in range(len(rows))]
+    write_manifest([dataclasses.replace(row, prompt=prompt) for row, prompt in zip(rows, prompts)],
+                   data / "manifest.jsonl")
     json_path = tmp_path / "e.json"
     result = CliRunner().invoke(eval_rfft, ["--models", str(tiny_zoo), "--controlnet", str(out), "--rfnet",
                                             str(rfnet_dir), "--data", str(data), "--products", "2", "--seeds", "2",
@@ -313,7 +324,10 @@ def test_eval_rfft_reports_base_and_tuned(tiny_zoo, rfnet_dir, data, tuned, tmp_
     for name in ("base", "tuned"):
         r = metrics[name]
         assert 0.0 <= r["ava"] <= 1.0 and 1.0 <= r["attempts_mean"] <= 3.0
-        assert 0 <= r["censored"] <= 4 and r["collapse_distance"] > 0
+        assert 0 <= r["censored"] <= 4 and r["collapse_distance"] > 0 and r["cross_product_distance"] > 0
+        fidelity = r["prompt_fidelity"]
+        assert fidelity["faithful"]["n"] == 2 * 2 and 0.0 <= fidelity["faithful"]["share"] <= 1.0
+    assert metrics["cross_product_ratio"] > 0 and "across products" in result.output
     assert len(metrics["samples"]) == 2 * 2 * 2 and metrics["settings"]["censored_attempts_counted_as"] == 3
     # The same seeds and canvases for both: the two ControlNets' images differ, so do their verdicts.
     base = [s["first_p_available"] for s in metrics["samples"] if s["controlnet"] == "base"]

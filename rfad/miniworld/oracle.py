@@ -150,10 +150,11 @@ def label_ad(image: np.ndarray, product: np.ndarray, placement: np.ndarray) -> O
         "ring_near_fraction": float(near.mean()) if near.size else 0.0,
         "hallucinated_area": _hallucinated_area(beyond & product_coloured, beyond, touching) / float(solid.sum()),
         "support_lines": _support_lines(rgb, beyond & ~_grow(objects, 1), base),
-        "reference_ratios": _reference_ratios(_bridge_lines(objects & ~product_coloured & ~touching), solid, base,
-                                              base - top + 1),
+        # (top, bottom) rows of every object standing beside the product, at any depth.
+        "objects_beside": _objects_beside(_bridge_lines(objects & ~product_coloured & ~touching), solid),
         "product_height": (base - top + 1) / height,
     }
+    measurements["reference_ratios"] = _reference_ratios(measurements["objects_beside"], base, base - top + 1, height)
     fires = {
         INDISTINCT: measurements["ring_near_fraction"] >= NEAR_FRACTION,
         HALLUCINATION: measurements["hallucinated_area"] >= HALLUCINATED_AREA,
@@ -256,19 +257,19 @@ def _support_lines(rgb: np.ndarray, free: np.ndarray, base: int) -> list[float]:
     return offsets
 
 
-def _reference_ratios(candidates: np.ndarray, solid: np.ndarray, base: int, product_height: int) -> list[float]:
-    """Height / ``product_height`` of each object beside the product whose bottom is near ``base``.
+def _objects_beside(candidates: np.ndarray, solid: np.ndarray) -> list[list[int]]:
+    """[top, bottom] rows of each object beside the product, top to bottom.
 
     ``candidates`` leaves out the band where an object would touch the product: a decoder's blur
     bridges the few pixels between a reference object and the product (or its shadow), and an
     object cut off there is still read. What lies mostly over the product's columns is under or
-    above it (its shadow, the decoder's halo), not a reference standing beside it.
+    above it (its shadow, the decoder's halo), not an object beside it; specks are not objects.
     """
     height = candidates.shape[0]
     columns = np.flatnonzero(solid.any(axis=0))
     left, right = int(columns[0]), int(columns[-1])
     count, labels, stats = _components(candidates)
-    ratios = []
+    beside = []
     for i in range(1, count):
         x, top, wide, tall, area = (int(v) for v in stats[i, :5])
         if area < REFERENCE_AREA * height * height:
@@ -276,6 +277,12 @@ def _reference_ratios(candidates: np.ndarray, solid: np.ndarray, base: int, prod
         over = max(0, min(x + wide - 1, right) - max(x, left) + 1)
         if over > OVER_PRODUCT * wide:
             continue
-        if abs(top + tall - 1 - base) <= SAME_DEPTH * height:
-            ratios.append(round(float(tall / product_height), 4))
-    return sorted(ratios)
+        beside.append([top, top + tall - 1])
+    return sorted(beside)
+
+
+def _reference_ratios(beside: list[list[int]], base: int, product_height: int, height: int) -> list[float]:
+    """Height / ``product_height`` of each object ``beside`` the product (:func:`_objects_beside`) whose
+    bottom is near ``base``: the objects standing at the product's depth, its scale cues."""
+    return sorted(round(float((bottom - top + 1) / product_height), 4) for top, bottom in beside
+                  if abs(bottom - base) <= SAME_DEPTH * height)

@@ -140,8 +140,8 @@ def draw_scene(label: str, rng: np.random.Generator) -> Scene:
     light = str(rng.choice(list(LIGHTS)))
     gradient = LIGHTS[light][2]
     product_colour = np.array(look.colour, np.float32)
-    walls = {name: _lit(rgb, light) for name, rgb in WALLS.items()}
-    tables = {name: _lit(rgb, light) for name, (_, rgb) in TABLES.items()}
+    walls = {name: lit(rgb, light) for name, rgb in WALLS.items()}
+    tables = {name: lit(rgb, light) for name, (_, rgb) in TABLES.items()}
     if label == INDISTINCT:
         # The wall takes the product's colour (and name); lighting would only move it away.
         wall_name = look.colour_name
@@ -269,7 +269,8 @@ def _solid_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
-def _lit(rgb, light: str) -> tuple[int, int, int]:
+def lit(rgb, light: str) -> tuple[int, int, int]:
+    """``rgb`` as drawn under ``light`` (a :data:`LIGHTS` name): brightness and tint, clipped."""
     brightness, light_tint, _ = LIGHTS[light]
     return tuple(int(np.clip(round(c * brightness * t), 0, 255)) for c, t in zip(rgb, light_tint))
 

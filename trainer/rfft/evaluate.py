@@ -14,7 +14,13 @@ Recurrent Generation up to ``max_attempts``. Per ControlNet:
   seeds of the same product (mean |a - b| over the generated region, pixels in [0, 1]),
   averaged over products. The paper's failure mode without regularisation is "repetitive plain
   backgrounds": a tuned model whose distance falls well below the base's is collapsing
-  (``collapse_ratio`` = tuned / base).
+  (``collapse_ratio`` = tuned / base);
+- ``cross_product_distance``: the same distance between the first images of different products over
+  the background both share: a model painting one background for every request scores near 0 even
+  when its seeds still differ (``cross_product_ratio`` = tuned / base);
+- ``prompt_fidelity``: the share of first-attempt images showing what their prompt names (wall
+  colour, table, reference object; :mod:`rfad.trainer.data.fidelity`), for miniature-world prompts
+  (None for others).
 
 Seeds do not overlap: seed j of a product starts at ``seed + j * max_attempts`` and attempt a
 uses the next seed, so every image of the evaluation has its own seed. Both ControlNets see the
@@ -27,7 +33,6 @@ separately trained RFNet (``--rfnet``) for an independent verdict.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 from pathlib import Path
 
@@ -36,7 +41,9 @@ from tqdm import tqdm
 
 from rfad.canvas import CanvasSpec, prepare_canvas
 from rfad.pipeline.settings import GenerationSettings
+from rfad.trainer.data.fidelity import read_fidelity
 from rfad.trainer.data.manifest import resolve_path
+from rfad.trainer.rfft.measures import cross_product_distance, fidelity_shares, seed_distance
 from rfad.trainer.rfft.sampling import load_rows
 
 
@@ -50,13 +57,6 @@ def pick_products(rows, n: int):
         if len(picked) == n:
             break
     return picked
-
-
-def pairwise_distance(images: np.ndarray, region: np.ndarray) -> float:
-    """Mean over pairs of mean |a - b| in [0, 1] over ``region``: images uint8 [S, H, W, 3], region bool [H, W]."""
-    pixels = images[:, region].astype(np.float64) / 255.0  # [S, P, 3]
-    pairs = list(itertools.combinations(range(len(images)), 2))
-    return float(np.mean([np.abs(pixels[a] - pixels[b]).mean() for a, b in pairs]))
 
 
 def evaluate_rfft(models: str, controlnet: str, data: str, *, base_controlnet: str | None = None,
@@ -99,6 +99,7 @@ def evaluate_rfft(models: str, controlnet: str, data: str, *, base_controlnet: s
         runner = TorchRunner(dataclasses.replace(diffusion, controlnet=module), device, judge=judge_models)
         judge = RunnerJudge(runner)
         attempts, first_available, first_p, distances = [], [], [], []
+        first_of_product, backgrounds, readings = [], [], []
         for row in picked:
             canvas = prepare_canvas(resolve_path(root, row.product), spec)
             prepared = prepare_request(runner, canvas, row.prompt)  # once per product, as serving does
@@ -114,11 +115,15 @@ def evaluate_rfft(models: str, controlnet: str, data: str, *, base_controlnet: s
                 first_available.append(bool(first.available))
                 first_p.append(first.p_available)
                 first_images.append(first.image)
+                readings.append(_fidelity(first.image, canvas, row.prompt))
                 samples.append({"controlnet": name, "id": row.id, "seed": first_seed, "attempts": result.attempts,
                                 "available_within_max_attempts": found, "first_available": bool(first.available),
-                                "first_p_available": round(first.p_available, 6)})
+                                "first_p_available": round(first.p_available, 6),
+                                "first_fidelity": readings[-1]})
                 progress.update(1)
-            distances.append(pairwise_distance(np.stack(first_images), canvas.product_alpha == 0))
+            distances.append(seed_distance(first_images, canvas.product_alpha == 0))
+            first_of_product.append(first_images[0])
+            backgrounds.append(canvas.product_alpha == 0)
         censored = [a > max_attempts for a in attempts]
         uncensored = [a for a in attempts if a <= max_attempts]
         results[name] = {
@@ -129,9 +134,12 @@ def evaluate_rfft(models: str, controlnet: str, data: str, *, base_controlnet: s
             "censored": int(sum(censored)),
             "available_within_max_attempts": float(1 - np.mean(censored)),
             "collapse_distance": float(np.mean(distances)),
+            "cross_product_distance": cross_product_distance(first_of_product, backgrounds),
+            "prompt_fidelity": None if None in readings else fidelity_shares(readings),
         }
     progress.close()
     base_distance = results["base"]["collapse_distance"]
+    base_cross, tuned_cross = results["base"]["cross_product_distance"], results["tuned"]["cross_product_distance"]
     return {
         "settings": {"products": len(picked), "seeds": seeds, "steps": steps, "size": size, "guidance": guidance,
                      "max_attempts": max_attempts, "threshold": threshold, "seed": seed, "split": split,
@@ -142,25 +150,42 @@ def evaluate_rfft(models: str, controlnet: str, data: str, *, base_controlnet: s
         "base": results["base"],
         "tuned": results["tuned"],
         "collapse_ratio": results["tuned"]["collapse_distance"] / base_distance if base_distance > 0 else None,
+        "cross_product_ratio": tuned_cross / base_cross if base_cross and tuned_cross is not None else None,
         "samples": samples,
     }
+
+
+def _fidelity(image: np.ndarray, canvas, prompt: str) -> dict | None:
+    """The prompt fidelity reading of one image (None: not a miniature-world prompt)."""
+    try:
+        return read_fidelity(image, np.asarray(canvas.product_rgba), canvas.product_alpha, prompt)
+    except ValueError:
+        return None
 
 
 def format_table(metrics: dict) -> str:
     """A Markdown table of the base and tuned rows."""
     m = metrics["settings"]["max_attempts"]
     header = ("| ControlNet | Ava (1 attempt) | mean p(Available) | attempts to Available "
-              f"(censored = {m + 1}) | none Available in {m} | collapse distance |")
-    lines = [header, "|---|---|---|---|---|---|"]
+              f"(censored = {m + 1}) | none Available in {m} | distance across seeds | across products "
+              "| prompt fidelity |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for name in ("base", "tuned"):
         r = metrics[name]
+        cross = r.get("cross_product_distance")
+        fidelity = (r.get("prompt_fidelity") or {}).get("faithful", {}).get("share")
         lines.append(f"| {name} | {r['ava']:.1%} | {r['p_available_mean']:.4f} | {r['attempts_mean']:.2f} | "
-                     f"{r['censored']} | {r['collapse_distance']:.4f} |")
-    ratio = metrics["collapse_ratio"]
+                     f"{r['censored']} | {r['collapse_distance']:.4f} | {'n/a' if cross is None else f'{cross:.4f}'} "
+                     f"| {'n/a' if fidelity is None else f'{fidelity:.1%}'} |")
     lines.append("")
-    lines.append(f"collapse ratio (tuned / base pixel distance between seeds): "
-                 f"{'n/a' if ratio is None else f'{ratio:.3f}'} (1: as varied as the base; well below 1: the tuned "
-                 "model repeats itself)")
+    for key, what in (("collapse_ratio", "between seeds of one product"),
+                      ("cross_product_ratio", "between products")):
+        ratio = metrics.get(key)
+        lines.append(f"{key.replace('_', ' ')} (tuned / base pixel distance {what}): "
+                     f"{'n/a' if ratio is None else f'{ratio:.3f}'} (1: as varied as the base; well below 1: "
+                     "the tuned model repeats itself)")
+    lines.append("prompt fidelity: the share of first-attempt images showing the wall, table and reference "
+                 "object their prompt names (miniature-world prompts only)")
     return "\n".join(lines)
 
 

@@ -1,13 +1,13 @@
-"""The numbers of the method table, from per-image samples (torch-free: numpy only)."""
+"""The numbers of the method table, from per-image samples (numpy, and the trainer's diversity and fidelity measures)."""
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 
 import numpy as np
 
 from rfad.contract import CLASS_NAMES
+from rfad.trainer.api import cross_product_distance, fidelity_shares, seed_distance
 
 
 def auc(scores: list[float], positives: list[bool]) -> float | None:
@@ -22,14 +22,6 @@ def auc(scores: list[float], positives: list[bool]) -> float | None:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def seed_distance(images: list[np.ndarray], background: np.ndarray) -> float:
-    """Mean over pairs of mean |a - b| (pixels in [0, 1]) over ``background`` (bool [H, W]):
-    images uint8 [H, W, 3] of one product from different seeds. The diversity indicator: a model
-    that paints the same background whatever the seed scores near 0."""
-    pixels = [image[background].astype(np.float64) / 255.0 for image in images]
-    return float(np.mean([np.abs(a - b).mean() for a, b in itertools.combinations(pixels, 2)]))
-
-
 def label_shares(labels: list[str]) -> dict[str, float]:
     counts = Counter(labels)
     return {name: counts.get(name, 0) / max(1, len(labels)) for name in CLASS_NAMES}
@@ -37,7 +29,8 @@ def label_shares(labels: list[str]) -> dict[str, float]:
 
 def single_shot_summary(samples: list[dict], threshold: float, backgrounds: dict | None = None) -> dict:
     """Oracle and RFNet availability of single-shot samples, RFNet's AUC against the oracle (final
-    image and early x0-predictions), and the diversity indicator when the images are present."""
+    image and early x0-predictions), the diversity indicators (across seeds and across products) when
+    the images are present, and prompt fidelity when every sample carries its reading."""
     oracle = [s["oracle"] == "Available" for s in samples]
     p = [s["p_available"] for s in samples]
     summary = {
@@ -58,6 +51,11 @@ def single_shot_summary(samples: list[dict], threshold: float, backgrounds: dict
         distances = [seed_distance(images, backgrounds[product]) for product, images in by_product.items()
                      if len(images) > 1]
         summary["seed_distance"] = float(np.mean(distances)) if distances else None
+        # Each product's first image: the same seed index for every product.
+        summary["cross_product_distance"] = cross_product_distance(
+            [images[0] for images in by_product.values()], [backgrounds[product] for product in by_product])
+    if samples and all(s.get("fidelity") is not None for s in samples):
+        summary["prompt_fidelity"] = fidelity_shares([s["fidelity"] for s in samples])
     return summary
 
 

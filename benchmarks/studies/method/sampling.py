@@ -4,9 +4,9 @@ Two measurements share the generation code of serving (:mod:`rfad.pipeline.denoi
 :func:`rfad.pipeline.generate.generate`, :class:`rfad.pipeline.judge.RunnerJudge`):
 
 - :func:`single_shot`: ``seeds`` one-attempt requests of one candidate per product. Every candidate's final
-  image is labelled by the oracle and judged by RFNet; at the given fractions of the DDIM steps
-  the x0-prediction x0 = (x_t - sqrt(1 - abar_t) eps~) / sqrt(abar_t) is decoded, the product
-  pasted back, and judged by RFNet too (the early signal). The final images are exactly what
+  image is labelled by the oracle, read for prompt fidelity and judged by RFNet; at the given
+  fractions of the DDIM steps the x0-prediction x0 = (x_t - sqrt(1 - abar_t) eps~) / sqrt(abar_t)
+  is decoded, the product pasted back, and judged by RFNet too (the early signal). The final images are exactly what
   ``generate`` returns for the same seeds: the same functions run in the same order.
 - :func:`recurrent`: Recurrent Generation, up to ``max_attempts`` attempts of one candidate with
   RFNet in the loop; the returned image is labelled by the oracle. Request j of a product starts
@@ -28,7 +28,7 @@ from rfad.pipeline.denoise import combine_guidance, guided_noise, scheduler_step
 from rfad.pipeline.generate import generate
 from rfad.pipeline.request import prepare_request
 from rfad.pipeline.settings import GenerationSettings
-from rfad.trainer.api import resolve_path
+from rfad.trainer.api import read_fidelity, resolve_path
 
 # Seeds of the evaluation images: product index i, request j -> EVAL_SEED + i * SEED_STRIDE + j * max_attempts
 # (RF-mini's own images use seeds below 10^7 * (seed + 1); these never meet them).
@@ -48,6 +48,14 @@ class Product:
     def oracle(self, image: np.ndarray) -> str:
         """The oracle's label of ``image`` (uint8 [H, W, 3]) for this product."""
         return label_ad(image, np.asarray(self.canvas.product_rgba), self.canvas.product_alpha).label
+
+    def fidelity(self, image: np.ndarray) -> dict | None:
+        """Which attributes named by the prompt ``image`` shows (:func:`read_fidelity`); None when the
+        prompt is not a miniature-world one."""
+        try:
+            return read_fidelity(image, np.asarray(self.canvas.product_rgba), self.canvas.product_alpha, self.prompt)
+        except ValueError:
+            return None
 
 
 def test_products(rows, root, limit: int | None = None) -> list[Product]:
@@ -105,7 +113,8 @@ def single_shot(runner, judge, products: list[Product], seeds: int, settings: Ge
             p_early = {str(fraction): float(judge(paste_back(to_uint8(early[step]), product.canvas), state)[0, 0])
                        for fraction, step in early_steps.items()}
             samples.append({"product": product.id, "index": index, "seed": seed, "image": image[0],
-                            "oracle": product.oracle(image[0]), "p_available": float(judge(image, state)[0, 0]),
+                            "oracle": product.oracle(image[0]), "fidelity": product.fidelity(image[0]),
+                            "p_available": float(judge(image, state)[0, 0]),
                             "p_available_early": p_early})
     return samples
 
