@@ -32,9 +32,29 @@ def seed_distance(images: list[np.ndarray], background: np.ndarray) -> float:
     return float(np.mean([np.abs(a - b).mean() for a, b in itertools.combinations(pixels, 2)]))
 
 
+def pair_distance(a: np.ndarray, b: np.ndarray, background_a: np.ndarray, background_b: np.ndarray) -> float | None:
+    """Mean |a - b| over the pixels that are background in both (None: no such pixel)."""
+    shared = background_a & background_b
+    if not shared.any():
+        return None
+    return float(np.abs(a[shared].astype(np.float64) - b[shared]).mean() / 255.0)
+
+
+def cross_pair_distances(images: list[np.ndarray], backgrounds: list[np.ndarray]) -> np.ndarray:
+    """float64 [N, N]: :func:`pair_distance` between every two products' images; NaN on the diagonal
+    and where two products share no background. Row k's mean is product k's distance to the others."""
+    if len(images) != len(backgrounds):
+        raise ValueError(f"images ({len(images)}) and backgrounds ({len(backgrounds)}): one background per image")
+    matrix = np.full((len(images), len(images)), np.nan)
+    for a, b in itertools.combinations(range(len(images)), 2):
+        value = pair_distance(images[a], images[b], backgrounds[a], backgrounds[b])
+        matrix[a, b] = matrix[b, a] = np.nan if value is None else value
+    return matrix
+
+
 def cross_product_distance(images: list[np.ndarray], backgrounds: list[np.ndarray], max_pairs: int = 2000,
                            seed: int = 0) -> float | None:
-    """Mean over pairs of products of mean |a - b| over the pixels that are background in both.
+    """Mean over pairs of products of :func:`pair_distance`.
 
     ``images``: one uint8 [H, W, 3] per product (the same seed index for all); ``backgrounds``: its
     bool [H, W] background. With more than ``max_pairs`` pairs, ``max_pairs`` of them drawn with
@@ -43,16 +63,11 @@ def cross_product_distance(images: list[np.ndarray], backgrounds: list[np.ndarra
     if len(images) != len(backgrounds):
         raise ValueError(f"images ({len(images)}) and backgrounds ({len(backgrounds)}): one background per image")
     pairs = list(itertools.combinations(range(len(images)), 2))
-    if not pairs:
-        return None
     if len(pairs) > max_pairs:
         chosen = np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False)
         pairs = [pairs[i] for i in sorted(chosen)]
-    distances = []
-    for a, b in pairs:
-        shared = backgrounds[a] & backgrounds[b]
-        if shared.any():
-            distances.append(np.abs(images[a][shared].astype(np.float64) - images[b][shared]).mean() / 255.0)
+    distances = [pair_distance(images[a], images[b], backgrounds[a], backgrounds[b]) for a, b in pairs]
+    distances = [d for d in distances if d is not None]
     return float(np.mean(distances)) if distances else None
 
 

@@ -52,6 +52,7 @@ from types import MethodType
 import torch
 from tqdm import tqdm
 
+from rfad.canvas import CanvasSpec, canvas_to_dict
 from rfad.pipeline.denoise import denoise_steps
 from rfad.pipeline.torch_runner import TorchRunner
 from rfad.trainer.checkpoints import (
@@ -119,6 +120,13 @@ def weights_fingerprint(folder: str | os.PathLike) -> str:
 
 
 # --- checkpoints and the output folder ------------------------------------------------------
+
+
+def _recorded(value):
+    """A model set's field as the run record keeps it: paths as text, a declared canvas as rfad-models.json has it."""
+    if isinstance(value, Path):
+        return str(value)
+    return canvas_to_dict(value) if isinstance(value, CanvasSpec) else value
 
 
 def save_controlnet(controlnet, out: Path, run_record: dict) -> None:
@@ -260,8 +268,7 @@ def train_rfft(config: RFFTConfig, echo=print, models: RFFTModels | None = None)
         say(f"stopped after {step} of {config.steps} steps (--max-steps); continue with --resume")
     else:
         if main:
-            model_paths = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(models.model_set).items()
-                           if v is not None}
+            model_paths = {k: _recorded(v) for k, v in vars(models.model_set).items() if v is not None}
             record = {"config": asdict(config), "models": model_paths,
                       "rows": len(rows), "processes": world, "final_step": step, "final_metrics": last_metrics,
                       "teacher_sha256": teacher_fingerprint}

@@ -158,7 +158,8 @@ def rfft_section(result: dict) -> str:
 
 def block(name: str) -> str:
     """docs/method.md's block ``name``: ``judges``, ``curve``, ``loop`` (method.json), ``evidence``
-    (judge_evidence.json) or ``rfft`` (method_v1.json)."""
+    (judge_evidence.json), ``rfft`` (method_v1.json, the first protocol) or ``rfft-sweep``, ``rfft-test``
+    (rfft.json, :mod:`benchmarks.studies.rfft.report`)."""
     sections = {"judges": judges_section, "curve": curve_section, "loop": loop_section}
     if name == "evidence":
         from benchmarks.studies.method import judge_evidence
@@ -169,6 +170,10 @@ def block(name: str) -> str:
         result = json.loads(path.read_text())
         return (f"{machine_line(result)} `python -m benchmarks.studies.method.judge_evidence`.\n\n"
                 + judge_evidence.block(result))
+    if name in ("rfft-sweep", "rfft-test"):
+        from benchmarks.studies.rfft import report as rfft_report
+
+        return rfft_report.block(name)
     if name == "rfft":
         path = RESULTS / "method_v1.json"
         if not path.is_file():
@@ -176,7 +181,7 @@ def block(name: str) -> str:
         result = json.loads(path.read_text())
         return f"{machine_line(result)} First protocol.\n\n{rfft_section(result)}"
     if name not in sections:
-        raise ValueError(f"<!-- generated:method {name} -->: unknown block (known: {', '.join(sections)}, evidence, rfft)")
+        raise ValueError(f"<!-- generated:method {name} -->: unknown block (known: {', '.join(sections)}, evidence, rfft, rfft-sweep, rfft-test)")
     path = RESULTS / "method.json"
     if not path.is_file():
         return "Not measured yet: run `python -m benchmarks.studies.method.method_bench --work DIR`."

@@ -12,14 +12,16 @@ from rfad.trainer.api import cross_product_distance, fidelity_shares, seed_dista
 
 def auc(scores: list[float], positives: list[bool]) -> float | None:
     """Area under the ROC curve: P(score of a positive > score of a negative), ties counting 1/2
-    (the Mann-Whitney U statistic over n_pos * n_neg). None without both classes."""
-    pos = np.asarray([s for s, p in zip(scores, positives) if p], dtype=np.float64)
-    neg = np.asarray([s for s, p in zip(scores, positives) if not p], dtype=np.float64)
-    if len(pos) == 0 or len(neg) == 0:
+    (the Mann-Whitney U statistic over n_pos * n_neg, from mid-ranks). None without both classes."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives, dtype=bool)
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if n_pos == 0 or n_neg == 0:
         return None
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+    values, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct value, ties averaged
+    rank_sum = mid_ranks[inverse][positives].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def label_shares(labels: list[str]) -> dict[str, float]:
