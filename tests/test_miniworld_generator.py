@@ -78,6 +78,7 @@ def test_shipped_generator_paints_scenes_through_the_real_loop(runner, tiny_zoo)
 
 def test_rfad_data_miniworld_writes_a_labelled_manifest_split_by_product(tmp_path):
     from rfad.trainer.data.cli import main
+    from rfad.trainer.data.fidelity import read_fidelity
     from rfad.trainer.data.manifest import read_manifest
     from rfad.miniworld.oracle import label_ad
 
@@ -101,6 +102,8 @@ def test_rfad_data_miniworld_writes_a_labelled_manifest_split_by_product(tmp_pat
 
         canvas = prepare_canvas(product, MINIWORLD_CANVAS)
         assert label_ad(image, np.asarray(canvas.product_rgba), canvas.product_alpha).label == row.label == entry["label"]
+        assert entry["fidelity"] == read_fidelity(image, np.asarray(canvas.product_rgba), canvas.product_alpha,
+                                                  row.prompt)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert sum(summary["labels"].values()) == 7 and summary["products"] == 4
     assert summary["generator_record_sha256"] is not None

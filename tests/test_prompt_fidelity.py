@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from rfad.contract import CLASS_NAMES
-from rfad.trainer.api import cross_product_distance, draw_scene, fidelity_shares, read_fidelity, seed_distance
+from rfad.trainer.api import (cross_pair_distances, cross_product_distance, draw_scene, fidelity_shares, read_fidelity,
+                              seed_distance)
 from rfad.trainer.data.fidelity import parse_prompt
 from rfad.trainer.data.scenes import WALLS, lit
 
@@ -83,6 +84,17 @@ def test_cross_product_distance_compares_the_background_both_products_share():
     assert cross_product_distance([same], [left]) is None
     with pytest.raises(ValueError, match="one background per image"):
         cross_product_distance([same, other], [left])
+
+
+def test_cross_pair_distances_hold_every_pair_once_each_way():
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(4)]
+    backgrounds = [np.ones((8, 8), bool)] * 3 + [np.zeros((8, 8), bool)]  # the last shares no background
+    matrix = cross_pair_distances(images, backgrounds)
+    assert np.isnan(np.diag(matrix)).all() and np.isnan(matrix[3, :3]).all()
+    np.testing.assert_array_equal(matrix, matrix.T)
+    assert matrix[0, 1] == pytest.approx(np.abs(images[0].astype(float) - images[1]).mean() / 255)
+    assert np.nanmean(matrix[:3, :3]) == pytest.approx(cross_product_distance(images[:3], backgrounds[:3]))
 
 
 def test_cross_product_distance_draws_the_same_pairs_for_every_model():

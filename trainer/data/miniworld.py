@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from rfad.contract import CLASS_NAMES
 from rfad.miniworld.oracle import OracleVerdict, label_ad
+from rfad.trainer.data.fidelity import read_fidelity
 from rfad.trainer.data.manifest import SPLITS, ManifestRow, write_manifest
 from rfad.trainer.data.scenes import REQUEST_STREAM, Scene, class_mix, draw_scene, mixed_labels
 
@@ -211,7 +212,9 @@ def _write_product(out: Path, p: int, scene: Scene, split: str, count: int, sett
                                 caption=scene.caption, label=verdict.label, split=split).to_dict())
         labels.append({"id": sample_id, "product": p, "seed": seed, "label": verdict.label,
                        "fired": list(verdict.fired), "prompt_from": scene.label,
-                       "measurements": verdict.measurements})
+                       "measurements": verdict.measurements,
+                       "fidelity": read_fidelity(image, np.asarray(scene.canvas.product_rgba),
+                                                 scene.canvas.product_alpha, scene.prompt)})
     _write_json_atomically(out / RECORDS / f"{product_id(p)}.json",
                            {"rows": rows, "labels": labels, "seconds": round(time.perf_counter() - start, 2)})
 
@@ -283,6 +286,7 @@ def relabel_miniworld(out_dir: str | os.PathLike, progress: bool = False, decode
             changed += verdict.label != row["label"]
             row["label"] = entry["label"] = verdict.label
             entry["fired"], entry["measurements"] = list(verdict.fired), verdict.measurements
+            entry["fidelity"] = read_fidelity(image, product, canvas.product_alpha, row["prompt"])
         _write_json_atomically(path, record)
     summary = finalize_miniworld(out, written["n"], settings, Path(written["generator"]))
     return {**summary, "relabelled": changed}

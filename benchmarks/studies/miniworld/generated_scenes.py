@@ -5,7 +5,7 @@
 Generates one image per held-out product (``rfad-data miniworld``'s machinery: the real loop,
 torch runner, the miniature world's canvas, DDIM, no judge), labels each with the oracle and
 records the share of every class, overall and by the class whose scene the request's prompt
-came from. Writes benchmarks/results/miniworld_generated.json and docs/miniworld-generated.png
+came from, and the share of images showing what their prompt names (prompt fidelity). Writes benchmarks/results/miniworld_generated.json and docs/miniworld-generated.png
 (generated scenes with their verdicts), then docs/miniworld.md's generated sections (report.py).
 With ``--models`` naming another folder than the shipped generator's, it writes
 ``miniworld_generated_<tag>.json`` and ``miniworld_generated_<tag>.png`` beside the results
@@ -28,7 +28,7 @@ from benchmarks.studies.miniworld.report import DOCS, SHORT, generator_identity,
 
 from rfad.contract import CLASS_NAMES
 from rfad.miniworld import model_dir
-from rfad.trainer.api import MiniworldSettings, write_miniworld_dataset
+from rfad.trainer.api import MiniworldSettings, fidelity_shares, write_miniworld_dataset
 
 GRID_COLUMNS = 8
 
@@ -69,7 +69,9 @@ def main() -> None:
     by_prompt = {source: {name: sum(e["prompt_from"] == source and e["label"] == name for e in labels)
                           for name in CLASS_NAMES} for source in CLASS_NAMES}
     fired = {name: round(float(np.mean([name in e["fired"] for e in labels])), 4) for name in CLASS_NAMES[1:]}
+    fidelity = fidelity_shares([e["fidelity"] for e in labels])
     row = {"rates": summary["rates"], "labels": summary["labels"], "by_prompt": by_prompt, "fired": fired,
+           "prompt_fidelity": {name: value["share"] for name, value in fidelity.items()},
            "images": summary["images"], "seconds": summary["seconds"],
            "generator_record_sha256": summary["generator_record_sha256"]}
     path = write_results(name, [row], {**summary["settings"], "generator": summary["generator"],

@@ -178,7 +178,18 @@ def scenes_section(result: dict) -> str:
             "(`python -m benchmarks.studies.miniworld.generated_scenes`).\n\nSingle-shot oracle verdicts:\n\n" + rates
             + "\n\nBy the class of the scene each request's prompt was drawn from (the prompt names the wall, table, "
             "light and reference object of that scene, never its defect):\n\n" + matrix
-            + f"\n\nShare of images on which each rule fires (several may): {fired}.")
+            + f"\n\nShare of images on which each rule fires (several may): {fired}."
+            + _fidelity_line(row.get("prompt_fidelity")))
+
+
+def _fidelity_line(fidelity: dict | None) -> str:
+    """Prompt fidelity (trainer/data/fidelity.py) of a generated-scenes run, when it was measured."""
+    if not fidelity:
+        return ""
+    shown = ", ".join(f"{name} {100 * fidelity[name]:.1f} %" for name in ("wall", "table", "reference")
+                      if fidelity.get(name) is not None)
+    return (f"\n\nPrompt fidelity, the share of images showing what their prompt names (read back from the image): "
+            f"{shown}; everything named {100 * fidelity['faithful']:.1f} %.")
 
 
 def contact_sheet(path: Path, per_class: int = 8, seed: int = 5) -> None:
