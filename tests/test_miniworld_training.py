@@ -103,6 +103,45 @@ def test_a_run_split_into_parts_resumes_to_the_same_weights(trained, tmp_path):
     assert record["losses"]["vae"]["curve"] == training_record(trained)["losses"]["vae"]["curve"]
 
 
+def test_a_phase_stopped_midway_resumes_from_its_checkpoint_to_the_same_weights(trained, tmp_path, monkeypatch):
+    """Stopped inside each phase in turn (after its step-2 or step-1 checkpoint), the same command resumes
+    there and ends in the uninterrupted run's weights and loss curves; a checkpoint made under other
+    settings is refused."""
+    from rfad.trainer.cli import main
+    from rfad.trainer.miniworld.progress import PhaseCheckpoints
+    from rfad.trainer.miniworld.stages import stages_folder
+
+    after_step = PhaseCheckpoints.after_step
+
+    def stop_at(phase: str, step: int):
+        def stopping(self, steps_taken, total, state, extra):
+            after_step(self, steps_taken, total, state, extra)
+            if self.phase == phase and steps_taken == step:
+                raise RuntimeError(f"stopped in {phase} at {step}")
+        monkeypatch.setattr(PhaseCheckpoints, "after_step", stopping)
+
+    out = tmp_path / "m"
+    flags = ["miniworld", "--out", str(out), *FEW_STEPS, "--checkpoint-every", "1"]
+    for phase, step in (("vae", 1), ("unet", 2), ("controlnet", 1)):
+        stop_at(phase, step)
+        stopped = CliRunner().invoke(main, flags)
+        assert isinstance(stopped.exception, RuntimeError) and f"stopped in {phase}" in str(stopped.exception)
+        assert (stages_folder(out) / f"{phase}.step{step}" / "progress.json").is_file()
+        if phase == "unet":
+            lr = CliRunner().invoke(main, [*flags, "--unet-lr", "0.01"])
+            assert lr.exit_code != 0 and "phase in progress was trained under other settings (unet_lr" in lr.output
+        monkeypatch.undo()
+        if phase != "controlnet":
+            resumed = CliRunner().invoke(main, [*flags, "--stop-after", phase])
+            assert resumed.exit_code == 0 and f"{phase}: resumed at step {step}" in resumed.output, resumed.output
+            assert not list(stages_folder(out).glob(f"{phase}.step*"))  # the kept phase replaces its checkpoints
+    last = CliRunner().invoke(main, flags)
+    assert last.exit_code == 0 and "controlnet: resumed at step 1" in last.output, last.output
+    assert file_hashes(out) == file_hashes(trained) and not stages_folder(out).exists()
+    for phase in ("vae", "unet", "controlnet"):
+        assert training_record(out)["losses"][phase]["curve"] == training_record(trained)["losses"][phase]["curve"]
+
+
 def test_a_kept_phase_made_under_other_settings_is_refused(tmp_path):
     """A phase is compared on the settings it (and the phases before it) read: a kept VAE serves a run with
     more UNet steps, and is refused by one with another VAE learning rate."""
@@ -113,7 +152,7 @@ def test_a_kept_phase_made_under_other_settings_is_refused(tmp_path):
     from rfad.trainer.miniworld.stages import NOT_COMPARED, PHASE_SETTINGS
 
     # Every setting is declared: compared for a kept phase, or read by nothing that is kept.
-    assert {f.name for f in fields(MiniworldTrainConfig)} == set(PHASE_SETTINGS["unet"]) | set(NOT_COMPARED)
+    assert {f.name for f in fields(MiniworldTrainConfig)} == set(PHASE_SETTINGS["controlnet"]) | set(NOT_COMPARED)
     out = tmp_path / "m"
     _train(out, "--stop-after", "vae")
     more_unet = [flag if flag != "3" or previous != "--unet-steps" else "4"

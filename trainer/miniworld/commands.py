@@ -59,6 +59,9 @@ def _channels(ctx, param, value: str) -> tuple[int, ...]:
               help="Scenes per class for the oracle check of the VAE's reconstructions.")
 @click.option("--threads", type=click.IntRange(min=1), help="torch threads [default: torch's].")
 @click.option("--log-every", default=_default("log_every"), show_default=True, type=click.IntRange(min=1), help="Steps per point of the recorded loss curves.")
+@click.option("--checkpoint-every", default=_default("checkpoint_every"), show_default=True, type=click.IntRange(min=0),
+              help="Steps between checkpoints of the phase in progress (a multiple of --log-every; 0: none): a stopped "
+                   "phase resumes from its last one.")
 @click.option("--stop-after", type=click.Choice(["vae", "unet"]),
               help="Stop once this phase is kept in OUT.stages (split a long run into parts); the same command without it resumes.")
 def miniworld(**options) -> None:
@@ -68,8 +71,9 @@ def miniworld(**options) -> None:
     writes a model set folder that every `--models DIR` command loads, with training_record.json
     (settings, seed, losses, times, SHA-256 of every file). docs/miniworld.md has the shipped run.
 
-    The VAE and UNet phases are kept in OUT.stages as they finish: run the same command again after
-    a stop and it resumes after the last kept phase (a phase kept under other settings is refused).
+    The VAE and UNet phases are kept in OUT.stages as they finish, and the phase in progress is
+    checkpointed there every --checkpoint-every steps: run the same command again after a stop and
+    it resumes from there (a phase kept under other settings is refused).
     """
     from rfad.trainer.miniworld.train import train_miniworld
 

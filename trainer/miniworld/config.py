@@ -36,6 +36,7 @@ class MiniworldTrainConfig:
     check_per_class: int = 40
     threads: int | None = None
     log_every: int = 50
+    checkpoint_every: int = 500  # steps between checkpoints of the phase in progress (0: none); a multiple of log_every
     stop_after: str | None = None  # "vae" or "unet": keep that phase (OUT.stages) and stop; the same command resumes
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -64,4 +65,7 @@ class MiniworldTrainConfig:
             raise ValueError(f"text-encoder: expected 'train' or 'frozen', got {self.text_encoder!r}")
         if not 0 <= self.uncond_prob < 1:
             raise ValueError(f"uncond-prob: must be in [0, 1), got {self.uncond_prob}")
+        if self.checkpoint_every < 0 or self.checkpoint_every % self.log_every:
+            raise ValueError(f"checkpoint-every: must be 0 or a multiple of --log-every ({self.log_every}), got "
+                             f"{self.checkpoint_every}")
         class_mix(self.available_share)  # validates the share

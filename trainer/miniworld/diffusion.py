@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from rfad.tiny.shapes import tiny_shape
 from rfad.tiny.zoo import SD15_SCHEDULER_CONFIG, tiny_unet
+from rfad.trainer.miniworld.progress import LoopState, PhaseRun
 from rfad.trainer.miniworld.schedule import make_optimiser
 
 
@@ -75,24 +76,28 @@ class NoisingObjective:
         return per_sample.mean()
 
 
-def _train(parameters, steps: int, lr: float, step_loss: Callable[[], torch.Tensor],
-           log: Callable[[int, dict], None]) -> None:
+def _train(parameters, steps: int, lr: float, step_loss: Callable[[], torch.Tensor], run: PhaseRun,
+           modules: dict[str, torch.nn.Module], objective: NoisingObjective) -> None:
+    """AdamW over ``parameters`` for ``steps`` steps of ``step_loss``, from where ``run``'s last checkpoint
+    of ``modules`` and ``objective``'s draws left off."""
     parameters = list(parameters)
     optimiser, scheduler = make_optimiser(parameters, lr, steps)
-    for step in range(steps):
+    state = LoopState(modules, optimiser, scheduler, {"objective": objective.rng}, {"objective": objective.generator})
+    for step in range(run.start(state), steps):
         loss = step_loss()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimiser.step()
         scheduler.step()
-        log(step, {"loss": loss.item()})
+        run.step_done(step, {"loss": loss.item()}, state, steps)
 
 
 def train_unet(bank: LatentBank, text_encoder, *, steps: int, batch: int, lr: float, uncond_prob: float,
                snr_gamma: float, train_text_encoder: bool, channels: tuple[int, ...], norm_groups: int, seed: int,
-               log: Callable[[int, dict], None]):
-    """Train a 4-channel UNet (and, if ``train_text_encoder``, the text encoder); returns the UNet in eval mode."""
+               run: PhaseRun):
+    """Train a 4-channel UNet (and, if ``train_text_encoder``, the text encoder); returns the UNet in eval mode.
+    ``run``: the phase's log and checkpoints (a stopped phase resumes from its last checkpoint)."""
     torch.manual_seed(seed)
     side = bank.mean.shape[-1]
     unet = tiny_unet(4, seed, tiny_shape(unet_channels=channels, sample_size=side, norm_num_groups=norm_groups))
@@ -106,7 +111,7 @@ def train_unet(bank: LatentBank, text_encoder, *, steps: int, batch: int, lr: fl
         return objective.loss(prediction, noise, timesteps)
 
     parameters = list(unet.parameters()) + (list(text_encoder.parameters()) if train_text_encoder else [])
-    _train(parameters, steps, lr, step_loss, log)
+    _train(parameters, steps, lr, step_loss, run, {"unet": unet, "text_encoder": text_encoder}, objective)
     text_encoder.eval().requires_grad_(False)
     return unet.eval()
 
@@ -126,8 +131,9 @@ def conditioning_channels(factor: int) -> tuple[int, ...]:
 
 
 def train_controlnet(bank: LatentBank, unet, text_encoder, *, steps: int, batch: int, lr: float, uncond_prob: float,
-                     snr_gamma: float, seed: int, log: Callable[[int, dict], None]):
-    """Train a ControlNet made from ``unet`` on the product's Canny edges, UNet and text encoder frozen."""
+                     snr_gamma: float, seed: int, run: PhaseRun):
+    """Train a ControlNet made from ``unet`` on the product's Canny edges, UNet and text encoder frozen
+    (``run``: the phase's log and checkpoints)."""
     from diffusers import ControlNetModel
 
     torch.manual_seed(seed)
@@ -147,5 +153,5 @@ def train_controlnet(bank: LatentBank, unet, text_encoder, *, steps: int, batch:
                           mid_block_additional_residual=mid).sample
         return objective.loss(prediction, noise, timesteps)
 
-    _train(controlnet.parameters(), steps, lr, step_loss, log)
+    _train(controlnet.parameters(), steps, lr, step_loss, run, {"controlnet": controlnet}, objective)
     return controlnet.eval()

@@ -1,7 +1,7 @@
 """``rfad-train miniworld`` in parts: each finished phase is kept, so a stopped run resumes where it stopped.
 
 The generator trains in phases (VAE, UNet with the text encoder, ControlNet) that take minutes to
-an hour each on a CPU. After the VAE and after the UNet the trained models are written to
+hours each on a CPU; the phase in progress is checkpointed too (:mod:`rfad.trainer.miniworld.progress`). After the VAE and after the UNet the trained models are written to
 ``OUT.stages/<phase>/`` (safetensors, diffusers / transformers folders) with ``stage.json``: the
 phase's loss curve, timings, its check, and the settings that made it. The same command run
 again loads every finished phase instead of training it; the models are the same as an
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rfad.trainer.checkpoints import write_folder_atomically
 from rfad.trainer.miniworld.config import MiniworldTrainConfig
+from rfad.trainer.miniworld.progress import PhaseCheckpoints
 
 STAGE_FILE = "stage.json"
 PHASES = ("vae", "unet")  # the ControlNet is the last phase: its output is the model set itself
@@ -34,10 +35,11 @@ PHASES = ("vae", "unet")  # the ControlNet is the last phase: its output is the 
 _SCENES = ("seed", "scenes", "available_share", "norm_groups")
 _VAE = ("vae_steps", "vae_batch", "vae_crop", "vae_lr", "vae_channels")
 _UNET = ("unet_steps", "unet_batch", "unet_lr", "unet_channels", "text_encoder", "uncond_prob", "snr_gamma")
-PHASE_SETTINGS = {"vae": _SCENES + _VAE, "unet": _SCENES + _VAE + _UNET}
-# What no kept phase depends on: how the run is executed and logged, and the ControlNet, which is never kept.
-NOT_COMPARED = ("command", "out", "threads", "log_every", "check_per_class", "stop_after",
-                "controlnet_steps", "controlnet_batch", "controlnet_lr")
+_CONTROLNET = ("controlnet_steps", "controlnet_batch", "controlnet_lr")
+# (The ControlNet is never kept as a stage, but its phase in progress is checkpointed: progress.py.)
+PHASE_SETTINGS = {"vae": _SCENES + _VAE, "unet": _SCENES + _VAE + _UNET, "controlnet": _SCENES + _VAE + _UNET + _CONTROLNET}
+# What no phase depends on: how the run is executed, logged and checkpointed.
+NOT_COMPARED = ("command", "out", "threads", "log_every", "checkpoint_every", "check_per_class", "stop_after")
 
 
 def stages_folder(out: str | Path) -> Path:
@@ -57,7 +59,7 @@ class StageStore:
 
     def __init__(self, config: MiniworldTrainConfig):
         self.folder = stages_folder(config.out)
-        self.settings = {phase: compared_settings(config, phase) for phase in PHASES}
+        self.settings = {phase: compared_settings(config, phase) for phase in PHASE_SETTINGS}
 
     def load(self, phase: str) -> tuple[Path, dict] | None:
         """(the phase's folder, its stage record) if it has finished under these settings; None if it has not run.
@@ -101,6 +103,10 @@ class StageStore:
         [weights] = Path(folder).glob("*.safetensors")
         model.load_state_dict(load_file(weights))
         return model
+
+    def in_progress(self, phase: str, every: int, echo) -> PhaseCheckpoints:
+        """The checkpoints of ``phase`` while it trains, every ``every`` steps (0: none), in this folder."""
+        return PhaseCheckpoints(self.folder, phase, every, self.settings[phase], echo)
 
     def remove(self) -> None:
         """Drop every kept phase (the model set has been written)."""

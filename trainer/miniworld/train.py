@@ -5,8 +5,10 @@ oracle (the acceptance check of docs/miniworld.md) -> latents encoded once -> UN
 encoder) on the cached latents -> ControlNet from that UNet -> the model set folder
 (``sd15/`` in the diffusers SD-1.5 layout, ``controlnet/``, ``rfad-models.json``) and
 ``training_record.json`` (settings, seed, losses, times, SHA-256 of every file). The VAE and UNet
-phases are kept in ``OUT.stages`` as they finish (:mod:`rfad.trainer.miniworld.stages`): a
-stopped run resumes after the last one, and ``--stop-after`` splits a run into parts.
+phases are kept in ``OUT.stages`` as they finish (:mod:`rfad.trainer.miniworld.stages`), the phase
+in progress is checkpointed there every ``--checkpoint-every`` steps
+(:mod:`rfad.trainer.miniworld.progress`): a stopped run resumes where it stopped, and
+``--stop-after`` splits a run into parts.
 
 Seeded end to end: the same config on the same machine and library versions gives the same
 weights (every random draw comes from a generator seeded from ``seed``; CPU kernels are
@@ -36,6 +38,7 @@ from rfad.trainer.data.scenes import class_mix
 from rfad.trainer.miniworld.bank import draw_scene_bank
 from rfad.trainer.miniworld.config import MiniworldTrainConfig
 from rfad.trainer.miniworld.diffusion import LatentBank, train_controlnet, train_unet
+from rfad.trainer.miniworld.progress import PhaseCheckpoints, PhaseRun
 from rfad.trainer.miniworld.stages import StageStore
 from rfad.trainer.miniworld.vae import encode_images, reconstruction_agreement, set_scaling_factor, train_vae
 
@@ -63,6 +66,19 @@ class LossLog:
                     self.echo(f"  {name} step {step + 1}/{steps}  loss {means['loss']:.4f}  {elapsed:.0f} s")
 
         return log
+
+    def run(self, name: str, steps: int, checkpoints: PhaseCheckpoints | None = None) -> PhaseRun:
+        """Phase ``name``'s loop bookkeeping: this log, and ``checkpoints`` that keep (and restore) its curve."""
+        def snapshot() -> dict:
+            record = self.phases[name]
+            return {"curve": record["curve"], "seconds": round(time.perf_counter() - record["started"], 1)}
+
+        def restore(kept: dict) -> None:
+            record = self.phases[name]
+            record["curve"] = kept["curve"]
+            record["started"] = time.perf_counter() - kept["seconds"]  # the phase's time as if it had not stopped
+
+        return PhaseRun(self.phase(name, steps), checkpoints, snapshot, restore)
 
     def finish(self, name: str) -> None:
         record = self.phases[name]
@@ -94,8 +110,9 @@ def _vae_phase(config: MiniworldTrainConfig, scenes, losses: LossLog, stages: St
         return stages.load_model(AutoencoderKL, folder / "vae").eval(), record["reconstruction_check"]
 
     echo(f"VAE: {config.vae_steps} steps on {config.vae_crop} px crops (factor {config.latent_factor})")
+    progress = stages.in_progress("vae", config.checkpoint_every, echo)
     vae = train_vae(scenes.images, config.vae_steps, config.vae_batch, config.vae_crop, config.vae_lr, config.seed,
-                    tuple(config.vae_channels), config.norm_groups, losses.phase("vae", config.vae_steps))
+                    tuple(config.vae_channels), config.norm_groups, losses.run("vae", config.vae_steps, progress))
     losses.finish("vae")
     t0 = time.perf_counter()
     check = reconstruction_agreement(vae, config.check_per_class, config.seed)
@@ -104,6 +121,7 @@ def _vae_phase(config: MiniworldTrainConfig, scenes, losses: LossLog, stages: St
          + ", ".join(f"{name} {share:.0%}" for name, share in check["per_class"].items()))
     stages.save("vae", {"vae": vae}, {"losses": losses.phases["vae"], "reconstruction_check": check,
                                       "vae_check_s": timings["vae_check_s"]})
+    progress.clear()
     return vae, check
 
 
@@ -125,11 +143,13 @@ def _unet_phase(config: MiniworldTrainConfig, bank: LatentBank, tokenizer, commo
 
     text_encoder = tiny_text_encoder(tokenizer, config.seed)
     echo(f"UNet: {config.unet_steps} steps (text encoder {config.text_encoder})")
+    progress = stages.in_progress("unet", config.checkpoint_every, echo)
     unet = train_unet(bank, text_encoder, steps=config.unet_steps, batch=config.unet_batch, lr=config.unet_lr,
                       train_text_encoder=config.text_encoder == "train", channels=tuple(config.unet_channels),
-                      norm_groups=config.norm_groups, log=losses.phase("unet", config.unet_steps), **common)
+                      norm_groups=config.norm_groups, run=losses.run("unet", config.unet_steps, progress), **common)
     losses.finish("unet")
     stages.save("unet", {"unet": unet, "text_encoder": text_encoder}, {"losses": losses.phases["unet"]})
+    progress.clear()
     return unet, text_encoder
 
 
@@ -177,9 +197,10 @@ def train_miniworld(config: MiniworldTrainConfig, echo: Callable[[str], None] = 
         return None
 
     echo(f"ControlNet: {config.controlnet_steps} steps (UNet frozen)")
+    progress = stages.in_progress("controlnet", config.checkpoint_every, echo)
     controlnet = train_controlnet(bank, unet, text_encoder, steps=config.controlnet_steps,
                                   batch=config.controlnet_batch, lr=config.controlnet_lr,
-                                  log=losses.phase("controlnet", config.controlnet_steps), **common)
+                                  run=losses.run("controlnet", config.controlnet_steps, progress), **common)
     losses.finish("controlnet")
 
     out = Path(config.out)

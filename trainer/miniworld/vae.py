@@ -13,13 +13,13 @@ unit-variance latents.
 
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 import torch
 
 from rfad.tiny.shapes import tiny_shape
 from rfad.tiny.zoo import tiny_vae
+from rfad.trainer.miniworld.progress import LoopState, PhaseRun
 from rfad.trainer.miniworld.schedule import make_optimiser
 
 
@@ -42,10 +42,11 @@ def hold_log_variance(vae, value: float = HELD_LOG_VARIANCE) -> None:
 
 
 def train_vae(images: np.ndarray, steps: int, batch: int, crop: int, lr: float, seed: int, channels: tuple[int, ...],
-              norm_groups: int, log: Callable[[int, dict], None]):
+              norm_groups: int, run: PhaseRun):
     """Train a VAE on random ``crop`` x ``crop`` crops (random horizontal flips) of ``images`` (uint8 [N, H, W, 3]).
 
-    ``log(step, losses)`` receives each step's ``{"loss"}`` (L1). Returns the VAE in eval mode.
+    ``run`` logs each step's ``{"loss"}`` (L1) and checkpoints the phase (a stopped one resumes from
+    its last checkpoint). Returns the VAE in eval mode.
     """
     side = images.shape[1]
     torch.manual_seed(seed)
@@ -56,7 +57,8 @@ def train_vae(images: np.ndarray, steps: int, batch: int, crop: int, lr: float, 
     optimiser, scheduler = make_optimiser(vae.parameters(), lr, steps)
     rng = np.random.default_rng([seed, 1])
     noise = torch.Generator().manual_seed(seed)
-    for step in range(steps):
+    state = LoopState({"vae": vae}, optimiser, scheduler, {"crops": rng}, {"noise": noise})
+    for step in range(run.start(state), steps):
         picks = rng.integers(len(images), size=batch)
         x0, y0 = rng.integers(side - crop + 1, size=2)
         crops = images[picks, y0:y0 + crop, x0:x0 + crop]
@@ -71,7 +73,7 @@ def train_vae(images: np.ndarray, steps: int, batch: int, crop: int, lr: float, 
         optimiser.step()
         scheduler.step()
         hold_log_variance(vae)  # undo the step's change (gradient and weight decay) to those rows
-        log(step, {"loss": loss.item()})
+        run.step_done(step, {"loss": loss.item()}, state, steps)
     return vae.eval()
 
 
