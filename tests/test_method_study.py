@@ -189,3 +189,41 @@ def test_the_evidence_study_shows_the_judge_drawn_scenes_or_their_vae_round_trip
     assert study.refresh_oracle(stale)["oracle_agreement"] == 1.0  # measured again
     text = study.block({"rows": rows})
     assert "| drawn scenes | 10 / 10 | 2 |" in text and "after the VAE (factor 8, " in text and "the shipped generator's)" in text
+
+
+def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp_path):
+    """Each fine-tuning recipe is trained once from the pretrained judge and scored on validation products;
+    the kept one has the highest Available AP there, its scores stay in the validation records, and the
+    curve and judges parts train with it."""
+    import argparse
+    import shutil
+
+    from benchmarks.studies.method import judges as judge_runs
+    from benchmarks.studies.method import method_bench as bench
+    from benchmarks.studies.method.records import p_available, read_records
+    from rfad.trainer.api import average_precision
+    from rfad.trainer.data.manifest import read_manifest
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_set, work / "rf-mini-maps")
+    rows = read_manifest(work / "rf-mini-maps" / "manifest.jsonl")
+    (work / "rf-mini").mkdir()
+    (work / "rf-mini" / "labels.jsonl").write_text("".join(
+        json.dumps({"id": row.id, "seed": i, "prompt_from": row.label, "fired": [], "measurements": {}}) + "\n"
+        for i, row in enumerate(rows)))
+    recipe = judge_runs.Recipe(image_size=64, pretrain_epochs=1, epochs=1, batch_size=8)
+    judge_runs.train_judge(bench.data_manifest(work), work / "pretrained-judge", (), recipe, 0, None)
+    (work / "pretrained").symlink_to("pretrained-judge")
+    args = argparse.Namespace(work=work, recipe=recipe, recipe_candidates=[(1, 8, 1e-3), (2, 8, 3e-3)])
+
+    result = bench.part_recipe(args)
+    records = read_records(work / "records_val.jsonl")
+    positives = [r["oracle"] == "Available" for r in records]
+    for candidate in result["candidates"]:
+        assert candidate["val_ap"] == average_precision([p_available(r, candidate["judge"]) for r in records],
+                                                        positives)
+    best = max(result["candidates"], key=lambda c: c["val_ap"] if c["val_ap"] is not None else -1.0)
+    assert result["chosen"] == {"epochs": best["epochs"], "batch_size": best["batch_size"], "lr": best["lr"]}
+    assert bench.chosen_recipe(args) == recipe  # not saved yet: the flags' recipe
+    bench._save(work, "recipe", result)
+    assert (bench.chosen_recipe(args).epochs, bench.chosen_recipe(args).lr) == (best["epochs"], best["lr"])

@@ -1,6 +1,6 @@
 """The method, measured in the miniature world under a frozen protocol: the judge, Recurrent Generation.
 
-    python -m benchmarks.studies.method.method_bench --work DIR [--parts data,pretrain,curve,judges,loop,report]
+    python -m benchmarks.studies.method.method_bench --work DIR [--parts data,pretrain,recipe,curve,judges,loop,report]
         [--shard I/N] [--models DIR]
 
 The paper's chain (docs/design.md, the miniature world) with the oracle in the annotators' place,
@@ -17,6 +17,10 @@ when that file exists (delete it to rerun):
 - ``pretrain``: RFNet on ``--pretrain-scenes`` drawn scenes decoded by the generator's VAE and
   labelled by the oracle (``rfad-data scenes --through-vae``; no RF-mini image), once per
   ``--pretrain-candidates`` setting; the best on the scenes' validation split is kept;
+- ``recipe``: the fine-tuning recipe: each of ``--recipe-candidates`` (epochs, batch, learning rate)
+  fine-tuned once (seed 0) from the pretrained judge and scored on validation products; the one of
+  highest Available AP there is the recipe of ``curve`` and ``judges`` (``--epochs``, ``--batch-size``
+  and ``--lr`` are its defaults when the part is not run);
 - ``curve``: the learning curve: the judge fine-tuned on 25/50/100 % of the training products x
   ``--seeds`` seeds, scored on validation products;
 - ``judges``: RFNet, its ablations, RFNet without pretraining and the ResNet-only baseline, x
@@ -42,7 +46,7 @@ from benchmarks.studies.method import judges as judge_runs
 from benchmarks.studies.method.records import add_judge, base_records, read_records, write_records
 from benchmarks.studies.method.resnet_baseline import resnet_only_scores
 
-PARTS = ("data", "pretrain", "curve", "judges", "loop", "report")
+PARTS = ("data", "pretrain", "recipe", "curve", "judges", "loop", "report")
 PRETRAIN_SEED = 11   # the pretraining scenes' seed: neither the generator's (0) nor RF-mini's request stream
 RF_MINI_SEED = 26    # RF-mini's products, prompts, splits and images: never looked at before this protocol
 IMAGES_PER_PRODUCT = 5
@@ -113,6 +117,41 @@ def part_pretrain(args) -> dict:
     return {"scenes": args.pretrain_scenes, "rfnet": chosen, "candidates": candidates,
             "chosen_on": "final accuracy on the pretraining scenes' validation split",
             "resnet_only_seconds": resnet_seconds}
+
+
+def part_recipe(args) -> dict:
+    """Each of ``--recipe-candidates`` fine-tuned at seed 0 from ``WORK/pretrained`` and scored on the
+    validation products; the one of highest Available AP is kept (``recipe.json``: :func:`chosen_recipe`)."""
+    from dataclasses import replace
+
+    from benchmarks.studies.method.records import p_available
+    from rfad.trainer.api import average_precision
+
+    records = _records(args)["val"]
+    positives = [r["oracle"] == "Available" for r in records]
+    candidates = []
+    for epochs, batch, lr in args.recipe_candidates:
+        recipe = replace(args.recipe, epochs=epochs, batch_size=batch, lr=lr)
+        name = f"recipe e{epochs}-b{batch}-lr{lr:g} s0"
+        folder = args.work / "recipe-candidates" / f"e{epochs}-b{batch}-lr{lr:g}"
+        seconds = judge_runs.train_judge(data_manifest(args.work), folder, (), recipe, 0, args.work / "pretrained")
+        if name not in records[0]["probabilities"]:
+            add_judge(records, name, judge_runs.score(folder, data_manifest(args.work), "val"))
+            write_records(records, args.work / "records_val.jsonl")
+        ap = average_precision([p_available(r, name) for r in records], positives)
+        candidates.append({"epochs": epochs, "batch_size": batch, "lr": lr, "judge": name, "val_ap": ap,
+                           "train_seconds": seconds})
+    chosen = max(candidates, key=lambda c: c["val_ap"] if c["val_ap"] is not None else -1.0)
+    return {"candidates": candidates, "chosen": {k: chosen[k] for k in ("epochs", "batch_size", "lr")},
+            "chosen_on": "Available AP on the validation products, training seed 0"}
+
+
+def chosen_recipe(args):
+    """``args.recipe`` with the ``recipe`` part's choice, once that part has run (else as given)."""
+    from dataclasses import replace
+
+    done = _done(args.work, "recipe")
+    return args.recipe if done is None else replace(args.recipe, **done["chosen"])
 
 
 def resnet_only_pretrain(args, recipe) -> float:
@@ -238,6 +277,9 @@ def main() -> None:
     parser.add_argument("--pretrain-candidates", type=_candidates, default=_candidates("8:16:1e-3,20:16:1e-3,20:32:2e-3"),
                         help="EPOCHS:BATCH:LR,... pretraining settings tried; the best on the scenes' validation "
                              "split is kept.")
+    parser.add_argument("--recipe-candidates", type=_candidates, default=_candidates("10:16:1e-3,30:16:1e-3,30:32:2e-3"),
+                        help="EPOCHS:BATCH:LR,... fine-tuning settings tried by the recipe part; the best Available AP "
+                             "on validation products is kept for the curve and the judges.")
     parser.add_argument("--seeds", default="0,1,2", help="Training seeds of RFNet, the curve and the ResNet baseline.")
     parser.add_argument("--ablation-seeds", help="Training seeds of the ablations and RFNet without pretraining "
                                                  "[default: --seeds; \"\": none]; the report gives each row's seed count.")
@@ -270,6 +312,8 @@ def main() -> None:
             print(f"{part}: {args.work / (part + '.json')} exists, skipped")
             continue
         start = time.perf_counter()
+        if part in ("curve", "judges", "report"):
+            args.recipe = chosen_recipe(args)  # what validation chose, whether in this run or an earlier one
         result = globals()[f"part_{part}"](args)
         if result is None:
             return

@@ -31,12 +31,14 @@ PAPER_AVA = {"shipped": ("56.4 %", "70.1 %"), "none": ("84.7 % (ReFL)", "84.9 %"
 def write_report(work: Path, settings: dict) -> Path:
     """benchmarks/results/method.json from the parts in ``work`` (and the records copied beside it)."""
     parts = {name: json.loads((work / f"{name}.json").read_text())
-             for name in ("data", "pretrain", "curve", "judges", "loop") if (work / f"{name}.json").is_file()}
+             for name in ("data", "pretrain", "recipe", "curve", "judges", "loop") if (work / f"{name}.json").is_file()}
     rows = []
     if "data" in parts:
         rows.append({"kind": "rf_mini", **parts["data"]["rf_mini"]})
     if "pretrain" in parts:
         rows.append({"kind": "pretrain", **parts["pretrain"]})
+    if "recipe" in parts:
+        rows.append({"kind": "recipe", **parts["recipe"]})
     if "curve" in parts:
         rows += [{"kind": "curve", **row} for row in parts["curve"]["rows"]]
     if "judges" in parts:
@@ -97,6 +99,18 @@ def judges_section(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _recipe_line(recipe: dict) -> str:
+    """The recipe part's candidates with their validation AP, and the one kept."""
+    def ap(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    tried = ", ".join(f"{c['epochs']} epochs of {c['batch_size']} at lr {c['lr']:g}: AP {ap(c['val_ap'])}"
+                      for c in recipe["candidates"])
+    kept = recipe["chosen"]
+    return (f"The fine-tuning recipe, chosen on validation products (seed 0): {tried}; kept: {kept['epochs']} "
+            f"epochs of {kept['batch_size']} at lr {kept['lr']:g}.")
+
+
 def curve_section(rows: list[dict]) -> str:
     curve = [r for r in rows if r["kind"] == "curve"]
     if not curve:
@@ -104,7 +118,9 @@ def curve_section(rows: list[dict]) -> str:
     shown = [{"fraction": f"{100 * r['fraction']:.0f} %", "ap": f"{r['ap']:.3f} ({_interval(*r['ap_interval'])})",
               "per_seed": ", ".join(f"{v:.3f}" for v in r["ap_per_seed"]),
               "accuracy": f"{_pct(r['accuracy'])}"} for r in curve]
-    return ("Validation products only (the curve steers choices, so it never reads test).\n\n"
+    recipe = next((r for r in rows if r["kind"] == "recipe"), None)
+    chosen = "" if recipe is None else _recipe_line(recipe) + "\n\n"
+    return ("Validation products only (the curve steers choices, so it never reads test).\n\n" + chosen
             + markdown_table(shown, [("fraction", "training products"), ("ap", "AP, Available (95 % CI)"),
                                      ("per_seed", "AP per seed"), ("accuracy", "accuracy, 5 classes")]))
 
