@@ -238,6 +238,21 @@ def test_rfad_train_maps_writes_map_models_the_judge_loads(trained, tmp_path):
     assert bad.exit_code != 0 and "--size 60" in bad.output
 
 
+def test_the_maps_depth_truth_is_scaled_per_image_as_the_served_map_is(trained):
+    """The served DepthEstimator scales every map to [0, 1]; the truth it learns from is scaled the same way,
+    or a scene without a table (nearest point 0.2) would ask for a map it can never output."""
+    from rfad.trainer.data.miniworld import load_generator
+    from rfad.trainer.data.scenes import draw_scene
+    from rfad.trainer.miniworld.maps import MAP_STREAM, decoded_scenes
+
+    runner, _ = load_generator(trained)
+    _, _, depth = decoded_scenes(runner, 10, seed=0, stream=MAP_STREAM)
+    assert np.allclose(depth.min(axis=(1, 2)), 0.0) and np.allclose(depth.max(axis=(1, 2)), 1.0)
+    no_table = next(scene for scene in (draw_scene("Space Mismatch", np.random.default_rng([9, i])) for i in range(50))
+                    if scene.params["variant"] == "no support")
+    assert no_table.depth().max() == pytest.approx(0.2)
+
+
 def test_rfad_train_decoder_changes_the_decoder_only_and_records_the_check(trained, tmp_path):
     """`rfad-train decoder` copies the set, fine-tunes its VAE decoder with the encoder frozen (so the
     diffusion models' latents do not change), and records the oracle's reconstruction check."""

@@ -6,7 +6,8 @@ no pretrained map model exists, and random-weight ones give maps that carry no l
 
 - saliency: the product's silhouette where the canvas placed it (the paper's salient object);
 - depth: the layout (:meth:`rfad.trainer.data.scenes.Scene.depth`): the wall far, the table nearer
-  row by row, every object at the depth of the row it stands on.
+  row by row, every object at the depth of the row it stands on; scaled to [0, 1] per image, as the
+  served depth map is (relative depth, as DPT's is).
 
 One loop, top to bottom: config -> scenes (drawn, seeded, passed through the generator's VAE and
 the product pasted back, so the inputs look like what the generator paints) -> a DPT and a U2-Net
@@ -68,10 +69,17 @@ def decoded_scenes(runner, count: int, seed: int, stream: int, batch: int = 32, 
         for image, scene in zip(decoded, scenes):
             inputs.append(paste_back(image, scene.canvas))
             saliency.append((scene.canvas.product_alpha > 127).astype(np.float32))
-            depth.append(scene.depth())
+            depth.append(_min_max(scene.depth()))
         if progress is not None:
             progress(len(inputs), count)
     return np.stack(inputs), np.stack(saliency), np.stack(depth)
+
+
+def _min_max(depth: np.ndarray) -> np.ndarray:
+    """The layout's depth scaled to [0, 1] per image (flat: 0), as the served ``DepthEstimator`` scales its output:
+    a scene without a table has its nearest point at 0.2, which a min-max-scaled prediction can never equal."""
+    low, high = float(depth.min()), float(depth.max())
+    return ((depth - low) / (high - low) if high > low else np.zeros_like(depth)).astype(np.float32)
 
 
 def build_map_models(size: int, seed: int):
