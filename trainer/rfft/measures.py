@@ -72,9 +72,9 @@ def cross_product_distance(images: list[np.ndarray], backgrounds: list[np.ndarra
 
 
 def fidelity_shares(readings: list[dict]) -> dict:
-    """Per attribute, the share of the images whose prompt names it that show it (``n``: how many
-    name it), and ``faithful``: the share showing everything named. ``readings``: what
-    :func:`rfad.trainer.data.fidelity.read_fidelity` returned per image."""
+    """Per attribute, the share of the images read for it that match their prompt (``n``: how many were
+    read; the table only where the prompt names one), and ``faithful``: the share matching in every
+    attribute read. ``readings``: what :func:`rfad.trainer.data.fidelity.read_fidelity` returned per image."""
     out = {}
     for name in (*ATTRIBUTES, "faithful"):
         named = [bool(r[name]) for r in readings if r[name] is not None]
