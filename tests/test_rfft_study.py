@@ -113,7 +113,11 @@ def test_the_study_sweeps_on_validation_then_reads_test_once(tmp_path):
     assert record["models"]["canvas"]["width"] == 128  # the world's declared canvas, recorded as rfad-models.json has it
 
     test = final["test"]
-    assert test["products"] == 5 and set(test["summaries"]) == {"base", cc.name, choose["chosen"]["none"]["setting"]}
+    none = choose["chosen"]["none"]["setting"]
+    assert test["products"] == 5 and set(test["summaries"]) == {"base", cc.name, none}
+    # none against cc, paired: the regulariser's effect with all else equal.
+    assert set(test["comparisons"]) == {f"{none} vs {cc.name}"}
+    assert set(test["comparisons"][f"{none} vs {cc.name}"]) == set(tables.RATIOS) | set(tables.DIFFERENCES)
     # The tuned row's availability is the seeds' mean, recomputed from the kept records.
     shares = []
     for seed in (0, 1):
@@ -129,5 +133,6 @@ def test_the_study_sweeps_on_validation_then_reads_test_once(tmp_path):
     result = {"settings": {"max_attempts": 2}, "rows": [{"part": "sweep", **sweep}, {"part": "choose", **choose},
                                                          {"part": "final", **final}]}
     assert "(chosen)" in sweep_block(result) and "up to 2, RFNet" in test_block(result)
+    assert f"`{none} vs {cc.name}`, paired" in test_block(result)
     draw_figure(choose, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 0

@@ -132,6 +132,11 @@ def test_block(result: dict) -> str:
               + "; ".join(f"`{name}` " + ", ".join(f"{target} {'met' if ok else '**not met**'}"
                                                    for target, ok in targets(s).items())
                           for name, s in summaries.items() if name != "base") + "."]
+    for pair, c in test.get("comparisons", {}).items():
+        lines += ["", f"`{pair}`, paired on the same products and seeds: oracle availability "
+                  f"{_points(c['oracle_available'])} points, prompt fidelity {_points(c['prompt_fidelity'])} points, "
+                  f"seed diversity x{_measure(c['seed_distance'], percent=False)}, cross-product diversity "
+                  f"x{_measure(c['cross_distance'], percent=False)}."]
     lines += ["", "Each class's share (the oracle), and RFNet against the oracle:", "",
               "| ControlNet | " + " | ".join(CLASS_NAMES) + " | RFNet: Available | RFNet - oracle | RFNet AUC (x base) |",
               "|---" * (len(CLASS_NAMES) + 4) + "|"]

@@ -113,19 +113,21 @@ def part_sweep(args) -> dict:
     return {"split": "val", "products": len(products), "images_per_product": args.val_images, "settings": names}
 
 
-def _summaries(args, split: str, names_and_seeds: dict[str, list[int]], images: int) -> dict:
-    """{"base": summary, name: summary vs the base}, from the kept evaluations of ``split``."""
+def _summaries(args, split: str, names_and_seeds: dict[str, list[int]], images: int,
+               comparisons: tuple[tuple[str, str], ...] = ()) -> dict:
+    """{"base": summary, name: summary vs the base}, from the kept evaluations of ``split``; with
+    ``comparisons`` ((a, b) setting names), a against b paired (:func:`summary.compare`)."""
     folder = args.work / "evals"
     load = lambda name: json.loads((folder / f"{name}-{split}.json").read_text())  # noqa: E731
     base = load("base")
     products = list(dict.fromkeys(r["product"] for r in base["records"]))
     group = lambda evaluations: tables.Group(evaluations, products, args.threshold, args.max_attempts)  # noqa: E731
-    base_group = group([base])
-    out = {"base": tables.summarize(base_group, None, products, args.draws)}
-    for name, seeds in names_and_seeds.items():
-        out[name] = tables.summarize(group([load(f"{name}-seed{s}") for s in seeds]), base_group, products,
-                                     args.draws)
-    return {"products": len(products), "images_per_product": images, "summaries": out}
+    groups = {"base": group([base])}
+    groups.update({name: group([load(f"{name}-seed{s}") for s in seeds]) for name, seeds in names_and_seeds.items()})
+    out = {name: tables.summarize(g, None if name == "base" else groups["base"], products, args.draws)
+           for name, g in groups.items()}
+    compared = {f"{a} vs {b}": tables.compare(groups[a], groups[b], products, args.draws) for a, b in comparisons}
+    return {"products": len(products), "images_per_product": images, "summaries": out, "comparisons": compared}
 
 
 def part_choose(args) -> dict:
@@ -156,7 +158,10 @@ def part_final(args) -> dict:
         for seed in args.seeds:
             evaluations.get(f"{setting.name}-seed{seed}", _train(args, setting, seed))
         names[setting.name] = list(args.seeds)
-    return {"test": _summaries(args, "test", names, args.test_images), "seeds": list(args.seeds)}
+    # The issue's comparisons: cc against kl; none against cc (the collapse the regulariser prevents).
+    chosen = {reg: entry["setting"] for reg, entry in choice["chosen"].items()}
+    pairs = tuple((chosen[a], chosen[b]) for a, b in (("cc", "kl"), ("none", "cc")) if a in chosen and b in chosen)
+    return {"test": _summaries(args, "test", names, args.test_images, pairs), "seeds": list(args.seeds)}
 
 
 def part_report(args) -> dict:

@@ -137,21 +137,29 @@ RATIOS = ("seed_distance", "cross_distance", "judge_auc")    # reported as tuned
 DIFFERENCES = ("oracle_available", "prompt_fidelity", "judge_available")  # reported as tuned - base
 
 
-def summarize(group: Group, base: Group | None, products: Sequence[str], draws: int = 2000) -> dict:
-    """Every measure of ``group`` with its interval by product; with ``base``, the paired ratios
-    (:data:`RATIOS`) and differences (:data:`DIFFERENCES`) to it, each with its interval."""
+def compare(group: Group, other: Group, products: Sequence[str], draws: int = 2000) -> dict:
+    """``group`` against ``other`` on the same products and seeds: the ratios (:data:`RATIOS`) with their
+    intervals and the differences (:data:`DIFFERENCES`) with intervals and p values, paired by product."""
     every = np.arange(len(products))
-    mine = group.statistics()
+    mine, theirs = group.statistics(), other.statistics()
+    out = {}
+    for name in RATIOS:
+        def ratio(items, name=name):
+            return _ratio(mine[name](items), theirs[name](items))
+        out[name] = {"value": ratio(every), "interval": bootstrap_interval(ratio, products, draws)}
+    for name in DIFFERENCES:
+        out[name] = paired_difference(mine[name], theirs[name], products, draws)
+    return out
+
+
+def summarize(group: Group, base: Group | None, products: Sequence[str], draws: int = 2000) -> dict:
+    """Every measure of ``group`` with its interval by product; with ``base``, ``<measure> vs base``:
+    :func:`compare` against it."""
+    every = np.arange(len(products))
     out = {name: {"value": statistic(every), "interval": bootstrap_interval(statistic, products, draws)}
-           for name, statistic in mine.items()}
+           for name, statistic in group.statistics().items()}
     if base is not None:
-        theirs = base.statistics()
-        for name in RATIOS:
-            def ratio(items, name=name):
-                return _ratio(mine[name](items), theirs[name](items))
-            out[f"{name} vs base"] = {"value": ratio(every), "interval": bootstrap_interval(ratio, products, draws)}
-        for name in DIFFERENCES:
-            out[f"{name} vs base"] = paired_difference(mine[name], theirs[name], products, draws)
+        out.update({f"{name} vs base": value for name, value in compare(group, base, products, draws).items()})
     return out
 
 
