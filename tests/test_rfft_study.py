@@ -96,7 +96,14 @@ def test_the_study_sweeps_on_validation_then_reads_test_once(tmp_path):
              "--threads", "1"]
     with pytest.raises(SystemExit, match="run the choose part first"):
         main(flags + ["--parts", "final"])
-    main(flags + ["--parts", "sweep,choose"])
+    # Two processes: shard 1 takes the second task (cc's run), shard 0 the base and none's run, and the
+    # shard that finds every evaluation made saves the part.
+    main(flags + ["--parts", "sweep,choose", "--shard", "1/2"])
+    assert not (work / "sweep.json").exists()
+    assert sorted(p.name for p in (work / "evals").iterdir()) == ["cc-lr0.001-beta1-steps1-seed0-val.json",
+                                                                  "cc-lr0.001-beta1-steps2-seed0-val.json"]
+    main(flags + ["--parts", "sweep,choose", "--shard", "0/2"])
+    assert (work / "choose.json").is_file()
     assert not list((work / "evals").glob("*-test.json"))  # nothing of test read before the choice
     main(flags + ["--parts", "final"])
 

@@ -9,7 +9,8 @@ products decide every setting; its TEST products are read by the ``final`` part 
 choice is written. ``--world`` is the model set whose ControlNet is tuned and whose RFNet gives the
 feedback and judges the outputs [default: the shipped miniature world]. The oracle is the
 independent verdict. Parts, each saved as ``DIR/<part>.json`` and skipped when that file exists
-(delete it to rerun); every training run and every evaluation inside a part is kept and resumed:
+(delete it to rerun); every training run and every evaluation inside a part is kept and resumed,
+and ``--shard I/N`` deals a part's training runs over N processes:
 
 - ``sweep``: every setting (``--regs`` x ``--lrs`` x ``--betas`` x ``--steps-grid``; ``none`` has no
   beta) trained at seed 0, and the base, evaluated on ``--val-images`` images per validation product;
@@ -76,8 +77,14 @@ class Evaluations:
         self.args, self.split, self.products, self.images = args, split, products, images
         self._world = None
 
+    def has(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def _path(self, name: str) -> Path:
+        return self.args.work / "evals" / f"{name}-{self.split}.json"
+
     def get(self, name: str, controlnet: Path | None) -> dict:
-        path = self.args.work / "evals" / f"{name}-{self.split}.json"
+        path = self._path(name)
         made_with = {"world": str(Path(self.args.world).resolve()), "recipe": vars(self.args.recipe),
                      "images_per_product": self.images, "product_ids": [p.id for p in self.products]}
         if path.is_file():
@@ -102,15 +109,36 @@ def _train(args, setting: Setting, seed: int) -> Path:
                          echo=lambda *_: None)
 
 
-def part_sweep(args) -> dict:
+def _run_share(args, evaluations: Evaluations, runs: dict[str, list[tuple[Setting, int]]]) -> bool:
+    """The base and every training run of ``runs`` (run name -> its (setting, seed) points in steps order),
+    this process's share of them (``--shard I/N``: the base to shard 0, runs dealt in turn): each point
+    trained and evaluated. True once every evaluation exists, whichever process made it."""
+    index, count = args.shard
+    tasks = [("base", [])] + list(runs.items())
+    for name, points in tasks[index::count]:
+        if name == "base":
+            evaluations.get("base", None)
+        for setting, seed in points:
+            evaluations.get(f"{setting.name}-seed{seed}", _train(args, setting, seed))
+    names = ["base"] + [f"{setting.name}-seed{seed}" for points in runs.values() for setting, seed in points]
+    return all(evaluations.has(name) for name in names)
+
+
+def _by_run(points: list[tuple[Setting, int]]) -> dict[str, list[tuple[Setting, int]]]:
+    runs: dict[str, list[tuple[Setting, int]]] = {}
+    for setting, seed in sorted(points, key=lambda p: p[0].steps):
+        runs.setdefault(setting.run(seed), []).append((setting, seed))
+    return runs
+
+
+def part_sweep(args) -> dict | None:
     products = split_products(args, "val", args.val_products)
     evaluations = Evaluations(args, "val", products, args.val_images)
-    evaluations.get("base", None)
-    names = []
-    for setting in sweep_settings(args):
-        evaluations.get(f"{setting.name}-seed0", _train(args, setting, 0))
-        names.append(setting.name)
-    return {"split": "val", "products": len(products), "images_per_product": args.val_images, "settings": names}
+    settings = sweep_settings(args)
+    if not _run_share(args, evaluations, _by_run([(setting, 0) for setting in settings])):
+        return None
+    return {"split": "val", "products": len(products), "images_per_product": args.val_images,
+            "settings": [setting.name for setting in settings]}
 
 
 def _summaries(args, split: str, names_and_seeds: dict[str, list[int]], images: int,
@@ -145,19 +173,16 @@ def part_choose(args) -> dict:
     return {"val": val, "chosen": chosen}
 
 
-def part_final(args) -> dict:
+def part_final(args) -> dict | None:
     choice = _done(args.work, "choose")
     if choice is None:
         raise SystemExit("final: run the choose part first (the test split is read only after the choice)")
     products = split_products(args, "test", None)
     evaluations = Evaluations(args, "test", products, args.test_images)
-    evaluations.get("base", None)
-    names = {}
-    for reg, entry in choice["chosen"].items():
-        setting = Setting.parse(entry["setting"])
-        for seed in args.seeds:
-            evaluations.get(f"{setting.name}-seed{seed}", _train(args, setting, seed))
-        names[setting.name] = list(args.seeds)
+    settings = [Setting.parse(entry["setting"]) for entry in choice["chosen"].values()]
+    if not _run_share(args, evaluations, _by_run([(setting, seed) for setting in settings for seed in args.seeds])):
+        return None
+    names = {setting.name: list(args.seeds) for setting in settings}
     # The issue's comparisons: cc against kl; none against cc (the collapse the regulariser prevents).
     chosen = {reg: entry["setting"] for reg, entry in choice["chosen"].items()}
     pairs = tuple((chosen[a], chosen[b]) for a, b in (("cc", "kl"), ("none", "cc")) if a in chosen and b in chosen)
@@ -172,6 +197,13 @@ def part_report(args) -> dict:
 
 def _floats(value: str) -> list[float]:
     return [float(v) for v in value.split(",") if v]
+
+
+def _shard(value: str) -> tuple[int, int]:
+    index, count = (int(part) for part in value.split("/"))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {value!r}")
+    return index, count
 
 
 def _ints(value: str) -> list[int]:
@@ -195,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-attempts", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=0.5, help="The judge's p(Available) that passes an image.")
     parser.add_argument("--draws", type=int, default=2000, help="Bootstrap resamples of the products.")
+    parser.add_argument("--shard", type=_shard, default=(0, 1),
+                        help="I/N: this process's share of the training runs (the base to shard 0); the part is "
+                             "saved by the process that finds every evaluation made.")
     parser.add_argument("--threads", type=int, help="torch threads [default: torch's].")
     recipe = Recipe()
     for field, value in vars(recipe).items():
@@ -233,6 +268,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         start = time.perf_counter()
         result = globals()[f"part_{part}"](args)
+        if result is None:
+            print(f"{part}: this shard's share is done; the part is saved by the shard that finishes last")
+            return
         _save(args.work / f"{part}.json", {**result, "seconds": round(time.perf_counter() - start, 1)})
         print(f"{part}: done in {time.perf_counter() - start:.0f} s")
 
