@@ -231,6 +231,8 @@ def test_rfad_train_maps_writes_map_models_the_judge_loads(trained, tmp_path):
         with torch.no_grad():
             maps = estimator(images)
         assert maps.shape == (2, 1, 64, 64) and float(maps.min()) >= 0 and float(maps.max()) <= 1
+        # Not a flat map: a depth model whose last ReLU is dead outputs 0 everywhere and carries no signal.
+        assert float(maps.amax(dim=(1, 2, 3)).min()) == pytest.approx(1.0) and float(maps.std()) > 0.05
     record = json.loads((out / RECORD_FILE).read_text())
     assert record["command"] == "rfad-train maps" and record["files"] == file_hashes(out)
     assert set(record["check"]) == {"untrained", "trained"} and record["curve"][-1]["step"] == 3

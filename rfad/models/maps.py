@@ -61,11 +61,15 @@ class DepthEstimator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images float [B, 3, H, W] in [0, 1] -> depth map float [B, 1, H, W] in [0, 1] (near = bright)."""
+        return _normalise_per_image(self.unscaled(images))
+
+    def unscaled(self, images: torch.Tensor) -> torch.Tensor:
+        """DPT's depth before the per-image scaling, at the images' size: float [B, 1, H, W], >= 0 (DPT's
+        head ends in a ReLU). Training reads this: a loss on the scaled map cannot see the output's scale."""
         height, width = images.shape[-2:]
         x = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
         depth = self.dpt(pixel_values=(x - self.mean) / self.std).predicted_depth.unsqueeze(1)
-        depth = F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=False)
-        return _normalise_per_image(depth)
+        return F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=False)
 
 
 class SaliencyEstimator(nn.Module):

@@ -94,7 +94,9 @@ def build_map_models(size: int, seed: int):
 
     torch.manual_seed(seed)
     tiny = SHAPES["tiny"]
-    dpt = DPTForDepthEstimation(DPTConfig(**{**tiny.dpt, "image_size": size, "initializer_range": 0.02}))
+    # The tiny shape's initialisation (std 0.1): at DPT's default 0.02 the head's last ReLU outputs 0
+    # everywhere, no gradient reaches it, and the model stays a flat map (the first shipped one did).
+    dpt = DPTForDepthEstimation(DPTConfig(**{**tiny.dpt, "image_size": size}))
     u2net = U2Net(U2NetConfig(**tiny.u2net, input_size=size))
     return DepthEstimator(dpt, size=size), SaliencyEstimator(u2net, size=size)
 
@@ -150,7 +152,9 @@ def train_maps(config: MapsTrainConfig, echo=print) -> Path:
         flip = rng.random() < 0.5  # the layouts are left-right symmetric
         images, saliency, depth = (a[picks][:, :, ::-1] if flip else a[picks] for a in train)
         x = _tensor(images)
-        depth_loss = F.l1_loss(depth_model(x)[:, 0], torch.from_numpy(np.ascontiguousarray(depth)))
+        # On the unscaled output: the truth is in [0, 1] per image, so the model learns the scale too and
+        # the served per-image scaling is nearly the identity (a loss on the scaled map cannot see the scale).
+        depth_loss = F.l1_loss(depth_model.unscaled(x)[:, 0], torch.from_numpy(np.ascontiguousarray(depth)))
         saliency_loss = F.l1_loss(saliency_model(x)[:, 0], torch.from_numpy(np.ascontiguousarray(saliency)))
         optimizer.zero_grad(set_to_none=True)
         (depth_loss + saliency_loss).backward()
