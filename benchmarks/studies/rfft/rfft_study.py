@@ -119,7 +119,8 @@ def _run_share(args, evaluations: Evaluations, runs: dict[str, list[tuple[Settin
         if name == "base":
             evaluations.get("base", None)
         for setting, seed in points:
-            evaluations.get(f"{setting.name}-seed{seed}", _train(args, setting, seed))
+            name = f"{setting.name}-seed{seed}"
+            evaluations.get(name, None if evaluations.has(name) else _train(args, setting, seed))
     names = ["base"] + [f"{setting.name}-seed{seed}" for points in runs.values() for setting, seed in points]
     return all(evaluations.has(name) for name in names)
 
