@@ -227,3 +227,26 @@ def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp
     assert bench.chosen_recipe(args) == recipe  # not saved yet: the flags' recipe
     bench._save(work, "recipe", result)
     assert (bench.chosen_recipe(args).epochs, bench.chosen_recipe(args).lr) == (best["epochs"], best["lr"])
+
+
+def test_a_judge_run_stopped_mid_training_resumes_when_the_bench_runs_again(tiny_set, tmp_path):
+    """The bench's long runs are resumable: a judge whose training was stopped (checkpoints, no train log)
+    is continued from its latest checkpoint by the next bench run, to the weights of an unstopped run."""
+    from safetensors.torch import load_file
+
+    from benchmarks.studies.method import judges as judge_runs
+    from rfad.trainer.api import RFNetTrainConfig, train_rfnet
+
+    recipe = judge_runs.Recipe(image_size=64, pretrain_epochs=1, epochs=2, batch_size=8)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    judge_runs.train_judge(tiny_set / "manifest.jsonl", whole, (), recipe, 0, None)
+    train_rfnet(RFNetTrainConfig(data=str(tiny_set / "manifest.jsonl"), out=str(stopped), tiny=True,
+                                 backbone=recipe.backbone, epochs=recipe.epochs, image_size=recipe.image_size,
+                                 lr=recipe.lr, batch_size=recipe.batch_size, product_scale=recipe.product_scale,
+                                 seed=0, max_steps=1), echo=lambda *_: None)
+    assert not (stopped / judge_runs.TRAIN_LOG).is_file()
+
+    judge_runs.train_judge(tiny_set / "manifest.jsonl", stopped, (), recipe, 0, None)
+    expected, resumed = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rfad.trainer.api import TRAIN_LOG, RFNetTrainConfig, evaluate_rfnet, train_rfnet
+from rfad.trainer.api import TRAIN_LOG, RFNetTrainConfig, evaluate_rfnet, latest_checkpoint, train_rfnet
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ def variant_folder(work: Path, name: str, seed: int, fraction: float = 1.0) -> P
     return work / "judges" / (f"{slug}-s{seed}" if fraction == 1.0 else f"{slug}-f{fraction:g}-s{seed}")
 
 
+def _interrupted(out: Path) -> bool:
+    """Whether ``out`` holds an unfinished run's checkpoints: the bench was stopped while training it,
+    and the same command resumes it from the latest (rather than being refused, or starting over)."""
+    return latest_checkpoint(out) is not None
+
+
 def pretrain(scenes: Path, out: Path, recipe: Recipe, depth: Path, saliency: Path, seed: int = 0) -> dict:
     """RFNet on the VAE-decoded scenes (labels by the oracle); skipped when ``out`` is complete.
 
@@ -66,7 +72,7 @@ def pretrain(scenes: Path, out: Path, recipe: Recipe, depth: Path, saliency: Pat
         train_rfnet(RFNetTrainConfig(data=str(scenes), out=str(out), tiny=True, backbone=recipe.backbone,
                                      epochs=recipe.pretrain_epochs, image_size=recipe.image_size, lr=recipe.lr,
                                      batch_size=recipe.batch_size, product_scale=recipe.product_scale, seed=seed,
-                                     depth=str(depth), saliency=str(saliency)),
+                                     depth=str(depth), saliency=str(saliency), resume=_interrupted(out)),
                     echo=lambda *_: None)
         timing.write_text(f"{time.perf_counter() - start:.1f}\n")
     history = json.loads((out / TRAIN_LOG).read_text())["history"]
@@ -84,7 +90,7 @@ def train_judge(data: Path, out: Path, ablate: tuple[str, ...], recipe: Recipe, 
                                      epochs=recipe.epochs, image_size=recipe.image_size, lr=recipe.lr,
                                      batch_size=recipe.batch_size, product_scale=recipe.product_scale, seed=seed,
                                      ablate=ablate, init=None if init is None else str(init),
-                                     train_fraction=rows_fraction),
+                                     train_fraction=rows_fraction, resume=_interrupted(out)),
                     echo=lambda *_: None)
         timing.write_text(f"{time.perf_counter() - start:.1f}\n")
     return float(timing.read_text()) if timing.is_file() else float("nan")
