@@ -159,7 +159,7 @@ def test_the_evidence_study_shows_the_judge_drawn_scenes_or_their_vae_round_trip
     assert folder.resolve() == (model_dir() / "sd15" / "vae").resolve()
     name, identity = study.vae_name(None)
     [weights] = folder.glob("*.safetensors")
-    assert name == f"vae-f8-{file_sha256(weights)[:8]}" and identity["factor"] == 8
+    assert name == f"vae-f4-{file_sha256(weights)[:8]}" and identity["factor"] == 4
 
     from diffusers import AutoencoderKL
 
@@ -188,7 +188,9 @@ def test_the_evidence_study_shows_the_judge_drawn_scenes_or_their_vae_round_trip
     stale = {**rows[0], "oracle_rules": [["older rules"]], "oracle_agreement": 0.0}
     assert study.refresh_oracle(stale)["oracle_agreement"] == 1.0  # measured again
     text = study.block({"rows": rows})
-    assert "| drawn scenes | 10 / 10 | 2 |" in text and "after the VAE (factor 8, " in text and "the shipped generator's)" in text
+    assert "| drawn scenes | 10 / 10 | 2 |" in text and "after the VAE (factor 4, " in text and "the shipped generator's)" in text
+    earlier = {**rows[1], "vae_sha256": "0" * 64, "factor": 8}  # measured on a VAE shipped before: not called shipped
+    assert "after the VAE (factor 8, 00000000)" in study.block({"rows": [rows[0], earlier]})
 
 
 def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp_path):

@@ -275,6 +275,10 @@ def relabel_miniworld(out_dir: str | os.PathLike, progress: bool = False, decode
                                 for row in record["rows"]])
             with torch.no_grad():
                 decoded = decoder.vae_decoder(torch.from_numpy(latents).to(decoder.device, decoder.dtype))
+            if tuple(decoded.shape[-2:]) != canvas.mask.shape:  # checked on the first product
+                raise ValueError(f"--redecode: its VAE decodes the kept latents {list(latents.shape[1:])} to "
+                                 f"{decoded.shape[-1]} px, the images are {canvas.mask.shape[1]} px: the decoder must have "
+                                 "the generator's latent factor")
             redecoded = paste_back(to_uint8(decoded), canvas)
         for i, (row, entry) in enumerate(zip(record["rows"], record["labels"])):
             if decoder is not None:

@@ -274,7 +274,8 @@ if __name__ == "__main__":
 def _arm_label(row: dict) -> str:
     if row["arm"] == "clean":
         return "drawn scenes"
-    shipped = ", the shipped generator's" if row["vae"] == "shipped" else ""
+    # Read against the generator shipped now: a row measured on an earlier shipped VAE is named by its hash only.
+    shipped = ", the shipped generator's" if row["vae_sha256"] == vae_name(None)[1]["vae_sha256"] else ""
     return f"after the VAE (factor {row['factor']}, {row['vae_sha256'][:8]}{shipped})"
 
 
