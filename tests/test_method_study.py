@@ -216,7 +216,7 @@ def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp
     recipe = judge_runs.Recipe(image_size=64, pretrain_epochs=1, epochs=1, batch_size=8)
     judge_runs.train_judge(bench.data_manifest(work), work / "pretrained-judge", (), recipe, 0, None)
     (work / "pretrained").symlink_to("pretrained-judge")
-    args = argparse.Namespace(work=work, recipe=recipe, recipe_candidates=[(1, 8, 1e-3), (2, 8, 3e-3)])
+    args = argparse.Namespace(work=work, recipe=recipe, recipe_candidates=[(1, 8, 1e-3), (2, 8, 3e-3)], shard=(0, 1))
 
     result = bench.part_recipe(args)
     records = read_records(work / "records_val.jsonl")
@@ -252,3 +252,45 @@ def test_a_judge_run_stopped_mid_training_resumes_when_the_bench_runs_again(tiny
     expected, resumed = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+
+
+def test_sharded_training_parts_split_the_judges_and_the_unsharded_call_scores_them(tiny_set, tmp_path, monkeypatch):
+    """recipe with --shard I/N: each process trains only its judges (no two the same folder), writes no record
+    and saves nothing; the unsharded call then trains nothing more, scores every judge and saves the part."""
+    import argparse
+    import shutil
+
+    from benchmarks.studies.method import judges as judge_runs
+    from benchmarks.studies.method import method_bench as bench
+    from rfad.trainer.data.manifest import read_manifest
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_set, work / "rf-mini-maps")
+    rows = read_manifest(work / "rf-mini-maps" / "manifest.jsonl")
+    (work / "rf-mini").mkdir()
+    (work / "rf-mini" / "labels.jsonl").write_text("".join(
+        json.dumps({"id": row.id, "seed": i, "prompt_from": row.label, "fired": [], "measurements": {}}) + "\n"
+        for i, row in enumerate(rows)))
+    recipe = judge_runs.Recipe(image_size=64, pretrain_epochs=1, epochs=1, batch_size=8)
+    judge_runs.train_judge(bench.data_manifest(work), work / "pretrained-judge", (), recipe, 0, None)
+    (work / "pretrained").symlink_to("pretrained-judge")
+    candidates = [(1, 8, 1e-3), (1, 8, 3e-3), (2, 8, 1e-3)]
+    folders = [work / "recipe-candidates" / f"e{e}-b{b}-lr{lr:g}" for e, b, lr in candidates]
+
+    trained_by = {}
+    for index in range(2):
+        args = argparse.Namespace(work=work, recipe=recipe, recipe_candidates=candidates, shard=(index, 2))
+        before = {f for f in folders if (f / judge_runs.TRAIN_LOG).is_file()}
+        assert bench.part_recipe(args) is None
+        trained_by[index] = {f for f in folders if (f / judge_runs.TRAIN_LOG).is_file()} - before
+        assert not (work / "records_val.jsonl").exists()
+    assert trained_by[0] | trained_by[1] == set(folders) and not trained_by[0] & trained_by[1]
+
+    def no_training(*_, **__):
+        raise AssertionError("every judge was trained by a shard")
+
+    monkeypatch.setattr(judge_runs, "train_rfnet", no_training)
+    result = bench.part_recipe(argparse.Namespace(work=work, recipe=recipe, recipe_candidates=candidates,
+                                                  shard=(0, 1)))
+    assert [c["judge"] for c in result["candidates"]] == [f"recipe {f.name} s0" for f in folders]
+    assert all(c["val_ap"] is not None for c in result["candidates"])

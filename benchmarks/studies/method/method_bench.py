@@ -26,7 +26,9 @@ when that file exists (delete it to rerun):
 - ``judges``: RFNet, its ablations, RFNet without pretraining and the ResNet-only baseline, x
   ``--seeds`` seeds each (the ablations and RFNet without pretraining: ``--ablation-seeds``),
   scored on validation and test; per-image records
-  (``benchmarks/results/method_records_<split>.jsonl``);
+  (``benchmarks/results/method_records_<split>.jsonl``); in ``recipe``, ``curve`` and ``judges``
+  ``--shard I/N`` trains this process's share of the judges only, and the same command without it then
+  scores them and saves the part (a stopped judge resumes from its last checkpoint);
 - ``loop``: Recurrent Generation's arms on the test products, read off those records
   (:mod:`benchmarks.studies.method.loop_arms`): one attempt, up to 5 with RFNet (its threshold
   chosen on validation products), up to 5 with the oracle as the judge (the ceiling);
@@ -40,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import zlib
 from pathlib import Path
 
 from benchmarks.studies.method import judges as judge_runs
@@ -68,6 +71,24 @@ def _save(work: Path, part: str, value: dict) -> None:
 
 def data_manifest(work: Path) -> Path:
     return work / "rf-mini-maps" / "manifest.jsonl"
+
+
+def _trained_elsewhere(args, folder: Path) -> bool:
+    """With ``--shard I/N`` (N > 1) in a training part, whether another process trains the judge ``folder``.
+
+    A judge goes to the process ``crc32(its folder) % N``, so two processes never train the same folder
+    (the curve's 100 % judges are the ``judges`` part's RFNet ones, wherever each part runs)."""
+    index, count = args.shard
+    return zlib.crc32(str(folder.relative_to(args.work)).encode()) % count != index
+
+
+def _sharded(args, part: str) -> bool:
+    """A sharded call trains its share of the part's judges and stops there: it neither scores nor saves
+    (records are written by one process); the unsharded call that follows finds them trained, scores
+    them and saves the part."""
+    if args.shard[1] > 1:
+        print(f"{part}: this shard's judges are trained; run the other shards, then the part without --shard")
+    return args.shard[1] > 1
 
 
 def part_data(args) -> dict | None:
@@ -134,13 +155,19 @@ def part_recipe(args) -> dict:
         recipe = replace(args.recipe, epochs=epochs, batch_size=batch, lr=lr)
         name = f"recipe e{epochs}-b{batch}-lr{lr:g} s0"
         folder = args.work / "recipe-candidates" / f"e{epochs}-b{batch}-lr{lr:g}"
+        if args.shard[1] > 1 and _trained_elsewhere(args, folder):
+            continue
         seconds = judge_runs.train_judge(data_manifest(args.work), folder, (), recipe, 0, args.work / "pretrained")
+        if args.shard[1] > 1:
+            continue
         if name not in records[0]["probabilities"]:
             add_judge(records, name, judge_runs.score(folder, data_manifest(args.work), "val"))
             write_records(records, args.work / "records_val.jsonl")
         ap = average_precision([p_available(r, name) for r in records], positives)
         candidates.append({"epochs": epochs, "batch_size": batch, "lr": lr, "judge": name, "val_ap": ap,
                            "train_seconds": seconds})
+    if _sharded(args, "recipe"):
+        return None
     chosen = max(candidates, key=lambda c: c["val_ap"] if c["val_ap"] is not None else -1.0)
     return {"candidates": candidates, "chosen": {k: chosen[k] for k in ("epochs", "batch_size", "lr")},
             "chosen_on": "Available AP on the validation products, training seed 0"}
@@ -192,13 +219,21 @@ def part_curve(args) -> dict:
         for seed in args.seeds:
             name = f"curve {fraction:g} s{seed}"
             folder = judge_runs.variant_folder(args.work, "RFNet", seed, fraction)
+            if args.shard[1] > 1 and _trained_elsewhere(args, folder):
+                continue
             seconds = judge_runs.train_judge(data_manifest(args.work), folder, (), args.recipe, seed,
                                              args.work / "pretrained", fraction)
+            if args.shard[1] > 1:
+                continue
             if name not in records["val"][0]["probabilities"]:
                 _scored(args, records, name, folder, splits=("val",))
                 _write(args, records)
             names.append(name)
+        if args.shard[1] > 1:
+            continue
         rows.append({"fraction": fraction, "train_seconds": seconds, **judge_row(records["val"], f"{fraction:g}", names)})
+    if _sharded(args, "curve"):
+        return None
     return {"split": "val", "rows": rows}
 
 
@@ -213,12 +248,18 @@ def part_judges(args) -> dict:
         for seed in seeds:
             judge = f"{name} s{seed}"
             folder = judge_runs.variant_folder(args.work, name, seed)
+            if args.shard[1] > 1 and _trained_elsewhere(args, folder):
+                continue
             seconds = judge_runs.train_judge(data_manifest(args.work), folder, ablate, args.recipe, seed,
                                              args.work / "pretrained" if pretrained else None)
+            if args.shard[1] > 1:
+                continue
             if judge not in records["test"][0]["probabilities"]:
                 _scored(args, records, judge, folder)
                 _write(args, records)
             trained[name].append({"judge": judge, "model": str(folder), "train_seconds": seconds})
+    if _sharded(args, "judges"):  # the ResNet-only baseline (about a minute a seed) is the unsharded call's
+        return None
     trained[judge_runs.RESNET_ONLY] = []
     for seed in args.seeds:
         judge = f"{judge_runs.RESNET_ONLY} s{seed}"
@@ -268,7 +309,9 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=900, help="RF-mini products (5 images each).")
     parser.add_argument("--val-products", type=int, default=150)
     parser.add_argument("--test-products", type=int, default=150)
-    parser.add_argument("--shard", type=_shard, default=(0, 1), help="I/N: this process's share of RF-mini.")
+    parser.add_argument("--shard", type=_shard, default=(0, 1),
+                        help="I/N: this process's share of RF-mini (data) or of the judges to train (recipe, curve, "
+                             "judges: trained only; the unsharded call then scores and saves).")
     parser.add_argument("--models", type=Path, help="Generator model set: RF-mini's painter and the pretraining "
                         "scenes' VAE [default: the shipped one].")
     parser.add_argument("--depth", type=Path, help="Depth model the judge's maps come from [default: shipped].")
