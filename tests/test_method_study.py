@@ -233,7 +233,8 @@ def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp
 
 def test_a_judge_run_stopped_mid_training_resumes_when_the_bench_runs_again(tiny_set, tmp_path):
     """The bench's long runs are resumable: a judge whose training was stopped (checkpoints, no train log)
-    is continued from its latest checkpoint by the next bench run, to the weights of an unstopped run."""
+    is continued from its latest checkpoint by the next bench run, to the weights of an unstopped run, and
+    its recorded training time counts the stopped call."""
     from safetensors.torch import load_file
 
     from benchmarks.studies.method import judges as judge_runs
@@ -247,8 +248,14 @@ def test_a_judge_run_stopped_mid_training_resumes_when_the_bench_runs_again(tiny
                                  lr=recipe.lr, batch_size=recipe.batch_size, product_scale=recipe.product_scale,
                                  seed=0, max_steps=1), echo=lambda *_: None)
     assert not (stopped / judge_runs.TRAIN_LOG).is_file()
+    [checkpoint] = (stopped / "checkpoints").iterdir()
+    before_stop = json.loads((checkpoint / "state.json").read_text())["seconds"]
+    assert before_stop > 0
 
     judge_runs.train_judge(tiny_set / "manifest.jsonl", stopped, (), recipe, 0, None)
+    # Its recorded time is the whole run's: the call stopped counts too.
+    total = json.loads((stopped / judge_runs.TRAIN_LOG).read_text())["train_seconds"]
+    assert total > before_stop and float((tmp_path / "stopped.seconds").read_text()) == pytest.approx(total, abs=0.1)
     expected, resumed = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -297,6 +298,7 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     epoch, step, step_in_epoch, history, train_loss = 0, 0, 0, [], float("nan")
+    earlier_seconds = 0.0  # training seconds of the calls before a resume: the log reports the run's total
     if config.resume:
         state = read_checkpoint_state(latest)
         if state.get("processes") != world or state.get("samples_per_step") != samples_per_step:
@@ -314,15 +316,21 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
                              f"{config.product_scale}; resume with the same scale")
         load_checkpoint(accelerator, latest)  # verified; weights, optimizer, RNG states, accumulation counter
         epoch, step, step_in_epoch, history = state["epoch"], state["step"], state["step_in_epoch"], state["history"]
-        train_loss = state["train_loss"]
+        train_loss, earlier_seconds = state["train_loss"], state.get("seconds", 0.0)
         say(f"resuming from {latest} (epoch {epoch + 1}, step {step})")
     # TensorBoard's hparams take scalars and strings only: --ablate goes in as "depth,filter".
     accelerator.init_trackers("rfnet", config={k: ",".join(v) if isinstance(v, (tuple, list)) else v
                                                for k, v in asdict(config).items() if v is not None})
 
+    started = time.perf_counter()
+
+    def seconds() -> float:
+        return round(earlier_seconds + time.perf_counter() - started, 1)
+
     def checkpoint() -> None:
         state = {"epoch": epoch, "step_in_epoch": step_in_epoch, "train_loss": train_loss, "history": history,
-                 "processes": world, "samples_per_step": samples_per_step, "product_scale": config.product_scale}
+                 "processes": world, "samples_per_step": samples_per_step, "product_scale": config.product_scale,
+                 "seconds": seconds()}
         save_checkpoint(accelerator, out, step, state, config.keep_checkpoints)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -377,7 +385,7 @@ def train_rfnet(config: RFNetTrainConfig, echo=print) -> Path:
     if main:
         best = max(history, key=lambda r: r.get("val_accuracy", -1.0)) if val_rows else None
         log = {"config": asdict(config), "history": history, "final_model": "last epoch",
-               "best_val_epoch": best["epoch"] if best else None}
+               "best_val_epoch": best["epoch"] if best else None, "train_seconds": seconds()}
         save_final_model(accelerator.unwrap_model(model), tokenizer, out, log)
         say(f"RFNet (last epoch) written to {out}")
     accelerator.wait_for_everyone()

@@ -53,6 +53,12 @@ def variant_folder(work: Path, name: str, seed: int, fraction: float = 1.0) -> P
     return work / "judges" / (f"{slug}-s{seed}" if fraction == 1.0 else f"{slug}-f{fraction:g}-s{seed}")
 
 
+def _train_seconds(out: Path, this_call: float) -> float:
+    """The run's training seconds: the trainer's total over every call (a resumed run's earlier calls
+    included), else this call's."""
+    return json.loads((out / TRAIN_LOG).read_text()).get("train_seconds", this_call)
+
+
 def _interrupted(out: Path) -> bool:
     """Whether ``out`` holds an unfinished run's checkpoints: the bench was stopped while training it,
     and the same command resumes it from the latest (rather than being refused, or starting over)."""
@@ -74,7 +80,7 @@ def pretrain(scenes: Path, out: Path, recipe: Recipe, depth: Path, saliency: Pat
                                      batch_size=recipe.batch_size, product_scale=recipe.product_scale, seed=seed,
                                      depth=str(depth), saliency=str(saliency), resume=_interrupted(out)),
                     echo=lambda *_: None)
-        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
+        timing.write_text(f"{_train_seconds(out, time.perf_counter() - start):.1f}\n")
     history = json.loads((out / TRAIN_LOG).read_text())["history"]
     return {"model": str(out), "history": history,
             "seconds": float(timing.read_text()) if timing.is_file() else float("nan")}
@@ -92,7 +98,7 @@ def train_judge(data: Path, out: Path, ablate: tuple[str, ...], recipe: Recipe, 
                                      ablate=ablate, init=None if init is None else str(init),
                                      train_fraction=rows_fraction, resume=_interrupted(out)),
                     echo=lambda *_: None)
-        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
+        timing.write_text(f"{_train_seconds(out, time.perf_counter() - start):.1f}\n")
     return float(timing.read_text()) if timing.is_file() else float("nan")
 
 
