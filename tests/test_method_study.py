@@ -193,17 +193,13 @@ def test_the_evidence_study_shows_the_judge_drawn_scenes_or_their_vae_round_trip
     assert "after the VAE (factor 8, 00000000)" in study.block({"rows": [rows[0], earlier]})
 
 
-def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp_path):
-    """Each fine-tuning recipe is trained once from the pretrained judge and scored on validation products;
-    the kept one has the highest Available AP there, its scores stay in the validation records, and the
-    curve and judges parts train with it."""
-    import argparse
+def _bench_work(tiny_set, tmp_path):
+    """A method-bench work folder on the tiny set, as the data and pretrain parts leave it: RF-mini's maps
+    and labels, and a pretrained judge. Returns (work folder, the tiny recipe)."""
     import shutil
 
     from benchmarks.studies.method import judges as judge_runs
     from benchmarks.studies.method import method_bench as bench
-    from benchmarks.studies.method.records import p_available, read_records
-    from rfad.trainer.api import average_precision
     from rfad.trainer.data.manifest import read_manifest
 
     work = tmp_path / "work"
@@ -216,6 +212,20 @@ def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp
     recipe = judge_runs.Recipe(image_size=64, pretrain_epochs=1, epochs=1, batch_size=8)
     judge_runs.train_judge(bench.data_manifest(work), work / "pretrained-judge", (), recipe, 0, None)
     (work / "pretrained").symlink_to("pretrained-judge")
+    return work, recipe
+
+
+def test_the_recipe_part_keeps_the_candidate_of_best_validation_ap(tiny_set, tmp_path):
+    """Each fine-tuning recipe is trained once from the pretrained judge and scored on validation products;
+    the kept one has the highest Available AP there, its scores stay in the validation records, and the
+    curve and judges parts train with it."""
+    import argparse
+
+    from benchmarks.studies.method import method_bench as bench
+    from benchmarks.studies.method.records import p_available, read_records
+    from rfad.trainer.api import average_precision
+
+    work, recipe = _bench_work(tiny_set, tmp_path)
     args = argparse.Namespace(work=work, recipe=recipe, recipe_candidates=[(1, 8, 1e-3), (2, 8, 3e-3)], shard=(0, 1))
 
     result = bench.part_recipe(args)
@@ -262,25 +272,15 @@ def test_a_judge_run_stopped_mid_training_resumes_when_the_bench_runs_again(tiny
 
 
 def test_sharded_training_parts_split_the_judges_and_the_unsharded_call_scores_them(tiny_set, tmp_path, monkeypatch):
-    """recipe with --shard I/N: each process trains only its judges (no two the same folder), writes no record
-    and saves nothing; the unsharded call then trains nothing more, scores every judge and saves the part."""
+    """recipe with --shard I/N: each process trains the judges no other has claimed (no two the same folder),
+    writes no record and saves nothing; the unsharded call then trains nothing more, scores every judge and
+    saves the part."""
     import argparse
-    import shutil
 
     from benchmarks.studies.method import judges as judge_runs
     from benchmarks.studies.method import method_bench as bench
-    from rfad.trainer.data.manifest import read_manifest
 
-    work = tmp_path / "work"
-    shutil.copytree(tiny_set, work / "rf-mini-maps")
-    rows = read_manifest(work / "rf-mini-maps" / "manifest.jsonl")
-    (work / "rf-mini").mkdir()
-    (work / "rf-mini" / "labels.jsonl").write_text("".join(
-        json.dumps({"id": row.id, "seed": i, "prompt_from": row.label, "fired": [], "measurements": {}}) + "\n"
-        for i, row in enumerate(rows)))
-    recipe = judge_runs.Recipe(image_size=64, pretrain_epochs=1, epochs=1, batch_size=8)
-    judge_runs.train_judge(bench.data_manifest(work), work / "pretrained-judge", (), recipe, 0, None)
-    (work / "pretrained").symlink_to("pretrained-judge")
+    work, recipe = _bench_work(tiny_set, tmp_path)
     candidates = [(1, 8, 1e-3), (1, 8, 3e-3), (2, 8, 1e-3)]
     folders = [work / "recipe-candidates" / f"e{e}-b{b}-lr{lr:g}" for e, b, lr in candidates]
 
@@ -301,3 +301,38 @@ def test_sharded_training_parts_split_the_judges_and_the_unsharded_call_scores_t
                                                   shard=(0, 1)))
     assert [c["judge"] for c in result["candidates"]] == [f"recipe {f.name} s0" for f in folders]
     assert all(c["val_ap"] is not None for c in result["candidates"])
+
+
+def test_a_judge_claimed_by_a_running_bench_is_left_to_it_and_a_stopped_ones_claim_is_taken_over(tmp_path):
+    """--shard in the training parts: processes claim judges as they reach them (a lock on FOLDER.claim held
+    for the process's life); a judge claimed by another running process is left to it, a stopped process's
+    claim is taken over, and a claim this process takes keeps the others off."""
+    import argparse
+    import subprocess
+    import sys
+
+    from benchmarks.studies.method import method_bench as bench
+
+    args = argparse.Namespace(work=tmp_path, shard=(1, 2))
+    folder = tmp_path / "judges" / "rfnet-s0"
+    folder.parent.mkdir(parents=True)
+    hold = ("import fcntl, os, sys, time; h = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+            "fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)")
+    other = subprocess.Popen([sys.executable, "-c", hold, str(folder.with_name("rfnet-s0.claim"))],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        assert bench._trained_elsewhere(args, folder)
+    finally:
+        other.kill()
+        other.wait()
+    assert not bench._trained_elsewhere(args, folder)  # its process stopped: taken over
+    assert not bench._trained_elsewhere(args, folder)  # now ours
+    fresh = tmp_path / "judges" / "rfnet-s1"
+    assert not bench._trained_elsewhere(args, fresh)
+    # Another process now finds both claimed.
+    probe = ("import fcntl, os, sys\nfor path in sys.argv[1:]:\n    h = os.open(path, os.O_RDWR)\n"
+             "    try:\n        fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB)\n        sys.exit(f'free: {path}')\n"
+             "    except BlockingIOError:\n        pass\n")
+    claims = [str(f.with_name(f.name + ".claim")) for f in (folder, fresh)]
+    assert subprocess.run([sys.executable, "-c", probe, *claims], capture_output=True, text=True).returncode == 0

@@ -27,7 +27,7 @@ when that file exists (delete it to rerun):
   ``--seeds`` seeds each (the ablations and RFNet without pretraining: ``--ablation-seeds``),
   scored on validation and test; per-image records
   (``benchmarks/results/method_records_<split>.jsonl``); in ``recipe``, ``curve`` and ``judges``
-  ``--shard I/N`` trains this process's share of the judges only, and the same command without it then
+  ``--shard I/N`` trains the judges no other running process has claimed, and the same command without it then
   scores them and saves the part (a stopped judge resumes from its last checkpoint);
 - ``loop``: Recurrent Generation's arms on the test products, read off those records
   (:mod:`benchmarks.studies.method.loop_arms`): one attempt, up to 5 with RFNet (its threshold
@@ -40,9 +40,10 @@ Shipping the judge is ``rfad-train ship-judge`` (the command is in the report).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import time
-import zlib
 from pathlib import Path
 
 from benchmarks.studies.method import judges as judge_runs
@@ -73,13 +74,30 @@ def data_manifest(work: Path) -> Path:
     return work / "rf-mini-maps" / "manifest.jsonl"
 
 
-def _trained_elsewhere(args, folder: Path) -> bool:
-    """With ``--shard I/N`` (N > 1) in a training part, whether another process trains the judge ``folder``.
+_CLAIMS: dict[Path, int] = {}  # claim file -> the open descriptor whose lock this process holds until it exits
 
-    A judge goes to the process ``crc32(its folder) % N``, so two processes never train the same folder
-    (the curve's 100 % judges are the ``judges`` part's RFNet ones, wherever each part runs)."""
-    index, count = args.shard
-    return zlib.crc32(str(folder.relative_to(args.work)).encode()) % count != index
+
+def _trained_elsewhere(args, folder: Path) -> bool:
+    """With ``--shard I/N`` (N > 1) in a training part, whether another running process trains the judge ``folder``.
+
+    Processes claim judges as they reach them: an exclusive ``flock`` on ``FOLDER.claim``, held until the
+    process exits. So they share the work whatever the judges' lengths, two never train one folder (the
+    curve's 100 % judges are the judges part's RFNet ones), and a stopped process's claim is free again
+    (the kernel drops its lock; the judge resumes from its checkpoint)."""
+    if (folder / judge_runs.TRAIN_LOG).is_file():
+        return False  # trained: train_judge skips it
+    claim = folder.with_name(folder.name + ".claim")
+    if claim in _CLAIMS:
+        return False  # ours, from an earlier part of this process
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(claim, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        return True
+    _CLAIMS[claim] = handle
+    return False
 
 
 def _sharded(args, part: str) -> bool:
@@ -310,8 +328,9 @@ def main() -> None:
     parser.add_argument("--val-products", type=int, default=150)
     parser.add_argument("--test-products", type=int, default=150)
     parser.add_argument("--shard", type=_shard, default=(0, 1),
-                        help="I/N: this process's share of RF-mini (data) or of the judges to train (recipe, curve, "
-                             "judges: trained only; the unsharded call then scores and saves).")
+                        help="I/N: this process's share of RF-mini (data); in recipe, curve and judges (N > 1) the "
+                             "process trains the judges no other running one has claimed, and the unsharded call "
+                             "then scores and saves.")
     parser.add_argument("--models", type=Path, help="Generator model set: RF-mini's painter and the pretraining "
                         "scenes' VAE [default: the shipped one].")
     parser.add_argument("--depth", type=Path, help="Depth model the judge's maps come from [default: shipped].")
