@@ -29,8 +29,9 @@ class ImageRows(torch.utils.data.Dataset):
         rows, root = load_split_rows(data, split, lambda *_: None)
         self.ids = [row.id for row in rows]
         self.labels = [CLASS_NAMES.index(row.label) for row in rows]
-        self.images = [np.asarray(Image.open(resolve_path(root, row.generated)).convert("RGB")
-                                  .resize((size, size), Image.BILINEAR), dtype=np.uint8) for row in rows]
+        # np.array, not np.asarray: a PIL image's buffer is read-only, and torch warns on wrapping one.
+        self.images = [np.array(Image.open(resolve_path(root, row.generated)).convert("RGB")
+                                .resize((size, size), Image.BILINEAR), dtype=np.uint8) for row in rows]
 
     def __len__(self) -> int:
         return len(self.labels)
