@@ -442,3 +442,37 @@ def test_the_product_image_is_placed_at_the_training_scale_and_eval_follows_it(t
     resumed = _train("rfnet", "--data", str(tiny_set), "--tiny", "--epochs", "1", "--resume", "--product-scale", "0.75",
                      "--out", str(out))
     assert resumed.exit_code == 1 and "trained with --product-scale 0.5, not 0.75" in resumed.output
+
+
+@pytest.mark.slow
+def test_separate_backbones_train_load_and_export_with_parity(tiny_set, tiny_zoo, tmp_path):
+    """--separate-backbones: one image backbone per input, in the saved config and weights; the folder
+    loads, serves as a model set's judge and exports to ONNX (export_onnx checks parity against
+    PyTorch); with --init it is refused, naming both flags."""
+    import torch
+
+    from rfad.export.onnx_export import export_onnx
+    from rfad.models.model_set import ModelSet
+    from rfad.models.rfnet import RFNet
+
+    out = tmp_path / "rfnet"
+    result = _train("rfnet", "--data", str(tiny_set), "--tiny", "--epochs", "1", "--separate-backbones",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["shared_backbone"] is False
+    model = RFNet.from_pretrained(out)
+    assert len(model.image_backbones) == 4
+    # The four backbones trained apart: no two hold the same weights.
+    firsts = [next(b.parameters()).detach() for b in model.image_backbones]
+    assert all(not torch.equal(firsts[i], firsts[j]) for i in range(4) for j in range(i + 1, 4))
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo, zoo)
+    shutil.rmtree(zoo / "rfnet")
+    shutil.copytree(out, zoo / "rfnet", ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    manifest = export_onnx(ModelSet.resolve(zoo), tmp_path / "onnx", components=["rfnet"], echo=lambda *_: None)
+    assert "rfnet" in manifest.files
+
+    refused = CliRunner().invoke(train_cli, ["rfnet", "--data", str(tiny_set), "--tiny", "--separate-backbones",
+                                             "--init", str(out), "--out", str(tmp_path / "again")])
+    assert refused.exit_code != 0 and "--separate-backbones" in refused.output and "--init" in refused.output

@@ -61,6 +61,9 @@ def main() -> None:
               help="Switch off an input (zeros in its place) or the Feature Filter Module; repeatable (ablation studies).")
 @click.option("--train-fraction", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
               help="Train on this share of the training split's products, drawn by --seed (learning curves).")
+@click.option("--separate-backbones", is_flag=True,
+              help="One image backbone per input (product, generated image, depth, saliency) instead of one shared: "
+                   "each BatchNorm then sees one kind of image. Not with --init (the init's backbones are kept).")
 @click.option("--init", type=click.Path(exists=True, file_okay=False),
               help="Start from this RFNet folder's weights and tokenizer (fine-tuning, e.g. a judge pretrained on "
                    "drawn scenes); --image-size must match it.")

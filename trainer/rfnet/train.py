@@ -83,6 +83,7 @@ class RFNetTrainConfig:
     ablate: tuple[str, ...] = ()  # RFNet inputs/modules switched off (rfad.contract.RFNET_ABLATIONS)
     init: str | None = None  # start from this RFNet folder's weights (fine-tuning) instead of fresh ones
     train_fraction: float = 1.0  # train on this share of the training split's products (learning curves)
+    separate_backbones: bool = False  # one image backbone per input instead of one shared (not with init)
 
     def resolved(self) -> "RFNetTrainConfig":
         values = asdict(self)
@@ -170,7 +171,8 @@ def build_model_and_tokenizer(config: RFNetTrainConfig):
         tokenizer = build_roberta_tokenizer()
         try:  # replace() validates the size against this backbone's stride
             model_config = dataclasses.replace(tiny_rfnet_config(config.backbone), image_size=config.image_size,
-                                               ablate=list(config.ablate))
+                                               ablate=list(config.ablate),
+                                               shared_backbone=not config.separate_backbones)
         except ValueError as error:
             raise ValueError(f"--image-size {config.image_size}: {error}") from None
         model_config.roberta["vocab_size"] = len(tokenizer)
@@ -183,8 +185,8 @@ def build_model_and_tokenizer(config: RFNetTrainConfig):
 
     tokenizer = AutoTokenizer.from_pretrained(check_tokenizer_folder(config.roberta, "RoBERTa tokenizer"),
                                               local_files_only=True)
-    model = RFNet.from_backbones(RFNetConfig(image_size=config.image_size, ablate=list(config.ablate)), config.resnet,
-                                 config.roberta)
+    model = RFNet.from_backbones(RFNetConfig(image_size=config.image_size, ablate=list(config.ablate),
+                                             shared_backbone=not config.separate_backbones), config.resnet, config.roberta)
     return model, tokenizer
 
 
@@ -195,6 +197,9 @@ def _from_rfnet_folder(config: RFNetTrainConfig):
     from rfad.models.folders import check_tokenizer_folder
     from rfad.models.rfnet import RFNet
 
+    if config.separate_backbones:
+        raise ValueError(f"--separate-backbones with --init {config.init}: the backbones are the init's (its "
+                         "config's shared_backbone); drop one of the two")
     model = RFNet.from_pretrained(config.init)
     if model.config.image_size != config.image_size:
         raise ValueError(f"--init {config.init}: its image size is {model.config.image_size}, not --image-size "
