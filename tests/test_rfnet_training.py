@@ -447,7 +447,7 @@ def test_the_product_image_is_placed_at_the_training_scale_and_eval_follows_it(t
 @pytest.mark.slow
 def test_separate_backbones_train_load_and_export_with_parity(tiny_set, tiny_zoo, tmp_path):
     """--separate-backbones: one image backbone per input, in the saved config and weights; the folder
-    loads, serves as a model set's judge and exports to ONNX (export_onnx checks parity against
+    loads, resolves as a model set's judge and exports to ONNX (export_onnx checks parity against
     PyTorch); with --init it is refused, naming both flags."""
     import torch
 
